@@ -1,0 +1,160 @@
+"""Frozen option dataclasses for every stage. Standard library only.
+
+Each field carries a one-line docstring (the string literal under it); units are in the names.
+A model directory stores :class:`ModelConfig` as JSON; :class:`StreamConfig` is chosen at run time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+Mode = Literal["group", "interleaved", "batch"]
+Reencode = Literal["none", "position", "kv"]
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel filterbank front end (used by the own encoder)."""
+
+    n_mels: int = 80
+    """Number of mel bands."""
+    win_ms: float = 25.0
+    """Analysis window length in ms."""
+    hop_ms: float = 10.0
+    """Hop between frames in ms (frame rate = 1000 / hop_ms per second)."""
+    n_fft: int = 512
+    """FFT size in samples (>= window length)."""
+    f_min: float = 20.0
+    """Lowest mel filter edge in Hz."""
+    f_max: float = 7600.0
+    """Highest mel filter edge in Hz."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Chunked audio encoder. ``kind='chunk_transformer'`` is our own; ``kind='hf'`` wraps a pretrained one."""
+
+    kind: Literal["chunk_transformer", "hf"] = "chunk_transformer"
+    """Own chunk-causal transformer, or a Hugging Face wav2vec2-family encoder run chunk-wise."""
+    chunk_ms: int = 320
+    """Chunk length in ms: the unit of reading. Outputs for a chunk never change once computed."""
+    d_model: int = 256
+    """Own encoder width."""
+    n_layers: int = 6
+    """Own encoder transformer layers."""
+    n_heads: int = 4
+    """Own encoder attention heads."""
+    ff_mult: int = 4
+    """Own encoder feed-forward width = ff_mult * d_model."""
+    dropout: float = 0.1
+    """Own encoder dropout (training only)."""
+    left_chunks: int = -1
+    """Own encoder: how many past chunks each chunk may attend to (-1 = all; bounds memory on long streams)."""
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    """Log-mel front end of the own encoder."""
+    hf_name_or_path: str = ""
+    """kind='hf': hub id or local directory of a wav2vec2/HuBERT/WavLM model."""
+    hf_left_context_ms: int = 0
+    """kind='hf': previous audio (ms) prepended to each chunk as context; outputs for it are discarded."""
+    hf_normalize: bool = True
+    """kind='hf': zero-mean unit-variance normalise each window, as Wav2Vec2FeatureExtractor does."""
+    freeze: bool = False
+    """Do not train the encoder."""
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    """Frame stacking + MLP from encoder width to LLM width."""
+
+    stack: int = 2
+    """Consecutive encoder frames concatenated into one LLM embedding (must divide frames per chunk)."""
+    hidden: int = 1024
+    """MLP hidden width."""
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Phi-3 decoder: pretrained (hub id / local dir) or built from ``tiny`` kwargs of ``Phi3Config``."""
+
+    name_or_path: str = ""
+    """Hub id or local directory of a Phi-3 checkpoint (and its tokenizer). Empty: build from ``tiny``."""
+    tiny: dict[str, Any] = field(default_factory=dict)
+    """Phi3Config keyword arguments for a model built from scratch (vocab size comes from the tokenizer)."""
+    lora_r: int = 0
+    """LoRA rank on the attention and MLP projections (0 = no LoRA)."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator."""
+    lora_dropout: float = 0.05
+    """LoRA dropout."""
+    freeze: bool = False
+    """Freeze the base LLM weights (LoRA weights, if any, still train)."""
+    dtype: str = "float32"
+    """Weights dtype when loading a pretrained model: float32, bfloat16 or float16."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a SpeechLLM; saved as config.json in a model directory."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """Audio encoder."""
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    """Encoder-to-LLM projector."""
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    """LLM decoder."""
+    prompt: str = ""
+    """Optional text prompt placed before the audio in the source group (positions 0..P-1)."""
+    ctc_weight: float = 0.0
+    """Weight of an auxiliary CTC loss on the encoder output (0 = off); helps alignment emerge."""
+    train_mode: Mode = "group"
+    """Training layout this model was trained with (group / interleaved / batch)."""
+    train_k: tuple[int, ...] = (3,)
+    """Wait-k values drawn from per batch in training (several = one model for any k)."""
+    phi: float = 0.0
+    """Target-group position offset used in training (group mode)."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How a streaming session reads and writes."""
+
+    mode: Mode = "group"
+    """group: group positions + wait-k mask; interleaved: arrival order, causal; batch: batch positions."""
+    k: int = 3
+    """Wait-k: target word j is written after reading min(k + j, N) chunks."""
+    phi: float = 0.0
+    """Target-group start position (group mode); any float >= 0."""
+    reencode: Reencode = "none"
+    """Batch mode only: re-encode nothing, target positions, or the whole KV cache at each new chunk."""
+    max_tokens_per_s: float = 12.0
+    """Length guard: at most this many tokens per second of audio read (+ max_tokens_extra)."""
+    max_tokens_extra: int = 8
+    """Length guard slack in tokens."""
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a nested frozen dataclass from plain JSON data; unknown keys are an error."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config field(s) {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else known[name].default  # type: ignore[misc]
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = _build(type(default), value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    return _build(ModelConfig, data)
+
+
+def model_config_to_json(cfg: ModelConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)

@@ -1,0 +1,163 @@
+"""The Phi-3 decoder and its tokenizer. The only module that knows transformers' LLM internals.
+
+- :func:`build_decoder`: ``Phi3ForCausalLM`` from a hub id / local directory, or from a tiny config.
+  Attention is always SDPA and every call passes an explicit float 4-D mask and explicit float
+  position ids (eager attention with a bool 4-D mask is silently wrong in transformers 5.x, and with no
+  mask and non-unit position steps transformers guesses "packed sequences").
+- :class:`TextCodec`: tokenizer wrapper that knows where words end (needed by the wait-k schedule).
+- :func:`train_bpe`: a small end-of-word BPE for models trained from scratch.
+- cache helpers: keep / drop slots of a ``DynamicCache`` (used by the re-encoding baselines only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .config import DecoderConfig
+
+EOW = "</w>"  # end-of-word suffix of our own BPE
+WORD_START_MARKS = ("▁", "Ġ")  # SentencePiece / byte-level BPE word-start markers
+
+
+class TextCodec:
+    """Tokenizer + word-boundary knowledge. ``style`` is 'suffix' (end-of-word BPE) or 'prefix' (word-start)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        for name in ("bos_token_id", "eos_token_id"):
+            if getattr(tokenizer, name) is None:
+                raise ValueError(f"tokenizer has no {name.split('_')[0]} token")
+        self.bos_id: int = tokenizer.bos_token_id
+        self.eos_id: int = tokenizer.eos_token_id
+        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self.style = "suffix" if sum(str(p).endswith(EOW) for p in pieces if p) > len(pieces) // 4 else "prefix"
+        special = set(tokenizer.all_special_ids)
+        if self.style == "suffix":
+            flags = [bool(p) and str(p).endswith(EOW) for p in pieces]
+        else:
+            flags = [bool(p) and str(p).startswith(WORD_START_MARKS) for p in pieces]
+        # the flag of token t: does emitting t complete (suffix) / start (prefix) a target unit?
+        self._boundary = torch.tensor([f and i not in special for i, f in enumerate(flags)], dtype=torch.bool)
+
+    def __len__(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=True).strip()
+
+    def is_boundary(self, token: int) -> bool:
+        return bool(self._boundary[token])
+
+    def boundaries(self, ids: Sequence[int]) -> list[bool]:
+        return [self.is_boundary(t) for t in ids]
+
+    def save(self, path: str | Path) -> None:
+        self.tok.save_pretrained(str(path))
+
+    @staticmethod
+    def load(path: str | Path) -> "TextCodec":
+        from transformers import AutoTokenizer
+
+        return TextCodec(AutoTokenizer.from_pretrained(str(path)))
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> TextCodec:
+    """Train an end-of-word BPE (``</w>`` suffix) on transcripts; words are split on whitespace only."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix=EOW))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.BPEDecoder(suffix=EOW)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, end_of_word_suffix=EOW, show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    return TextCodec(fast)
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+TINY_PHI3 = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=4096, rope_theta=10000.0)
+
+
+def build_decoder(cfg: DecoderConfig, codec: TextCodec | None = None) -> tuple[nn.Module, TextCodec]:
+    """Return (Phi3ForCausalLM, codec). Pretrained when ``cfg.name_or_path`` is set, else from ``cfg.tiny``."""
+    from transformers import AutoTokenizer, Phi3Config, Phi3ForCausalLM
+
+    if cfg.dtype not in _DTYPES:
+        raise ValueError(f"decoder dtype {cfg.dtype!r} is not one of {sorted(_DTYPES)}")
+    if cfg.name_or_path:
+        try:
+            if codec is None:
+                codec = TextCodec(AutoTokenizer.from_pretrained(cfg.name_or_path))
+            llm = Phi3ForCausalLM.from_pretrained(cfg.name_or_path, attn_implementation="sdpa", dtype=_DTYPES[cfg.dtype])
+        except OSError as e:
+            raise ValueError(f"{cfg.name_or_path}: cannot load a Phi-3 model ({str(e).splitlines()[0]})") from None
+    else:
+        if codec is None:
+            raise ValueError("a decoder built from a tiny config needs a tokenizer (train one with train_bpe)")
+        kwargs = {**TINY_PHI3, **cfg.tiny}
+        conf = Phi3Config(vocab_size=len(codec), pad_token_id=codec.pad_id, bos_token_id=codec.bos_id,
+                          eos_token_id=codec.eos_id, **kwargs)
+        conf._attn_implementation = "sdpa"
+        llm = Phi3ForCausalLM(conf)
+    if len(codec) > llm.config.vocab_size:
+        raise ValueError(f"tokenizer has {len(codec)} tokens but the model only {llm.config.vocab_size}")
+    if cfg.freeze:
+        llm.requires_grad_(False)
+    if cfg.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"])
+        llm = get_peft_model(llm, lcfg)
+    return llm, codec
+
+
+def base_model(llm: nn.Module) -> nn.Module:
+    """The Phi3ForCausalLM under an optional peft wrapper."""
+    return llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+
+
+def embed_tokens(llm: nn.Module) -> nn.Module:
+    return base_model(llm).get_input_embeddings()
+
+
+def decoder_layers(llm: nn.Module) -> nn.ModuleList:
+    return base_model(llm).model.layers
+
+
+def new_cache(llm: nn.Module):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=base_model(llm).config)
+
+
+def run(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
+    """One decoder forward. embeds (B, Q, H); mask (B, Q, K) additive float with K = cached + Q;
+    positions (B, Q) float. Appends to ``cache`` when given. Returns logits (B, Q, V)."""
+    out = llm(inputs_embeds=embeds, attention_mask=mask[:, None].to(embeds.dtype), position_ids=positions.to(torch.float32),
+              past_key_values=cache, use_cache=cache is not None)
+    return out.logits
+
+
+def cache_keep(cache, keep: torch.Tensor) -> None:
+    """Keep only the slots ``keep`` (1-D index tensor) of every layer of a DynamicCache, in place."""
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            layer.keys = layer.keys.index_select(2, keep.to(layer.keys.device))
+            layer.values = layer.values.index_select(2, keep.to(layer.values.device))
+
+
+def cache_length(cache) -> int:
+    return cache.get_seq_length() if cache is not None else 0

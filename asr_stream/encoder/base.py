@@ -1,0 +1,58 @@
+"""The interface every chunked encoder implements.
+
+An encoder consumes audio in chunks of ``chunk_samples`` samples and emits ``frames_per_chunk`` output
+frames per chunk. Outputs of a chunk depend only on that chunk and earlier audio, so they are final
+once computed: streaming never re-encodes.
+
+- ``forward(wave)``: whole utterances, (B, N * chunk_samples) -> (B, N * frames_per_chunk, dim).
+- ``init_state(batch)`` / ``stream(wave, state)``: the same computation chunk by chunk, carrying a cache;
+  ``stream`` takes (B, n * chunk_samples) for any n >= 1 and returns (B, n * frames_per_chunk, dim).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..audio.io import SAMPLE_RATE
+from ..config import EncoderConfig
+
+
+class ChunkEncoder(nn.Module):
+    chunk_samples: int
+    frames_per_chunk: int
+    dim: int
+
+    def init_state(self, batch: int = 1) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def stream(self, wave: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _check_chunks(self, wave: torch.Tensor) -> int:
+        if wave.dim() != 2 or wave.shape[1] == 0 or wave.shape[1] % self.chunk_samples:
+            raise ValueError(
+                f"encoder input must be (batch, n * {self.chunk_samples}) samples, got {tuple(wave.shape)}"
+            )
+        return wave.shape[1] // self.chunk_samples
+
+
+def chunk_samples_for(chunk_ms: int) -> int:
+    samples = chunk_ms * SAMPLE_RATE // 1000
+    if samples * 1000 != chunk_ms * SAMPLE_RATE:
+        raise ValueError(f"chunk_ms={chunk_ms} is not a whole number of samples at {SAMPLE_RATE} Hz")
+    return samples
+
+
+def build_encoder(cfg: EncoderConfig) -> ChunkEncoder:
+    if cfg.kind == "chunk_transformer":
+        from .chunk_transformer import ChunkTransformerEncoder
+
+        return ChunkTransformerEncoder(cfg)
+    if cfg.kind == "hf":
+        from .hf import HFChunkEncoder
+
+        return HFChunkEncoder(cfg)
+    raise ValueError(f"unknown encoder kind {cfg.kind!r} (expected 'chunk_transformer' or 'hf')")

@@ -1,0 +1,163 @@
+"""Our own streaming encoder: log-mel -> per-chunk conv subsampling (x4) -> chunk-causal transformer.
+
+Chunk-causality: a frame of chunk c attends to every frame of chunks max(0, c - left_chunks) .. c
+(full attention inside its chunk, nothing after it). Subsampling is done inside each chunk, and the
+log-mel frames are framed causally (frame t ends at sample (t + 1) * hop), so a chunk's output depends
+only on its own audio and the past. The streaming path carries each layer's keys/values (after RoPE)
+and the last ``win - hop`` samples; the test suite checks it equals the full masked forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..audio.features import LogMel
+from ..config import EncoderConfig
+from .base import ChunkEncoder, chunk_samples_for
+
+SUBSAMPLE = 4  # two stride-2 convolutions
+
+
+def rope(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary embedding on (B, H, L, D) with float positions pos: (L,)."""
+    d = x.shape[-1]
+    inv = 1.0 / (base ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
+    ang = pos.to(torch.float32)[:, None] * inv[None, :]  # (L, D/2)
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class Layer(nn.Module):
+    """Pre-LN transformer layer with rotary self-attention."""
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, L, d)
+        pos: torch.Tensor,  # (L,) absolute frame positions of x
+        mask: torch.Tensor,  # (L, Lpast + L) additive float mask
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        B, L, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = rope(q, pos), rope(k, pos)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, L, d)))
+        x = x + self.drop(self.ff(self.ln2(x)))
+        return x, (k, v)
+
+
+def chunk_causal_mask(n_q: int, q_chunk0: int, n_past: int, frames: int, left_chunks: int, device=None) -> torch.Tensor:
+    """Additive mask (n_q, n_past + n_q) for queries starting at chunk q_chunk0, keys starting n_past frames earlier.
+
+    Example, 2 frames per chunk, 3 chunks, all left context (0 = attend, - = masked)::
+
+        0 0 - - - -
+        0 0 - - - -
+        0 0 0 0 - -
+        0 0 0 0 - -
+        0 0 0 0 0 0
+        0 0 0 0 0 0
+    """
+    q_chunk = q_chunk0 + torch.arange(n_q, device=device) // frames
+    k_first = q_chunk0 * frames - n_past
+    k_chunk = torch.div(k_first + torch.arange(n_past + n_q, device=device), frames, rounding_mode="floor")
+    ok = k_chunk[None, :] <= q_chunk[:, None]
+    if left_chunks >= 0:
+        ok &= k_chunk[None, :] >= q_chunk[:, None] - left_chunks
+    return torch.zeros(ok.shape, device=device).masked_fill(~ok, torch.finfo(torch.float32).min)
+
+
+@dataclass
+class EncoderStreamState:
+    """Per-stream cache of the chunk transformer."""
+
+    tail: torch.Tensor  # (B, win - hop) last samples read, for the first frame of the next chunk
+    chunks: int = 0  # chunks encoded so far
+    kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per layer (B, H, Lkept, Dh)
+
+
+class ChunkTransformerEncoder(ChunkEncoder):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.logmel = LogMel(cfg.features)
+        # Global mean/variance normalisation of log-mel; set from data by the training recipe.
+        self.register_buffer("feat_mean", torch.zeros(cfg.features.n_mels))
+        self.register_buffer("feat_std", torch.ones(cfg.features.n_mels))
+        d, c = cfg.d_model, cfg.d_model
+        self.conv = nn.Sequential(nn.Conv2d(1, c, 3, 2, 1), nn.ReLU(), nn.Conv2d(c, c, 3, 2, 1), nn.ReLU())
+        freq_out = -(-(-(-cfg.features.n_mels // 2)) // 2)  # ceil(ceil(n_mels/2)/2)
+        self.conv_out = nn.Linear(c * freq_out, d)
+        self.layers = nn.ModuleList(Layer(d, cfg.n_heads, cfg.ff_mult * d, cfg.dropout) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(d)
+        self.dim = d
+        self.set_chunk_ms(cfg.chunk_ms)
+
+    def set_chunk_ms(self, chunk_ms: int) -> None:
+        """Change the chunk length (the mask follows; weights are unchanged)."""
+        self.chunk_samples = chunk_samples_for(chunk_ms)
+        mel_frames = self.chunk_samples // self.logmel.hop
+        if mel_frames * self.logmel.hop != self.chunk_samples or mel_frames % SUBSAMPLE:
+            raise ValueError(f"chunk_ms={chunk_ms} must be a multiple of {SUBSAMPLE} hops ({SUBSAMPLE * self.logmel.hop / 16} ms)")
+        self.mel_frames = mel_frames
+        self.frames_per_chunk = mel_frames // SUBSAMPLE
+
+    # -- shared pieces -------------------------------------------------------------------------
+    def _front(self, wave: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        """(B, n*chunk_samples) + (B, ctx) past samples -> (B, n*frames_per_chunk, d) subsampled chunks."""
+        feats = self.logmel(torch.cat([ctx, wave], dim=1))  # (B, n*mel_frames, n_mels)
+        feats = (feats - self.feat_mean) / self.feat_std
+        B, T, M = feats.shape
+        n = T // self.mel_frames
+        x = self.conv(feats.reshape(B * n, 1, self.mel_frames, M))  # (B*n, C, mel/4, M/4)
+        x = self.conv_out(x.permute(0, 2, 1, 3).flatten(2))  # (B*n, frames_per_chunk, d)
+        return x.reshape(B, n * self.frames_per_chunk, self.dim)
+
+    def _layers(self, x: torch.Tensor, chunk0: int, past: list | None) -> tuple[torch.Tensor, list]:
+        fpc = self.frames_per_chunk
+        n_past = past[0][0].shape[2] if past else 0
+        pos = torch.arange(chunk0 * fpc, chunk0 * fpc + x.shape[1], device=x.device)
+        mask = chunk_causal_mask(x.shape[1], chunk0, n_past, fpc, self.cfg.left_chunks, x.device)
+        kv = []
+        for i, layer in enumerate(self.layers):
+            x, kv_i = layer(x, pos, mask, past[i] if past else None)
+            kv.append(kv_i)
+        return self.norm(x), kv
+
+    # -- whole utterances (training) -----------------------------------------------------------
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        self._check_chunks(wave)
+        ctx = wave.new_zeros(wave.shape[0], self.logmel.context)
+        out, _ = self._layers(self._front(wave, ctx), 0, None)
+        return out
+
+    # -- streaming -----------------------------------------------------------------------------
+    def init_state(self, batch: int = 1) -> EncoderStreamState:
+        p = self.norm.weight
+        return EncoderStreamState(tail=torch.zeros(batch, self.logmel.context, device=p.device, dtype=p.dtype))
+
+    def stream(self, wave: torch.Tensor, state: EncoderStreamState) -> tuple[torch.Tensor, EncoderStreamState]:
+        n = self._check_chunks(wave)
+        x = self._front(wave, state.tail)
+        out, kv = self._layers(x, state.chunks, state.kv or None)
+        if self.cfg.left_chunks >= 0:  # keep only what the next chunk may attend to
+            keep = self.cfg.left_chunks * self.frames_per_chunk
+            kv = [(k[:, :, -keep:] if keep else k[:, :, :0], v[:, :, -keep:] if keep else v[:, :, :0]) for k, v in kv]
+        tail = torch.cat([state.tail, wave], dim=1)[:, -self.logmel.context :]
+        return out, EncoderStreamState(tail=tail, chunks=state.chunks + n, kv=kv)

@@ -1,0 +1,202 @@
+"""Group position encoding, the wait-k schedule and the attention masks of every mode: pure functions.
+
+Vocabulary
+----------
+- **source group**: optional prompt tokens, then audio embeddings (E per chunk). Source index s = 0, 1, …
+- **target rows**: decoder inputs [BOS, y_0, …, y_{T-1}]; row i predicts y_i (row T predicts EOS).
+- **units done** c_i: target words the prefix y_<i has already *finished*; it depends on the prefix only,
+  so training and streaming agree. With an end-of-word tokenizer (BPE ``</w>``) it counts word-final
+  tokens, and every token of word j is predicted from a row with c_i = j (exact wait-k). With a
+  word-start tokenizer (SentencePiece "▁", byte-level "Ġ") the end of a word is only known when the
+  next word starts; we count word-start tokens, so the first token of word j sees exactly k + j chunks
+  and its other tokens one chunk more (never less).
+- **visibility** v_i = min(k + c_i, N): the audio chunks target row i may attend to (wait-k). This one
+  function, :func:`visible_chunks`, is used by training layouts and the streaming policy alike.
+
+Modes (the paper's names)
+-------------------------
+- ``group``: positions source 0..S-1, target φ, φ+1, …; source sees source causally and never the
+  target; target row i sees the prompt, chunks < v_i, and target rows ≤ i.
+- ``interleaved``: elements in arrival order (chunks as read, row i right after chunk v_i - 1),
+  positions 0, 1, 2, … in that order, plain causal mask: later chunks *do* see earlier words.
+- ``batch``: positions of a batch model (target starts right after the source: S + i). Trained offline
+  (target sees the whole source); streamed with no / position / KV re-encoding (see streaming.session).
+
+Every layout is a table of :class:`Elements` (one row per sequence slot); :func:`allowed` turns two
+such tables (queries, keys) into a boolean mask using only their attributes, so a streaming step and a
+full training forward use literally the same rule. Example (``python -m asr_stream masks``)::
+
+    group, P=0, N=3 chunks, E=1, k=1, targets with c = [0, 0, 1, 2] (rows: BOS a</w> b c</w>)
+             a0 a1 a2 t0 t1 t2 t3
+    a0 (0)    x  .  .  .  .  .  .
+    a1 (1)    x  x  .  .  .  .  .
+    a2 (2)    x  x  x  .  .  .  .
+    t0 (φ)    x  .  .  x  .  .  .      v=1
+    t1 (φ+1)  x  .  .  x  x  .  .      v=1
+    t2 (φ+2)  x  x  .  x  x  x  .      v=2
+    t3 (φ+3)  x  x  x  x  x  x  x      v=3
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import torch
+
+PROMPT, AUDIO, TARGET, PAD = 0, 1, 2, 3
+KIND_NAMES = {PROMPT: "p", AUDIO: "a", TARGET: "t", PAD: "_"}
+MODES = ("group", "interleaved", "batch")
+
+
+def visible_chunks(k: int, units_done: int, n_chunks: int) -> int:
+    """Wait-k: audio chunks a target row may see, given target units already finished."""
+    if k < 1:
+        raise ValueError(f"wait-k needs k >= 1, got {k}")
+    return min(k + units_done, n_chunks)
+
+
+def units_done(boundary: Sequence[bool]) -> list[int]:
+    """Per target row i (0 = BOS), the number of boundary tokens among y_<i. Length len(boundary) + 1."""
+    out, c = [0], 0
+    for b in boundary:
+        c += int(bool(b))
+        out.append(c)
+    return out
+
+
+@dataclass
+class Elements:
+    """One row per sequence slot. All fields are 1-D tensors of equal length."""
+
+    kind: torch.Tensor  # PROMPT / AUDIO / TARGET / PAD
+    index: torch.Tensor  # index within its kind: prompt token p, audio embedding e, target row i
+    src: torch.Tensor  # source index (prompt p, audio P + e); -1 for target/pad
+    chunk: torch.Tensor  # audio: its chunk; target: visible chunks v_i; else -1
+    arrival: torch.Tensor  # order in which the element entered the stream
+    position: torch.Tensor  # float position id fed to RoPE
+
+    def __len__(self) -> int:
+        return self.kind.shape[0]
+
+    @staticmethod
+    def cat(parts: Sequence["Elements"]) -> "Elements":
+        return Elements(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Elements)))
+
+    def take(self, idx: torch.Tensor) -> "Elements":
+        return Elements(*(getattr(self, f.name)[idx] for f in fields(Elements)))
+
+    @staticmethod
+    def make(kind, index, src, chunk, arrival, position) -> "Elements":
+        as_long = lambda v: torch.as_tensor(v, dtype=torch.long).reshape(-1)  # noqa: E731
+        return Elements(as_long(kind), as_long(index), as_long(src), as_long(chunk), as_long(arrival),
+                        torch.as_tensor(position, dtype=torch.float64).reshape(-1))
+
+
+def source_elements(P: int, audio_chunks: Sequence[int], first_audio: int = 0, arrival0: int = 0,
+                    prompt: bool = False) -> Elements:
+    """Source slots: either P prompt tokens (prompt=True) or audio embeddings with the given chunk ids."""
+    n = P if prompt else len(audio_chunks)
+    idx = torch.arange(n) if prompt else torch.arange(first_audio, first_audio + n)
+    src = idx if prompt else idx + P
+    return Elements.make(
+        torch.full((n,), PROMPT if prompt else AUDIO), idx, src,
+        torch.full((n,), -1) if prompt else torch.as_tensor(audio_chunks, dtype=torch.long),
+        torch.arange(arrival0, arrival0 + n), src.double(),
+    )
+
+
+def target_elements(rows: Sequence[int], vis: Sequence[int], positions: Sequence[float], arrivals: Sequence[int]) -> Elements:
+    n = len(rows)
+    return Elements.make(torch.full((n,), TARGET), list(rows), torch.full((n,), -1), list(vis), list(arrivals), list(positions))
+
+
+def allowed(mode: str, q: Elements, k: Elements) -> torch.Tensor:
+    """Boolean (Lq, Lk): may query slot q attend to key slot k? Pads see only themselves."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (expected one of {MODES})")
+    qk, kk = q.kind[:, None], k.kind[None, :]
+    if mode == "interleaved":
+        ok = k.arrival[None, :] <= q.arrival[:, None]
+        ok &= (kk != PAD) & (qk != PAD)
+    else:  # group and batch share the attention rule; they differ in positions and training visibility
+        src_q = (qk == PROMPT) | (qk == AUDIO)
+        src_k = (kk == PROMPT) | (kk == AUDIO)
+        src_rule = src_k & (k.src[None, :] <= q.src[:, None])
+        tgt_rule = (kk == PROMPT) | ((kk == AUDIO) & (k.chunk[None, :] < q.chunk[:, None])) | (
+            (kk == TARGET) & (k.index[None, :] <= q.index[:, None])
+        )
+        ok = torch.where(src_q, src_rule, (qk == TARGET) & tgt_rule)
+    same = (qk == PAD) & (kk == PAD) & (q.arrival[:, None] == k.arrival[None, :])
+    return ok | same
+
+
+def additive_mask(ok: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Bool allowed-mask -> additive float mask (0 where allowed, dtype min elsewhere).
+
+    The minimum finite value (not -inf) keeps fully masked rows finite in SDPA.
+    """
+    return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)
+
+
+def training_layout(mode: str, P: int, N: int, E: int, units: Sequence[int], k: int | None, phi: float = 0.0) -> Elements:
+    """The full-utterance layout a mode trains with.
+
+    P prompt tokens, N chunks of E embeddings, target rows i = 0..T with units done ``units[i]``.
+    group / interleaved use wait-k visibility; batch is offline (every row sees all N chunks) unless a
+    k is given. Slots come in sequence order; ``arrival`` is the streaming order of each element.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (expected one of {MODES})")
+    n_rows = len(units)
+    vis = [N if (mode == "batch" and k is None) else visible_chunks(k, c, N) for c in units]  # type: ignore[arg-type]
+    audio_chunks = [c for c in range(N) for _ in range(E)]
+    # Arrival order: prompt, then for each chunk c: the target rows whose visibility is c, then chunk c.
+    # Sort key (time, rank, index, kind): rows (rank 0) come before the chunk (rank 1) they wait for.
+    order = [(-1, 0, p, PROMPT) for p in range(P)]
+    order += [(c, 1, e, AUDIO) for e, c in enumerate(audio_chunks)]
+    order += [(v, 0, i, TARGET) for i, v in enumerate(vis)]
+    order.sort()
+    arrival = {(kind, idx): a for a, (_, _, idx, kind) in enumerate(order)}
+    prompt = source_elements(P, [], prompt=True)
+    audio = source_elements(P, audio_chunks)
+    prompt.arrival = torch.tensor([arrival[(PROMPT, p)] for p in range(P)], dtype=torch.long)
+    audio.arrival = torch.tensor([arrival[(AUDIO, e)] for e in range(len(audio_chunks))], dtype=torch.long)
+    S = P + N * E
+    if mode == "group":
+        pos = [phi + i for i in range(n_rows)]
+    elif mode == "batch":
+        pos = [S + i for i in range(n_rows)]
+    else:
+        pos = [0.0] * n_rows  # set below
+    tgt = target_elements(range(n_rows), vis, pos, [arrival[(TARGET, i)] for i in range(n_rows)])
+    els = Elements.cat([prompt, audio, tgt])
+    if mode == "interleaved":  # sequence order = arrival order, positions = arrival index
+        els = els.take(torch.argsort(els.arrival))
+        els.position = els.arrival.double()
+    return els
+
+
+def pad_elements(els: Elements, length: int) -> Elements:
+    n = length - len(els)
+    if n <= 0:
+        return els
+    start = int(els.arrival.max().item()) + 1 if len(els) else 0
+    pad = Elements.make(torch.full((n,), PAD), torch.arange(n), torch.full((n,), -1), torch.full((n,), -1),
+                        torch.arange(start, start + n), torch.zeros(n))
+    return Elements.cat([els, pad])
+
+
+def render(mode: str, els: Elements, k: Elements | None = None) -> str:
+    """Text picture of the mask of ``els`` (queries) against ``k`` (keys, default the same): x = attends."""
+    keys = els if k is None else k
+    ok = allowed(mode, els, keys)
+    name = lambda e, j: f"{KIND_NAMES[int(e.kind[j])]}{int(e.index[j])}"  # noqa: E731
+    head = " " * 12 + " ".join(f"{name(keys, j):>3}" for j in range(len(keys)))
+    lines = [head]
+    for i in range(len(els)):
+        pos = float(els.position[i])
+        label = f"{name(els, i):>3} ({pos:g})"
+        extra = f"   v={int(els.chunk[i])}" if int(els.kind[i]) == TARGET else ""
+        lines.append(f"{label:<11} " + " ".join(f"{'x' if ok[i, j] else '.':>3}" for j in range(len(keys))) + extra)
+    return "\n".join(lines)

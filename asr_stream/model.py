@@ -1,0 +1,235 @@
+"""SpeechLLM = chunked encoder + projector + Phi-3 decoder. Training forward -> loss; save/load.
+
+No Lightning here: the training recipe wraps this module. A model directory holds
+``config.json`` (:class:`~asr_stream.config.ModelConfig`), ``model.safetensors`` and the tokenizer files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import decoder as dec
+from .config import ModelConfig, model_config_from_dict, model_config_to_json
+from .encoder import build_encoder
+from .groups import PAD, PROMPT, AUDIO, TARGET, Elements, additive_mask, allowed, pad_elements, training_layout, units_done
+from .projector import Projector
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A model directory that cannot be loaded (missing, not safetensors, or not matching its config)."""
+
+
+@dataclass
+class Batch:
+    """Padded audio and tokenised transcripts."""
+
+    wave: torch.Tensor  # (B, T) float32 at 16 kHz, zero-padded
+    wave_lens: torch.Tensor  # (B,) valid samples
+    targets: list[list[int]]  # transcript token ids, no BOS/EOS
+
+
+@dataclass
+class ForwardOut:
+    loss: torch.Tensor
+    ce: torch.Tensor
+    ctc: torch.Tensor | None
+    target_logits: list[torch.Tensor]  # per utterance (T_b + 1, V): rows BOS, y_0..y_{T-1}
+    n_tokens: int
+
+
+class SpeechLLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, codec: dec.TextCodec | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = build_encoder(cfg.encoder)
+        self.llm, self.codec = dec.build_decoder(cfg.decoder, codec)
+        width = dec.base_model(self.llm).config.hidden_size
+        self.projector = Projector(cfg.projector, self.encoder.dim, width)
+        if self.encoder.frames_per_chunk % cfg.projector.stack:
+            raise ValueError(f"{self.encoder.frames_per_chunk} encoder frames per chunk not divisible by stack={cfg.projector.stack}")
+        self.ctc_head = nn.Linear(self.encoder.dim, len(self.codec)) if cfg.ctc_weight > 0 else None
+        if cfg.encoder.freeze:
+            self.encoder.requires_grad_(False)
+        self.prompt_ids: list[int] = self.codec.encode(cfg.prompt) if cfg.prompt else []
+
+    # -- geometry -------------------------------------------------------------------------------
+    @property
+    def chunk_samples(self) -> int:
+        return self.encoder.chunk_samples
+
+    @property
+    def chunk_ms(self) -> float:
+        return self.encoder.chunk_samples / 16.0
+
+    @property
+    def embeds_per_chunk(self) -> int:
+        return self.encoder.frames_per_chunk // self.cfg.projector.stack
+
+    def set_chunk_ms(self, chunk_ms: int) -> None:
+        self.encoder.set_chunk_ms(chunk_ms)
+        if self.encoder.frames_per_chunk % self.cfg.projector.stack:
+            raise ValueError(f"chunk_ms={chunk_ms} gives {self.encoder.frames_per_chunk} frames, not divisible by stack")
+
+    def num_chunks(self, num_samples: int) -> int:
+        """Chunks an utterance of this many samples occupies (the last one zero-padded; at least one)."""
+        return max(1, math.ceil(num_samples / self.chunk_samples))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def embed_audio(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N * chunk_samples) -> (encoder frames (B, N*F, D), source embeddings (B, N*E, H))."""
+        enc = self.encoder(wave)
+        return enc, self.projector(enc)
+
+    def embed_tokens(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        return dec.embed_tokens(self.llm)(t)
+
+    # -- training forward -----------------------------------------------------------------------
+    def forward(self, batch: Batch, mode: str | None = None, k: int | None = None, phi: float | None = None) -> ForwardOut:
+        """Loss on target tokens only (+ optional CTC on the encoder), for a mode's training layout.
+
+        mode/k/phi default to the config's training settings (k: the first of train_k).
+        ``batch`` mode with k=None trains offline (every target sees the whole utterance).
+        """
+        mode = mode or self.cfg.train_mode
+        phi = self.cfg.phi if phi is None else phi
+        if k is None and mode != "batch":
+            k = self.cfg.train_k[0]
+        B = batch.wave.shape[0]
+        n_chunks = [self.num_chunks(int(n)) for n in batch.wave_lens]
+        N = max(n_chunks)
+        wave = batch.wave.to(self.device)
+        total = N * self.chunk_samples
+        wave = F.pad(wave, (0, total - wave.shape[1])) if wave.shape[1] < total else wave[:, :total]
+        # zero everything past each utterance's end, so padded chunks equal the streaming tail padding
+        keep = torch.arange(total, device=self.device)[None, :] < batch.wave_lens.to(self.device)[:, None]
+        wave = wave * keep
+        enc, src = self.embed_audio(wave)  # (B, N*F, D), (B, N*E, H)
+        E, P = self.embeds_per_chunk, len(self.prompt_ids)
+        bos, eos = self.codec.bos_id, self.codec.eos_id
+
+        layouts, inputs, labels = [], [], []
+        prompt_emb = self.embed_tokens(self.prompt_ids) if P else src.new_zeros(0, src.shape[-1])
+        for b in range(B):
+            y = list(batch.targets[b])
+            rows_in = [bos] + y  # target rows
+            units = units_done(self.codec.boundaries(y))
+            els = training_layout(mode, P, n_chunks[b], E, units, k, phi)
+            # canonical order of embeddings: prompt, audio, target rows -> gather by element
+            canon = torch.cat([prompt_emb, src[b, : n_chunks[b] * E], self.embed_tokens(rows_in)])
+            offset = torch.where(els.kind == PROMPT, 0, torch.where(els.kind == AUDIO, P, P + n_chunks[b] * E))
+            inputs.append(canon[(offset + els.index).to(self.device)])
+            lab = torch.full((len(els),), -100, dtype=torch.long)
+            tgt = els.kind == TARGET
+            lab[tgt] = torch.tensor(y + [eos])[els.index[tgt]]
+            labels.append(lab)
+            layouts.append(els)
+        L = max(len(e) for e in layouts)
+        H = src.shape[-1]
+        x = torch.stack([F.pad(t, (0, 0, 0, L - t.shape[0])) for t in inputs])
+        els_p = [pad_elements(e, L) for e in layouts]
+        mask = torch.stack([additive_mask(allowed(mode, e, e), x.dtype) for e in els_p]).to(self.device)
+        pos = torch.stack([e.position for e in els_p]).to(self.device)
+        lab = torch.stack([F.pad(l, (0, L - l.shape[0]), value=-100) for l in labels]).to(self.device)
+        logits = dec.run(self.llm, x, mask, pos)  # (B, L, V)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), lab.flatten(), ignore_index=-100)
+        target_logits = []
+        for b, e in enumerate(els_p):
+            tgt = torch.nonzero(e.kind == TARGET).flatten()
+            order = torch.argsort(e.index[tgt])
+            target_logits.append(logits[b, tgt[order].to(self.device)])
+        ctc = None
+        loss = ce
+        if self.ctc_head is not None:
+            ctc = self.ctc_loss(enc, [n * self.encoder.frames_per_chunk for n in n_chunks], batch.targets)
+            loss = ce + self.cfg.ctc_weight * ctc
+        del H
+        return ForwardOut(loss=loss, ce=ce, ctc=ctc, target_logits=target_logits, n_tokens=int((lab != -100).sum()))
+
+    def ctc_loss(self, enc: torch.Tensor, frame_lens: list[int], targets: list[list[int]]) -> torch.Tensor:
+        """CTC on encoder frames with the pad token as blank (never a transcript token)."""
+        logp = self.ctc_head(enc).float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
+        flat = torch.tensor([t for y in targets for t in y], dtype=torch.long)
+        return F.ctc_loss(logp, flat, torch.tensor(frame_lens), torch.tensor([len(y) for y in targets]),
+                          blank=self.codec.pad_id, reduction="mean", zero_infinity=True)
+
+    # -- save / load ----------------------------------------------------------------------------
+    def _saved_state(self) -> dict[str, torch.Tensor]:
+        """All weights, except a frozen pretrained base LLM (reloaded from its hub id / directory)."""
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        d = self.cfg.decoder
+        if d.name_or_path and (d.freeze or d.lora_r > 0):
+            trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+            state = {k: v for k, v in state.items() if not k.startswith("llm.") or k in trainable}
+        return state
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_FILE).write_text(model_config_to_json(self.cfg))
+        meta = {"format_version": str(FORMAT_VERSION), "asr_stream": "SpeechLLM"}
+        state = self._saved_state()
+        # tied embeddings share storage: safetensors refuses shared tensors, so store copies
+        save_file({k: v.clone() for k, v in state.items()}, str(path / WEIGHTS_FILE), metadata=meta)
+        self.codec.save(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "SpeechLLM":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: not a model directory")
+        cfg_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
+        if not cfg_file.exists():
+            raise CheckpointError(f"{path}: no {CONFIG_FILE} (not an asr-stream model directory)")
+        if not weights.exists():
+            others = sorted(p.name for p in path.iterdir() if p.suffix in {".pt", ".pth", ".bin", ".ckpt"})
+            hint = f"; found {', '.join(others)} — only safetensors weights are loaded (pickles can run code)" if others else ""
+            raise CheckpointError(f"{path}: no {WEIGHTS_FILE}{hint}")
+        try:
+            cfg = model_config_from_dict(json.loads(cfg_file.read_text()))
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{cfg_file}: invalid config ({e})") from None
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
+        try:
+            codec = dec.TextCodec.load(path)
+        except Exception as e:  # noqa: BLE001 - any tokenizer failure means the directory is incomplete
+            raise CheckpointError(f"{path}: cannot load the tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        model = cls(cfg, codec)
+        expected = model._saved_state()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(model.state_dict()))
+        wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+        if missing or unexpected or wrong:
+            parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                     f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                     f"{len(wrong)} with wrong shapes (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)})" if wrong else ""]
+            raise CheckpointError(f"{weights}: weights do not match {CONFIG_FILE}: " + ", ".join(p for p in parts if p))
+        model.load_state_dict(state, strict=False)
+        return model.to(map_location).eval()
+
+    def with_config(self, **changes) -> ModelConfig:
+        return replace(self.cfg, **changes)

@@ -1,0 +1,29 @@
+"""Named model configurations: the tiny offline model and test-sized models built in code."""
+
+from __future__ import annotations
+
+from .config import DecoderConfig, EncoderConfig, ModelConfig, ProjectorConfig
+
+
+def tiny_offline(chunk_ms: int = 320) -> ModelConfig:
+    """~10 M parameters: 6-layer chunk-causal encoder (d=256) -> x2 stacking -> 4-layer Phi-3 (d=256)."""
+    return ModelConfig(
+        encoder=EncoderConfig(chunk_ms=chunk_ms, d_model=256, n_layers=6, n_heads=4),
+        projector=ProjectorConfig(stack=2, hidden=512),
+        decoder=DecoderConfig(tiny=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                                        num_attention_heads=4, num_key_value_heads=4)),
+        ctc_weight=0.3,
+        train_k=(1, 2, 3, 5),
+    )
+
+
+def test_sized(chunk_ms: int = 160, prompt: str = "", mode: str = "group") -> ModelConfig:
+    """A few thousand parameters per part: fast enough for equivalence tests on 2 CPU cores."""
+    return ModelConfig(
+        encoder=EncoderConfig(chunk_ms=chunk_ms, d_model=32, n_layers=2, n_heads=2, dropout=0.0),
+        projector=ProjectorConfig(stack=2, hidden=48),
+        decoder=DecoderConfig(tiny=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2)),
+        prompt=prompt,
+        train_mode=mode,  # type: ignore[arg-type]
+    )

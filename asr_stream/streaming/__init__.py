@@ -1,0 +1,6 @@
+"""Streaming: a wait-k policy that returns typed actions, and the session that runs it on one KV cache."""
+
+from .policy import Action, wait_k_action
+from .session import StreamingSession, Word
+
+__all__ = ["Action", "wait_k_action", "StreamingSession", "Word"]

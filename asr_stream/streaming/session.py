@@ -1,0 +1,282 @@
+"""One stream's state and the loop: ``push(samples) -> new words``; ``finish()`` flushes.
+
+One decoder KV cache holds everything in arrival order: prompt, audio chunk embeddings as they are read,
+target tokens as they are written. What each slot is lives in ``state.elements`` (see
+:mod:`asr_stream.groups`), and every new slot's mask row and position come from the same rule the
+training layout uses, so teacher-forced streaming reproduces the training logits.
+
+Modes:
+- ``group``: source positions 0.., target φ + i, wait-k mask. Nothing in the cache is ever recomputed.
+- ``interleaved``: positions in arrival order, plain causal mask (source sees earlier target).
+- ``batch``: target position = source read so far + i, with ``reencode``:
+  ``none`` (append only), ``position`` (at each new chunk, drop the target slots and recompute them at
+  their new positions, each with its original visibility) or ``kv`` (at each new chunk, recompute the
+  whole cache as a batch model would see the prefix: every target row sees all audio read).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .. import decoder as dec
+from ..config import StreamConfig
+from ..groups import MODES, TARGET, Elements, additive_mask, allowed, source_elements, target_elements, visible_chunks
+from .policy import Action, max_rows, wait_k_action
+
+
+@dataclass(frozen=True)
+class Word:
+    """A finished word and the audio (ms) that had been read when it was emitted."""
+
+    text: str
+    time_ms: float
+    tokens: tuple[int, ...]
+
+
+@dataclass
+class StreamState:
+    """Everything one stream carries. Each counter is written by exactly one method (named in brackets)."""
+
+    enc: Any  # encoder stream cache [_read_chunk]
+    cache: Any  # decoder DynamicCache [_append / _reencode]
+    elements: Elements  # what each cache slot is, in cache order [_append / _reencode]
+    pending: int  # next target input token, BOS at start [_write]
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # samples short of a chunk [push]
+    samples_in: int = 0  # samples received [push]
+    chunks_read: int = 0  # chunks encoded and appended [_read_chunk]
+    arrivals: int = 0  # slots ever appended (arrival counter) [_append]
+    rows: int = 0  # target rows fed [_write]
+    units: int = 0  # target units finished (wait-k's j) [_write]
+    tokens: list[int] = field(default_factory=list)  # emitted tokens, no BOS/EOS [_write]
+    word: list[int] = field(default_factory=list)  # tokens of the unfinished word [_write / _flush_word]
+    ended: bool = False  # EOS written or length guard hit after finish [_write / _step]
+    finished: bool = False  # finish() called [finish]
+    decoder_positions: int = 0  # decoder slots computed, re-encoding included [_run]
+    src_embeds: list[torch.Tensor] = field(default_factory=list)  # per chunk (E, H); kept only for kv re-encoding
+
+
+class StreamingSession:
+    """Greedy streaming transcription of one audio stream with a :class:`~asr_stream.model.SpeechLLM`."""
+
+    def __init__(self, model, cfg: StreamConfig | None = None, **overrides) -> None:
+        cfg = cfg or StreamConfig()
+        if overrides:
+            from dataclasses import replace
+
+            cfg = replace(cfg, **overrides)
+        if cfg.mode not in MODES:
+            raise ValueError(f"unknown mode {cfg.mode!r} (expected one of {MODES})")
+        if cfg.reencode != "none" and cfg.mode != "batch":
+            raise ValueError(f"reencode={cfg.reencode!r} applies to mode 'batch' only")
+        if cfg.k < 1:
+            raise ValueError(f"k must be >= 1, got {cfg.k}")
+        if cfg.phi < 0:
+            raise ValueError(f"phi must be >= 0, got {cfg.phi}")
+        self.model = model.eval()
+        self.cfg = cfg
+        self.codec = model.codec
+        self.words: list[Word] = []  # every word emitted, across reset()
+        self.forced: list[int] | None = None  # teacher forcing: tokens to emit instead of argmax (+ EOS)
+        self.logits: list[torch.Tensor] | None = None  # per target row (V,), when recording
+        self.reset()
+
+    # -- public API -----------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start a new utterance (keeps ``words``). Memory held drops back to the prompt."""
+        m = self.model
+        empty = Elements.make([], [], [], [], [], [])
+        self.state = StreamState(enc=m.encoder.init_state(1), cache=dec.new_cache(m.llm), elements=empty, pending=self.codec.bos_id)
+        P = len(m.prompt_ids)
+        if P:
+            with torch.inference_mode():
+                self._append(source_elements(P, [], prompt=True), m.embed_tokens(m.prompt_ids))
+
+    def teacher_force(self, tokens: Sequence[int], record_logits: bool = True) -> None:
+        """Emit ``tokens`` then EOS instead of greedy choices (for tests); record each row's logits."""
+        self.forced = list(tokens) + [self.codec.eos_id]
+        self.logits = [] if record_logits else None
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w in self.words)
+
+    @property
+    def ms_read(self) -> float:
+        s = self.state
+        return min(s.chunks_read * self.model.chunk_samples, s.samples_in) / 16.0
+
+    def push(self, samples: np.ndarray | torch.Tensor) -> list[Word]:
+        """Feed 16 kHz mono float32 samples (any block size). Returns the words finished meanwhile."""
+        s = self.state
+        if s.finished:
+            raise RuntimeError("push() after finish(): call reset() to start a new utterance")
+        a = np.asarray(samples.detach().cpu() if isinstance(samples, torch.Tensor) else samples, dtype=np.float32).reshape(-1)
+        s.samples_in += a.shape[0]
+        s.buffer = np.concatenate([s.buffer, a]) if s.buffer.size else a
+        n0 = len(self.words)
+        cs = self.model.chunk_samples
+        with torch.inference_mode():
+            while s.buffer.shape[0] >= cs:
+                chunk, s.buffer = s.buffer[:cs], s.buffer[cs:]
+                self._read_chunk(chunk)
+                self._write_allowed()
+        return self.words[n0:]
+
+    def finish(self) -> list[Word]:
+        """End of audio: zero-pad the last partial chunk, then write until EOS or the length guard."""
+        s = self.state
+        n0 = len(self.words)
+        with torch.inference_mode():
+            if s.buffer.size or s.chunks_read == 0:
+                tail = np.zeros(self.model.chunk_samples, np.float32)
+                tail[: s.buffer.size] = s.buffer
+                s.buffer = np.zeros(0, np.float32)
+                self._read_chunk(tail)
+                self._write_allowed()
+            s.finished = True
+            self._write_allowed()
+        self._flush_word()
+        return self.words[n0:]
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _read_chunk(self, chunk: np.ndarray) -> None:
+        s, m = self.state, self.model
+        if s.ended:  # EOS already written: nothing more will be written, so skip the work
+            s.chunks_read += 1
+            return
+        wave = torch.from_numpy(chunk).to(m.device)[None]
+        enc, s.enc = m.encoder.stream(wave, s.enc)
+        emb = m.projector(enc)[0]  # (E, H)
+        E, P = m.embeds_per_chunk, len(m.prompt_ids)
+        c = s.chunks_read
+        els = source_elements(P, [c] * E, first_audio=c * E)
+        s.chunks_read += 1
+        if self.cfg.reencode == "kv":
+            s.src_embeds.append(emb)
+            self._reencode_all()
+            return
+        self._append(els, emb)
+        if self.cfg.reencode == "position" and s.rows:
+            self._reencode_targets()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _row_limit(self) -> int:
+        secs = self.state.chunks_read * self.model.chunk_samples / 16000.0
+        return max_rows(secs, self.cfg.max_tokens_per_s, self.cfg.max_tokens_extra)
+
+    def _write_allowed(self) -> None:
+        s = self.state
+        while True:
+            act = wait_k_action(self.cfg.k, s.units, s.chunks_read, s.finished, s.rows, self._row_limit(), s.ended)
+            if act is Action.WRITE:
+                self._write()
+            else:
+                if act is Action.STOP and s.finished and not s.ended:
+                    s.ended = True  # length guard reached after the end of audio
+                return
+
+    def _target_position(self, row: int) -> float:
+        s, m = self.state, self.model
+        if self.cfg.mode == "group":
+            return self.cfg.phi + row
+        if self.cfg.mode == "interleaved":
+            return float(s.arrivals)
+        return len(m.prompt_ids) + s.chunks_read * m.embeds_per_chunk + row  # batch: right after the source read
+
+    def _write(self) -> None:
+        s = self.state
+        i = s.rows
+        vis = visible_chunks(self.cfg.k, s.units, s.chunks_read)
+        els = target_elements([i], [vis], [self._target_position(i)], [s.arrivals])
+        logits = self._append(els, self.model.embed_tokens([s.pending]))[0, -1]
+        s.rows += 1
+        if self.logits is not None:
+            self.logits.append(logits.float().cpu())
+        nxt = self.forced[i] if self.forced is not None and i < len(self.forced) else int(torch.argmax(logits))
+        if nxt == self.codec.eos_id:
+            s.ended = True
+            self._flush_word()
+            return
+        if self.codec.style == "prefix" and self.codec.is_boundary(nxt):
+            self._flush_word()  # a new word starts: the previous one is complete
+        s.tokens.append(nxt)
+        s.word.append(nxt)
+        if self.codec.is_boundary(nxt):
+            s.units += 1
+            if self.codec.style == "suffix":
+                self._flush_word()
+        s.pending = nxt
+
+    def _flush_word(self) -> None:
+        s = self.state
+        if s.word:
+            text = self.codec.decode(s.word)
+            if text:
+                self.words.append(Word(text=text, time_ms=self.ms_read, tokens=tuple(s.word)))
+            s.word = []
+
+    # -- the decoder -------------------------------------------------------------------------------
+    def _run(self, q: Elements, keys: Elements, embeds: torch.Tensor, cache) -> torch.Tensor:
+        m = self.model
+        mask = additive_mask(allowed(self.cfg.mode, q, keys), embeds.dtype).to(m.device)[None]
+        self.state.decoder_positions += len(q)
+        return dec.run(m.llm, embeds[None], mask, q.position[None].to(m.device), cache)
+
+    def _append(self, new: Elements, embeds: torch.Tensor) -> torch.Tensor:
+        """Append slots to the cache; their mask rows come from the shared rule. Returns logits."""
+        s = self.state
+        new.arrival = torch.arange(s.arrivals, s.arrivals + len(new))
+        if self.cfg.mode == "interleaved":
+            new.position = new.arrival.double()
+        s.arrivals += len(new)
+        keys = Elements.cat([s.elements, new])
+        logits = self._run(new, keys, embeds, s.cache)
+        s.elements = keys
+        return logits
+
+    def _target_inputs(self) -> list[int]:
+        s = self.state
+        return [self.codec.bos_id] + s.tokens[: s.rows - 1]
+
+    def _reencode_targets(self) -> None:
+        """Batch + position re-encoding: recompute every target slot at position S_now + i."""
+        s, m = self.state, self.model
+        keep = torch.nonzero(s.elements.kind != TARGET).flatten()
+        old_t = s.elements.take(torch.nonzero(s.elements.kind == TARGET).flatten())
+        dec.cache_keep(s.cache, keep)
+        s.elements = s.elements.take(keep)
+        S = len(m.prompt_ids) + s.chunks_read * m.embeds_per_chunk
+        order = torch.argsort(old_t.index)
+        rows = old_t.index[order]
+        tgt = target_elements(rows.tolist(), old_t.chunk[order].tolist(), (S + rows.double()).tolist(), old_t.arrival[order].tolist())
+        keys = Elements.cat([s.elements, tgt])
+        self._run(tgt, keys, m.embed_tokens(self._target_inputs()), s.cache)
+        s.elements = keys
+
+    def _reencode_all(self) -> None:
+        """Batch + KV re-encoding: rebuild the cache from scratch over prompt, audio read and targets."""
+        s, m = self.state, self.model
+        P, E, n = len(m.prompt_ids), m.embeds_per_chunk, s.chunks_read
+        S = P + n * E
+        parts, embeds = [], []
+        if P:
+            parts.append(source_elements(P, [], prompt=True))
+            embeds.append(m.embed_tokens(m.prompt_ids))
+        parts.append(source_elements(P, [c for c in range(n) for _ in range(E)]))
+        embeds.append(torch.cat(s.src_embeds))
+        if s.rows:
+            parts.append(target_elements(range(s.rows), [n] * s.rows, [S + i for i in range(s.rows)], [0] * s.rows))
+            embeds.append(m.embed_tokens(self._target_inputs()))
+        els = Elements.cat(parts)
+        els.arrival = torch.arange(len(els))
+        s.cache = dec.new_cache(m.llm)
+        self._run(els, els, torch.cat(embeds), s.cache)
+        s.elements = els
+        s.arrivals = len(els)
+
+
+__all__ = ["StreamingSession", "StreamState", "Word"]
