@@ -1,0 +1,48 @@
+"""Tiny models built in code (no downloads) and synthetic audio shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from asr_stream.decoder import train_bpe
+from asr_stream.model import SpeechLLM
+from asr_stream.presets import test_sized
+
+SENTENCES = [
+    "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG",
+    "STREAMING SPEECH RECOGNITION WITH LARGE LANGUAGE MODELS",
+    "NOTHING IS EVER ENCODED TWICE",
+    "A SMALL MODEL FOR FAST TESTS",
+    "DON'T WAIT FOR THE WHOLE SENTENCE",
+]
+
+
+@pytest.fixture(scope="session")
+def codec():
+    # a small vocabulary so that most words span several tokens (exercises word boundaries)
+    return train_bpe(SENTENCES * 4, vocab_size=60)
+
+
+@pytest.fixture(scope="session")
+def make_model(codec):
+    cache: dict = {}
+
+    def make(chunk_ms: int = 160, prompt: str = "", mode: str = "group", seed: int = 0) -> SpeechLLM:
+        key = (chunk_ms, prompt, mode, seed)
+        if key not in cache:
+            torch.manual_seed(seed)
+            cache[key] = SpeechLLM(test_sized(chunk_ms, prompt, mode), codec).eval()
+        return cache[key]
+
+    return make
+
+
+def noise_audio(seconds: float, seed: int = 0) -> np.ndarray:
+    """Band-limited noise with a slow envelope: enough structure for the encoder to produce varied outputs."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    x = rng.standard_normal(n).astype(np.float32)
+    env = 0.5 + 0.5 * np.sin(np.linspace(0, 12 * np.pi, n, dtype=np.float32))
+    return (0.1 * x * env).astype(np.float32)

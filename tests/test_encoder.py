@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+
+from asr_stream.config import EncoderConfig
+from asr_stream.encoder import build_encoder
+from asr_stream.encoder.chunk_transformer import chunk_causal_mask
+
+from .conftest import noise_audio
+
+
+def own(chunk_ms=160, left_chunks=-1, seed=0):
+    torch.manual_seed(seed)
+    enc = build_encoder(EncoderConfig(chunk_ms=chunk_ms, d_model=32, n_layers=2, n_heads=2, dropout=0.0, left_chunks=left_chunks))
+    with torch.no_grad():  # non-trivial normalisation so the buffers are exercised too
+        enc.feat_mean.normal_(-5, 1)
+        enc.feat_std.uniform_(1, 3)
+    return enc.eval()
+
+
+def stream_all(enc, wave, groups):
+    """Stream ``wave`` (1, N*cs) in groups of chunks (e.g. [1, 3, 2]) and concatenate the outputs."""
+    st, outs, i = enc.init_state(1), [], 0
+    cs = enc.chunk_samples
+    for g in groups:
+        o, st = enc.stream(wave[:, i * cs : (i + g) * cs], st)
+        outs.append(o)
+        i += g
+    return torch.cat(outs, 1)
+
+
+def test_mask_docstring_example():
+    m = chunk_causal_mask(6, 0, 0, 2, -1) == 0
+    expected = torch.tensor([[1, 1, 0, 0, 0, 0]] * 2 + [[1, 1, 1, 1, 0, 0]] * 2 + [[1] * 6] * 2, dtype=torch.bool)
+    assert torch.equal(m, expected)
+
+
+@pytest.mark.parametrize("chunk_ms", [160, 320])
+@pytest.mark.parametrize("groups", [[1] * 6, [2, 1, 3], [6]])
+def test_own_streaming_equals_full_forward(chunk_ms, groups):
+    enc = own(chunk_ms)
+    wave = torch.from_numpy(noise_audio(6 * chunk_ms / 1000))[None]
+    with torch.no_grad():
+        full = enc(wave)
+        streamed = stream_all(enc, wave, groups)
+    assert full.shape == (1, 6 * enc.frames_per_chunk, 32)
+    assert (streamed - full).abs().max().item() <= 1e-5
+
+
+def test_own_limited_left_context_streaming_equals_full():
+    enc = own(160, left_chunks=2)
+    wave = torch.from_numpy(noise_audio(1.6))[None]
+    with torch.no_grad():
+        full, streamed = enc(wave), stream_all(enc, wave, [1] * 10)
+    assert (streamed - full).abs().max().item() <= 1e-5
+    st = enc.init_state(1)
+    for i in range(10):
+        _, st = enc.stream(wave[:, i * 2560 : (i + 1) * 2560], st)
+    assert st.kv[0][0].shape[2] == 2 * enc.frames_per_chunk  # cache bounded by left_chunks
+
+
+def test_chunk_outputs_final_once_computed():
+    enc = own(160)
+    a = torch.from_numpy(noise_audio(1.6, seed=1))[None]
+    b = a.clone()
+    b[:, 5 * 2560 :] = torch.randn_like(b[:, 5 * 2560 :])  # change audio from chunk 5 on
+    with torch.no_grad():
+        fa, fb = enc(a), enc(b)
+    F = enc.frames_per_chunk
+    assert torch.equal(fa[:, : 5 * F], fb[:, : 5 * F])
+    assert not torch.allclose(fa[:, 5 * F :], fb[:, 5 * F :])
+
+
+def test_bad_chunk_shape():
+    enc = own(160)
+    with pytest.raises(ValueError, match="n \\* 2560"):
+        enc(torch.zeros(1, 1000))
+    with pytest.raises(ValueError, match="multiple of 4 hops"):
+        enc.set_chunk_ms(100)
+
+
+@pytest.fixture(scope="module")
+def tiny_hubert_dir(tmp_path_factory):
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    cfg = HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    path = tmp_path_factory.mktemp("tiny-hubert")
+    HubertModel(cfg).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("left_ms", [0, 200])
+def test_hf_wrapper_streaming_equals_chunkwise_full(tiny_hubert_dir, left_ms):
+    enc = build_encoder(EncoderConfig(kind="hf", hf_name_or_path=str(tiny_hubert_dir), chunk_ms=320, hf_left_context_ms=left_ms)).eval()
+    assert enc.frames_per_chunk == 16 and enc.dim == 32
+    wave = torch.from_numpy(noise_audio(1.6))[None]
+    with torch.no_grad():
+        full = enc(wave)
+        streamed = stream_all(enc, wave, [1, 2, 1, 1])
+    assert full.shape == (1, 5 * 16, 32)
+    assert (streamed - full).abs().max().item() <= 1e-5
+    # later audio never changes an earlier chunk's output
+    b = wave.clone()
+    b[:, 3 * 5120 :] = 0.3
+    with torch.no_grad():
+        fb = enc(b)
+    assert torch.equal(full[:, : 3 * 16], fb[:, : 3 * 16])
+    # left context matters iff configured: chunk 1's output depends on chunk 0's audio
+    c = wave.clone()
+    c[:, :5120] = 0.0
+    with torch.no_grad():
+        fc = enc(c)
+    assert torch.allclose(full[:, 16:32], fc[:, 16:32]) == (left_ms == 0)
+
+
+def test_hf_wrapper_errors(tmp_path):
+    with pytest.raises(ValueError, match="needs hf_name_or_path"):
+        build_encoder(EncoderConfig(kind="hf"))
+    with pytest.raises(ValueError, match="cannot load"):
+        build_encoder(EncoderConfig(kind="hf", hf_name_or_path=str(tmp_path / "nowhere")))

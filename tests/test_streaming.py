@@ -1,0 +1,167 @@
+"""The heart of the suite: streaming through one KV cache == one masked training forward."""
+
+import numpy as np
+import pytest
+import torch
+
+from asr_stream import decoder as dec
+from asr_stream.model import Batch
+from asr_stream.streaming import StreamingSession
+
+from .conftest import SENTENCES, noise_audio
+
+
+def forward_logits(model, wave: np.ndarray, tokens, **kw) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(Batch(torch.from_numpy(wave)[None], torch.tensor([len(wave)]), [tokens]), **kw)
+    return out.target_logits[0]
+
+
+def stream_logits(model, wave: np.ndarray, tokens, block: int, **kw) -> tuple[torch.Tensor, StreamingSession]:
+    kw.setdefault("max_tokens_per_s", 100.0)  # the length guard must not cut a teacher-forced transcript
+    s = StreamingSession(model, **kw)
+    s.teacher_force(tokens)
+    for i in range(0, len(wave), block):
+        s.push(wave[i : i + block])
+    s.finish()
+    return torch.stack(s.logits), s
+
+
+@pytest.mark.parametrize("chunk_ms", [160, 320])
+@pytest.mark.parametrize("phi", [0.0, 0.5, 256.0])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("mode", ["group", "interleaved"])
+def test_teacher_forced_streaming_equals_training_forward(make_model, codec, mode, k, phi, chunk_ms):
+    model = make_model(chunk_ms)
+    wave = noise_audio(1.9, seed=k)  # not a whole number of chunks: exercises tail padding
+    tokens = codec.encode(SENTENCES[1])
+    assert len(tokens) > len(SENTENCES[1].split())  # some words span several tokens
+    full = forward_logits(model, wave, tokens, mode=mode, k=k, phi=phi)
+    for block in (1000, 4321):  # blocks that do not align with chunks (2560 / 5120 samples)
+        streamed, _ = stream_logits(model, wave, tokens, block, mode=mode, k=k, phi=phi)
+        assert streamed.shape == full.shape == (len(tokens) + 1, len(codec))
+        assert (streamed - full).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("mode", ["group", "interleaved"])
+def test_prompt_and_padded_batch(make_model, codec, mode):
+    """With a text prompt, and utterances of different lengths padded into one training batch."""
+    model = make_model(160, prompt="TRANSCRIBE")
+    waves = [noise_audio(1.3, seed=5), noise_audio(0.7, seed=6)]
+    toks = [codec.encode(SENTENCES[0]), codec.encode(SENTENCES[3])]
+    T = max(len(w) for w in waves)
+    batch = Batch(torch.stack([torch.from_numpy(np.pad(w, (0, T - len(w)))) for w in waves]), torch.tensor([len(w) for w in waves]), toks)
+    with torch.no_grad():
+        out = model(batch, mode=mode, k=2, phi=0.5)
+    for b in range(2):
+        streamed, _ = stream_logits(model, waves[b], toks[b], 3000, mode=mode, k=2, phi=0.5)
+        assert (streamed - out.target_logits[b]).abs().max().item() <= 1e-4
+
+
+def test_batch_mode_after_end_of_audio_equals_offline(make_model, codec):
+    """With k larger than the utterance every row is written after the end of the audio: then all three
+    batch-streaming variants see exactly what an offline (batch) model sees."""
+    model = make_model(160)
+    wave = noise_audio(0.8, seed=3)
+    tokens = codec.encode(SENTENCES[2])
+    offline = forward_logits(model, wave, tokens, mode="batch", k=None)
+    for reencode in ("none", "position", "kv"):
+        streamed, _ = stream_logits(model, wave, tokens, 2000, mode="batch", k=50, reencode=reencode)
+        assert (streamed - offline).abs().max().item() <= 1e-4, reencode
+
+
+def word_rows(codec, tokens):
+    """Row indices predicting each word's tokens (row i predicts y_i), from end-of-word flags."""
+    rows, j = {}, 0
+    for i, b in enumerate(codec.boundaries(tokens)):
+        rows.setdefault(j, []).append(i)
+        j += int(b)
+    return rows
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_visibility_of_word_j(make_model, codec, k):
+    """Word j (0-based) is predicted from the first k + j chunks: chunks 0 .. k+j-1 (the issue's
+    "chunk k + j" counted from 1). Changing any later chunk leaves its logits alone; changing the
+    last visible chunk changes them. Checked on the streaming session."""
+    model = make_model(160)
+    cs = model.chunk_samples
+    tokens = codec.encode(SENTENCES[0])
+    wave = noise_audio(12 * cs / 16000, seed=7)
+    base, _ = stream_logits(model, wave, tokens, 2000, mode="group", k=k)
+    rng = np.random.default_rng(0)
+    for j, rows in word_rows(codec, tokens).items():
+        last_visible = k + j - 1
+        if last_visible + 1 >= 12:
+            break
+        later = wave.copy()
+        later[(last_visible + 1) * cs :] = 0.2 * rng.standard_normal(len(wave) - (last_visible + 1) * cs)
+        changed, _ = stream_logits(model, later, tokens, 2000, mode="group", k=k)
+        assert torch.equal(changed[rows], base[rows]), f"word {j} saw audio after chunk {last_visible}"
+        visible = wave.copy()
+        visible[last_visible * cs : (last_visible + 1) * cs] *= -3.0
+        changed, _ = stream_logits(model, visible, tokens, 2000, mode="group", k=k)
+        assert (changed[rows] - base[rows]).abs().max() > 1e-4, f"word {j} did not see chunk {last_visible}"
+
+
+def count_decoder_positions(model, fn) -> int:
+    """Count positions through the first decoder layer with a forward hook."""
+    seen = []
+    layer = dec.decoder_layers(model.llm)[0]
+    h = layer.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[1]))
+    try:
+        fn()
+    finally:
+        h.remove()
+    return sum(seen)
+
+
+def test_group_mode_never_recomputes(make_model, codec):
+    model = make_model(160, prompt="TRANSCRIBE")
+    wave = noise_audio(2.5, seed=2)  # 16 chunks; 16 words, so with k=2 EOS comes after the last chunk
+    tokens = codec.encode(SENTENCES[0] + " " + SENTENCES[1])
+    P, N, E = len(model.prompt_ids), model.num_chunks(len(wave)), model.embeds_per_chunk
+    results = {}
+    for name, kw in {"group": dict(mode="group"), "interleaved": dict(mode="interleaved"),
+                     "batch-none": dict(mode="batch"), "batch-position": dict(mode="batch", reencode="position"),
+                     "batch-kv": dict(mode="batch", reencode="kv")}.items():
+        box = {}
+        results[name] = count_decoder_positions(model, lambda: box.setdefault("s", stream_logits(model, wave, tokens, 1600, k=2, **kw)))
+        state = box["s"][1].state
+        assert state.decoder_positions == results[name]  # the session's own counter agrees
+        assert state.chunks_read == model.num_chunks(len(wave)) and state.ended
+    source, target = P + N * E, len(tokens) + 1  # target inputs: BOS + transcript tokens (EOS is predicted, not fed)
+    assert results["group"] == source + target
+    assert results["interleaved"] == source + target
+    assert results["batch-none"] == source + target
+    assert results["batch-position"] > source + target
+    # KV re-encoding recomputes the whole prefix at every chunk: quadratic in the number of chunks
+    assert results["batch-kv"] > 5 * results["group"]
+    print(f"\ndecoder positions over {N} chunks: " + ", ".join(f"{k}={v}" for k, v in results.items()))
+
+
+def test_greedy_decoding_runs_and_times_are_monotonic(make_model):
+    model = make_model(160)
+    s = StreamingSession(model, k=2)
+    words = []
+    wave = noise_audio(2.0, seed=9)
+    for i in range(0, len(wave), 777):
+        words += s.push(wave[i : i + 777])
+    words += s.finish()
+    assert words == s.words
+    times = [w.time_ms for w in words]
+    assert times == sorted(times) and all(0 < t <= 2000 for t in times)
+    # length guard: never more tokens than the guard allows for 2 s of audio
+    assert len(s.state.tokens) <= int(12.0 * 2.08) + 8
+    with pytest.raises(RuntimeError, match="after finish"):
+        s.push(wave[:10])
+
+
+def test_session_config_errors(make_model):
+    model = make_model(160)
+    with pytest.raises(ValueError, match="unknown mode"):
+        StreamingSession(model, mode="zigzag")
+    with pytest.raises(ValueError, match="batch' only"):
+        StreamingSession(model, mode="group", reencode="kv")
+    with pytest.raises(ValueError, match="k must be"):
+        StreamingSession(model, k=0)
