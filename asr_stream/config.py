@@ -45,6 +45,8 @@ class EncoderConfig:
     """Own encoder width."""
     n_layers: int = 6
     """Own encoder transformer layers."""
+    conv_channels: int = 0
+    """Own encoder: channels of the x4 conv subsampling (0 = d_model); the convs dominate CPU training cost."""
     n_heads: int = 4
     """Own encoder attention heads."""
     ff_mult: int = 4
@@ -61,6 +63,8 @@ class EncoderConfig:
     """kind='hf': previous audio (ms) prepended to each chunk as context; outputs for it are discarded."""
     hf_normalize: bool = True
     """kind='hf': zero-mean unit-variance normalise each window, as Wav2Vec2FeatureExtractor does."""
+    spec_augment: bool = False
+    """Own encoder: SpecAugment (frequency and time masks) on log-mel while training."""
     freeze: bool = False
     """Do not train the encoder."""
 

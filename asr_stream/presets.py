@@ -8,7 +8,7 @@ from .config import DecoderConfig, EncoderConfig, ModelConfig, ProjectorConfig
 def tiny_offline(chunk_ms: int = 320) -> ModelConfig:
     """~10 M parameters: 6-layer chunk-causal encoder (d=256) -> x2 stacking -> 4-layer Phi-3 (d=256)."""
     return ModelConfig(
-        encoder=EncoderConfig(chunk_ms=chunk_ms, d_model=256, n_layers=6, n_heads=4),
+        encoder=EncoderConfig(chunk_ms=chunk_ms, d_model=256, n_layers=6, n_heads=4, conv_channels=128, spec_augment=True),
         projector=ProjectorConfig(stack=2, hidden=512),
         decoder=DecoderConfig(tiny=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                                         num_attention_heads=4, num_key_value_heads=4)),

@@ -7,6 +7,8 @@ Values are natural-log power, floored at 1e-10. No torchaudio needed.
 
 from __future__ import annotations
 
+import math
+
 
 import torch
 from torch import nn
@@ -68,4 +70,19 @@ def frames_per_second(cfg: FeatureConfig) -> float:
     return 1000.0 / cfg.hop_ms
 
 
-__all__ = ["LogMel", "mel_filterbank", "frames_per_second"]
+def spec_augment(feats: torch.Tensor, n_freq: int = 2, freq_width: int = 15, n_time: int = 2, time_frac: float = 0.05,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019) on (B, T, F) log-mel: zero random frequency bands and time spans."""
+    B, T, F = feats.shape
+    out = feats.clone()
+    for b in range(B):
+        for _ in range(n_freq):
+            w = int(torch.randint(0, freq_width + 1, (1,), generator=generator))
+            f0 = int(torch.randint(0, max(1, F - w), (1,), generator=generator))
+            out[b, :, f0 : f0 + w] = 0.0
+        tw = max(1, int(math.ceil(T * time_frac)))
+        for _ in range(n_time):
+            w = int(torch.randint(0, tw + 1, (1,), generator=generator))
+            t0 = int(torch.randint(0, max(1, T - w), (1,), generator=generator))
+            out[b, t0 : t0 + w] = 0.0
+    return out

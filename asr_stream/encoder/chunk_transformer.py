@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio.features import LogMel
+from ..audio.features import LogMel, spec_augment
 from ..config import EncoderConfig
 from .base import ChunkEncoder, chunk_samples_for
 
@@ -100,7 +100,7 @@ class ChunkTransformerEncoder(ChunkEncoder):
         # Global mean/variance normalisation of log-mel; set from data by the training recipe.
         self.register_buffer("feat_mean", torch.zeros(cfg.features.n_mels))
         self.register_buffer("feat_std", torch.ones(cfg.features.n_mels))
-        d, c = cfg.d_model, cfg.d_model
+        d, c = cfg.d_model, cfg.conv_channels or cfg.d_model
         self.conv = nn.Sequential(nn.Conv2d(1, c, 3, 2, 1), nn.ReLU(), nn.Conv2d(c, c, 3, 2, 1), nn.ReLU())
         freq_out = -(-(-(-cfg.features.n_mels // 2)) // 2)  # ceil(ceil(n_mels/2)/2)
         self.conv_out = nn.Linear(c * freq_out, d)
@@ -123,6 +123,8 @@ class ChunkTransformerEncoder(ChunkEncoder):
         """(B, n*chunk_samples) + (B, ctx) past samples -> (B, n*frames_per_chunk, d) subsampled chunks."""
         feats = self.logmel(torch.cat([ctx, wave], dim=1))  # (B, n*mel_frames, n_mels)
         feats = (feats - self.feat_mean) / self.feat_std
+        if self.training and self.cfg.spec_augment:
+            feats = spec_augment(feats)
         B, T, M = feats.shape
         n = T // self.mel_frames
         x = self.conv(feats.reshape(B * n, 1, self.mel_frames, M))  # (B*n, C, mel/4, M/4)

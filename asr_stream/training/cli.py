@@ -1,0 +1,25 @@
+"""``asr-stream train {fit,validate} --config conf/....yaml``: LightningCLI over SpeechLLMModule + SpeechDataModule."""
+
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningCLI
+
+from .datamodule import SpeechDataModule
+from .module import SpeechLLMModule
+
+
+class TrainCLI(LightningCLI):
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        # Resumed checkpoints load with weights_only=True unless asked otherwise: no pickled code runs.
+        if "weights_only" in kwargs and kwargs["weights_only"] is None:
+            kwargs["weights_only"] = True
+        return kwargs
+
+
+def main(args: list[str] | None = None) -> None:
+    TrainCLI(SpeechLLMModule, SpeechDataModule, args=args, save_config_kwargs={"overwrite": True})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Datasets, duration-bucketed batch sampling (DDP-aware) and on-the-fly augmentation."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..audio.io import load_audio
+from ..data import Utterance, duration_batches, read_librispeech, read_manifest
+
+
+class UtteranceDataset(Dataset):
+    """Loads audio lazily; optional speed perturbation (resampling by a random factor)."""
+
+    def __init__(self, utts: Sequence[Utterance], speeds: Sequence[float] = (1.0,), seed: int = 0) -> None:
+        self.utts = list(utts)
+        self.speeds = list(speeds)
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
+        u = self.utts[i]
+        wave = load_audio(u.audio_path)
+        speed = self.rng.choice(self.speeds)
+        if speed != 1.0:
+            import librosa
+
+            # playing `speed` times faster = resampling from 16k*speed to 16k
+            wave = librosa.resample(wave, orig_sr=int(16000 * speed), target_sr=16000, res_type="soxr_hq")
+        return wave.astype(np.float32), u.text
+
+
+@dataclass
+class Collated:
+    wave: torch.Tensor
+    wave_lens: torch.Tensor
+    texts: list[str]
+
+
+def collate(items: Sequence[tuple[np.ndarray, str]]) -> Collated:
+    T = max(len(w) for w, _ in items)
+    wave = torch.zeros(len(items), T)
+    for i, (w, _) in enumerate(items):
+        wave[i, : len(w)] = torch.from_numpy(w)
+    return Collated(wave, torch.tensor([len(w) for w, _ in items]), [t for _, t in items])
+
+
+class DurationBatchSampler(Sampler[list[int]]):
+    """Batches of similar-length utterances under a padded-seconds budget, sharded over DDP ranks.
+
+    Every rank gets the same number of batches (a DDP requirement); the order is reshuffled per epoch.
+    """
+
+    def __init__(self, utts: Sequence[Utterance], max_seconds: float, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world: int = 1, max_batch_size: Optional[int] = None) -> None:
+        self.index = {id(u): i for i, u in enumerate(utts)}
+        self.utts, self.max_seconds, self.shuffle = list(utts), max_seconds, shuffle
+        self.seed, self.rank, self.world, self.max_batch_size = seed, rank, world, max_batch_size
+        self.epoch = 0
+        self._skip: tuple[int, int] | None = None  # (epoch, batches) to skip once, after a mid-epoch resume
+
+    def skip_once(self, epoch: int, batches: int) -> None:
+        self._skip = (epoch, batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        batches = duration_batches(self.utts, self.max_seconds, shuffle=self.shuffle, seed=self.seed + self.epoch,
+                                   max_batch_size=self.max_batch_size)
+        per_rank = len(batches) // self.world if self.world > 1 else len(batches)
+        mine = batches[self.rank :: self.world][:per_rank]
+        return [[self.index[id(u)] for u in b] for b in mine]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        if self._skip is not None and self._skip[0] == self.epoch:
+            batches = batches[self._skip[1] :]
+            self._skip = None
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+def read_corpus(spec: str) -> list[Utterance]:
+    """``path/to/manifest.jsonl`` or ``librispeech:ROOT:SPLIT[,SPLIT...]``."""
+    if spec.startswith("librispeech:"):
+        _, root, splits = spec.split(":", 2)
+        return read_librispeech(root, splits.split(","))
+    return read_manifest(spec)

@@ -1,0 +1,72 @@
+"""DataModule: corpora (LibriSpeech layout or JSONL manifests), duration batches, augmentation."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from .data import DurationBatchSampler, UtteranceDataset, collate, read_corpus
+
+
+class SpeechDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        train: list[str],
+        val: list[str] = [],  # noqa: B006 - jsonargparse needs a literal default
+        max_batch_seconds: float = 120.0,
+        max_batch_size: Optional[int] = None,
+        speed_perturb: list[float] = [1.0],  # noqa: B006
+        num_workers: int = 1,
+        seed: int = 0,
+        max_utterances: Optional[int] = None,
+    ) -> None:
+        """
+        Args:
+            train: corpora, each a JSONL manifest path or ``librispeech:ROOT:SPLIT[,SPLIT]`` (train-960 allowed).
+            val: validation corpora, same forms.
+            max_batch_seconds: padded audio seconds per batch (per device).
+            max_batch_size: cap on utterances per batch.
+            speed_perturb: speed factors drawn per utterance in training, e.g. [0.9, 1.0, 1.1].
+            num_workers: DataLoader worker processes.
+            seed: batching and augmentation seed.
+            max_utterances: use only the first N training utterances (smoke tests).
+        """
+        super().__init__()
+        self.train_specs, self.val_specs = list(train), list(val)
+        self.max_batch_seconds, self.max_batch_size = max_batch_seconds, max_batch_size
+        self.speeds, self.num_workers, self.seed = list(speed_perturb), num_workers, seed
+        self.max_utterances = max_utterances
+
+    # Mid-epoch resume: remember how many batches of the current epoch were trained, and skip them.
+    def state_dict(self) -> dict:
+        t = self.trainer
+        if t is None:
+            return {}
+        return {"epoch": t.current_epoch, "batches_done": t.fit_loop.epoch_loop.batch_progress.current.completed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = (int(state.get("epoch", 0)), int(state.get("batches_done", 0)))
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        self.train_utts = [u for s in self.train_specs for u in read_corpus(s)][: self.max_utterances]
+        self.val_utts = [u for s in self.val_specs for u in read_corpus(s)]
+        if not self.train_utts:
+            raise ValueError(f"no training utterances in {self.train_specs}")
+
+    def _loader(self, utts, shuffle: bool, speeds) -> DataLoader:
+        t = self.trainer
+        rank, world = (t.global_rank, t.world_size) if t is not None else (0, 1)
+        sampler = DurationBatchSampler(utts, self.max_batch_seconds, shuffle, self.seed, rank, world, self.max_batch_size)
+        if shuffle and getattr(self, "_resume", None):
+            sampler.skip_once(*self._resume)
+            self._resume = None
+        return DataLoader(UtteranceDataset(utts, speeds, self.seed + rank), batch_sampler=sampler, collate_fn=collate,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_utts, True, self.speeds)
+
+    def val_dataloader(self):
+        return self._loader(self.val_utts, False, [1.0]) if self.val_utts else []

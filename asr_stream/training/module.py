@@ -1,0 +1,151 @@
+"""LightningModule wrapping SpeechLLM. Training glue only: optimiser, schedule, multi-k draws, logging, export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+
+from ..config import ModelConfig
+from ..decoder import TextCodec
+from ..model import Batch, SpeechLLM
+
+
+class SpeechLLMModule(L.LightningModule):
+    def __init__(
+        self,
+        model: ModelConfig = ModelConfig(),
+        tokenizer: Optional[str] = None,
+        feat_stats: Optional[str] = None,
+        init_from: Optional[str] = None,
+        export_dir: Optional[str] = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.98),
+        warmup_steps: int = 500,
+        min_lr_ratio: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            model: the SpeechLLM configuration (encoder, projector, decoder, training mode, k set, φ).
+            tokenizer: tokenizer directory for a decoder built from scratch (Phi-3 checkpoints bring their own).
+            feat_stats: JSON with log-mel "mean" and "std" lists (own encoder), from the prepare stage.
+            init_from: a SpeechLLM directory to start from (its weights; its config must match ``model``).
+            export_dir: where the trained model is saved as a SpeechLLM directory (at the end and at each checkpoint).
+            lr: peak learning rate (AdamW).
+            weight_decay: AdamW weight decay (not applied to biases and norms).
+            betas: AdamW betas.
+            warmup_steps: linear warm-up steps, then cosine decay to min_lr_ratio * lr at trainer.max_steps.
+            min_lr_ratio: final learning rate as a fraction of lr.
+            seed: seed of the per-step k draws (identical on every rank).
+        """
+        super().__init__()
+        codec = TextCodec.load(tokenizer) if tokenizer else None
+        if init_from:
+            self.net = SpeechLLM.load(init_from)
+            if self.net.cfg.encoder != model.encoder or self.net.cfg.decoder != model.decoder:
+                raise ValueError(f"{init_from}: its encoder/decoder config differs from the one given")
+            self.net.cfg = model
+        else:
+            self.net = SpeechLLM(model, codec)
+        if feat_stats and hasattr(self.net.encoder, "feat_mean"):
+            stats = json.loads(Path(feat_stats).read_text())
+            with torch.no_grad():
+                self.net.encoder.feat_mean.copy_(torch.tensor(stats["mean"]))
+                self.net.encoder.feat_std.copy_(torch.tensor(stats["std"]))
+        self.cfg = model
+        self.export_dir = export_dir
+        self.opt = dict(lr=lr, weight_decay=weight_decay, betas=betas, warmup=warmup_steps, min_ratio=min_lr_ratio)
+        self.seed = seed
+
+    # -- steps --------------------------------------------------------------------------------------
+    def _batch(self, b) -> Batch:
+        return Batch(b.wave, b.wave_lens, [self.net.codec.encode(t) for t in b.texts])
+
+    def draw_k(self, step: int) -> Optional[int]:
+        """Multi-k training: one k per optimiser step, drawn from cfg.train_k; the same on every rank."""
+        if self.cfg.train_mode == "batch":
+            return None  # batch mode trains offline
+        return random.Random(self.seed * 1_000_003 + step).choice(self.cfg.train_k)
+
+    def training_step(self, b, batch_idx: int):
+        k = self.draw_k(self.global_step)
+        out = self.net(self._batch(b), mode=self.cfg.train_mode, k=k, phi=self.cfg.phi)
+        bs = b.wave.shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=bs)
+        self.log("train/ce", out.ce, batch_size=bs)
+        if out.ctc is not None:
+            self.log("train/ctc", out.ctc, batch_size=bs)
+        self.log("train/k", float(k or 0), batch_size=bs)
+        self.log("train/audio_s", float(b.wave_lens.sum()) / 16000, reduce_fx="sum", batch_size=bs)
+        return out.loss
+
+    def validation_step(self, b, batch_idx: int):
+        k = None if self.cfg.train_mode == "batch" else self.cfg.train_k[len(self.cfg.train_k) // 2]
+        out = self.net(self._batch(b), mode=self.cfg.train_mode, k=k, phi=self.cfg.phi)
+        self.log("val/loss", out.loss, prog_bar=True, sync_dist=True, batch_size=b.wave.shape[0])
+        self.log("val/ce", out.ce, sync_dist=True, batch_size=b.wave.shape[0])
+
+    # -- optimisation -------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for n, p in self.net.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.dim() < 2 else decay).append(p)
+        o = self.opt
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=o["lr"], betas=tuple(o["betas"]))
+        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 100_000
+
+        def schedule(step: int) -> float:
+            if step < o["warmup"]:
+                return (step + 1) / max(1, o["warmup"])
+            t = min(1.0, (step - o["warmup"]) / max(1, total - o["warmup"]))
+            return o["min_ratio"] + (1 - o["min_ratio"]) * 0.5 * (1 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- export -------------------------------------------------------------------------------------
+    def export(self) -> Optional[Path]:
+        if self.export_dir and self.trainer.is_global_zero:
+            return self.net.save(self.export_dir)
+        return None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["torch_rng_state"] = torch.get_rng_state()  # dropout / SpecAugment continue exactly on resume
+        self.export()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+
+    def on_train_end(self) -> None:
+        self.export()
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 over all parameters (name, bytes): equal digests = identical weights."""
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class WeightsDigest(L.Callback):
+    """Writes each rank's weights digest at the end of fit to ``<dir>/rank<R>.sha256`` (DDP agreement check)."""
+
+    def __init__(self, dir: str) -> None:
+        self.dir = Path(dir)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / f"rank{trainer.global_rank}.sha256").write_text(weights_digest(pl_module))

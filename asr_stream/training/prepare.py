@@ -1,0 +1,46 @@
+"""Prepare stage for a model trained from scratch: a BPE tokenizer and log-mel statistics from training data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..audio.features import LogMel
+from ..audio.io import load_audio
+from ..decoder import train_bpe
+from .data import read_corpus
+
+
+def prepare(train: Sequence[str], out_dir: str, vocab_size: int = 1000, stats_utterances: int = 300, seed: int = 0) -> Path:
+    """Write ``out_dir/tokenizer/`` (end-of-word BPE on the training transcripts) and ``out_dir/feat_stats.json``.
+
+    Args:
+        train: training corpora (JSONL manifests or ``librispeech:ROOT:SPLITS``).
+        out_dir: output directory.
+        vocab_size: BPE vocabulary size (special tokens included).
+        stats_utterances: utterances sampled for the log-mel mean / std.
+        seed: sampling seed.
+    """
+    from rich.progress import track
+
+    utts = [u for spec in train for u in read_corpus(spec)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    codec = train_bpe((u.text for u in utts), vocab_size)
+    codec.save(out / "tokenizer")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(utts), size=min(stats_utterances, len(utts)), replace=False)
+    lm = LogMel()
+    total, sq, n = 0.0, 0.0, 0
+    for i in track(pick, description="log-mel statistics"):
+        f = lm(torch.from_numpy(load_audio(utts[int(i)].audio_path))[None])[0].double()
+        total, sq, n = total + f.sum(0), sq + (f * f).sum(0), n + f.shape[0]
+    mean = total / n
+    std = torch.sqrt(torch.clamp(sq / n - mean * mean, min=1e-8))
+    (out / "feat_stats.json").write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist(), "frames": n}))
+    print(f"tokenizer: {len(codec)} tokens ({codec.style} word boundaries); statistics over {n} frames -> {out}")
+    return out

@@ -1,0 +1,152 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from asr_stream.config import DecoderConfig, ModelConfig
+from asr_stream.decoder import TextCodec, build_decoder
+from asr_stream.model import Batch, CheckpointError, SpeechLLM
+from asr_stream.presets import test_sized
+from asr_stream.streaming import StreamingSession
+
+from .conftest import SENTENCES, noise_audio
+
+
+def transcribe(model, wave):
+    s = StreamingSession(model, k=2)
+    s.push(wave)
+    s.finish()
+    return s.words
+
+
+def test_save_load_identical_outputs(tmp_path, make_model, codec):
+    model = make_model(160, prompt="TRANSCRIBE")
+    path = model.save(tmp_path / "m")
+    assert {p.name for p in path.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    loaded = SpeechLLM.load(path)
+    wave = noise_audio(1.2, seed=4)
+    y = codec.encode(SENTENCES[4])
+    batch = Batch(torch.from_numpy(wave)[None], torch.tensor([len(wave)]), [y])
+    with torch.no_grad():
+        a, b = model(batch, mode="group", k=2), loaded(batch, mode="group", k=2)
+    assert torch.equal(a.target_logits[0], b.target_logits[0])
+    assert transcribe(model, wave) == transcribe(loaded, wave)
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2)
+
+
+def test_load_rejects_bad_directories(tmp_path, make_model):
+    model = make_model(160)
+    good = model.save(tmp_path / "good")
+
+    with pytest.raises(CheckpointError, match="not a model directory"):
+        SpeechLLM.load(tmp_path / "missing")
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((good / "config.json").read_text())
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="only safetensors"):
+        SpeechLLM.load(pickled)
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for f in good.iterdir():
+        (corrupt / f.name).write_bytes(f.read_bytes())
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        SpeechLLM.load(corrupt)
+
+    mismatched = tmp_path / "mismatched"
+    mismatched.mkdir()
+    for f in good.iterdir():
+        (mismatched / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((good / "config.json").read_text())
+    cfg["encoder"]["d_model"] = 48  # weights were saved for d_model=32
+    (mismatched / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="do not match config.json"):
+        SpeechLLM.load(mismatched)
+
+    cfg["encoder"]["d_model"] = 32
+    cfg["encoder"]["colour"] = "blue"
+    (mismatched / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="unknown config field"):
+        SpeechLLM.load(mismatched)
+
+    missing_key = tmp_path / "missing_key"
+    missing_key.mkdir()
+    for f in good.iterdir():
+        (missing_key / f.name).write_bytes(f.read_bytes())
+    state = load_file(str(good / "model.safetensors"))
+    state.pop(next(k for k in state if k.startswith("projector.")))
+    save_file(state, str(missing_key / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="1 missing"):
+        SpeechLLM.load(missing_key)
+
+
+def test_lora_decoder_saves_and_loads(tmp_path, codec):
+    from dataclasses import replace
+
+    cfg = test_sized(160)
+    cfg = replace(cfg, decoder=replace(cfg.decoder, lora_r=4))
+    torch.manual_seed(1)
+    model = SpeechLLM(cfg, codec).eval()
+    lora = [n for n, p in model.named_parameters() if "lora_" in n]
+    assert lora and all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+    with torch.no_grad():  # make LoRA non-zero so the round trip is meaningful
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    loaded = SpeechLLM.load(model.save(tmp_path / "lora"))
+    wave = noise_audio(0.8)
+    assert transcribe(model, wave) == transcribe(loaded, wave)
+
+
+def test_pretrained_phi3_directory_and_frozen_base(tmp_path, codec):
+    """A 'pretrained' Phi-3 saved to a local directory (as from_pretrained would find it on the hub):
+    loading by path works, and a frozen base with LoRA is saved without the base weights."""
+    llm, _ = build_decoder(DecoderConfig(tiny=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                   num_attention_heads=4, num_key_value_heads=2)), codec)
+    base_dir = tmp_path / "phi3-tiny"
+    llm.save_pretrained(base_dir)
+    codec.save(base_dir)
+    from dataclasses import replace
+
+    cfg = test_sized(160)
+    cfg = replace(cfg, decoder=DecoderConfig(name_or_path=str(base_dir), lora_r=2, freeze=True))
+    model = SpeechLLM(cfg).eval()
+    assert model.codec.style == "suffix" and len(model.codec) == len(codec)
+    path = model.save(tmp_path / "speech")
+    saved = load_file(str(path / "model.safetensors"))
+    assert not any(k.startswith("llm.") and "lora_" not in k for k in saved)  # base reloaded from base_dir
+    loaded = SpeechLLM.load(path)
+    wave = noise_audio(0.8)
+    assert transcribe(model, wave) == transcribe(loaded, wave)
+    with pytest.raises(ValueError, match="cannot load a Phi-3"):
+        build_decoder(DecoderConfig(name_or_path=str(tmp_path / "nope")))
+
+
+def test_prefix_style_tokenizer_word_boundaries():
+    """A word-start tokenizer (like Phi-3's SentencePiece '▁'): words end when the next one starts."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "▁he": 4, "llo": 5, "▁world": 6, "▁a": 7}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    codec = TextCodec(fast)
+    assert codec.style == "prefix"
+    assert codec.boundaries([4, 5, 6, 7]) == [True, False, True, True]
+    assert not codec.is_boundary(2)
+
+
+def test_model_config_json_roundtrip():
+    from asr_stream.config import model_config_from_dict, model_config_to_json
+
+    cfg = test_sized(320, prompt="X")
+    assert model_config_from_dict(json.loads(model_config_to_json(cfg))) == cfg
+    assert isinstance(cfg, ModelConfig)

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Write a synthetic LibriSpeech-layout corpus with espeak-ng (see asr_stream.data.synth for the design).
+
+Examples:
+    python tools/synth_corpus.py data/synth                      # full size: all fortune sentences
+    python tools/synth_corpus.py data/synth-small --num-train 2000 --num-dev 100 --num-test 100 \\
+        --top-words 3000 --min-train-vocab 500 --snr-db 20 --jobs 4
+
+Needs: apt-get install espeak-ng fortunes fortunes-min (MBROLA voices are used when installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from asr_stream.data.synth import DEFAULT_UNSEEN_VOICE, FORTUNE_DIR, SynthConfig, SynthError, synthesize_corpus
+
+
+def _pair(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(",")
+    try:
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out_dir", type=Path, help="corpus folder to create")
+    p.add_argument("--seed", type=int, default=0, help="same seed -> identical corpus (default 0)")
+    p.add_argument("--text-file", type=Path, help="one sentence per line (default: the fortunes files)")
+    p.add_argument("--fortune-dir", type=Path, default=FORTUNE_DIR, help=f"default {FORTUNE_DIR}")
+    p.add_argument("--top-words", type=int, help="only sentences made of the N most frequent words")
+    p.add_argument("--min-words", type=int, default=4)
+    p.add_argument("--max-words", type=int, default=20)
+    p.add_argument("--num-train", type=int, help="training sentences (default: all left after dev/test)")
+    p.add_argument("--num-dev", type=int, default=300)
+    p.add_argument("--num-test", type=int, default=300)
+    p.add_argument("--train-voices-per-sentence", type=int, default=1)
+    p.add_argument("--voices", help="comma-separated espeak-ng voices for train/dev/test "
+                                    "(default: built-in list + installed MBROLA voices)")
+    p.add_argument("--unseen-voice", default=DEFAULT_UNSEEN_VOICE, help=f"test-unseen-voice split's voice "
+                                                                         f"(default {DEFAULT_UNSEEN_VOICE})")
+    p.add_argument("--rate-range", type=_pair, default=(140, 210), help="words per minute LO,HI (default 140,210)")
+    p.add_argument("--pitch-range", type=_pair, default=(30, 70), help="espeak-ng pitch 0-99 LO,HI (default 30,70)")
+    p.add_argument("--snr-db", type=float, help="add white noise at this SNR in dB (default: clean)")
+    p.add_argument("--min-train-vocab", type=int, default=2000, help="distinct training words required")
+    p.add_argument("--jobs", type=int, default=1, help="parallel espeak-ng processes")
+    p.add_argument("--overwrite", action="store_true", help="replace a corpus this tool wrote before")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    try:
+        cfg = SynthConfig(
+            out_dir=args.out_dir, seed=args.seed, text_file=args.text_file, fortune_dir=args.fortune_dir,
+            top_words=args.top_words, min_words=args.min_words, max_words=args.max_words,
+            num_train=args.num_train, num_dev=args.num_dev, num_test=args.num_test,
+            train_voices_per_sentence=args.train_voices_per_sentence,
+            voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()) if args.voices else None,
+            unseen_voice=args.unseen_voice, rate_range=args.rate_range, pitch_range=args.pitch_range,
+            snr_db=args.snr_db, min_train_vocab=args.min_train_vocab, jobs=args.jobs, overwrite=args.overwrite,
+        )
+        with Progress(TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, disable=args.quiet) as bar:
+            task = bar.add_task("synth", total=None)
+            report = synthesize_corpus(cfg, lambda done, total: bar.update(task, completed=done, total=total))
+    except SynthError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return 2
+    for split, n in report.utterances.items():
+        console.print(f"{split:<18} {n:6d} utterances {report.seconds[split] / 60:9.1f} min", highlight=False)
+    console.print(f"train vocabulary {report.train_vocab} words; voices: {', '.join(report.train_voices)}; "
+                  f"unseen: {report.unseen_voice}; written to {report.out_dir}", highlight=False, soft_wrap=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
