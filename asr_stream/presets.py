@@ -6,13 +6,16 @@ from .config import DecoderConfig, EncoderConfig, ModelConfig, ProjectorConfig
 
 
 def tiny_offline(chunk_ms: int = 320) -> ModelConfig:
-    """~10 M parameters: 6-layer chunk-causal encoder (d=256) -> x2 stacking -> 4-layer Phi-3 (d=256)."""
+    """~10 M parameters: 6-layer chunk-causal encoder (d=256) -> x2 stacking -> 4-layer Phi-3 (d=256).
+
+    The same model as ``conf/tiny_synthetic.yaml`` (the bundled default); used by benchmarks.
+    """
     return ModelConfig(
-        encoder=EncoderConfig(chunk_ms=chunk_ms, d_model=256, n_layers=6, n_heads=4, conv_channels=128, spec_augment=True),
+        encoder=EncoderConfig(chunk_ms=chunk_ms, d_model=256, n_layers=6, n_heads=4, conv_channels=128, dropout=0.05),
         projector=ProjectorConfig(stack=2, hidden=512),
         decoder=DecoderConfig(tiny=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                                         num_attention_heads=4, num_key_value_heads=4)),
-        ctc_weight=0.3,
+        ctc_weight=0.5,
         train_k=(1, 2, 3, 5),
     )
 

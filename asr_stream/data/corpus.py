@@ -438,3 +438,13 @@ def word_counts(utts: Sequence[Utterance]) -> Counter[str]:
         c.update(u.text.split())
     return c
 
+
+def read_corpus(spec: str) -> list[Utterance]:
+    """A corpus from a spec: ``path/to/manifest.jsonl`` or ``librispeech:ROOT:SPLIT[,SPLIT...]``."""
+    if spec.startswith("librispeech:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise DataError(f"{spec}: expected librispeech:ROOT:SPLIT[,SPLIT...]")
+        _, root, splits = parts
+        return read_librispeech(root, splits.split(","))
+    return read_manifest(spec)

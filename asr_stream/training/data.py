@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..audio.io import load_audio
-from ..data import Utterance, duration_batches, read_librispeech, read_manifest
+from ..data import Utterance, duration_batches
 
 
 class UtteranceDataset(Dataset):
@@ -88,11 +88,3 @@ class DurationBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._batches())
-
-
-def read_corpus(spec: str) -> list[Utterance]:
-    """``path/to/manifest.jsonl`` or ``librispeech:ROOT:SPLIT[,SPLIT...]``."""
-    if spec.startswith("librispeech:"):
-        _, root, splits = spec.split(":", 2)
-        return read_librispeech(root, splits.split(","))
-    return read_manifest(spec)

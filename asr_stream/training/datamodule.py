@@ -7,7 +7,8 @@ from typing import Optional
 import lightning as L
 from torch.utils.data import DataLoader
 
-from .data import DurationBatchSampler, UtteranceDataset, collate, read_corpus
+from ..data import read_corpus
+from .data import DurationBatchSampler, UtteranceDataset, collate
 
 
 class SpeechDataModule(L.LightningDataModule):

@@ -12,7 +12,7 @@ import torch
 from ..audio.features import LogMel
 from ..audio.io import load_audio
 from ..decoder import train_bpe
-from .data import read_corpus
+from ..data import read_corpus
 
 
 def prepare(train: Sequence[str], out_dir: str, vocab_size: int = 1000, stats_utterances: int = 300, seed: int = 0) -> Path:

@@ -1,0 +1,99 @@
+"""``asr-stream eval`` and ``asr-stream sweep`` (registered in :mod:`asr_stream.cli`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+ModeName = Literal["group", "interleaved", "batch", "batch-position", "batch-kv"]
+
+
+def _load(model: Optional[str], device: str):
+    import torch
+
+    from ..model import SpeechLLM
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if model is None:
+        from .. import default_model_dir
+
+        model = str(default_model_dir())
+    return SpeechLLM.load(model, map_location=device)
+
+
+def _print_summary(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{s['name']}  ({s['utterances']} utterances, {s['audio_s']:.0f} s of audio)")
+    for col in ("WER %", "S/D/I", "AL", "LAAL", "AL-CA", "LAAL-CA", "first word", "last word", "RTF"):
+        t.add_column(col, justify="right")
+    f = lambda v: "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"  # noqa: E731
+    t.add_row(f"{100 * s['wer']:.2f}", f"{s['substitutions']}/{s['deletions']}/{s['insertions']}", f(s["AL"]), f(s["LAAL"]),
+              f(s["AL_CA"]), f(s["LAAL_CA"]), f(s["first_word_delay"]), f(s["last_word_delay"]), f"{s['rtf']:.3f}")
+    Console().print(t)
+    print("latencies in ms of audio; WER after normalisation (asr_stream.evaluation.wer.normalize_text)")
+
+
+def eval_cmd(data: str, model: Optional[str] = None, mode: ModeName = "group", k: int = 3, phi: float = 0.0,
+             chunk_ms: Optional[int] = None, output: Optional[str] = None, limit: Optional[int] = None,
+             device: str = "cpu") -> dict:
+    """Evaluate one setting with the real streaming session: WER, AL/LAAL (also computation-aware), RTF.
+
+    Args:
+        data: a JSONL manifest, or librispeech:ROOT:SPLIT[,SPLIT...].
+        model: model directory (default: the bundled model).
+        mode: group, interleaved, batch (no re-encoding), batch-position or batch-kv (re-encoding baselines).
+        k: wait-k in chunks.
+        phi: target-group start position (group mode).
+        chunk_ms: override the model's chunk length.
+        output: directory for records.jsonl (one per utterance) and summary.json; a rerun resumes.
+        limit: evaluate only the first N utterances.
+        device: cpu or cuda.
+    """
+    from ..data import read_corpus
+    from .runner import Setting, evaluate
+
+    utts = read_corpus(data)[:limit]
+    s = evaluate(_load(model, device), utts, Setting(mode, k, phi, chunk_ms), output)
+    _print_summary(s)
+    return s
+
+
+def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: list[ModeName] = ["group"],  # noqa: B006
+              ks: list[int] = [1, 3, 5], phis: list[float] = [0.0], chunk_ms: list[int] = [],  # noqa: B006
+              mode_models: dict[str, str] = {}, limit: Optional[int] = None, device: str = "cpu") -> None:  # noqa: B006
+    """A grid of evaluations (mode × k × φ × chunk) with tables (CSV/JSON/markdown) and plots; resumable.
+
+    Args:
+        data: a JSONL manifest, or librispeech:ROOT:SPLIT[,SPLIT...].
+        output: sweep directory (cells/, results.csv/json/md, wer_vs_k.png, wer_vs_laal.png).
+        model: model directory used for every mode without an entry in mode_models (default: bundled model).
+        modes: settings to run: group, interleaved, batch, batch-position, batch-kv.
+        ks: wait-k values.
+        phis: target-group offsets φ.
+        chunk_ms: chunk lengths in ms (empty: the model's own).
+        mode_models: per-mode model directories, e.g. {"interleaved": "exp/inter/model"} (the paper trains each mode
+            with its own layout; batch-position and batch-kv fall back to the "batch" entry).
+        limit: only the first N utterances.
+        device: cpu or cuda.
+    """
+    from ..data import read_corpus
+    from .sweep import grid, run_sweep
+
+    utts = read_corpus(data)[:limit]
+    cache: dict[str, object] = {}
+
+    def load_model(mode: str):
+        path = mode_models.get(mode) or mode_models.get(mode.split("-")[0]) or model
+        if path not in cache:
+            cache.clear()  # one model in memory at a time
+            cache[path] = _load(path, device)
+        return cache[path]
+
+    rows = run_sweep(load_model, utts, grid(modes, ks, phis, chunk_ms or [None]), output)
+    from pathlib import Path
+
+    print((Path(output) / "results.md").read_text())
+    print(f"{len(rows)} cells -> {output}")

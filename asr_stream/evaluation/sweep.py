@@ -1,0 +1,110 @@
+"""A grid of settings (mode × k × φ × chunk), one :func:`evaluate` per cell; resumable; tables and plots.
+
+Each cell lives in ``<out>/cells/<name>/`` (records.jsonl + summary.json). A killed sweep continues: a cell
+with a summary is kept, a half-done cell resumes from its records.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from .runner import Setting, evaluate
+
+COLUMNS = ["name", "mode", "k", "phi", "chunk_ms", "utterances", "wer", "substitutions", "deletions", "insertions",
+           "AL", "LAAL", "AL_CA", "LAAL_CA", "first_word_delay", "last_word_delay", "rtf"]
+
+
+def grid(modes: Sequence[str], ks: Sequence[int], phis: Sequence[float], chunks: Sequence[Optional[int]]) -> list[Setting]:
+    return [Setting(m, k, p, c) for m, k, p, c in itertools.product(modes, ks, phis, chunks)]
+
+
+def run_sweep(load_model, utts, settings: Sequence[Setting], out_dir: str | Path, progress: bool = True) -> list[dict]:
+    """``load_model(mode) -> SpeechLLM`` lets each mode use the model trained with its own layout."""
+    from rich.progress import Progress
+
+    out = Path(out_dir)
+    rows = []
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("sweep", total=len(settings))
+        for s in settings:
+            cell = out / "cells" / s.name
+            done = cell / "summary.json"
+            if done.exists():
+                summary = json.loads(done.read_text())
+            else:
+                summary = evaluate(load_model(s.mode), utts, s, cell, progress=progress)
+            rows.append(summary)
+            bar.advance(task)
+            write_tables(rows, out)  # after every cell, so partial results are always on disk
+    plot(rows, out)
+    return rows
+
+
+def flat(row: Mapping) -> dict:
+    s = row["setting"]
+    return {"name": row["name"], "mode": s["mode"], "k": s["k"], "phi": s["phi"], "chunk_ms": s["chunk_ms"] or "",
+            **{c: row.get(c) for c in COLUMNS if c not in ("name", "mode", "k", "phi", "chunk_ms")}}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def write_tables(rows: Sequence[Mapping], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    table = [flat(r) for r in rows]
+    with (out / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(table)
+    (out / "results.json").write_text(json.dumps(table, indent=2))
+    lines = ["| mode | k | φ | chunk ms | WER % | S/D/I | AL ms | LAAL ms | LAAL-CA ms | first ms | last ms | RTF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        lines.append(f"| {t['mode']} | {t['k']} | {t['phi']:g} | {t['chunk_ms']} | {100 * t['wer']:.1f} | "
+                     f"{t['substitutions']}/{t['deletions']}/{t['insertions']} | {_fmt(t['AL'])} | {_fmt(t['LAAL'])} | "
+                     f"{_fmt(t['LAAL_CA'])} | {_fmt(t['first_word_delay'])} | {_fmt(t['last_word_delay'])} | {_fmt(t['rtf'])} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def plot(rows: Sequence[Mapping], out: Path) -> list[Path]:
+    """WER vs k (one line per φ and mode) and WER vs LAAL (one line per mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = [flat(r) for r in rows]
+    paths = []
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for (mode, phi), grp in itertools.groupby(sorted(table, key=lambda t: (t["mode"], t["phi"], t["k"])), key=lambda t: (t["mode"], t["phi"])):
+        g = list(grp)
+        ax.plot([t["k"] for t in g], [100 * t["wer"] for t in g], marker="o", label=f"{mode} φ={phi:g}")
+    ax.set_xlabel("k (chunks)")
+    ax.set_ylabel("WER (%)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out / "wer_vs_k.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for mode, grp in itertools.groupby(sorted(table, key=lambda t: (t["mode"], t["LAAL"] if t["LAAL"] == t["LAAL"] else 0)), key=lambda t: t["mode"]):
+        g = list(grp)
+        ax.plot([t["LAAL"] for t in g], [100 * t["wer"] for t in g], marker="o", label=mode)
+    ax.set_xlabel("LAAL (ms)")
+    ax.set_ylabel("WER (%)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out / "wer_vs_laal.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths

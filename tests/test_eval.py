@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr_stream.data import Utterance, write_manifest
+from asr_stream.evaluation.runner import Setting, evaluate
+from asr_stream.evaluation.sweep import grid, run_sweep
+
+from .conftest import SENTENCES, noise_audio
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    utts = []
+    for i, text in enumerate(SENTENCES[:3]):
+        p = tmp_path / f"u{i}.flac"
+        sf.write(p, noise_audio(0.6 + 0.3 * i, seed=i), 16000)
+        utts.append(Utterance(f"u{i}", p, text, 0.6 + 0.3 * i))
+    return utts
+
+
+def test_evaluate_records_and_summary(tmp_path, make_model, corpus):
+    model = make_model(160)
+    s = evaluate(model, corpus, Setting("group", 2, 0.5), tmp_path / "cell", progress=False)
+    recs = [json.loads(line) for line in (tmp_path / "cell" / "records.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in recs] == ["u0", "u1", "u2"]
+    for r in recs:
+        assert r["hypothesis"] == " ".join(w["text"] for w in r["words"])
+        times = [w["time_ms"] for w in r["words"]]
+        assert times == sorted(times) and all(t <= r["audio_ms"] + 160 for t in times)
+        computes = [w["compute_ms"] for w in r["words"]]
+        assert computes == sorted(computes) and all(c <= 1000 * r["compute_s"] + 1e-6 for c in computes)
+    assert s["utterances"] == 3 and s["ref_words"] == sum(len(t.split()) for t in SENTENCES[:3])
+    assert s["wer"] == pytest.approx((s["substitutions"] + s["deletions"] + s["insertions"]) / s["ref_words"])
+    assert s["rtf"] > 0 and json.loads((tmp_path / "cell" / "summary.json").read_text())["wer"] == s["wer"]
+
+
+def test_evaluate_resumes_from_records(tmp_path, make_model, corpus):
+    model = make_model(160)
+    full = evaluate(model, corpus, Setting("interleaved", 1), tmp_path / "a", progress=False)
+    evaluate(model, corpus[:1], Setting("interleaved", 1), tmp_path / "b", progress=False)  # "killed" after one
+    first = (tmp_path / "b" / "records.jsonl").read_text()
+    resumed = evaluate(model, corpus, Setting("interleaved", 1), tmp_path / "b", progress=False)
+    assert (tmp_path / "b" / "records.jsonl").read_text().startswith(first)  # finished work kept, not redone
+    assert len((tmp_path / "b" / "records.jsonl").read_text().splitlines()) == 3
+    assert resumed["wer"] == full["wer"]
+
+
+def test_sweep_tables_plots_and_resume(tmp_path, make_model, corpus):
+    model = make_model(160)
+    calls = []
+
+    def load(mode):
+        calls.append(mode)
+        return model
+
+    cells = grid(["group", "batch-kv"], [1, 2], [0.0], [None])
+    rows = run_sweep(load, corpus, cells, tmp_path / "sw", progress=False)
+    assert len(rows) == 4 and len(calls) == 4
+    for f in ("results.csv", "results.json", "results.md", "wer_vs_k.png", "wer_vs_laal.png"):
+        assert (tmp_path / "sw" / f).stat().st_size > 0
+    table = json.loads((tmp_path / "sw" / "results.json").read_text())
+    assert {(t["mode"], t["k"]) for t in table} == {("group", 1), ("group", 2), ("batch-kv", 1), ("batch-kv", 2)}
+    assert "| group | 1 |" in (tmp_path / "sw" / "results.md").read_text()
+    # a killed sweep: remove one cell's summary; rerun evaluates only that cell
+    (tmp_path / "sw" / "cells" / "group-k2-phi0" / "summary.json").unlink()
+    calls.clear()
+    rows2 = run_sweep(load, corpus, cells, tmp_path / "sw", progress=False)
+    assert calls == ["group"]
+    assert [r["wer"] for r in rows2] == [r["wer"] for r in rows]
+
+
+def test_eval_cli_on_manifest(tmp_path, make_model, corpus, capsys):
+    from asr_stream.evaluation.commands import eval_cmd
+
+    model_dir = make_model(160).save(tmp_path / "model")
+    manifest = write_manifest(corpus, tmp_path / "m.jsonl")
+    s = eval_cmd(str(manifest), model=str(model_dir), k=2, output=str(tmp_path / "out"))
+    assert s["utterances"] == 3
+    assert "WER" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown mode"):
+        Setting("zigzag").stream_config()
+    assert np.isfinite(s["rtf"])
