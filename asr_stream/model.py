@@ -19,7 +19,7 @@ from torch import nn
 from . import decoder as dec
 from .config import ModelConfig, model_config_from_dict, model_config_to_json
 from .encoder import build_encoder
-from .groups import PAD, PROMPT, AUDIO, TARGET, Elements, additive_mask, allowed, pad_elements, training_layout, units_done
+from .groups import PROMPT, AUDIO, TARGET, additive_mask, allowed, pad_elements, training_layout, units_done
 from .projector import Projector
 
 CONFIG_FILE = "config.json"
@@ -140,7 +140,6 @@ class SpeechLLM(nn.Module):
             labels.append(lab)
             layouts.append(els)
         L = max(len(e) for e in layouts)
-        H = src.shape[-1]
         x = torch.stack([F.pad(t, (0, 0, 0, L - t.shape[0])) for t in inputs])
         els_p = [pad_elements(e, L) for e in layouts]
         mask = torch.stack([additive_mask(allowed(mode, e, e), x.dtype) for e in els_p]).to(self.device)
@@ -158,7 +157,6 @@ class SpeechLLM(nn.Module):
         if self.ctc_head is not None:
             ctc = self.ctc_loss(enc, [n * self.encoder.frames_per_chunk for n in n_chunks], batch.targets)
             loss = ce + self.cfg.ctc_weight * ctc
-        del H
         return ForwardOut(loss=loss, ce=ce, ctc=ctc, target_logits=target_logits, n_tokens=int((lab != -100).sum()))
 
     def ctc_loss(self, enc: torch.Tensor, frame_lens: list[int], targets: list[list[int]]) -> torch.Tensor:
@@ -178,7 +176,8 @@ class SpeechLLM(nn.Module):
             state = {k: v for k, v in state.items() if not k.startswith("llm.") or k in trainable}
         return state
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write a model directory. ``dtype=torch.float16`` halves the file (weights load back into float32)."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -187,7 +186,8 @@ class SpeechLLM(nn.Module):
         meta = {"format_version": str(FORMAT_VERSION), "asr_stream": "SpeechLLM"}
         state = self._saved_state()
         # tied embeddings share storage: safetensors refuses shared tensors, so store copies
-        save_file({k: v.clone() for k, v in state.items()}, str(path / WEIGHTS_FILE), metadata=meta)
+        cast = lambda v: v.to(dtype) if dtype is not None and v.is_floating_point() else v.clone()  # noqa: E731
+        save_file({k: cast(v) for k, v in state.items()}, str(path / WEIGHTS_FILE), metadata=meta)
         self.codec.save(path)
         return path
 
@@ -223,6 +223,7 @@ class SpeechLLM(nn.Module):
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(model.state_dict()))
         wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+        state = {k: v.to(expected[k].dtype) if k in expected else v for k, v in state.items()}
         if missing or unexpected or wrong:
             parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
                      f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",

@@ -69,7 +69,6 @@ class HFChunkEncoder(ChunkEncoder):
 
     def _windows(self, past: torch.Tensor, wave: torch.Tensor) -> torch.Tensor:
         full = torch.cat([past, wave], dim=1)  # (B, context + n*chunk)
-        n = wave.shape[1] // self.chunk_samples
         size = self.context + self.chunk_samples
         return full.unfold(1, size, self.chunk_samples).reshape(-1, size)  # (B*n, size)
 
