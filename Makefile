@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # torch==2.13.0 resolves to a CPU wheel here; elsewhere pip picks the matching build.
 TORCH ?= torch==2.13.0
 
+SAMPLE := asr_stream/assets/sample.wav
+
 .PHONY: install test test-all demo clean
 
 $(BIN)/asr-stream: pyproject.toml
@@ -15,6 +17,10 @@ $(BIN)/asr-stream: pyproject.toml
 	touch $@
 
 install: $(BIN)/asr-stream
+
+# Transcribe the bundled sample with the bundled model, printing words as they are emitted.
+demo: install
+	$(BIN)/asr-stream transcribe $(SAMPLE) --realtime
 
 test: install
 	$(BIN)/pytest -q
