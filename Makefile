@@ -7,7 +7,19 @@ TORCH ?= torch==2.13.0
 
 SAMPLE := asr_stream/assets/sample.wav
 
-.PHONY: install test test-all demo clean
+.PHONY: install sysdeps test test-all demo clean
+
+# System packages the tests use: espeak-ng + fortunes (synthetic speech and text), PortAudio (sounddevice),
+# venv support for Debian's python3. Installed with apt-get when missing (as root, or through sudo).
+APT_PKGS := espeak-ng fortunes fortunes-min libportaudio2 python3-venv
+sysdeps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null; then echo "please install:$$missing" >&2; exit 1; fi; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "installing system packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 $(BIN)/asr-stream: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,10 +34,10 @@ install: $(BIN)/asr-stream
 demo: install
 	$(BIN)/asr-stream transcribe $(SAMPLE) --realtime
 
-test: install
+test: sysdeps install
 	$(BIN)/pytest -q
 
-test-all: install
+test-all: sysdeps install
 	$(BIN)/pytest -q -m ""
 
 clean:
