@@ -34,60 +34,251 @@ def masks(mode: Literal["group", "interleaved", "batch"] = "group", k: int = 1, 
     print(render(mode, els))
 
 
-def transcribe(files: list[str], model: str, k: int = 3, phi: float = 0.0,
+def _load_model(model: Optional[str], device: str, chunk_ms: Optional[int]):
+    """The model to run: ``model`` or the bundled default, on ``device``, with an optional chunk override."""
+    import torch
+
+    from . import default_model_dir
+    from .model import SpeechLLM
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    m = SpeechLLM.load(model if model is not None else default_model_dir(), map_location=device)
+    if chunk_ms:
+        m.set_chunk_ms(chunk_ms)
+    return m
+
+
+def _check_writable(path: Optional[str], option: str) -> None:
+    """Fail before any work when an output file cannot be created (its folder is missing)."""
+    from pathlib import Path
+
+    if path is not None:
+        parent = Path(path).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise ValueError(f"{option} {path}: folder {parent} does not exist")
+
+
+def _print_words(words) -> None:
+    print(" ".join(w.text for w in words), end=" ", flush=True)
+
+
+def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: float = 0.0,
                mode: Literal["group", "interleaved", "batch"] = "group",
                reencode: Literal["none", "position", "kv"] = "none", chunk_ms: Optional[int] = None,
-               device: str = "cpu", block_ms: int = 100) -> None:
+               device: str = "cpu", block_ms: int = 100, realtime: bool = False, json: Optional[str] = None) -> None:
     """Stream audio files through a model and print words as they are emitted, then the final text.
 
     Args:
         files: audio files (wav/flac/ogg; any rate; mono or multi-channel).
-        model: model directory (config.json + model.safetensors + tokenizer).
+        model: model directory (config.json + model.safetensors + tokenizer); default: the bundled model.
         k: wait-k in chunks.
         phi: target-group start position.
         mode: group, interleaved or batch.
         reencode: batch mode only: none, position or kv.
         chunk_ms: override the model's chunk length in ms.
         device: cpu or cuda.
-        block_ms: size of the audio blocks pushed into the session.
+        block_ms: size of the audio blocks pushed into the session, in ms.
+        realtime: release the blocks at the pace of a microphone (one block every block_ms) instead of at once.
+        json: write per-file results here: words with emission times (time_ms = audio read, in ms), final text,
+            audio seconds, compute seconds (time spent in the session, waiting excluded) and RTF = compute / audio.
     """
-    import torch
+    import json as jsonlib
+    import time
+    from pathlib import Path
 
     from .audio import load_audio
-    from .model import SpeechLLM
+    from .audio.sources import paced_blocks
     from .streaming import StreamingSession
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    m = SpeechLLM.load(model, map_location=device)
-    if chunk_ms:
-        m.set_chunk_ms(chunk_ms)
+    _check_writable(json, "--json")
+    m = _load_model(model, device, chunk_ms)
+    results = []
     for f in files:
         wave = load_audio(f)
         s = StreamingSession(m, mode=mode, k=k, phi=phi, reencode=reencode)
-        step = block_ms * 16
+        compute = 0.0  # seconds inside push/finish only: with --realtime the waits are not compute
         print(f"{f}: ", end="", flush=True)
-        for i in range(0, len(wave), step):
-            for w in s.push(wave[i : i + step]):
-                print(w.text, end=" ", flush=True)
-        for w in s.finish():
-            print(w.text, end=" ", flush=True)
+        for block in paced_blocks(wave, block_ms=block_ms, realtime=realtime):
+            t = time.perf_counter()
+            words = s.push(block)
+            compute += time.perf_counter() - t
+            if words:
+                _print_words(words)
+        t = time.perf_counter()
+        words = s.finish()
+        compute += time.perf_counter() - t
+        if words:
+            _print_words(words)
         print()
         print(f"final: {s.text}")
+        audio_s = len(wave) / 16000.0
+        results.append({"file": str(f), "text": s.text,
+                        "words": [{"text": w.text, "time_ms": w.time_ms} for w in s.words],
+                        "audio_s": audio_s, "compute_s": compute, "rtf": compute / audio_s if audio_s else None})
+    if json is not None:
+        settings = {"model": str(model) if model is not None else "default", "mode": mode, "k": k, "phi": phi,
+                    "reencode": reencode, "chunk_ms": m.chunk_ms, "block_ms": block_ms, "realtime": realtime,
+                    "device": device}
+        Path(json).write_text(jsonlib.dumps({"settings": settings, "files": results}, indent=2) + "\n")
+
+
+def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_devices: bool = False, k: int = 3,
+        phi: float = 0.0, mode: Literal["group", "interleaved", "batch"] = "group", chunk_ms: Optional[int] = None,
+        device: str = "cpu", output: Optional[str] = None, block_ms: int = 100, min_silence_ms: float = 600.0,
+        max_segment_s: float = 30.0) -> None:
+    """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
+
+    Args:
+        model: model directory; default: the bundled model.
+        device_index: input device (see --list-devices); default: the system's default input.
+        list_devices: list the input devices and exit.
+        k: wait-k in chunks.
+        phi: target-group start position.
+        mode: group, interleaved or batch.
+        chunk_ms: override the model's chunk length in ms.
+        device: cpu or cuda (where the model runs).
+        output: also write the final transcript to this file.
+        block_ms: audio per microphone block, in ms.
+        min_silence_ms: a pause this long (ms) after speech ends an utterance (the session restarts, text goes on).
+        max_segment_s: an utterance is cut after this many seconds of audio even without a pause.
+    """
+    from pathlib import Path
+
+    from .audio.sources import Segmenter, list_input_devices, microphone_blocks
+    from .live import run_live
+    from .streaming import StreamingSession
+
+    if list_devices:
+        for d in list_input_devices():
+            print(f"{d['index']:>3}  {d['name']}  ({d['channels']} ch, {d['default_samplerate']:.0f} Hz)")
+        return
+    _check_writable(output, "--output")
+    blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
+    m = _load_model(model, device, chunk_ms)
+    session = StreamingSession(m, mode=mode, k=k, phi=phi)
+    print("listening... (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    text = run_live(session, blocks, _print_words, segmenter=Segmenter(min_silence_ms=min_silence_ms),
+                    max_segment_s=max_segment_s)
+    print()
+    print(f"final: {text}", flush=True)
+    if output is not None:
+        Path(output).write_text(text + "\n")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions a person can cause: printed as one line (exit 2) instead of a traceback."""
+    from .audio import AudioError
+    from .audio.sources import AudioSourceError
+
+    errors: list[type[BaseException]] = [AudioError, AudioSourceError, ValueError, OSError]
+    # CheckpointError (a ValueError today) lives with torch: only look it up once the model module is loaded,
+    # which it must be for one to have been raised, so `masks` stays light
+    model_mod = sys.modules.get(f"{__package__}.model")
+    if model_mod is not None:
+        errors.append(model_mod.CheckpointError)
+    return tuple(errors)
+
+
+def _arg_help(fn) -> dict[str, str]:
+    """'Args:' section of a Google-style docstring -> {name: help}."""
+    import inspect
+    import re
+
+    doc = inspect.getdoc(fn) or ""
+    out, name = {}, None
+    for line in doc.split("Args:", 1)[1].splitlines() if "Args:" in doc else []:
+        m = re.match(r"^\s{4}(\w+): (.*)$", line)
+        if m:
+            name = m.group(1)
+            out[name] = m.group(2)
+        elif name and line.strip():
+            out[name] += " " + line.strip()
+    return out
+
+
+def _add_command(sub, fn, name: str, positional: tuple[str, ...] = ()) -> None:
+    """A subcommand whose options come from ``fn``'s signature and docstring (one source of truth)."""
+    import inspect
+    import json as jsonlib
+    import typing
+
+    doc = inspect.getdoc(fn) or ""
+    p = sub.add_parser(name, help=doc.splitlines()[0] if doc else "", description=doc.split("Args:")[0].strip())
+    p.set_defaults(_fn=fn)
+    helps = _arg_help(fn)
+    hints = typing.get_type_hints(fn)
+    for pname, param in inspect.signature(fn).parameters.items():
+        hint = hints.get(pname, str)
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin is typing.Union and type(None) in args:  # Optional[X]
+            hint = next(a for a in args if a is not type(None))
+            origin, args = typing.get_origin(hint), typing.get_args(hint)
+        kw: dict = {"help": helps.get(pname, "")}
+        if origin is typing.Literal:
+            kw.update(choices=list(args), type=type(args[0]))
+        elif hint is bool:
+            kw.update(action="store_true")
+        elif origin is list:
+            inner = typing.get_args(hint)[0]
+            item = type(typing.get_args(inner)[0]) if typing.get_origin(inner) is typing.Literal else inner
+            kw.update(nargs="+" if pname in positional else "*", type=item)
+            if typing.get_origin(inner) is typing.Literal:
+                kw["choices"] = list(typing.get_args(inner))
+        elif origin is dict:
+            kw.update(type=jsonlib.loads, metavar="JSON")
+        else:
+            kw.update(type=hint)
+        if pname in positional:
+            p.add_argument(pname, **kw)
+            continue
+        if param.default is inspect.Parameter.empty:
+            kw["required"] = True
+        else:
+            kw["default"] = param.default
+            if kw["help"] and hint is not bool and param.default not in (None, [], {}):
+                kw["help"] += f" (default: {param.default})"
+        flags = [f"--{pname.replace('_', '-')}"] + ([f"--{pname}"] if "_" in pname else [])
+        p.add_argument(*flags, dest=pname, **kw)
+
+
+def build_parser():
+    import argparse
+
+    from .evaluation.commands import eval_cmd, sweep_cmd
+
+    parser = argparse.ArgumentParser(prog="asr-stream", description="Streaming speech recognition with a speech LLM "
+                                     "(group position encoding, wait-k, one KV cache).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_command(sub, transcribe, "transcribe", positional=("files",))
+    _add_command(sub, mic, "mic")
+    _add_command(sub, eval_cmd, "eval")
+    _add_command(sub, sweep_cmd, "sweep")
+    _add_command(sub, masks, "masks")
+    sub.add_parser("train", help="Train with LightningCLI: asr-stream train fit --config conf/tiny_synthetic.yaml",
+                   add_help=False)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import CLI
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "train":  # LightningCLI owns its own parser
+        from .training.cli import main as train_main
 
-    from .audio import AudioError
-
+        train_main(argv[1:])
+        return
+    args = vars(build_parser().parse_args(argv))
+    fn = args.pop("_fn")
+    args.pop("command")
     try:
-        CLI([masks, transcribe], args=argv, as_positional=True)
-    except (AudioError, ValueError, OSError) as e:
-        print(f"asr-stream: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        sys.exit(2)
+        fn(**args)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - filtered right below; anything else keeps its traceback
+        if not isinstance(e, _user_errors()):
+            raise
+        print(f"asr-stream: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   echo "== stage 3: streaming sweeps"
   for part in test-clean test-other; do
-    $py -m asr_stream sweep --data "librispeech:$data:$part" --model "$exp/model" --modes '[group]' \
-      --ks '[1,3,5,7]' --phis '[0,256,512]' --output "$exp/sweep-$part"
+    $py -m asr_stream sweep --data "librispeech:$data:$part" --model "$exp/model" --modes group \
+      --ks 1 3 5 7 --phis 0 256 512 --output "$exp/sweep-$part"
   done
 fi
