@@ -5,11 +5,12 @@
 #   stage 1: prepare: BPE tokenizer + log-mel statistics -> exp/synthetic/prep
 #   stage 2: train (conf/tiny_synthetic.yaml; about one hour on 2 CPU cores; resumes from the last checkpoint)
 #   stage 3: evaluate the streaming session (group mode, chunk 320 ms) at k = 1, 3, 5 on test and test-unseen-voice
+#   stage 4: bundle the model into the package (float16, asr_stream/assets/default_model) and regenerate the sample
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 stage=0
-stop_stage=3
+stop_stage=4
 data=data/synthetic
 exp=exp/synthetic
 py=${PYTHON:-.venv/bin/python}
@@ -47,4 +48,10 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
         --output "$exp/eval/$split-k$k"
     done
   done
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  echo "== stage 4: bundle the default model"
+  $py tools/bundle_model.py "$exp/model" asr_stream/assets/default_model
+  $py tools/make_sample.py asr_stream/assets/sample.wav
 fi
