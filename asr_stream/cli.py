@@ -262,10 +262,11 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "train":  # LightningCLI owns its own parser
+    if argv and argv[0] == "train":  # LightningCLI owns its own parser and reads sys.argv itself
         from .training.cli import main as train_main
 
-        train_main(argv[1:])
+        sys.argv = ["asr-stream train", *argv[1:]]
+        train_main(None)
         return
     args = vars(build_parser().parse_args(argv))
     fn = args.pop("_fn")
