@@ -36,6 +36,13 @@ def test_save_load_identical_outputs(tmp_path, make_model, codec):
         assert n1 == n2 and torch.equal(p1, p2)
 
 
+def copy_dir(src, dst):
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
 def test_load_rejects_bad_directories(tmp_path, make_model):
     model = make_model(160)
     good = model.save(tmp_path / "good")
@@ -50,18 +57,12 @@ def test_load_rejects_bad_directories(tmp_path, make_model):
     with pytest.raises(CheckpointError, match="only safetensors"):
         SpeechLLM.load(pickled)
 
-    corrupt = tmp_path / "corrupt"
-    corrupt.mkdir()
-    for f in good.iterdir():
-        (corrupt / f.name).write_bytes(f.read_bytes())
+    corrupt = copy_dir(good, tmp_path / "corrupt")
     (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         SpeechLLM.load(corrupt)
 
-    mismatched = tmp_path / "mismatched"
-    mismatched.mkdir()
-    for f in good.iterdir():
-        (mismatched / f.name).write_bytes(f.read_bytes())
+    mismatched = copy_dir(good, tmp_path / "mismatched")
     cfg = json.loads((good / "config.json").read_text())
     cfg["encoder"]["d_model"] = 48  # weights were saved for d_model=32
     (mismatched / "config.json").write_text(json.dumps(cfg))
@@ -74,10 +75,7 @@ def test_load_rejects_bad_directories(tmp_path, make_model):
     with pytest.raises(CheckpointError, match="unknown config field"):
         SpeechLLM.load(mismatched)
 
-    missing_key = tmp_path / "missing_key"
-    missing_key.mkdir()
-    for f in good.iterdir():
-        (missing_key / f.name).write_bytes(f.read_bytes())
+    missing_key = copy_dir(good, tmp_path / "missing_key")
     state = load_file(str(good / "model.safetensors"))
     state.pop(next(k for k in state if k.startswith("projector.")))
     save_file(state, str(missing_key / "model.safetensors"))

@@ -74,37 +74,37 @@ def write_tables(rows: Sequence[Mapping], out: Path) -> None:
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
-def plot(rows: Sequence[Mapping], out: Path) -> list[Path]:
-    """WER vs k (one line per φ and mode) and WER vs LAAL (one line per mode)."""
+def _line_plot(lines: Mapping[str, tuple[list, list]], xlabel: str, path: Path) -> Path:
+    """One line per label: (xs, WER fractions) -> PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, (xs, wers) in lines.items():
+        ax.plot(xs, [100 * w for w in wers], marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("WER (%)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot(rows: Sequence[Mapping], out: Path) -> list[Path]:
+    """WER vs k (one line per mode and φ) and WER vs LAAL (one line per mode)."""
     table = [flat(r) for r in rows]
-    paths = []
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for (mode, phi), grp in itertools.groupby(sorted(table, key=lambda t: (t["mode"], t["phi"], t["k"])), key=lambda t: (t["mode"], t["phi"])):
-        g = list(grp)
-        ax.plot([t["k"] for t in g], [100 * t["wer"] for t in g], marker="o", label=f"{mode} φ={phi:g}")
-    ax.set_xlabel("k (chunks)")
-    ax.set_ylabel("WER (%)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "wer_vs_k.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for mode, grp in itertools.groupby(sorted(table, key=lambda t: (t["mode"], t["LAAL"] if t["LAAL"] == t["LAAL"] else 0)), key=lambda t: t["mode"]):
-        g = list(grp)
-        ax.plot([t["LAAL"] for t in g], [100 * t["wer"] for t in g], marker="o", label=mode)
-    ax.set_xlabel("LAAL (ms)")
-    ax.set_ylabel("WER (%)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "wer_vs_laal.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
+    by_k: dict[str, tuple[list, list]] = {}
+    for t in sorted(table, key=lambda t: (t["mode"], t["phi"], t["k"])):
+        xs, ys = by_k.setdefault(f"{t['mode']} φ={t['phi']:g}", ([], []))
+        xs.append(t["k"])
+        ys.append(t["wer"])
+    by_laal: dict[str, tuple[list, list]] = {}
+    for t in sorted(table, key=lambda t: (t["mode"], t["LAAL"] if t["LAAL"] == t["LAAL"] else 0.0)):
+        xs, ys = by_laal.setdefault(t["mode"], ([], []))
+        xs.append(t["LAAL"])
+        ys.append(t["wer"])
+    return [_line_plot(by_k, "k (chunks)", out / "wer_vs_k.png"), _line_plot(by_laal, "LAAL (ms)", out / "wer_vs_laal.png")]
