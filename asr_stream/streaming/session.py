@@ -17,7 +17,7 @@ Modes:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -42,25 +42,46 @@ class StreamState:
     """Everything one stream carries. Each counter is written by exactly one method (named in brackets)."""
 
     enc: Any  # encoder stream cache [_read_chunk]
-    cache: Any  # decoder DynamicCache [_append / _reencode]
-    elements: Elements  # what each cache slot is, in cache order [_append / _reencode]
-    pending: int  # next target input token, BOS at start [_write]
-    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # samples short of a chunk [push]
-    samples_in: int = 0  # samples received [push]
+    cache: Any  # decoder DynamicCache [_append / _reencode*]
+    elements: Elements  # what each cache slot is, in cache order [_append / _reencode*]
+    pending: int  # next target input token, BOS at start [_consume]
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # samples short of a chunk [_buffer / _take_chunk]
+    samples_in: int = 0  # samples received [_buffer]
     chunks_read: int = 0  # chunks encoded and appended [_read_chunk]
-    arrivals: int = 0  # slots ever appended (arrival counter) [_append]
-    rows: int = 0  # target rows fed [_write]
-    units: int = 0  # target units finished (wait-k's j) [_write]
-    tokens: list[int] = field(default_factory=list)  # emitted tokens, no BOS/EOS [_write]
-    word: list[int] = field(default_factory=list)  # tokens of the unfinished word [_write / _flush_word]
-    ended: bool = False  # EOS written or length guard hit after finish [_write / _step]
-    finished: bool = False  # finish() called [finish]
-    decoder_positions: int = 0  # decoder slots computed, re-encoding included [_run]
+    arrivals: int = 0  # slots ever staged (arrival counter) [_stage]
+    rows: int = 0  # target rows fed [_consume]
+    units: int = 0  # target units finished (wait-k's j) [_consume]
+    tokens: list[int] = field(default_factory=list)  # emitted tokens, no BOS/EOS [_consume]
+    word: list[int] = field(default_factory=list)  # tokens of the unfinished word [_consume / _flush_word]
+    ended: bool = False  # EOS written or length guard hit after the end of audio [_consume / _next_step]
+    closing: bool = False  # finish() called: no more audio will come [finish]
+    finished: bool = False  # finish() called and all its audio read (the policy's "N is known") [_next_step]
+    decoder_positions: int = 0  # decoder slots computed, re-encoding included [_run; BatchedStreams.step]
     src_embeds: list[torch.Tensor] = field(default_factory=list)  # per chunk (E, H); kept only for kv re-encoding
+    encoded: list = field(default_factory=list)  # [(chunk index, embeddings (E, H))] encoded ahead (BatchedStreams); enc is the state after them [_read_chunk]
+
+
+class Step(NamedTuple):
+    """One decoder call of one stream: the slots it appends (cache order) and their input embeddings.
+
+    ``write``: the last slot is a target row whose logits choose the next token. A chunk read is fused
+    with the write it allows (one call instead of two): the row sees the chunk through the mask, so
+    the logits are those of two separate calls.
+    """
+
+    new: Elements
+    embeds: torch.Tensor  # (len(new), H)
+    write: bool = False
 
 
 class StreamingSession:
-    """Greedy streaming transcription of one audio stream with a :class:`~asr_stream.model.SpeechLLM`."""
+    """Greedy streaming transcription of one audio stream with a :class:`~asr_stream.model.SpeechLLM`.
+
+    The work is split into :meth:`_next_step` (policy + encoder: decide and stage the next decoder call),
+    the decoder call itself, and :meth:`_complete` (use the logits). A session runs its steps one by one
+    on its own cache; :class:`~asr_stream.streaming.batched.BatchedStreams` runs the steps of many
+    sessions as one batched call.
+    """
 
     def __init__(self, model, cfg: StreamConfig | None = None, **overrides) -> None:
         cfg = cfg or StreamConfig()
@@ -87,13 +108,11 @@ class StreamingSession:
     # -- public API -----------------------------------------------------------------------------
     def reset(self) -> None:
         """Start a new utterance (keeps ``words``). Memory held drops back to the prompt."""
-        m = self.model
-        empty = Elements.make([], [], [], [], [], [])
-        self.state = StreamState(enc=m.encoder.init_state(1), cache=dec.new_cache(m.llm), elements=empty, pending=self.codec.bos_id)
-        P = len(m.prompt_ids)
-        if P:
+        self.state = self._fresh_state()
+        step = self._prompt_step()
+        if step is not None:
             with torch.inference_mode():
-                self._append(source_elements(P, [], prompt=True), m.embed_tokens(m.prompt_ids))
+                self._execute(step)
 
     def teacher_force(self, tokens: Sequence[int], record_logits: bool = True) -> None:
         """Emit ``tokens`` then EOS instead of greedy choices (for tests); record each row's logits."""
@@ -111,73 +130,150 @@ class StreamingSession:
 
     def push(self, samples: np.ndarray | torch.Tensor) -> list[Word]:
         """Feed 16 kHz mono float32 samples (any block size). Returns the words finished meanwhile."""
-        s = self.state
-        if s.finished:
-            raise RuntimeError("push() after finish(): call reset() to start a new utterance")
-        a = np.asarray(samples.detach().cpu() if isinstance(samples, torch.Tensor) else samples, dtype=np.float32).reshape(-1)
-        s.samples_in += a.shape[0]
-        s.buffer = np.concatenate([s.buffer, a]) if s.buffer.size else a
         n0 = len(self.words)
-        cs = self.model.chunk_samples
+        self._buffer(samples)
         with torch.inference_mode():
-            while s.buffer.shape[0] >= cs:
-                chunk, s.buffer = s.buffer[:cs], s.buffer[cs:]
-                self._read_chunk(chunk)
-                self._write_allowed()
+            self._advance()
         return self.words[n0:]
 
     def finish(self) -> list[Word]:
         """End of audio: zero-pad the last partial chunk, then write until EOS or the length guard."""
-        s = self.state
         n0 = len(self.words)
+        self.state.closing = True
         with torch.inference_mode():
-            if s.buffer.size or s.chunks_read == 0:
-                tail = np.zeros(self.model.chunk_samples, np.float32)
-                tail[: s.buffer.size] = s.buffer
-                s.buffer = np.zeros(0, np.float32)
-                self._read_chunk(tail)
-                self._write_allowed()
-            s.finished = True
-            self._write_allowed()
+            self._advance()
         self._flush_word()
         return self.words[n0:]
 
+    # -- the step machine (shared with BatchedStreams) ---------------------------------------------
+    def _fresh_state(self) -> StreamState:
+        m = self.model
+        empty = Elements.make([], [], [], [], [], [])
+        return StreamState(enc=m.encoder.init_state(1), cache=dec.new_cache(m.llm), elements=empty, pending=self.codec.bos_id)
+
+    def _prompt_step(self) -> Step | None:
+        m = self.model
+        P = len(m.prompt_ids)
+        if not P:
+            return None
+        with torch.inference_mode():
+            return Step(self._stage(source_elements(P, [], prompt=True)), m.embed_tokens(m.prompt_ids))
+
+    def _buffer(self, samples: np.ndarray | torch.Tensor) -> None:
+        s = self.state
+        if s.closing:
+            raise RuntimeError("push() after finish(): call reset() to start a new utterance")
+        a = np.asarray(samples.detach().cpu() if isinstance(samples, torch.Tensor) else samples, dtype=np.float32).reshape(-1)
+        s.samples_in += a.shape[0]
+        s.buffer = np.concatenate([s.buffer, a]) if s.buffer.size else a
+
+    def _advance(self) -> None:
+        """Run steps until the stream waits for audio or is done."""
+        while (step := self._next_step()) is not None:
+            self._execute(step)
+
+    def _action(self) -> Action:
+        s = self.state
+        return wait_k_action(self.cfg.k, s.units, s.chunks_read, s.finished, s.rows, self._row_limit(), s.ended)
+
+    def _next_step(self) -> Step | None:
+        """Decide and stage the next decoder call (runs the encoder; not the decoder), or None: waiting or done.
+
+        Same order as reading chunk by chunk and writing whatever each chunk allows: a write when the
+        policy says so, else the next whole chunk (after finish(): the zero-padded tail), else wait.
+        """
+        s = self.state
+        while True:
+            act = self._action()
+            if act is Action.WRITE:
+                return self._stage_write(None)
+            if act is Action.STOP and s.finished:
+                s.ended = True  # EOS written, or the length guard reached after the end of audio
+                return None
+            chunk = self._take_chunk()
+            if chunk is None:
+                if s.closing and not s.finished:
+                    s.finished = True  # every chunk is in: N is known
+                    continue
+                return None
+            step = self._read_chunk(chunk)
+            if step is None:  # skipped (EOS already written) or run at once (re-encoding baselines)
+                continue
+            return self._stage_write(step) if self._action() is Action.WRITE else step
+
+    def _take_chunk(self) -> np.ndarray | None:
+        """The next whole chunk of the buffer (after finish(): the zero-padded tail), or None."""
+        s = self.state
+        cs = self.model.chunk_samples
+        if s.buffer.shape[0] >= cs:
+            chunk, s.buffer = s.buffer[:cs], s.buffer[cs:]
+            return chunk
+        if s.closing and (s.buffer.size or s.chunks_read == 0):
+            tail = np.zeros(cs, np.float32)
+            tail[: s.buffer.size] = s.buffer
+            s.buffer = np.zeros(0, np.float32)
+            return tail
+        return None
+
+    def _chunk_to_encode(self) -> np.ndarray | None:
+        """The next buffered chunk not encoded yet, or None. Lets BatchedStreams run encoders ahead, in batches:
+        a chunk's encoder output depends on the audio only, never on what the decoder has done."""
+        s = self.state
+        if s.ended:
+            return None
+        cs, j = self.model.chunk_samples, len(s.encoded)
+        if s.buffer.shape[0] >= (j + 1) * cs:
+            return s.buffer[j * cs : (j + 1) * cs]
+        if s.closing and (s.buffer.shape[0] > j * cs or s.chunks_read + j == 0):
+            tail = np.zeros(cs, np.float32)
+            rest = s.buffer[j * cs :]
+            tail[: rest.size] = rest
+            return tail
+        return None
+
+    def _execute(self, step: Step) -> None:
+        """Run one step on this session's own cache."""
+        self._complete(step, self._append(step.new, step.embeds)[0])
+
+    def _complete(self, step: Step, logits: torch.Tensor) -> None:
+        """Use a step's logits (len(step.new), V): a write consumes those of its last row."""
+        if step.write:
+            self._consume(logits[-1])
+
     # -- reading ---------------------------------------------------------------------------------
-    def _read_chunk(self, chunk: np.ndarray) -> None:
+    def _read_chunk(self, chunk: np.ndarray) -> Step | None:
+        """Encode a chunk; return its slots as a step, or None when nothing is left to stage."""
         s, m = self.state, self.model
-        if s.ended:  # EOS already written: nothing more will be written, so skip the work
-            s.chunks_read += 1
-            return
-        wave = torch.from_numpy(chunk).to(m.device)[None]
-        enc, s.enc = m.encoder.stream(wave, s.enc)
-        emb = m.projector(enc)[0]  # (E, H)
         E, P = m.embeds_per_chunk, len(m.prompt_ids)
         c = s.chunks_read
+        emb = None
+        if s.encoded:  # encoded ahead (BatchedStreams)
+            c_enc, emb = s.encoded.pop(0)
+            assert c_enc == c, (c_enc, c)
+        if s.ended:  # EOS already written: nothing more will be written, so skip the work
+            s.chunks_read += 1
+            return None
+        if emb is None:
+            wave = torch.from_numpy(chunk).to(m.device)[None]
+            enc, s.enc = m.encoder.stream(wave, s.enc)
+            emb = m.projector(enc)[0]  # (E, H)
         els = source_elements(P, [c] * E, first_audio=c * E)
         s.chunks_read += 1
         if self.cfg.reencode == "kv":
             s.src_embeds.append(emb)
             self._reencode_all()
-            return
-        self._append(els, emb)
-        if self.cfg.reencode == "position" and s.rows:
-            self._reencode_targets()
+            return None
+        if self.cfg.reencode == "position":
+            self._append(self._stage(els), emb)
+            if s.rows:
+                self._reencode_targets()
+            return None
+        return Step(self._stage(els), emb)
 
     # -- writing ---------------------------------------------------------------------------------
     def _row_limit(self) -> int:
         secs = self.state.chunks_read * self.model.chunk_samples / 16000.0
         return max_rows(secs, self.cfg.max_tokens_per_s, self.cfg.max_tokens_extra)
-
-    def _write_allowed(self) -> None:
-        s = self.state
-        while True:
-            act = wait_k_action(self.cfg.k, s.units, s.chunks_read, s.finished, s.rows, self._row_limit(), s.ended)
-            if act is Action.WRITE:
-                self._write()
-            else:
-                if act is Action.STOP and s.finished and not s.ended:
-                    s.ended = True  # length guard reached after the end of audio
-                return
 
     def _target_position(self, row: int) -> float:
         s, m = self.state, self.model
@@ -187,12 +283,21 @@ class StreamingSession:
             return float(s.arrivals)
         return len(m.prompt_ids) + s.chunks_read * m.embeds_per_chunk + row  # batch: right after the source read
 
-    def _write(self) -> None:
+    def _stage_write(self, before: Step | None) -> Step:
+        """Stage target row ``rows`` (input: the pending token), after the slots of ``before`` if given."""
         s = self.state
         i = s.rows
         vis = visible_chunks(self.cfg.k, s.units, s.chunks_read)
-        els = target_elements([i], [vis], [self._target_position(i)], [s.arrivals])
-        logits = self._append(els, self.model.embed_tokens([s.pending]))[0, -1]
+        els = self._stage(target_elements([i], [vis], [self._target_position(i)], [s.arrivals]))
+        emb = self.model.embed_tokens([s.pending])
+        if before is None:
+            return Step(els, emb, write=True)
+        return Step(Elements.cat([before.new, els]), torch.cat([before.embeds, emb]), write=True)
+
+    def _consume(self, logits: torch.Tensor) -> None:
+        """The logits (V,) of target row ``rows``: choose (or force) the next token."""
+        s = self.state
+        i = s.rows
         s.rows += 1
         if self.logits is not None:
             self.logits.append(logits.float().cpu())
@@ -226,13 +331,18 @@ class StreamingSession:
         self.state.decoder_positions += len(q)
         return dec.run(m.llm, embeds[None], mask, q.position[None].to(m.device), cache)
 
-    def _append(self, new: Elements, embeds: torch.Tensor) -> torch.Tensor:
-        """Append slots to the cache; their mask rows come from the shared rule. Returns logits."""
+    def _stage(self, new: Elements) -> Elements:
+        """Give new slots their arrival numbers (and, interleaved, their positions)."""
         s = self.state
         new.arrival = torch.arange(s.arrivals, s.arrivals + len(new))
         if self.cfg.mode == "interleaved":
             new.position = new.arrival.double()
         s.arrivals += len(new)
+        return new
+
+    def _append(self, new: Elements, embeds: torch.Tensor) -> torch.Tensor:
+        """Append staged slots to the cache; their mask rows come from the shared rule. Returns logits."""
+        s = self.state
         keys = Elements.cat([s.elements, new])
         logits = self._run(new, keys, embeds, s.cache)
         s.elements = keys
@@ -279,4 +389,4 @@ class StreamingSession:
         s.arrivals = len(els)
 
 
-__all__ = ["StreamingSession", "StreamState", "Word"]
+__all__ = ["StreamingSession", "StreamState", "Step", "Word"]

@@ -1,0 +1,303 @@
+"""Many independent streams, one batched decoder forward per step.
+
+A serving engine holds ``n`` slots. Each slot is a :class:`~asr_stream.streaming.session.StreamingSession`
+(its own audio buffer, encoder state, ``Elements`` table, positions, wait-k counters, teacher forcing and
+words): all per-stream logic is the session's own. Only the decoder call is shared. At each
+:meth:`BatchedStreams.step` every stream stages at most one call (``StreamingSession._next_step``: a
+chunk's E audio slots, one target row, or both fused), the calls are padded to the same width with PAD
+slots and run as ONE forward over one ``DynamicCache`` of batch size B (the streams attached now).
+
+Why PADs are harmless: :func:`asr_stream.groups.allowed` lets a PAD query see only itself and hides PAD
+keys from every other query, so each stream computes what it computes alone (up to float rounding of
+batched matmuls). Each stream's ``state.elements`` therefore has one row per cache column: its own slots
+and PAD rows where other streams appended. Its positions are its own (group: source 0.., target φ + i;
+interleaved: its own arrival count — PADs take negative arrival numbers and no position).
+
+Typical serving loop (one engine thread; network threads only queue audio)::
+
+    engine = BatchedStreams(model, n=16, cfg=StreamConfig(mode="group", k=3))
+    while True:
+        for slot, samples in incoming():          # whatever arrived since the last round
+            engine.feed(slot, samples)            # buffers only: no compute
+        for slot in ended_connections():
+            engine.end(slot)                      # no more audio: the tail is read, remaining words written
+        engine.drain()                            # batched steps until every stream waits for audio
+        for slot in active_slots():
+            send(slot, engine.poll(slot))         # words not yet returned for that slot
+        for slot in done_slots():                 # engine.done(slot): all words written
+            engine.reset(slot)                    # reuse the slot for the next connection
+
+Offline throughput: ``BatchedStreams.run(model, waves, cfg)`` returns the words of every wave.
+
+Costs and limits:
+- A stream that is done (all audio read and EOS / the length guard reached) leaves the batch: its cache
+  row is dropped, and cache columns that are PAD for every remaining stream are dropped too. A stream
+  that only waits for audio stays in the batch and pays for PAD queries while others step.
+- The cache is as long as the union of the attached streams' slots plus PADs; with streams in lockstep
+  (every stream has audio) PADs are a few percent (a token-only step of one stream next to chunk
+  steps of the others), with streams that started far apart they can be more.
+- ``reencode`` must be ``none`` (re-encoding baselines rebuild one stream's cache; they stay per stream).
+- Encoders are batched too, and run ahead of the decoder: at each step every stream's next buffered
+  chunk is encoded, one encoder call per group of streams whose encoder states match (same chunk count
+  and cached lengths; states are stacked along the batch dimension, the ``ChunkEncoder`` contract:
+  ``init_state(batch)``, batch-first tensors). Streams fed in rounds (one chunk each) form one group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields, is_dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import decoder as dec
+from ..config import StreamConfig
+from ..groups import PAD, Elements, additive_mask, allowed
+from .session import Step, StreamingSession, Word
+
+
+class BatchedStreams:
+    """``n`` independent streams whose decoder steps run as one batched forward (see the module doc)."""
+
+    def __init__(self, model, n: int, cfg: StreamConfig | None = None, **overrides) -> None:
+        if n < 1:
+            raise ValueError(f"need at least one stream, got n={n}")
+        self.model = model.eval()
+        self.sessions = [StreamingSession(model, cfg, **overrides) for _ in range(n)]
+        self.cfg = self.sessions[0].cfg
+        if self.cfg.reencode != "none":
+            raise ValueError(f"BatchedStreams needs reencode='none' (got {self.cfg.reencode!r}): re-encoding rebuilds a stream's own cache")
+        self.cache = dec.new_cache(model.llm)
+        self.length = 0  # cache columns (every attached stream's table has this many rows)
+        self.attached: list[int] = []  # slot of each cache batch row, in row order
+        self.steps = 0  # batched decoder forwards run
+        self.encoder_calls = 0  # encoder calls run
+        self.encoder_streams = 0  # chunks encoded by them (/ encoder_calls = mean encoder batch)
+        self.pad_positions = 0  # PAD slots computed (cost of batching)
+        self._pending: dict[int, Step] = {}  # a staged step not yet run (the prompt of a fresh stream)
+        self._pads = [0] * n  # PAD slots ever given to each slot: their (negative) arrival numbers
+        self._returned = [0] * n  # words of each slot already returned by push / finish / poll
+        for i in range(n):
+            self.reset(i)
+
+    # -- per-stream API ---------------------------------------------------------------------------
+    def feed(self, i: int, samples: np.ndarray | torch.Tensor) -> None:
+        """Queue 16 kHz mono float32 samples for stream ``i`` (no compute)."""
+        self.sessions[i]._buffer(samples)
+
+    def end(self, i: int) -> None:
+        """No more audio for stream ``i``: the next steps read its zero-padded tail and write its last words."""
+        self.sessions[i].state.closing = True
+
+    def poll(self, i: int) -> list[Word]:
+        """Words of stream ``i`` emitted since the last push / finish / poll of ``i``."""
+        words = self.sessions[i].words
+        new, self._returned[i] = words[self._returned[i] :], len(words)
+        return new
+
+    def push(self, i: int, samples: np.ndarray | torch.Tensor) -> list[Word]:
+        """Feed stream ``i`` and step every stream until all wait; returns stream ``i``'s new words.
+
+        The other streams advance too (their words come with their own next push / finish / poll).
+        """
+        self.feed(i, samples)
+        self.drain()
+        return self.poll(i)
+
+    def finish(self, i: int) -> list[Word]:
+        """End stream ``i``, step until all wait; returns its remaining words (the last one flushed)."""
+        self.end(i)
+        self.drain()
+        if self.done(i):
+            self.sessions[i]._flush_word()
+        return self.poll(i)
+
+    def done(self, i: int) -> bool:
+        """Stream ``i`` has read all its audio and will write nothing more."""
+        s = self.sessions[i].state
+        return s.finished and s.ended and i not in self._pending
+
+    def reset(self, i: int) -> None:
+        """Start a new utterance in slot ``i`` (its ``words`` are kept, as in ``StreamingSession.reset``)."""
+        if i in self.attached:
+            self._detach(i)
+        sess = self.sessions[i]
+        sess.state = sess._fresh_state()
+        sess.state.cache = None  # the stream lives in self.cache
+        self._pending.pop(i, None)
+        self._attach(i)
+        step = sess._prompt_step()
+        if step is not None:
+            self._pending[i] = step
+
+    # -- stepping ---------------------------------------------------------------------------------
+    def step(self) -> bool:
+        """One batched decoder forward over every stream with work. False when all wait (or are done)."""
+        with torch.inference_mode():
+            self._encode_ahead()
+            plans: dict[int, Step] = {}
+            for i in self.attached:
+                st = self._pending.pop(i, None) or self.sessions[i]._next_step()
+                if st is not None:
+                    plans[i] = st
+            for i in [i for i in self.attached if i not in plans and self.done(i)]:
+                self.sessions[i]._flush_word()
+                self._detach(i)
+            if not plans:
+                return False
+            self._forward(plans)
+            return True
+
+    def drain(self) -> int:
+        """Step until every stream waits for audio or is done. Returns the number of steps run."""
+        n = 0
+        while self.step():
+            n += 1
+        return n
+
+    @classmethod
+    def run(cls, model, waves: Sequence[np.ndarray], cfg: StreamConfig | None = None,
+            forced: Sequence[Sequence[int]] | None = None, **overrides) -> list[list[Word]]:
+        """Offline throughput: transcribe whole waves as concurrent streams; words per wave.
+
+        ``forced``: teacher forcing per wave (token ids; EOS is appended), as ``StreamingSession.teacher_force``.
+        """
+        eng = cls(model, len(waves), cfg, **overrides)
+        for i, w in enumerate(waves):
+            if forced is not None:
+                eng.sessions[i].teacher_force(forced[i], record_logits=False)
+            eng.feed(i, w)
+            eng.end(i)
+        eng.drain()
+        return [eng.finish(i) for i in range(len(waves))]
+
+    # -- the batched forward ---------------------------------------------------------------------
+    def _pad_elements(self, i: int, n: int) -> Elements:
+        a0 = self._pads[i]
+        self._pads[i] += n
+        return Elements.make([PAD] * n, list(range(n)), [-1] * n, [-1] * n, list(range(-a0 - 1, -a0 - 1 - n, -1)), [0.0] * n)
+
+    def _forward(self, plans: dict[int, Step]) -> None:
+        m = self.model
+        Q = max(len(st.new) for st in plans.values())
+        B, K = len(self.attached), self.length + Q
+        H = next(iter(plans.values())).embeds.shape[-1]
+        dtype = next(iter(plans.values())).embeds.dtype
+        x = torch.zeros(B, Q, H, dtype=dtype, device=m.device)
+        mask = torch.empty(B, Q, K, dtype=dtype)
+        pos = torch.zeros(B, Q, dtype=torch.float64)
+        for r, i in enumerate(self.attached):
+            s = self.sessions[i].state
+            st = plans.get(i)
+            q = len(st.new) if st is not None else 0
+            new = st.new if q == Q else self._pad_elements(i, Q) if st is None else Elements.cat([st.new, self._pad_elements(i, Q - q)])
+            keys = Elements.cat([s.elements, new])
+            mask[r] = additive_mask(allowed(self.cfg.mode, new, keys), dtype)
+            pos[r] = new.position
+            if q:
+                x[r, :q] = st.embeds
+            s.elements = keys
+            s.decoder_positions += q
+            self.pad_positions += Q - q
+        logits = dec.run(m.llm, x, mask.to(m.device), pos.to(m.device), self.cache)
+        self.length += Q
+        self.steps += 1
+        for r, i in enumerate(self.attached):
+            st = plans.get(i)
+            if st is not None:
+                self.sessions[i]._complete(st, logits[r, : len(st.new)])
+
+    def _encode_ahead(self) -> None:
+        """Encode the next buffered chunk of every stream, one encoder call per group of matching states.
+
+        Streams whose audio arrives in step (a serving round gives each stream its next chunk) have
+        matching encoder states, so the whole round is one encoder call. A chunk's encoder output depends
+        on the audio only, so encoding it before the session reads it changes nothing but the batching.
+        """
+        m = self.model
+        groups: dict[Any, list[tuple[int, np.ndarray]]] = {}
+        for i in self.attached:
+            chunk = self.sessions[i]._chunk_to_encode()
+            if chunk is not None:
+                groups.setdefault(_signature(self.sessions[i].state.enc), []).append((i, chunk))
+        for members in groups.values():
+            states = [self.sessions[i].state.enc for i, _ in members]
+            wave = torch.from_numpy(np.stack([c for _, c in members])).to(m.device)
+            out, st = m.encoder.stream(wave, _stack(states) if len(members) > 1 else states[0])
+            emb = m.projector(out)
+            for b, (i, _) in enumerate(members):
+                s = self.sessions[i].state
+                s.encoded.append((s.chunks_read + len(s.encoded), emb[b]))
+                s.enc = _row(st, b) if len(members) > 1 else st
+            self.encoder_calls += 1
+            self.encoder_streams += len(members)
+
+    # -- batch rows and columns -------------------------------------------------------------------
+    def _layers(self):
+        return [ly for ly in self.cache.layers if getattr(ly, "keys", None) is not None and ly.keys.numel()]
+
+    def _attach(self, i: int) -> None:
+        """Add a cache row for slot ``i``: all PAD so far."""
+        s = self.sessions[i].state
+        s.elements = self._pad_elements(i, self.length)
+        for ly in self._layers():
+            zk = ly.keys.new_zeros((1, *ly.keys.shape[1:]))
+            ly.keys, ly.values = torch.cat([ly.keys, zk]), torch.cat([ly.values, zk.clone()])
+        self.attached.append(i)
+
+    def _detach(self, i: int) -> None:
+        """Drop slot ``i``'s cache row, then every column that is PAD for all remaining streams."""
+        r = self.attached.index(i)
+        self.attached.pop(r)
+        if not self.attached:
+            self.cache, self.length = dec.new_cache(self.model.llm), 0
+            return
+        rows = torch.tensor([j for j in range(len(self.attached) + 1) if j != r])
+        for ly in self._layers():
+            ly.keys, ly.values = ly.keys.index_select(0, rows.to(ly.keys.device)), ly.values.index_select(0, rows.to(ly.values.device))
+        kinds = torch.stack([self.sessions[j].state.elements.kind for j in self.attached])
+        keep = torch.nonzero((kinds != PAD).any(0)).flatten()
+        if len(keep) < self.length:
+            dec.cache_keep(self.cache, keep)
+            for j in self.attached:
+                self.sessions[j].state.elements = self.sessions[j].state.elements.take(keep)
+            self.length = len(keep)
+
+
+def _signature(x: Any) -> Any:
+    """What must match for encoder states to be stacked: everything but the batch dimension."""
+    if isinstance(x, torch.Tensor):
+        return ("tensor", tuple(x.shape[1:]), x.dtype, x.device)
+    if is_dataclass(x):
+        return (type(x),) + tuple(_signature(getattr(x, f.name)) for f in fields(x))
+    if isinstance(x, (list, tuple)):
+        return (type(x), tuple(_signature(v) for v in x))
+    return ("value", x)
+
+
+def _stack(xs: list) -> Any:
+    """Stack same-signature states along the batch dimension."""
+    x0 = xs[0]
+    if isinstance(x0, torch.Tensor):
+        return torch.cat(xs, 0)
+    if is_dataclass(x0):
+        return replace(x0, **{f.name: _stack([getattr(x, f.name) for x in xs]) for f in fields(x0)})
+    if isinstance(x0, (list, tuple)):
+        return type(x0)(_stack(list(v)) for v in zip(*xs))
+    return x0
+
+
+def _row(x: Any, b: int) -> Any:
+    """Batch row ``b`` of a stacked state (batch size 1)."""
+    if isinstance(x, torch.Tensor):
+        return x[b : b + 1]
+    if is_dataclass(x):
+        return replace(x, **{f.name: _row(getattr(x, f.name), b) for f in fields(x)})
+    if isinstance(x, (list, tuple)):
+        return type(x)(_row(v, b) for v in x)
+    return x
+
+
+__all__ = ["BatchedStreams"]

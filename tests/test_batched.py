@@ -1,0 +1,128 @@
+"""BatchedStreams: several streams in one batched decoder forward per step == separate sessions."""
+
+import pytest
+import torch
+
+from asr_stream.streaming import StreamingSession
+from asr_stream.streaming.batched import BatchedStreams
+
+from .conftest import SENTENCES, noise_audio
+
+LENGTHS = (1.3, 2.1, 0.7)  # seconds: different lengths, not whole chunks
+
+
+def separate(model, waves, block, forced=None, **kw):
+    out = []
+    for b, w in enumerate(waves):
+        s = StreamingSession(model, **kw)
+        if forced is not None:
+            s.teacher_force(forced[b])
+        for i in range(0, len(w), block):
+            s.push(w[i : i + block])
+        s.finish()
+        out.append(s)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["group", "interleaved", "batch"])
+@pytest.mark.parametrize("prompt", ["", "TRANSCRIBE"])
+def test_batched_teacher_forced_logits_equal_separate_sessions(make_model, codec, mode, prompt):
+    model = make_model(160, prompt=prompt)
+    waves = [noise_audio(sec, seed=10 + b) for b, sec in enumerate(LENGTHS)]
+    forced = [codec.encode(SENTENCES[b]) for b in range(3)]
+    kw = dict(mode=mode, k=2, phi=0.5 if mode == "group" else 0.0, max_tokens_per_s=100.0)
+    ref = separate(model, waves, 1000, forced, **kw)
+    eng = BatchedStreams(model, 3, **kw)
+    for b in range(3):
+        eng.sessions[b].teacher_force(forced[b])
+    # audio arrives in different block sizes per stream, interleaved in time
+    blocks = (1000, 3000, 777)
+    pos = [0, 0, 0]
+    words = [[], [], []]
+    while any(p < len(w) for p, w in zip(pos, waves)):
+        for b, w in enumerate(waves):
+            if pos[b] < len(w):
+                words[b] += eng.push(b, w[pos[b] : pos[b] + blocks[b]])
+                pos[b] += blocks[b]
+    for b in range(3):
+        words[b] += eng.finish(b)
+    assert eng.steps < sum(len(r.logits) for r in ref) + sum(r.state.chunks_read for r in ref)  # calls were shared
+    for b in range(3):
+        got, want = torch.stack(eng.sessions[b].logits), torch.stack(ref[b].logits)
+        assert got.shape == want.shape == (len(forced[b]) + 1, len(codec))
+        assert (got - want).abs().max().item() <= 1e-4, b
+        assert [w.text for w in words[b]] == [w.text for w in ref[b].words]
+        assert [w.time_ms for w in words[b]] == [w.time_ms for w in ref[b].words]
+        s, r = eng.sessions[b].state, ref[b].state
+        assert (s.decoder_positions, s.chunks_read, s.rows, s.tokens) == (r.decoder_positions, r.chunks_read, r.rows, r.tokens)
+    assert not eng.attached and eng.length == 0  # every stream is done: the batch is empty
+
+
+@pytest.mark.parametrize("mode", ["group", "interleaved"])
+def test_batched_greedy_words_equal_separate_sessions(make_model, mode):
+    model = make_model(160)
+    waves = [noise_audio(sec, seed=20 + b) for b, sec in enumerate(LENGTHS)]
+    ref = separate(model, waves, 2560, mode=mode, k=2)
+    got = BatchedStreams.run(model, waves, mode=mode, k=2)
+    for b in range(3):
+        assert got[b] == ref[b].words
+        assert len(ref[b].state.tokens) > 0
+    # the same through the serving API, all audio queued at once: encoders are batched too
+    eng = BatchedStreams(model, 3, mode=mode, k=2)
+    for b, w in enumerate(waves):
+        eng.feed(b, w)
+        eng.end(b)
+    eng.drain()
+    assert [eng.finish(b) for b in range(3)] == got
+    assert eng.encoder_calls > 0 and eng.encoder_streams >= 2 * eng.encoder_calls
+
+
+def test_slot_reuse_after_reset(make_model):
+    """A slot that finished is reset and reused while another stream is mid-utterance."""
+    model = make_model(160, prompt="TRANSCRIBE")
+    a, b, c = (noise_audio(sec, seed=30 + i) for i, sec in enumerate((2.0, 0.6, 0.9)))
+    eng = BatchedStreams(model, 2, k=2)
+    wa = eng.push(0, a[:8000])
+    wb = eng.push(1, b)
+    wb += eng.finish(1)
+    assert eng.done(1) and eng.attached == [0]
+    eng.reset(1)
+    wc = eng.push(1, c[:5000])
+    wa += eng.push(0, a[8000:])
+    wc += eng.push(1, c[5000:])
+    wa += eng.finish(0)
+    wc += eng.finish(1)
+    ref = separate(model, [a, b, c], 4000, k=2)
+    assert wa == ref[0].words and wb == ref[1].words and wc == ref[2].words
+    assert eng.sessions[1].words == ref[1].words + ref[2].words  # words are kept across reset, as in a session
+    assert all(len(r.words) for r in ref)
+
+def test_errors(make_model):
+    model = make_model(160)
+    with pytest.raises(ValueError, match="reencode"):
+        BatchedStreams(model, 2, mode="batch", reencode="kv")
+    with pytest.raises(ValueError, match="at least one"):
+        BatchedStreams(model, 0)
+
+
+def test_stream_that_ends_early_in_a_batch(make_model, codec):
+    """EOS before the end of the audio: that stream skips its remaining chunks while the others go on."""
+    model = make_model(160)
+    waves = [noise_audio(2.0, seed=40), noise_audio(1.5, seed=41)]
+    forced = [codec.encode("A SMALL"), codec.encode(SENTENCES[0])]
+    ref = separate(model, waves, 2560, forced, k=2, max_tokens_per_s=100.0)
+    assert ref[0].state.ended and ref[0].state.decoder_positions < 4 * 2 * 13  # stopped reading early
+    eng = BatchedStreams(model, 2, k=2, max_tokens_per_s=100.0)
+    for b in range(2):
+        eng.sessions[b].teacher_force(forced[b])
+    for r in range(0, max(len(w) for w in waves), 2560):  # serving rounds: every stream gets its next chunk
+        for b, w in enumerate(waves):
+            if r < len(w):
+                eng.feed(b, w[r : r + 2560])
+        eng.drain()
+    for b in range(2):
+        eng.finish(b)
+        assert (torch.stack(eng.sessions[b].logits) - torch.stack(ref[b].logits)).abs().max().item() <= 1e-4
+        assert eng.sessions[b].words == ref[b].words
+        assert eng.sessions[b].state.decoder_positions == ref[b].state.decoder_positions
+    assert eng.encoder_streams > eng.encoder_calls  # rounds were encoded in batches
