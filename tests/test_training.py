@@ -85,10 +85,16 @@ def test_resume_reproduces_uninterrupted_run(tiny_setup, tmp_path):
     trainer(tmp_path / "a", 6).fit(a, make_data(manifest))
     assert len(make_data_len(manifest)) > 6 // 2  # the interruption falls inside an epoch
 
+    class KillAfter(L.Callback):  # the same run (same schedule length), stopped after 3 steps as by a kill
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step >= 3:
+                trainer.should_stop = True
+
     L.seed_everything(0)
     b = make_module(root)
     ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=3, save_last=True)
-    trainer(tmp_path / "b", 3, callbacks=[ck]).fit(b, make_data(manifest))
+    trainer(tmp_path / "b", 6, callbacks=[ck, KillAfter()]).fit(b, make_data(manifest))
+    assert b.global_step == 3
     L.seed_everything(123)  # a fresh process would not share RNG state: resume must restore it
     c = make_module(root)
     trainer(tmp_path / "c", 6).fit(c, make_data(manifest), ckpt_path=str(tmp_path / "ck" / "last.ckpt"), weights_only=True)

@@ -45,7 +45,7 @@ class SpeechDataModule(L.LightningDataModule):
         t = self.trainer
         if t is None:
             return {}
-        return {"epoch": t.current_epoch, "batches_done": t.fit_loop.epoch_loop.batch_progress.current.completed}
+        return {"epoch": t.current_epoch, "batches_done": t.fit_loop.epoch_loop.batch_progress.current.processed}
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = (int(state.get("epoch", 0)), int(state.get("batches_done", 0)))
