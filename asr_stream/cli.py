@@ -84,11 +84,11 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
             audio seconds, compute seconds (time spent in the session, waiting excluded) and RTF = compute / audio.
     """
     import json as jsonlib
-    import time
     from pathlib import Path
 
     from .audio import load_audio
     from .audio.sources import paced_blocks
+    from .evaluation.runner import stream_blocks
     from .streaming import StreamingSession
 
     _check_writable(json, "--json")
@@ -97,19 +97,9 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
     for f in files:
         wave = load_audio(f)
         s = StreamingSession(m, mode=mode, k=k, phi=phi, reencode=reencode)
-        compute = 0.0  # seconds inside push/finish only: with --realtime the waits are not compute
         print(f"{f}: ", end="", flush=True)
-        for block in paced_blocks(wave, block_ms=block_ms, realtime=realtime):
-            t = time.perf_counter()
-            words = s.push(block)
-            compute += time.perf_counter() - t
-            if words:
-                _print_words(words)
-        t = time.perf_counter()
-        words = s.finish()
-        compute += time.perf_counter() - t
-        if words:
-            _print_words(words)
+        # compute = seconds inside push/finish only: with --realtime the waits are not compute
+        _, _, compute = stream_blocks(s, paced_blocks(wave, block_ms=block_ms, realtime=realtime), _print_words)
         print()
         print(f"final: {s.text}")
         audio_s = len(wave) / 16000.0

@@ -9,17 +9,9 @@ ModeName = Literal["group", "interleaved", "batch", "batch-position", "batch-kv"
 
 
 def _load(model: Optional[str], device: str):
-    import torch
+    from ..cli import _load_model  # one loader for every command: default model, CUDA check
 
-    from ..model import SpeechLLM
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if model is None:
-        from .. import default_model_dir
-
-        model = str(default_model_dir())
-    return SpeechLLM.load(model, map_location=device)
+    return _load_model(model, device, None)
 
 
 def _print_summary(s: dict) -> None:

@@ -8,12 +8,13 @@ run continues where it stopped.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -47,21 +48,26 @@ class Setting:
         return f"{self.mode}-k{self.k}-phi{self.phi:g}{chunk}"
 
 
-def stream_utterance(session, wave: np.ndarray, block: int) -> tuple[list, list[float], float]:
-    """Push ``wave`` block by block; returns (words, compute ms elapsed at each word's emission, total compute s)."""
+def stream_blocks(session, blocks: Iterable[np.ndarray], on_words: Optional[Callable[[list], None]] = None) -> tuple[list, list[float], float]:
+    """Push blocks, then finish; returns (words, compute ms elapsed at each word's emission, total compute s).
+
+    Only time inside push/finish counts as compute, so a paced (real-time) source's waits are excluded.
+    """
     words, compute_at, spent = [], [], 0.0
-    for i in range(0, len(wave), block):
+    for block in itertools.chain(blocks, [None]):  # lazily (a paced source sleeps between blocks); None: the end
         t0 = time.perf_counter()
-        new = session.push(wave[i : i + block])
+        new = session.finish() if block is None else session.push(block)
         spent += time.perf_counter() - t0
         words += new
         compute_at += [spent * 1000.0] * len(new)
-    t0 = time.perf_counter()
-    new = session.finish()
-    spent += time.perf_counter() - t0
-    words += new
-    compute_at += [spent * 1000.0] * len(new)
+        if new and on_words is not None:
+            on_words(new)
     return words, compute_at, spent
+
+
+def stream_utterance(session, wave: np.ndarray, block: int) -> tuple[list, list[float], float]:
+    """Push ``wave`` block by block (as fast as possible); see :func:`stream_blocks`."""
+    return stream_blocks(session, (wave[i : i + block] for i in range(0, len(wave), block)))
 
 
 def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Optional[str | Path] = None,

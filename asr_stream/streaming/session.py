@@ -74,6 +74,13 @@ class Step(NamedTuple):
     write: bool = False
 
 
+def _zero_padded(samples: np.ndarray, length: int) -> np.ndarray:
+    """The last partial chunk of a stream, zero-padded to a whole chunk (as the training forward pads it)."""
+    out = np.zeros(length, np.float32)
+    out[: samples.size] = samples
+    return out
+
+
 class StreamingSession:
     """Greedy streaming transcription of one audio stream with a :class:`~asr_stream.model.SpeechLLM`.
 
@@ -209,9 +216,7 @@ class StreamingSession:
             chunk, s.buffer = s.buffer[:cs], s.buffer[cs:]
             return chunk
         if s.closing and (s.buffer.size or s.chunks_read == 0):
-            tail = np.zeros(cs, np.float32)
-            tail[: s.buffer.size] = s.buffer
-            s.buffer = np.zeros(0, np.float32)
+            tail, s.buffer = _zero_padded(s.buffer, cs), np.zeros(0, np.float32)
             return tail
         return None
 
@@ -225,10 +230,7 @@ class StreamingSession:
         if s.buffer.shape[0] >= (j + 1) * cs:
             return s.buffer[j * cs : (j + 1) * cs]
         if s.closing and (s.buffer.shape[0] > j * cs or s.chunks_read + j == 0):
-            tail = np.zeros(cs, np.float32)
-            rest = s.buffer[j * cs :]
-            tail[: rest.size] = rest
-            return tail
+            return _zero_padded(s.buffer[j * cs :], cs)
         return None
 
     def _execute(self, step: Step) -> None:
