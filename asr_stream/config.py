@@ -77,6 +77,10 @@ class ProjectorConfig:
     """Consecutive encoder frames concatenated into one LLM embedding (must divide frames per chunk)."""
     hidden: int = 1024
     """MLP hidden width."""
+    ctc_embed: bool = False
+    """Add the CTC head's non-blank posteriors (summed over the stacked frames) times the LLM's token
+    embedding matrix to each source embedding, so the decoder reads what the encoder heard in its own
+    token space (needs ctc_weight > 0). Per chunk, like the rest of the projector."""
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,8 @@ class SpeechLLM(nn.Module):
         if self.encoder.frames_per_chunk % cfg.projector.stack:
             raise ValueError(f"{self.encoder.frames_per_chunk} encoder frames per chunk not divisible by stack={cfg.projector.stack}")
         self.ctc_head = nn.Linear(self.encoder.dim, len(self.codec)) if cfg.ctc_weight > 0 else None
+        if cfg.projector.ctc_embed and self.ctc_head is None:
+            raise ValueError("projector.ctc_embed needs the CTC head: set ctc_weight > 0")
         if cfg.encoder.freeze:
             self.encoder.requires_grad_(False)
         self.prompt_ids: list[int] = self.codec.encode(cfg.prompt) if cfg.prompt else []
@@ -93,7 +95,18 @@ class SpeechLLM(nn.Module):
     def embed_audio(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N * chunk_samples) -> (encoder frames (B, N*F, D), source embeddings (B, N*E, H))."""
         enc = self.encoder(wave)
-        return enc, self.projector(enc)
+        return enc, self.project(enc)
+
+    def project(self, enc: torch.Tensor) -> torch.Tensor:
+        """Encoder frames (B, n*F, D) -> source embeddings (B, n*E, H); chunk-local, so streaming-safe."""
+        src = self.projector(enc)
+        if self.cfg.projector.ctc_embed:
+            post = self.ctc_head(enc).softmax(-1)  # (B, n*F, V)
+            post = post * (torch.arange(post.shape[-1], device=post.device) != self.codec.pad_id)  # drop blank
+            B, L, V = post.shape
+            post = post.view(B, L // self.cfg.projector.stack, self.cfg.projector.stack, V).sum(2)
+            src = src + post.to(src.dtype) @ dec.embed_tokens(self.llm).weight
+        return src
 
     def embed_tokens(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(ids, dtype=torch.long, device=self.device)

@@ -12,7 +12,7 @@ def tiny_offline(chunk_ms: int = 320) -> ModelConfig:
     """
     return ModelConfig(
         encoder=EncoderConfig(chunk_ms=chunk_ms, d_model=256, n_layers=6, n_heads=4, conv_channels=128, dropout=0.05),
-        projector=ProjectorConfig(stack=2, hidden=512),
+        projector=ProjectorConfig(stack=2, hidden=512, ctc_embed=True),
         decoder=DecoderConfig(tiny=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                                         num_attention_heads=4, num_key_value_heads=4)),
         ctc_weight=0.5,
@@ -20,13 +20,14 @@ def tiny_offline(chunk_ms: int = 320) -> ModelConfig:
     )
 
 
-def test_sized(chunk_ms: int = 160, prompt: str = "", mode: str = "group") -> ModelConfig:
+def test_sized(chunk_ms: int = 160, prompt: str = "", mode: str = "group", ctc_embed: bool = False) -> ModelConfig:
     """A few thousand parameters per part: fast enough for equivalence tests on 2 CPU cores."""
     return ModelConfig(
         encoder=EncoderConfig(chunk_ms=chunk_ms, d_model=32, n_layers=2, n_heads=2, dropout=0.0),
-        projector=ProjectorConfig(stack=2, hidden=48),
+        projector=ProjectorConfig(stack=2, hidden=48, ctc_embed=ctc_embed),
         decoder=DecoderConfig(tiny=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                         num_attention_heads=4, num_key_value_heads=2)),
         prompt=prompt,
+        ctc_weight=0.3 if ctc_embed else 0.0,
         train_mode=mode,  # type: ignore[arg-type]
     )

@@ -29,11 +29,11 @@ def codec():
 def make_model(codec):
     cache: dict = {}
 
-    def make(chunk_ms: int = 160, prompt: str = "", mode: str = "group", seed: int = 0) -> SpeechLLM:
-        key = (chunk_ms, prompt, mode, seed)
+    def make(chunk_ms: int = 160, prompt: str = "", mode: str = "group", seed: int = 0, ctc_embed: bool = False) -> SpeechLLM:
+        key = (chunk_ms, prompt, mode, seed, ctc_embed)
         if key not in cache:
             torch.manual_seed(seed)
-            cache[key] = SpeechLLM(test_sized(chunk_ms, prompt, mode), codec).eval()
+            cache[key] = SpeechLLM(test_sized(chunk_ms, prompt, mode, ctc_embed), codec).eval()
         return cache[key]
 
     return make

@@ -44,6 +44,32 @@ def test_teacher_forced_streaming_equals_training_forward(make_model, codec, mod
 
 
 @pytest.mark.parametrize("mode", ["group", "interleaved"])
+def test_ctc_embedding_projector_streams_like_training(make_model, codec, mode):
+    """projector.ctc_embed adds CTC posteriors x token embeddings per chunk: still one pass, same logits."""
+    model = make_model(320, ctc_embed=True)
+    plain = make_model(320)
+    wave = noise_audio(1.9, seed=7)
+    with torch.no_grad():
+        enc = model.encoder(torch.from_numpy(np.pad(wave, (0, 6 * model.chunk_samples - len(wave))))[None])
+        assert (model.project(enc) - model.projector(enc)).abs().max() > 1e-3  # the CTC term is really added
+    tokens = codec.encode(SENTENCES[2])
+    full = forward_logits(model, wave, tokens, mode=mode, k=2, phi=0.5)
+    assert (full - forward_logits(plain, wave, tokens, mode=mode, k=2, phi=0.5)).abs().max() > 1e-3
+    streamed, _ = stream_logits(model, wave, tokens, 3000, mode=mode, k=2, phi=0.5)
+    assert (streamed - full).abs().max().item() <= 1e-4
+
+
+def test_ctc_embedding_needs_the_ctc_head(codec):
+    from dataclasses import replace
+
+    from asr_stream.model import SpeechLLM
+    from asr_stream.presets import test_sized
+
+    with pytest.raises(ValueError, match="ctc_weight > 0"):
+        SpeechLLM(replace(test_sized(ctc_embed=True), ctc_weight=0.0), codec)
+
+
+@pytest.mark.parametrize("mode", ["group", "interleaved"])
 def test_prompt_and_padded_batch(make_model, codec, mode):
     """With a text prompt, and utterances of different lengths padded into one training batch."""
     model = make_model(160, prompt="TRANSCRIBE")

@@ -226,7 +226,7 @@ class BatchedStreams:
             states = [self.sessions[i].state.enc for i, _ in members]
             wave = torch.from_numpy(np.stack([c for _, c in members])).to(m.device)
             out, st = m.encoder.stream(wave, _stack(states) if len(members) > 1 else states[0])
-            emb = m.projector(out)
+            emb = m.project(out)
             for b, (i, _) in enumerate(members):
                 s = self.sessions[i].state
                 s.encoded.append((s.chunks_read + len(s.encoded), emb[b]))

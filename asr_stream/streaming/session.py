@@ -258,7 +258,7 @@ class StreamingSession:
         if emb is None:
             wave = torch.from_numpy(chunk).to(m.device)[None]
             enc, s.enc = m.encoder.stream(wave, s.enc)
-            emb = m.projector(enc)[0]  # (E, H)
+            emb = m.project(enc)[0]  # (E, H)
         els = source_elements(P, [c] * E, first_audio=c * E)
         s.chunks_read += 1
         if self.cfg.reencode == "kv":

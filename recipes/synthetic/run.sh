@@ -30,7 +30,7 @@ fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   echo "== stage 1: prepare tokenizer and feature statistics"
-  $py -c "from asr_stream.training.prepare import prepare; prepare(['librispeech:$data:train'], '$exp/prep', vocab_size=1000)"
+  $py -c "from asr_stream.training.prepare import prepare; prepare(['librispeech:$data:train'], '$exp/prep', vocab_size=300)"
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
