@@ -137,10 +137,61 @@ def decoder_layers(llm: nn.Module) -> nn.ModuleList:
     return base_model(llm).model.layers
 
 
+def _growing_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        """A full (never sliding) KV layer that appends into spare capacity instead of re-concatenating.
+
+        ``DynamicLayer`` copies the whole cache on every append (O(length) per call, O(length^2) per stream);
+        here the storage doubles when full, so an append copies only the new slots. ``keys`` / ``values`` stay
+        plain tensors (views of the storage); anything that replaces them (``cache_keep``, batch row edits)
+        simply makes the next append start a new storage from them.
+        """
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            old = self.keys.shape[-2] if self.keys.numel() else 0
+            n = old + key_states.shape[-2]
+            kb, vb = getattr(self, "_kbuf", None), getattr(self, "_vbuf", None)
+            ours = (kb is not None and old and self.keys.data_ptr() == kb.data_ptr() and self.values.data_ptr() == vb.data_ptr()
+                    and self.keys.stride() == kb.stride() and self.values.stride() == vb.stride()
+                    and kb.shape[:2] == key_states.shape[:2] and kb.shape[-1] == key_states.shape[-1])
+            if not ours or kb.shape[-2] < n:
+                cap = max(64, 2 * n)
+                B, H, _, D = key_states.shape
+                kb = key_states.new_empty(B, H, cap, D)
+                vb = value_states.new_empty(B, H, cap, value_states.shape[-1])
+                if old:
+                    kb[:, :, :old], vb[:, :, :old] = self.keys, self.values
+                self._kbuf, self._vbuf = kb, vb
+            kb[:, :, old:n], vb[:, :, old:n] = key_states, value_states
+            self.keys, self.values = kb[:, :, :n], vb[:, :, :n]
+            return self.keys, self.values
+
+    return GrowingLayer
+
+
+_GROWING_LAYER = None
+
+
 def new_cache(llm: nn.Module):
+    """An empty KV cache for streaming: every layer keeps every slot (our masks decide what is seen).
+
+    A checkpoint's ``sliding_window`` (Phi-3-mini-4k has 2047) would make transformers build sliding layers
+    that silently drop old slots, while our explicit masks (training and streaming) let every slot be seen;
+    so the cache is always full-length. Bound memory with the session's segmentation / ``reset`` instead.
+    """
+    global _GROWING_LAYER
     from transformers import DynamicCache
 
-    return DynamicCache(config=base_model(llm).config)
+    if _GROWING_LAYER is None:
+        _GROWING_LAYER = _growing_layer_class()
+    cache = DynamicCache()  # no config: no sliding layers
+    cache.layer_class_to_replicate = _GROWING_LAYER
+    cache.layers = [_GROWING_LAYER() for _ in range(base_model(llm).config.num_hidden_layers)]
+    return cache
 
 
 def run(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:

@@ -191,3 +191,43 @@ def test_session_config_errors(make_model):
         StreamingSession(model, mode="group", reencode="kv")
     with pytest.raises(ValueError, match="k must be"):
         StreamingSession(model, k=0)
+
+
+def test_checkpoint_sliding_window_does_not_truncate_the_stream_cache(codec):
+    """Phi-3-mini-4k sets sliding_window=2047: the streaming cache must still keep every slot, as training does."""
+    from dataclasses import replace
+
+    from asr_stream.model import SpeechLLM
+    from asr_stream.presets import test_sized
+
+    cfg = test_sized(160)
+    cfg = replace(cfg, decoder=replace(cfg.decoder, tiny={**cfg.decoder.tiny, "sliding_window": 6}))
+    torch.manual_seed(3)
+    model = SpeechLLM(cfg, codec).eval()
+    wave = noise_audio(1.9, seed=8)  # 12 chunks x 2 embeddings + ~20 target rows >> 6 slots
+    tokens = codec.encode(SENTENCES[0])
+    full = forward_logits(model, wave, tokens, mode="group", k=2, phi=0.0)
+    streamed, s = stream_logits(model, wave, tokens, 1000, mode="group", k=2, phi=0.0)
+    assert s.state.cache.get_seq_length() > 20
+    assert (streamed - full).abs().max().item() <= 1e-4
+
+
+def test_cache_appends_in_place_and_survives_slot_edits(make_model):
+    """The KV cache grows into spare storage (no full copy per append) and stays right after cache_keep."""
+    model = make_model(160)
+    cache = dec.new_cache(model.llm)
+    layer = cache.layers[0]
+    H, D = 2, 16
+    chunks = [torch.randn(1, H, n, D) for n in (3, 1, 2)]
+    for c in chunks:
+        layer.update(c, -c)
+    ptr = layer.keys.data_ptr()
+    layer.update(torch.randn(1, H, 1, D), torch.randn(1, H, 1, D))
+    assert layer.keys.data_ptr() == ptr  # appended in place
+    expect = torch.cat(chunks, dim=2)
+    assert torch.equal(layer.keys[:, :, :6], expect) and torch.equal(layer.values[:, :, :6], -expect)
+    keep = torch.tensor([0, 2, 5])
+    dec.cache_keep(cache, keep)
+    new = torch.randn(1, H, 2, D)
+    layer.update(new, new)
+    assert torch.equal(layer.keys, torch.cat([expect[:, :, keep], new], dim=2))
