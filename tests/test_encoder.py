@@ -119,3 +119,17 @@ def test_hf_wrapper_errors(tmp_path):
         build_encoder(EncoderConfig(kind="hf"))
     with pytest.raises(ValueError, match="cannot load"):
         build_encoder(EncoderConfig(kind="hf", hf_name_or_path=str(tmp_path / "nowhere")))
+
+
+def test_append_kv_reuses_spare_storage_and_copies_when_it_must():
+    from asr_stream.encoder.chunk_transformer import append_kv
+
+    a, b, c = (torch.randn(1, 2, n, 4) for n in (8, 8, 8))
+    ab, buf = append_kv(a, b, None)  # a is not a view of any storage: copied once into a new one
+    assert torch.equal(ab, torch.cat([a, b], 2)) and buf.shape[2] >= 32
+    abc, buf2 = append_kv(ab, c, buf)
+    assert buf2 is buf and abc.data_ptr() == buf.data_ptr()  # appended in place
+    assert torch.equal(abc, torch.cat([a, b, c], 2))
+    trimmed = abc[:, :, -8:]  # a left_chunks trim is not a prefix of the storage: the next append starts a new one
+    t2, buf3 = append_kv(trimmed, a, buf)
+    assert buf3 is not buf and torch.equal(t2, torch.cat([c, a], 2)) and torch.equal(abc, torch.cat([a, b, c], 2))

@@ -22,14 +22,36 @@ from .base import ChunkEncoder, chunk_samples_for
 SUBSAMPLE = 4  # two stride-2 convolutions
 
 
-def rope(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary embedding on (B, H, L, D) with float positions pos: (L,)."""
-    d = x.shape[-1]
-    inv = 1.0 / (base ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
-    ang = pos.to(torch.float32)[:, None] * inv[None, :]  # (L, D/2)
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+def rope_angles(pos: torch.Tensor, dim: int, dtype: torch.dtype, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (L, dim/2) for float positions pos: (L,); computed once per call, shared by all layers."""
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2, device=pos.device, dtype=torch.float32) / dim))
+    ang = pos.to(torch.float32)[:, None] * inv[None, :]
+    return ang.cos().to(dtype), ang.sin().to(dtype)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on (B, H, L, D) with angles from :func:`rope_angles`."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+def append_kv(past: torch.Tensor | None, new: torch.Tensor, buf: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cat([past, new], dim=2)`` without copying ``past`` when it is the prefix of ``buf`` with room to spare.
+
+    Returns (the concatenation, as a view of the storage; the storage). Storage doubles when full, so a stream
+    of n chunks copies O(n) frames in all instead of O(n^2). A state that is advanced twice (branching) must
+    not reuse a storage: every path that rebuilds states (stacking, row slicing, trimming) gives a new one.
+    """
+    if past is None or past.shape[2] == 0:
+        return new, new
+    old, n = past.shape[2], past.shape[2] + new.shape[2]
+    ours = (buf is not None and past.data_ptr() == buf.data_ptr() and past.stride() == buf.stride()
+            and buf.shape[:2] == new.shape[:2] and buf.shape[3] == new.shape[3])
+    if not ours or buf.shape[2] < n:
+        buf = new.new_empty(new.shape[0], new.shape[1], max(2 * n, 64), new.shape[3])
+        buf[:, :, :old] = past
+    buf[:, :, old:n] = new
+    return buf[:, :, :n], buf
 
 
 class Layer(nn.Module):
@@ -47,19 +69,21 @@ class Layer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, L, d)
-        pos: torch.Tensor,  # (L,) absolute frame positions of x
+        angles: tuple[torch.Tensor, torch.Tensor],  # rope_angles of x's absolute frame positions
         mask: torch.Tensor,  # (L, Lpast + L) additive float mask
         past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        bufs: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         B, L, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = rope(q, pos), rope(k, pos)
+        q, k = rope(q, *angles), rope(k, *angles)
+        kb, vb = k, v
         if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+            (k, kb), (v, vb) = append_kv(past[0], k, bufs[0]), append_kv(past[1], v, bufs[1])
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, L, d)))
         x = x + self.drop(self.ff(self.ln2(x)))
-        return x, (k, v)
+        return x, (k, v), (kb, vb)
 
 
 def chunk_causal_mask(n_q: int, q_chunk0: int, n_past: int, frames: int, left_chunks: int, device=None) -> torch.Tensor:
@@ -90,6 +114,8 @@ class EncoderStreamState:
     tail: torch.Tensor  # (B, win - hop) last samples read, for the first frame of the next chunk
     chunks: int = 0  # chunks encoded so far
     kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per layer (B, H, Lkept, Dh)
+    bufs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, metadata={"scratch": True})
+    """Storage behind ``kv`` with spare room (see :func:`append_kv`); code that stacks or slices states drops it."""
 
 
 class ChunkTransformerEncoder(ChunkEncoder):
@@ -131,22 +157,24 @@ class ChunkTransformerEncoder(ChunkEncoder):
         x = self.conv_out(x.permute(0, 2, 1, 3).flatten(2))  # (B*n, frames_per_chunk, d)
         return x.reshape(B, n * self.frames_per_chunk, self.dim)
 
-    def _layers(self, x: torch.Tensor, chunk0: int, past: list | None) -> tuple[torch.Tensor, list]:
+    def _layers(self, x: torch.Tensor, chunk0: int, past: list | None, bufs: list | None = None) -> tuple[torch.Tensor, list, list]:
         fpc = self.frames_per_chunk
         n_past = past[0][0].shape[2] if past else 0
         pos = torch.arange(chunk0 * fpc, chunk0 * fpc + x.shape[1], device=x.device)
-        mask = chunk_causal_mask(x.shape[1], chunk0, n_past, fpc, self.cfg.left_chunks, x.device)
-        kv = []
+        angles = rope_angles(pos, self.dim // self.cfg.n_heads, x.dtype)
+        mask = chunk_causal_mask(x.shape[1], chunk0, n_past, fpc, self.cfg.left_chunks, x.device).to(x.dtype)
+        kv, new_bufs = [], []
         for i, layer in enumerate(self.layers):
-            x, kv_i = layer(x, pos, mask, past[i] if past else None)
+            x, kv_i, buf_i = layer(x, angles, mask, past[i] if past else None, bufs[i] if bufs else (None, None))
             kv.append(kv_i)
-        return self.norm(x), kv
+            new_bufs.append(buf_i)
+        return self.norm(x), kv, new_bufs
 
     # -- whole utterances (training) -----------------------------------------------------------
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         self._check_chunks(wave)
         ctx = wave.new_zeros(wave.shape[0], self.logmel.context)
-        out, _ = self._layers(self._front(wave, ctx), 0, None)
+        out, _, _ = self._layers(self._front(wave, ctx), 0, None)
         return out
 
     # -- streaming -----------------------------------------------------------------------------
@@ -157,9 +185,9 @@ class ChunkTransformerEncoder(ChunkEncoder):
     def stream(self, wave: torch.Tensor, state: EncoderStreamState) -> tuple[torch.Tensor, EncoderStreamState]:
         n = self._check_chunks(wave)
         x = self._front(wave, state.tail)
-        out, kv = self._layers(x, state.chunks, state.kv or None)
+        out, kv, bufs = self._layers(x, state.chunks, state.kv or None, state.bufs or None)
         if self.cfg.left_chunks >= 0:  # keep only what the next chunk may attend to
             keep = self.cfg.left_chunks * self.frames_per_chunk
             kv = [(k[:, :, -keep:] if keep else k[:, :, :0], v[:, :, -keep:] if keep else v[:, :, :0]) for k, v in kv]
         tail = torch.cat([state.tail, wave], dim=1)[:, -self.logmel.context :]
-        return out, EncoderStreamState(tail=tail, chunks=state.chunks + n, kv=kv)
+        return out, EncoderStreamState(tail=tail, chunks=state.chunks + n, kv=kv, bufs=bufs)

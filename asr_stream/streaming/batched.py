@@ -271,7 +271,7 @@ def _signature(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return ("tensor", tuple(x.shape[1:]), x.dtype, x.device)
     if is_dataclass(x):
-        return (type(x),) + tuple(_signature(getattr(x, f.name)) for f in fields(x))
+        return (type(x),) + tuple(_signature(getattr(x, f.name)) for f in fields(x) if not f.metadata.get("scratch"))
     if isinstance(x, (list, tuple)):
         return (type(x), tuple(_signature(v) for v in x))
     return ("value", x)
@@ -282,8 +282,9 @@ def _stack(xs: list) -> Any:
     x0 = xs[0]
     if isinstance(x0, torch.Tensor):
         return torch.cat(xs, 0)
-    if is_dataclass(x0):
-        return replace(x0, **{f.name: _stack([getattr(x, f.name) for x in xs]) for f in fields(x0)})
+    if is_dataclass(x0):  # scratch fields (spare storage) are per state: dropped, rebuilt on the next append
+        return replace(x0, **{f.name: f.default_factory() if f.metadata.get("scratch") else _stack([getattr(x, f.name) for x in xs])
+                              for f in fields(x0)})
     if isinstance(x0, (list, tuple)):
         return type(x0)(_stack(list(v)) for v in zip(*xs))
     return x0
@@ -294,7 +295,8 @@ def _row(x: Any, b: int) -> Any:
     if isinstance(x, torch.Tensor):
         return x[b : b + 1]
     if is_dataclass(x):
-        return replace(x, **{f.name: _row(getattr(x, f.name), b) for f in fields(x)})
+        return replace(x, **{f.name: f.default_factory() if f.metadata.get("scratch") else _row(getattr(x, f.name), b)
+                             for f in fields(x)})
     if isinstance(x, (list, tuple)):
         return type(x)(_row(v, b) for v in x)
     return x
