@@ -194,11 +194,13 @@ def new_cache(llm: nn.Module):
     return cache
 
 
-def run(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
+def run(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None,
+        last_only: bool = False) -> torch.Tensor:
     """One decoder forward. embeds (B, Q, H); mask (B, Q, K) additive float with K = cached + Q;
-    positions (B, Q) float. Appends to ``cache`` when given. Returns logits (B, Q, V)."""
+    positions (B, Q) float. Appends to ``cache`` when given. Returns logits (B, Q, V), or (B, 1, V) for the
+    last row only with ``last_only`` (the LM head then runs on one row: all a streaming step consumes)."""
     out = llm(inputs_embeds=embeds, attention_mask=mask[:, None].to(embeds.dtype), position_ids=positions.to(torch.float32),
-              past_key_values=cache, use_cache=cache is not None)
+              past_key_values=cache, use_cache=cache is not None, logits_to_keep=1 if last_only else 0)
     return out.logits
 
 

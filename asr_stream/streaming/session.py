@@ -238,7 +238,7 @@ class StreamingSession:
         self._complete(step, self._append(step.new, step.embeds)[0])
 
     def _complete(self, step: Step, logits: torch.Tensor) -> None:
-        """Use a step's logits (len(step.new), V): a write consumes those of its last row."""
+        """Use a step's logits (its last row's, or all its rows'): a write consumes those of its last row."""
         if step.write:
             self._consume(logits[-1])
 
@@ -331,7 +331,7 @@ class StreamingSession:
         m = self.model
         mask = additive_mask(allowed(self.cfg.mode, q, keys), embeds.dtype).to(m.device)[None]
         self.state.decoder_positions += len(q)
-        return dec.run(m.llm, embeds[None], mask, q.position[None].to(m.device), cache)
+        return dec.run(m.llm, embeds[None], mask, q.position[None].to(m.device), cache, last_only=True)
 
     def _stage(self, new: Elements) -> Elements:
         """Give new slots their arrival numbers (and, interleaved, their positions)."""
