@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import pytest
-
 import asr_stream
 from asr_stream.audio import load_audio
 from asr_stream.evaluation.wer import normalize_text
@@ -41,8 +39,6 @@ def test_transcribe_cli_uses_the_bundled_model_and_matches_the_library():
     assert cli_final_text() == s.text
 
 
-@pytest.mark.xfail(strict=True, reason="the bundled model (56 % WER, recipes/synthetic/RESULTS.md) does not yet "
-                   "transcribe the sample correctly; remove this marker when a better model is bundled")
 def test_bundled_sample_gives_the_expected_text():
     expected = (SAMPLE.with_suffix(".txt")).read_text().strip()
     assert normalize_text(cli_final_text()) == normalize_text(expected)
