@@ -117,6 +117,24 @@ def test_multi_k_draw_is_deterministic_and_covers_the_set(tiny_setup):
     assert draws == [make_module(root, seed=5).draw_k(s) for s in range(200)]
 
 
+def test_init_from_a_model_directory_trains_in_train_mode(tiny_setup, tmp_path):
+    """Fine-tuning from a saved model (the ablation recipe) starts from its weights, with dropout on."""
+    root, _ = tiny_setup
+    src = make_module(root).net
+    src.save(tmp_path / "src")
+    from dataclasses import replace
+
+    mod = make_module(root, init_from=str(tmp_path / "src"))
+    assert mod.net.training and all(m.training for m in mod.net.modules())
+    for (n, a), (_, b) in zip(src.state_dict().items(), mod.net.state_dict().items()):
+        assert torch.equal(a, b), n
+    other = replace(mod.cfg, encoder=replace(mod.cfg.encoder, n_layers=mod.cfg.encoder.n_layers + 1))
+    from asr_stream.training.module import SpeechLLMModule
+
+    with pytest.raises(ValueError, match="differs"):
+        SpeechLLMModule(model=other, init_from=str(tmp_path / "src"))
+
+
 def test_export_is_loadable_by_the_session(tiny_setup, tmp_path):
     from asr_stream.model import SpeechLLM
     from asr_stream.streaming import StreamingSession

@@ -49,7 +49,7 @@ class SpeechLLMModule(L.LightningModule):
         super().__init__()
         codec = TextCodec.load(tokenizer) if tokenizer else None
         if init_from:
-            self.net = SpeechLLM.load(init_from)
+            self.net = SpeechLLM.load(init_from).train()  # load() returns eval mode (dropout off) for inference
             if self.net.cfg.encoder != model.encoder or self.net.cfg.decoder != model.decoder:
                 raise ValueError(f"{init_from}: its encoder/decoder config differs from the one given")
             self.net.cfg = model
