@@ -177,7 +177,15 @@ def test_max_segment_length_cuts_without_a_pause(make_model):
     assert s.text == " ".join(r.text for r in ref if r.text)
 
 
-def test_ctrl_c_during_a_step_is_held_until_the_step_is_done(make_model):
+@pytest.fixture
+def sigint_as_at_a_terminal():
+    """Python's own Ctrl-C handler, even when the test run inherited SIGINT ignored (a background job)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_during_a_step_is_held_until_the_step_is_done(make_model, sigint_as_at_a_terminal):
     """SIGINT inside session.push must not leave a half-updated cache: the step completes, then we stop."""
     model = make_model(160)
     wave = noise_audio(2.0, seed=5)
@@ -380,7 +388,10 @@ def interrupt_mic(tmp: Path, args: list[str], env: dict[str, str]) -> tuple[int,
     """Start `asr_stream mic`, wait until it listens, Ctrl-C after 1.5 s; return (exit code, stdout, stderr)."""
     out, err = tmp / "stdout.txt", tmp / "stderr.txt"
     with out.open("w") as fo, err.open("w") as fe:  # files, not pipes: a full pipe would block the child
-        proc = subprocess.Popen([sys.executable, "-m", "asr_stream", "mic", *args], stdout=fo, stderr=fe, env=env, cwd=tmp)
+        # a job started in the background by a non-interactive shell inherits SIGINT ignored, which the mic
+        # command rightly respects; a person at a terminal has it at its default, as the child gets here
+        proc = subprocess.Popen([sys.executable, "-m", "asr_stream", "mic", *args], stdout=fo, stderr=fe, env=env, cwd=tmp,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             wait_for(err, "listening", proc)
             time.sleep(1.5)
