@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .config import DecoderConfig
+from .kv import append_kv
 
 EOW = "</w>"  # end-of-word suffix of our own BPE
 WORD_START_MARKS = ("▁", "Ġ")  # SentencePiece / byte-level BPE word-start markers
@@ -144,30 +145,17 @@ def _growing_layer_class():
         """A full (never sliding) KV layer that appends into spare capacity instead of re-concatenating.
 
         ``DynamicLayer`` copies the whole cache on every append (O(length) per call, O(length^2) per stream);
-        here the storage doubles when full, so an append copies only the new slots. ``keys`` / ``values`` stay
-        plain tensors (views of the storage); anything that replaces them (``cache_keep``, batch row edits)
-        simply makes the next append start a new storage from them.
+        here (:func:`asr_stream.kv.append_kv`) the storage doubles when full, so an append copies only the new
+        slots. ``keys`` / ``values`` stay plain tensors (views of the storage); anything that replaces them
+        (``cache_keep``, batch row edits) simply makes the next append start a new storage from them.
         """
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-            old = self.keys.shape[-2] if self.keys.numel() else 0
-            n = old + key_states.shape[-2]
-            kb, vb = getattr(self, "_kbuf", None), getattr(self, "_vbuf", None)
-            ours = (kb is not None and old and self.keys.data_ptr() == kb.data_ptr() and self.values.data_ptr() == vb.data_ptr()
-                    and self.keys.stride() == kb.stride() and self.values.stride() == vb.stride()
-                    and kb.shape[:2] == key_states.shape[:2] and kb.shape[-1] == key_states.shape[-1])
-            if not ours or kb.shape[-2] < n:
-                cap = max(64, 2 * n)
-                B, H, _, D = key_states.shape
-                kb = key_states.new_empty(B, H, cap, D)
-                vb = value_states.new_empty(B, H, cap, value_states.shape[-1])
-                if old:
-                    kb[:, :, :old], vb[:, :, :old] = self.keys, self.values
-                self._kbuf, self._vbuf = kb, vb
-            kb[:, :, old:n], vb[:, :, old:n] = key_states, value_states
-            self.keys, self.values = kb[:, :, :n], vb[:, :, :n]
+            empty = not self.keys.numel()
+            self.keys, self._kbuf = append_kv(None if empty else self.keys, key_states, getattr(self, "_kbuf", None))
+            self.values, self._vbuf = append_kv(None if empty else self.values, value_states, getattr(self, "_vbuf", None))
             return self.keys, self.values
 
     return GrowingLayer

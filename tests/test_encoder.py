@@ -122,7 +122,7 @@ def test_hf_wrapper_errors(tmp_path):
 
 
 def test_append_kv_reuses_spare_storage_and_copies_when_it_must():
-    from asr_stream.encoder.chunk_transformer import append_kv
+    from asr_stream.kv import append_kv
 
     a, b, c = (torch.randn(1, 2, n, 4) for n in (8, 8, 8))
     ab, buf = append_kv(a, b, None)  # a is not a view of any storage: copied once into a new one

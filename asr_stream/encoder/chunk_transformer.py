@@ -17,6 +17,7 @@ from torch import nn
 
 from ..audio.features import LogMel, spec_augment
 from ..config import EncoderConfig
+from ..kv import append_kv
 from .base import ChunkEncoder, chunk_samples_for
 
 SUBSAMPLE = 4  # two stride-2 convolutions
@@ -33,25 +34,6 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding on (B, H, L, D) with angles from :func:`rope_angles`."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-
-
-def append_kv(past: torch.Tensor | None, new: torch.Tensor, buf: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cat([past, new], dim=2)`` without copying ``past`` when it is the prefix of ``buf`` with room to spare.
-
-    Returns (the concatenation, as a view of the storage; the storage). Storage doubles when full, so a stream
-    of n chunks copies O(n) frames in all instead of O(n^2). A state that is advanced twice (branching) must
-    not reuse a storage: every path that rebuilds states (stacking, row slicing, trimming) gives a new one.
-    """
-    if past is None or past.shape[2] == 0:
-        return new, new
-    old, n = past.shape[2], past.shape[2] + new.shape[2]
-    ours = (buf is not None and past.data_ptr() == buf.data_ptr() and past.stride() == buf.stride()
-            and buf.shape[:2] == new.shape[:2] and buf.shape[3] == new.shape[3])
-    if not ours or buf.shape[2] < n:
-        buf = new.new_empty(new.shape[0], new.shape[1], max(2 * n, 64), new.shape[3])
-        buf[:, :, :old] = past
-    buf[:, :, old:n] = new
-    return buf[:, :, :n], buf
 
 
 class Layer(nn.Module):
