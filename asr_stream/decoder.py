@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -138,7 +139,9 @@ def decoder_layers(llm: nn.Module) -> nn.ModuleList:
     return base_model(llm).model.layers
 
 
+@functools.cache
 def _growing_layer_class():
+    """Built on first use: transformers is imported lazily, as everywhere in this module."""
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
@@ -161,9 +164,6 @@ def _growing_layer_class():
     return GrowingLayer
 
 
-_GROWING_LAYER = None
-
-
 def new_cache(llm: nn.Module):
     """An empty KV cache for streaming: every layer keeps every slot (our masks decide what is seen).
 
@@ -171,14 +171,12 @@ def new_cache(llm: nn.Module):
     that silently drop old slots, while our explicit masks (training and streaming) let every slot be seen;
     so the cache is always full-length. Bound memory with the session's segmentation / ``reset`` instead.
     """
-    global _GROWING_LAYER
     from transformers import DynamicCache
 
-    if _GROWING_LAYER is None:
-        _GROWING_LAYER = _growing_layer_class()
+    layer = _growing_layer_class()
     cache = DynamicCache()  # no config: no sliding layers
-    cache.layer_class_to_replicate = _GROWING_LAYER
-    cache.layers = [_GROWING_LAYER() for _ in range(base_model(llm).config.num_hidden_layers)]
+    cache.layer_class_to_replicate = layer
+    cache.layers = [layer() for _ in range(base_model(llm).config.num_hidden_layers)]
     return cache
 
 
