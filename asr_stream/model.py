@@ -155,7 +155,11 @@ class SpeechLLM(nn.Module):
         L = max(len(e) for e in layouts)
         x = torch.stack([F.pad(t, (0, 0, 0, L - t.shape[0])) for t in inputs])
         els_p = [pad_elements(e, L) for e in layouts]
-        mask = torch.stack([additive_mask(allowed(mode, e, e), x.dtype) for e in els_p]).to(self.device)
+        # under autocast (bf16-mixed training) attention runs in the autocast dtype: a float32 minimum would
+        # round to -inf there, so the mask is built in that dtype and stays finite
+        dev = self.device.type
+        mdtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        mask = torch.stack([additive_mask(allowed(mode, e, e), mdtype) for e in els_p]).to(self.device)
         pos = torch.stack([e.position for e in els_p]).to(self.device)
         lab = torch.stack([F.pad(l, (0, L - l.shape[0]), value=-100) for l in labels]).to(self.device)
         logits = dec.run(self.llm, x, mask, pos)  # (B, L, V)

@@ -68,7 +68,7 @@ def test_loss_decreases_on_a_tiny_batch(tiny_setup):
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
     assert losses[-1] < 0.5 * losses[0], losses
 
 
@@ -107,6 +107,29 @@ def make_data_len(manifest):
     from asr_stream.data import read_manifest
 
     return list(DurationBatchSampler(read_manifest(manifest), 2.0, True, 0))
+
+
+def test_bf16_mixed_forward_keeps_masks_finite_and_matches_fp32(tiny_setup, monkeypatch):
+    """bf16-mixed training (the synthetic recipe's precision): the decoder mask is built in the autocast dtype,
+    so masked entries stay finite (a float32 minimum would round to -inf in bf16), and the loss matches fp32."""
+    from asr_stream import decoder as dec
+    from asr_stream.model import Batch
+
+    root, _ = tiny_setup
+    torch.manual_seed(0)
+    net = make_module(root).net.eval()  # no dropout: the two forwards must see the same network
+    a, b = noise_audio(0.9, seed=1), noise_audio(0.5, seed=2)  # different lengths: padded rows in the batch
+    wave = torch.zeros(2, len(a))
+    wave[0], wave[1, : len(b)] = torch.from_numpy(a), torch.from_numpy(b)
+    batch = Batch(wave, torch.tensor([len(a), len(b)]), [net.codec.encode(SENTENCES[0]), net.codec.encode(SENTENCES[1])])
+    masks, run = [], dec.run
+    monkeypatch.setattr(dec, "run", lambda llm, x, mask, pos, *r, **kw: (masks.append(mask), run(llm, x, mask, pos, *r, **kw))[1])
+    ref = net(batch, k=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(batch, k=2)
+    assert masks[0].dtype == torch.float32 and masks[1].dtype == torch.bfloat16
+    assert torch.isfinite(masks[1]).all() and (masks[1] < 0).any()
+    assert torch.isfinite(out.loss) and abs(float(out.loss.detach()) - float(ref.loss.detach())) < 0.05 * float(ref.loss.detach())
 
 
 def test_multi_k_draw_is_deterministic_and_covers_the_set(tiny_setup):

@@ -3,7 +3,7 @@
 # Produces the bundled default model. Usage: recipes/synthetic/run.sh [--stage N] [--stop-stage M]
 #   stage 0: synthesise data/synthetic (LibriSpeech layout; ~11 h of audio, ~3 min on 2 cores)
 #   stage 1: prepare: BPE tokenizer + log-mel statistics -> exp/synthetic/prep
-#   stage 2: train (conf/tiny_synthetic.yaml: 1600 steps, 1-1.5 h on 2 CPU cores; resumes from the last checkpoint)
+#   stage 2: train (conf/tiny_synthetic.yaml: 5500 steps, about 1 h on 2 CPU cores; resumes from the last checkpoint)
 #   stage 3: evaluate the streaming session (group mode, chunk 320 ms) at k = 1, 3, 5 on test and test-unseen-voice
 #   stage 4: bundle the model into the package (float16, asr_stream/assets/default_model) and regenerate the sample
 #   stage 5: the paper's ablation in miniature: fine-tune the group model for 300 steps in each variant
