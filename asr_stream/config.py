@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 Mode = Literal["group", "interleaved", "batch"]
 Reencode = Literal["none", "position", "kv"]
+EarlyEos = Literal["wait", "stop"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,10 @@ class StreamConfig:
     """Length guard: at most this many tokens per second of audio read (+ max_tokens_extra)."""
     max_tokens_extra: int = 8
     """Length guard slack in tokens."""
+    early_eos: EarlyEos = "wait"
+    """An EOS chosen before the end of the audio. wait: not written; its row is hidden and asked again with
+    k one chunk larger for the rest of the utterance (a transcript cannot end before its audio does).
+    stop: written, and the stream ends there. Teacher forcing always writes what it forces."""
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:

@@ -126,3 +126,32 @@ def test_stream_that_ends_early_in_a_batch(make_model, codec):
         assert eng.sessions[b].words == ref[b].words
         assert eng.sessions[b].state.decoder_positions == ref[b].state.decoder_positions
     assert eng.encoder_streams > eng.encoder_calls  # rounds were encoded in batches
+
+
+@pytest.mark.parametrize("mode", ["group", "interleaved"])
+def test_early_eos_rejected_in_a_batch_as_alone(make_model, codec, mode):
+    """early_eos="wait" inside a batch: the stream that chose EOS too early hides that row and goes on with
+    k + 1, exactly as it does alone (same logits, words and k), while the other stream is unaffected."""
+    from .test_streaming import ScriptedSession, run_scripted
+
+    model = make_model(160)
+    waves = [noise_audio(2.0, seed=50), noise_audio(1.6, seed=51)]
+    scripts = [codec.encode(SENTENCES[0]), codec.encode(SENTENCES[2])]
+    alone = [run_scripted(ScriptedSession(model, scripts[b], eos_at=2 if b == 0 else None, mode=mode, k=2), waves[b])
+             for b in range(2)]
+    assert alone[0].state.k_extra >= 1  # row 2, and any EOS of the script that comes before the audio ends
+    eng = BatchedStreams(model, 2, mode=mode, k=2, max_tokens_per_s=100.0)
+    for b in range(2):  # the same scripted choices, on the engine's own sessions
+        s = eng.sessions[b]
+        s.script, s.eos_at, s.logits = list(scripts[b]) + [codec.eos_id], 2 if b == 0 else None, []
+        s._choose = ScriptedSession._choose.__get__(s)
+    for r in range(0, max(len(w) for w in waves), 2560):
+        for b, w in enumerate(waves):
+            if r < len(w):
+                eng.feed(b, w[r : r + 2560])
+        eng.drain()
+    for b in range(2):
+        eng.finish(b)
+        s = eng.sessions[b]
+        assert s.state.k_extra == alone[b].state.k_extra and s.words == alone[b].words
+        assert (torch.stack(s.logits) - torch.stack(alone[b].logits)).abs().max().item() <= 1e-4

@@ -231,3 +231,56 @@ def test_cache_appends_in_place_and_survives_slot_edits(make_model):
     new = torch.randn(1, H, 2, D)
     layer.update(new, new)
     assert torch.equal(layer.keys, torch.cat([expect[:, :, keep], new], dim=2))
+
+
+class ScriptedSession(StreamingSession):
+    """Writes ``tokens`` then EOS like teacher forcing, but as greedy choices (so early_eos applies), records
+    every row's logits, and optionally chooses EOS the first time row ``eos_at`` is asked."""
+
+    def __init__(self, model, tokens, eos_at=None, **kw):
+        super().__init__(model, max_tokens_per_s=100.0, **kw)
+        self.script, self.eos_at, self.logits = list(tokens) + [model.codec.eos_id], eos_at, []
+
+    def _choose(self, row, logits):
+        if row == self.eos_at:
+            self.eos_at = None
+            return self.codec.eos_id
+        return self.script[row]
+
+
+def run_scripted(s, wave):
+    for i in range(0, len(wave), 3000):
+        s.push(wave[i : i + 3000])
+    s.finish()
+    return s
+
+
+@pytest.mark.parametrize("mode", ["group", "interleaved"])
+def test_early_eos_waits_for_audio_and_the_rejected_row_stays_invisible(make_model, codec, mode):
+    """An EOS chosen while audio is still coming is not written (early_eos="wait"): the row is asked again
+    once one more chunk is in, with k one larger from then on. The rejected slot stays in the cache but no
+    later query sees it: the logits equal those of a stream that simply switched to k + 1 at that row."""
+    model = make_model(320)
+    wave = noise_audio(2.9, seed=3)
+    tokens = codec.encode(SENTENCES[0])
+    at = 2  # reject EOS at target row 2
+    a = run_scripted(ScriptedSession(model, tokens, eos_at=at, mode=mode, k=1), wave)
+    assert a.state.k_extra == 1 and a.state.ended
+    assert a.text == codec.decode(tokens) and a.state.rows == len(tokens) + 1
+
+    class SwitchK(ScriptedSession):  # the same schedule without the rejected row: k + 1 from row `at` on
+        def _consume(self, logits):
+            super()._consume(logits)
+            if self.state.rows == at:
+                self.state.k_extra = 1
+
+    b = run_scripted(SwitchK(model, tokens, mode=mode, k=1), wave)
+    la, lb = torch.stack(a.logits), torch.stack(b.logits)
+    assert la.shape[0] == lb.shape[0] + 1  # one more ask: the rejected one
+    assert torch.allclose(torch.cat([la[:at], la[at + 1 :]]), lb, atol=1e-5)
+    # it really saw more audio than the first ask did
+    assert (la[at] - la[at + 1]).abs().max() > 1e-4
+
+    stop = run_scripted(ScriptedSession(model, tokens, eos_at=at, mode=mode, k=1, early_eos="stop"), wave)
+    assert stop.state.ended and stop.state.rows == at + 1 and stop.state.k_extra == 0
+    assert stop.text == codec.decode(tokens[:at]).strip() or len(stop.text.split()) < len(a.text.split())

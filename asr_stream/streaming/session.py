@@ -24,7 +24,7 @@ import torch
 
 from .. import decoder as dec
 from ..config import StreamConfig
-from ..groups import MODES, TARGET, Elements, additive_mask, allowed, source_elements, target_elements, visible_chunks
+from ..groups import MODES, PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements, visible_chunks
 from .policy import Action, max_rows, wait_k_action
 
 
@@ -51,6 +51,7 @@ class StreamState:
     arrivals: int = 0  # slots ever staged (arrival counter) [_stage]
     rows: int = 0  # target rows fed [_consume]
     units: int = 0  # target units finished (wait-k's j) [_consume]
+    k_extra: int = 0  # chunks added to k, one per EOS chosen before the end of the audio (early_eos="wait") [_consume]
     tokens: list[int] = field(default_factory=list)  # emitted tokens, no BOS/EOS [_consume]
     word: list[int] = field(default_factory=list)  # tokens of the unfinished word [_consume / _flush_word]
     ended: bool = False  # EOS written or length guard hit after the end of audio [_consume / _next_step]
@@ -181,7 +182,7 @@ class StreamingSession:
 
     def _action(self) -> Action:
         s = self.state
-        return wait_k_action(self.cfg.k, s.units, s.chunks_read, s.finished, s.rows, self._row_limit(), s.ended)
+        return wait_k_action(self.cfg.k + s.k_extra, s.units, s.chunks_read, s.finished, s.rows, self._row_limit(), s.ended)
 
     def _next_step(self) -> Step | None:
         """Decide and stage the next decoder call (runs the encoder; not the decoder), or None: waiting or done.
@@ -289,7 +290,7 @@ class StreamingSession:
         """Stage target row ``rows`` (input: the pending token), after the slots of ``before`` if given."""
         s = self.state
         i = s.rows
-        vis = visible_chunks(self.cfg.k, s.units, s.chunks_read)
+        vis = visible_chunks(self.cfg.k + s.k_extra, s.units, s.chunks_read)
         els = self._stage(target_elements([i], [vis], [self._target_position(i)], [s.arrivals]))
         emb = self.model.embed_tokens([s.pending])
         if before is None:
@@ -303,7 +304,17 @@ class StreamingSession:
         s.rows += 1
         if self.logits is not None:
             self.logits.append(logits.float().cpu())
-        nxt = self.forced[i] if self.forced is not None and i < len(self.forced) else int(torch.argmax(logits))
+        nxt = self._choose(i, logits)
+        if nxt == self.codec.eos_id and self.forced is None and not s.finished and self.cfg.early_eos == "wait":
+            # Too early: the audio goes on. Hide this row's slot (it stays in the cache, masked like a PAD) and
+            # ask for the row again once one more chunk is in: k grows by one for the rest of the utterance.
+            # The slot was the last one staged; its arrival number is given back, so interleaved positions
+            # continue as if it had never been there.
+            s.rows -= 1
+            s.elements.kind[(s.elements.kind == TARGET) & (s.elements.index == i)] = PAD
+            s.arrivals -= 1
+            s.k_extra += 1
+            return
         if nxt == self.codec.eos_id:
             s.ended = True
             self._flush_word()
@@ -317,6 +328,12 @@ class StreamingSession:
             if self.codec.style == "suffix":
                 self._flush_word()
         s.pending = nxt
+
+    def _choose(self, row: int, logits: torch.Tensor) -> int:
+        """The token for target ``row``: forced, or greedy."""
+        if self.forced is not None and row < len(self.forced):
+            return self.forced[row]
+        return int(torch.argmax(logits))
 
     def _flush_word(self) -> None:
         s = self.state
