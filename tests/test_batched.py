@@ -105,6 +105,15 @@ def test_errors(make_model):
         BatchedStreams(model, 0)
 
 
+def serve_rounds(eng, waves, block):
+    """Serving rounds: every stream gets its next block of audio, then the engine runs until all wait."""
+    for r in range(0, max(len(w) for w in waves), block):
+        for b, w in enumerate(waves):
+            if r < len(w):
+                eng.feed(b, w[r : r + block])
+        eng.drain()
+
+
 def test_stream_that_ends_early_in_a_batch(make_model, codec):
     """EOS before the end of the audio: that stream skips its remaining chunks while the others go on."""
     model = make_model(160)
@@ -115,11 +124,7 @@ def test_stream_that_ends_early_in_a_batch(make_model, codec):
     eng = BatchedStreams(model, 2, k=2, max_tokens_per_s=100.0)
     for b in range(2):
         eng.sessions[b].teacher_force(forced[b])
-    for r in range(0, max(len(w) for w in waves), 2560):  # serving rounds: every stream gets its next chunk
-        for b, w in enumerate(waves):
-            if r < len(w):
-                eng.feed(b, w[r : r + 2560])
-        eng.drain()
+    serve_rounds(eng, waves, 2560)
     for b in range(2):
         eng.finish(b)
         assert (torch.stack(eng.sessions[b].logits) - torch.stack(ref[b].logits)).abs().max().item() <= 1e-4
@@ -145,11 +150,7 @@ def test_early_eos_rejected_in_a_batch_as_alone(make_model, codec, mode):
         s = eng.sessions[b]
         s.script, s.eos_at, s.logits = list(scripts[b]) + [codec.eos_id], 2 if b == 0 else None, []
         s._choose = ScriptedSession._choose.__get__(s)
-    for r in range(0, max(len(w) for w in waves), 2560):
-        for b, w in enumerate(waves):
-            if r < len(w):
-                eng.feed(b, w[r : r + 2560])
-        eng.drain()
+    serve_rounds(eng, waves, 2560)
     for b in range(2):
         eng.finish(b)
         s = eng.sessions[b]

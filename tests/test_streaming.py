@@ -191,6 +191,8 @@ def test_session_config_errors(make_model):
         StreamingSession(model, mode="group", reencode="kv")
     with pytest.raises(ValueError, match="k must be"):
         StreamingSession(model, k=0)
+    with pytest.raises(ValueError, match="early_eos must be"):
+        StreamingSession(model, early_eos="never")
 
 
 def test_checkpoint_sliding_window_does_not_truncate_the_stream_cache(codec):

@@ -20,7 +20,10 @@ from asr_stream.data import read_corpus, synth
 
 
 def heldout(corpus: Path, num: int) -> list[dict]:
-    meta = json.loads((corpus / "synth_config.json").read_text())
+    meta_file = corpus / "synth_config.json"
+    if not meta_file.is_file():
+        raise SystemExit(f"{meta_file}: not found (a corpus written by tools/synth_corpus.py has it)")
+    meta = json.loads(meta_file.read_text())
     names = {f.name for f in fields(synth.SynthConfig)}
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta.items() if k in names}
     cfg = synth.SynthConfig(out_dir=corpus, **{**kw, "fortune_dir": Path(kw["fortune_dir"])})

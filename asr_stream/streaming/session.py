@@ -105,6 +105,8 @@ class StreamingSession:
             raise ValueError(f"k must be >= 1, got {cfg.k}")
         if cfg.phi < 0:
             raise ValueError(f"phi must be >= 0, got {cfg.phi}")
+        if cfg.early_eos not in ("wait", "stop"):
+            raise ValueError(f"early_eos must be 'wait' or 'stop', got {cfg.early_eos!r}")
         self.model = model.eval()
         self.cfg = cfg
         self.codec = model.codec
