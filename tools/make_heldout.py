@@ -3,8 +3,8 @@
 The synthetic corpus keeps transcripts but not each utterance's espeak-ng settings; they follow from the
 corpus plan, which is seeded. This rebuilds the plan from ``<corpus>/synth_config.json``, checks that it
 gives the transcripts on disk, and writes the first N test-split utterances (in id order, the order the
-evaluation reads them) as {id, text, spoken, voice, rate, pitch} (spoken: what espeak-ng was given): enough to speak them again with espeak-ng, so
-the test needs no audio files in the repository.
+evaluation reads them) as {id, text, spoken, voice, rate, pitch}, where spoken is what espeak-ng was given:
+enough to speak them again with espeak-ng, so the test needs no audio files in the repository.
 
     .venv/bin/python tools/make_heldout.py data/synthetic tests/data/heldout.json --num 40
 """
