@@ -72,17 +72,23 @@ def test_loss_decreases_on_a_tiny_batch(tiny_setup):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_resume_reproduces_uninterrupted_run(tiny_setup, tmp_path):
-    """6 steps straight == 3 steps, checkpoint, new process state, resume to 6 (mid-epoch, weights_only)."""
+@pytest.mark.parametrize("ema", [False, True], ids=["plain", "ema"])
+def test_resume_reproduces_uninterrupted_run(tiny_setup, tmp_path, ema):
+    """6 steps straight == 3 steps, checkpoint, new process state, resume to 6 (mid-epoch, weights_only).
+
+    With an EMA callback the checkpoint holds both the average and the live weights; both must come back."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
     from asr_stream.training.module import weights_digest
+
+    def cbs(*extra):
+        return [*extra, EMAWeightAveraging(decay=0.5)] if ema else list(extra)
 
     root, manifest = tiny_setup
     L.seed_everything(0)
     a = make_module(root)
-    trainer(tmp_path / "a", 6).fit(a, make_data(manifest))
+    trainer(tmp_path / "a", 6, callbacks=cbs()).fit(a, make_data(manifest))
     assert len(make_data_len(manifest)) > 6 // 2  # the interruption falls inside an epoch
 
     class KillAfter(L.Callback):  # the same run (same schedule length), stopped after 3 steps as by a kill
@@ -93,13 +99,56 @@ def test_resume_reproduces_uninterrupted_run(tiny_setup, tmp_path):
     L.seed_everything(0)
     b = make_module(root)
     ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=3, save_last=True)
-    trainer(tmp_path / "b", 6, callbacks=[ck, KillAfter()]).fit(b, make_data(manifest))
+    trainer(tmp_path / "b", 6, callbacks=cbs(ck, KillAfter())).fit(b, make_data(manifest))
     assert b.global_step == 3
     L.seed_everything(123)  # a fresh process would not share RNG state: resume must restore it
     c = make_module(root)
-    trainer(tmp_path / "c", 6).fit(c, make_data(manifest), ckpt_path=str(tmp_path / "ck" / "last.ckpt"), weights_only=True)
+    trainer(tmp_path / "c", 6, callbacks=cbs()).fit(c, make_data(manifest), ckpt_path=str(tmp_path / "ck" / "last.ckpt"),
+                                                   weights_only=True)
     assert weights_digest(c.net) == weights_digest(a.net)
     assert weights_digest(b.net) != weights_digest(a.net)
+
+
+def test_ema_run_exports_the_average(tiny_setup, tmp_path):
+    """With EMA, exports (mid-run and final) and the checkpoint's state_dict hold the average, not the live weights."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+
+    from asr_stream.model import SpeechLLM
+    from asr_stream.training.module import weights_digest
+
+    root, manifest = tiny_setup
+    L.seed_everything(0)
+    m = make_module(root, export_dir=str(tmp_path / "exported"))
+    ema = EMAWeightAveraging(decay=0.5)
+
+    class MidRun(L.Callback):  # after step 2 (the EMA has averaged it in): export as a checkpoint would
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            if trainer.global_step == 2:
+                self.live = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+                self.average = {k: v.clone() for k, v in ema._average_model.module.net.state_dict().items()}
+                pl_module.export_dir, old = str(tmp_path / "mid"), pl_module.export_dir
+                pl_module.export()
+                pl_module.export_dir = old
+
+    mid = MidRun()
+    ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=4, save_last=True)
+    trainer(tmp_path, 4, callbacks=[ema, mid, ck]).fit(m, make_data(manifest))
+
+    def floats_differ(x, y):
+        return [n for n, v in x.items() if v.is_floating_point() and not torch.equal(v, y[n])]
+
+    exported_mid = SpeechLLM.load(tmp_path / "mid").state_dict()
+    assert not floats_differ(exported_mid, {k: v.to(exported_mid[k].dtype) for k, v in mid.average.items()})
+    assert floats_differ(exported_mid, mid.live), "the average equals the live weights: the EMA did nothing"
+
+    exported = SpeechLLM.load(tmp_path / "exported")
+    ckpt = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True, map_location="cpu")
+    average = {k[len("net."):]: v for k, v in ckpt["state_dict"].items()}
+    raw = {k[len("net."):]: v for k, v in ckpt["current_model_state"].items()}
+    assert not floats_differ(exported.state_dict(), average)
+    assert floats_differ(exported.state_dict(), raw)
+    assert weights_digest(m.net) == weights_digest(exported)  # after fit the average is copied into the live model
 
 
 def make_data_len(manifest):

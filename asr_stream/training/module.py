@@ -11,6 +11,7 @@ from typing import Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 
 from ..config import ModelConfig
 from ..decoder import TextCodec
@@ -115,9 +116,21 @@ class SpeechLLMModule(L.LightningModule):
 
     # -- export -------------------------------------------------------------------------------------
     def export(self) -> Optional[Path]:
+        """Save the model to ``export_dir``: the averaged weights when a weight-averaging callback (EMA / SWA)
+        keeps them, so the export always matches the checkpoint's ``state_dict`` and what validation scored."""
         if self.export_dir and self.trainer.is_global_zero:
-            return self.net.save(self.export_dir)
+            return self.exported_net().save(self.export_dir)
         return None
+
+    def exported_net(self) -> SpeechLLM:
+        """The weights an export writes: a :class:`WeightAveraging` callback's average model if one is active, else
+        the live weights. Checkpoints are saved outside validation (where the callback swaps the two), and at the
+        end of fit the callback copies the average into the live model, so both choices agree then."""
+        for cb in self.trainer.callbacks if self._trainer is not None else []:
+            avg = getattr(cb, "_average_model", None)  # Lightning keeps no public handle on it
+            if isinstance(cb, WeightAveraging) and avg is not None:
+                return avg.module.net
+        return self.net
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["torch_rng_state"] = torch.get_rng_state()  # dropout / SpecAugment continue exactly on resume
