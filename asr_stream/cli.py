@@ -156,6 +156,21 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         Path(output).write_text(text + "\n")
 
 
+def export(ckpt: str, like: str, output: str, weights: Literal["average", "live"] = "average") -> None:
+    """Write a model directory from a training checkpoint (an earlier step, or the live weights of an EMA run).
+
+    Args:
+        ckpt: a .ckpt file written by asr-stream train (read weights-only: no pickled code runs).
+        like: a model directory of the same run (its config and tokenizer are copied), e.g. the run's export_dir.
+        output: the model directory to write.
+        weights: average: the EMA/SWA average kept in the checkpoint; live: the optimiser's own weights.
+    """
+    from .training.export import export_checkpoint
+
+    _check_writable(output, "--output")
+    print(export_checkpoint(ckpt, like, output, weights))
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions a person can cause: printed as one line (exit 2) instead of a traceback."""
     from .audio import AudioError
@@ -245,6 +260,7 @@ def build_parser():
     _add_command(sub, eval_cmd, "eval")
     _add_command(sub, sweep_cmd, "sweep")
     _add_command(sub, masks, "masks")
+    _add_command(sub, export, "export", positional=("ckpt",))
     sub.add_parser("train", help="Train with LightningCLI: asr-stream train fit --config conf/tiny_synthetic.yaml",
                    add_help=False)
     return parser

@@ -150,6 +150,45 @@ def test_ema_run_exports_the_average(tiny_setup, tmp_path):
     assert floats_differ(exported.state_dict(), raw)
     assert weights_digest(m.net) == weights_digest(exported)  # after fit the average is copied into the live model
 
+    # asr-stream export: either set of weights back out of the checkpoint, as a loadable model directory
+    from asr_stream.cli import main
+
+    for which, want in (("average", average), ("live", raw)):
+        main(["export", str(tmp_path / "ck" / "last.ckpt"), "--like", str(tmp_path / "exported"),
+              "--output", str(tmp_path / which), "--weights", which])
+        assert not floats_differ(SpeechLLM.load(tmp_path / which).state_dict(), want), which
+
+
+def test_export_rejects_bad_checkpoints(tiny_setup, tmp_path, capsys):
+    """One-line errors: a pickle carrying code, a non-Lightning file, an average asked of a run without one,
+    weights of another model shape. Nothing is written."""
+    from asr_stream.cli import main
+    from asr_stream.model import CheckpointError
+    from asr_stream.training.export import export_checkpoint
+
+    root, _ = tiny_setup
+    m = make_module(root)
+    m.net.save(tmp_path / "like")
+    state = {"net." + k: v for k, v in m.net.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "plain.ckpt")
+    torch.save({"state_dict": state, "code": os.system}, tmp_path / "pickled.ckpt")  # a callable: refused
+    torch.save({"weights": state}, tmp_path / "other.ckpt")
+    small = {k: v[..., :1] if v.dim() else v for k, v in state.items()}
+    torch.save({"state_dict": small}, tmp_path / "shape.ckpt")
+    cases = [("pickled.ckpt", "live", "weights-only"), ("other.ckpt", "live", "no state_dict"),
+             ("plain.ckpt", "average", "no weight average"), ("shape.ckpt", "live", "do not match"),
+             ("missing.ckpt", "live", "no such checkpoint")]
+    for name, which, msg in cases:
+        with pytest.raises(CheckpointError, match=msg):
+            export_checkpoint(tmp_path / name, tmp_path / "like", tmp_path / "out", which)
+        with pytest.raises(SystemExit):
+            main(["export", str(tmp_path / name), "--like", str(tmp_path / "like"), "--output", str(tmp_path / "out"),
+                  "--weights", which])
+        err = capsys.readouterr().err
+        assert err.startswith("asr-stream: error:") and msg in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+    export_checkpoint(tmp_path / "plain.ckpt", tmp_path / "like", tmp_path / "out", "live")  # the good one works
+
 
 def make_data_len(manifest):
     from asr_stream.training.data import DurationBatchSampler
