@@ -380,6 +380,79 @@ def test_synth_layout_and_splits(tiny_corpora) -> None:
 
 
 @needs_espeak
+def test_synth_word_alignments(tiny_corpora) -> None:
+    a, _, _, report = tiny_corpora
+    assert report.timed == sum(report.utterances.values())
+    assert sorted(p.name for p in (a / "train").rglob("*.alignment.txt")) == \
+        sorted(p.name.replace(".trans.", ".alignment.") for p in (a / "train").rglob("*.trans.txt"))
+    for split in synth.SPLITS:
+        for u in read_librispeech(a, split):
+            assert u.words is not None and [w.word for w in u.words] == u.text.split()
+            times = [t for w in u.words for t in (w.start, w.end)]
+            assert times == sorted(times) and times[0] == 0.0 and times[-1] <= u.duration
+            assert all(w.end - w.start > 0.03 for w in u.words)  # every word has sound
+
+
+@needs_espeak
+def test_espeak_library_is_the_command_line(tmp_path: Path) -> None:
+    """Same samples as ``espeak-ng -w``, whatever was spoken before in this process; "en-gb" is a language,
+    which the command line resolves to a voice, and so must we."""
+    import subprocess
+
+    from asr_stream.data import espeak
+
+    text = "well, i don't know, ask the long forgotten one, she said!"
+    settings = [("en-us", 175, 50), ("en-gb+f2", 163, 41), ("en-us", 175, 50), ("en-gb", 150, 30),
+                ("en-us-nyc+f2", 201, 62)]
+    for voice, rate, pitch in settings:
+        wav = tmp_path / "cli.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", str(wav), text], check=True)
+        want, sr = sf.read(str(wav), dtype="int16")
+        got = espeak.engine().speak(text, voice, rate, pitch)
+        assert got.sample_rate == sr and np.array_equal(got.samples, want), (voice, rate, pitch)
+        assert [p for p, _ in got.word_starts][:3] == [0, 6, 8]  # "well," "i" "don't"
+    with pytest.raises(espeak.EspeakError, match="no voice 'xx-nothing'"):
+        espeak.engine().speak(text, "xx-nothing")
+    with pytest.raises(espeak.EspeakError, match="timed out after 0 s"):  # the child is killed, not waited for
+        espeak.engine().speak(text, "en-us", timeout=0.0)
+
+
+@needs_espeak
+def test_word_spans_leave_pauses_out() -> None:
+    words = "the captain of the guard asked him, where are you going?".split()
+    audio, spans = synth.speak(" ".join(words), "en-us", 160, 50)
+    assert spans is not None and len(spans) == len(words)
+    starts, ends = [a for a, _ in spans], [b for _, b in spans]
+    assert starts[0] == 0.0 and all(e > s for s, e in spans) and ends[-1] < len(audio) / SR - 0.1  # end pause
+    assert all(e <= s for e, s in zip(ends, starts[1:]))
+    comma = words.index("him,")
+    assert starts[comma + 1] - ends[comma] > 0.08  # the pause after "him," belongs to neither word
+
+
+def test_alignment_lines(tmp_path: Path) -> None:
+    from asr_stream.data import WordTiming
+    from asr_stream.data.corpus import format_alignment_line, parse_alignment_line
+
+    words = (WordTiming("GO", 0.49, 0.89), WordTiming("DO", 1.27, 1.38), WordTiming("YOU", 1.38, 1.49))
+    line = format_alignment_line("84-121123-0000", words, 2.25)
+    assert line == '84-121123-0000 ",GO,,DO,YOU," "0.490,0.890,1.270,1.380,1.490,2.250"'
+    assert parse_alignment_line(line) == ("84-121123-0000", words)
+    for bad, why in [('x ",A,B," "0.1,0.2,0.3"', "4 words but"), ('x "A" "0.5,"', "bad end times"),
+                     ('x "A,B" "0.5,0.4"', "non-decreasing"), ("x A 0.5", "expected ID")]:
+        with pytest.raises(ValueError, match=why):
+            parse_alignment_line(bad)
+
+    d = _chapter(tmp_path, "dev", "12", "3", n=2)
+    (d / "12-3.alignment.txt").write_text('12-3-0000 "WORDS,OF,12-3-0000" "0.1,0.2,0.25"\n'
+                                          '12-3-0001 "WORDS,OF" "0.1,0.2"\n')
+    with pytest.raises(DataError, match=r"12-3.alignment.txt:2: words of '12-3-0001' differ from its transcript"):
+        read_librispeech(tmp_path, "dev")
+    utts, rep = read_librispeech_report(tmp_path, "dev", on_error="skip")
+    assert [u.words is not None for u in utts] == [True, False] and rep.skipped == {"bad_alignment": 1}
+    assert utts[0].words[-1] == WordTiming("12-3-0000", 0.2, 0.25)
+
+
+@needs_espeak
 def test_synth_deterministic(tiny_corpora) -> None:
     a, b, c, _ = tiny_corpora
     fa, fb = _files(a), _files(b)
@@ -396,6 +469,43 @@ def test_synth_deterministic(tiny_corpora) -> None:
                                                                    if k.endswith(".txt")}
 
 
+COMMON = ["The cat sat on the mat.", "The dog sat on the mat.", "The cat saw the dog on the mat.",
+          "The dog saw the cat on the mat."]
+RARE = ["Zebras graze quietly near the rivers.", "Purple owls whisper ancient riddles."]
+
+
+@needs_espeak
+def test_synth_extra_train_text_changes_nothing_else(tmp_path: Path) -> None:
+    """Sentences outside the top-words vocabulary go to train only, and every other utterance stays as it was."""
+    text = tmp_path / "s.txt"
+    text.write_text("\n".join(COMMON[:2] + RARE[:1] + COMMON[2:] + RARE[1:]) + "\n")
+    cfg = dict(TINY, seed=3, text_file=text, top_words=7)  # the 7 words of COMMON: RARE is left out
+    a, b = tmp_path / "a", tmp_path / "b"
+    synth.synthesize_corpus(synth.SynthConfig(out_dir=a, **cfg))
+    report = synth.synthesize_corpus(synth.SynthConfig(out_dir=b, extra_train_voices=2, **cfg))
+    assert report.utterances == {"train": 2 + 2 * 2, "dev": 1, "test": 1, "test-unseen-voice": 1}
+
+    fa, fb = _files(a), _files(b)
+    for name, data in fa.items():
+        if name.endswith(".flac"):
+            assert np.array_equal(sf.read(str(a / name), dtype="int16")[0], sf.read(str(b / name), dtype="int16")[0])
+        elif name.startswith(("dev/", "test")):
+            assert fb[name] == data, name
+    for split in ("dev", "test", "test-unseen-voice"):
+        assert sorted(n for n in fa if n.startswith(split + "/")) == sorted(n for n in fb if n.startswith(split + "/"))
+    train_a = {u.id: u.text for u in read_librispeech(a, "train")}
+    train_b = read_librispeech(b, "train")
+    assert {u.id: u.text for u in train_b if u.id in train_a} == train_a
+    extra = [u for u in train_b if u.id not in train_a]
+    want = [synth.clean_sentence(r).text for r in RARE]
+    assert sorted(u.text for u in extra) == sorted(want * 2)
+    for t in want:  # each extra sentence by two different voices
+        assert len({u.speaker for u in extra if u.text == t}) == 2
+    held = {u.text for s in ("dev", "test") for u in read_librispeech(b, s)}
+    assert not held & set(want) and len(held | {u.text for u in train_b}) == 6
+    assert json.loads((b / "synth_config.json").read_text())["extra_train_voices"] == 2
+
+
 @needs_espeak
 def test_synth_refuses_bad_settings(tmp_path: Path) -> None:
     text = tmp_path / "s.txt"
@@ -410,6 +520,11 @@ def test_synth_refuses_bad_settings(tmp_path: Path) -> None:
     (tmp_path / "full" / "mine.txt").write_text("x")
     with pytest.raises(synth.SynthError, match="directory is not empty"):
         synth.synthesize_corpus(synth.SynthConfig(out_dir=tmp_path / "full", text_file=text, **TINY))
+    with pytest.raises(synth.SynthError, match="extra_train_voices needs top_words"):
+        synth.SynthConfig(out_dir=tmp_path / "o", text_file=text, extra_train_voices=1, **TINY)
+    with pytest.raises(synth.SynthError, match="extra_train_voices=3 exceeds the 2 training voices"):
+        synth.synthesize_corpus(synth.SynthConfig(out_dir=tmp_path / "o", text_file=text, top_words=20,
+                                                  extra_train_voices=3, **TINY))
     with pytest.raises(synth.SynthError, match="only 6 usable sentences, need 7"):
         synth.synthesize_corpus(synth.SynthConfig(out_dir=tmp_path / "o", text_file=text,
                                                   **dict(TINY, num_train=5)))

@@ -27,7 +27,8 @@ def heldout(corpus: Path, num: int) -> list[dict]:
     names = {f.name for f in fields(synth.SynthConfig)}
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta.items() if k in names}
     cfg = synth.SynthConfig(out_dir=corpus, **{**kw, "fortune_dir": Path(kw["fortune_dir"])})
-    plan = synth.plan_corpus(cfg, synth.load_sentences(cfg), meta["train_voices"])
+    plan = synth.plan_corpus(cfg, synth.load_sentences(cfg), meta["train_voices"],
+                             synth.load_extra_train_sentences(cfg))
     by_id = {p.id: p for p in plan if p.split == "test"}
     on_disk = sorted(read_corpus(f"librispeech:{corpus}:test"), key=lambda u: u.id)[:num]
     out = []

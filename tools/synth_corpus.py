@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-dev", type=int, default=300)
     p.add_argument("--num-test", type=int, default=300)
     p.add_argument("--train-voices-per-sentence", type=int, default=1)
+    p.add_argument("--extra-train-voices", type=int, default=0,
+                   help="with --top-words: also speak each sentence it leaves out into train only, with this "
+                        "many voices (default 0: leave them out); dev and test are unchanged by it")
     p.add_argument("--voices", help="comma-separated espeak-ng voices for train/dev/test "
                                     "(default: built-in list + installed MBROLA voices)")
     p.add_argument("--unseen-voice", default=DEFAULT_UNSEEN_VOICE, help=f"test-unseen-voice split's voice "
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.out_dir, seed=args.seed, text_file=args.text_file, fortune_dir=args.fortune_dir,
             top_words=args.top_words, min_words=args.min_words, max_words=args.max_words,
             num_train=args.num_train, num_dev=args.num_dev, num_test=args.num_test,
-            train_voices_per_sentence=args.train_voices_per_sentence,
+            train_voices_per_sentence=args.train_voices_per_sentence, extra_train_voices=args.extra_train_voices,
             voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()) if args.voices else None,
             unseen_voice=args.unseen_voice, rate_range=args.rate_range, pitch_range=args.pitch_range,
             snr_db=args.snr_db, min_train_vocab=args.min_train_vocab, jobs=args.jobs, overwrite=args.overwrite,
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for split, n in report.utterances.items():
         console.print(f"{split:<18} {n:6d} utterances {report.seconds[split] / 60:9.1f} min", highlight=False)
+    console.print(f"word timings for {report.timed} of {sum(report.utterances.values())} utterances "
+                  f"(<speaker>-<chapter>.alignment.txt)", highlight=False)
     console.print(f"train vocabulary {report.train_vocab} words; voices: {', '.join(report.train_voices)}; "
                   f"unseen: {report.unseen_voice}; written to {report.out_dir}", highlight=False, soft_wrap=True)
     return 0

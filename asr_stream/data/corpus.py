@@ -43,11 +43,21 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
+class WordTiming:
+    """Where one transcript word is spoken: ``start`` and ``end`` in seconds from the start of the audio."""
+
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
 class Utterance:
     """One audio file with its transcript.
 
     id: unique key (LibriSpeech ``<speaker>-<chapter>-<utt>``); audio_path: the file;
-    text: the transcript; duration: audio length in seconds; speaker: speaker label ("" when unknown).
+    text: the transcript; duration: audio length in seconds; speaker: speaker label ("" when unknown);
+    words: the time of each transcript word, when the corpus has a word alignment (else None).
     """
 
     id: str
@@ -55,6 +65,7 @@ class Utterance:
     text: str
     duration: float
     speaker: str = ""
+    words: tuple[WordTiming, ...] | None = None
 
 
 @dataclass
@@ -147,6 +158,70 @@ def _subdirs(d: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_dir())
 
 
+def format_alignment_line(uid: str, words: Sequence[WordTiming], duration: float) -> str:
+    """One line of a ``<speaker>-<chapter>.alignment.txt`` file (see :func:`parse_alignment_line`)."""
+    segs: list[tuple[str, float]] = []
+    t = 0.0
+    for w in words:
+        if round(w.start, 3) > round(t, 3):
+            segs.append(("", w.start))  # silence before the word
+        segs.append((w.word, w.end))
+        t = w.end
+    if round(duration, 3) > round(t, 3):
+        segs.append(("", duration))
+    return f'{uid} "{",".join(w for w, _ in segs)}" "{",".join(f"{e:.3f}" for _, e in segs)}"'
+
+
+def parse_alignment_line(line: str) -> tuple[str, tuple[WordTiming, ...]]:
+    """Parse ``ID ",WORD,,WORD," "0.490,0.890,1.270,1.380,1.490"``: the word-alignment format published for
+    LibriSpeech (Montreal Forced Aligner output, as in the ``librispeech-alignments`` release). Each comma-
+    separated word (empty: silence) ends at the matching time in seconds and starts where the one before
+    ended. Returns the id and the words without the silences; ValueError with the reason if malformed."""
+    parts = line.split()
+    if len(parts) != 3 or not all(len(p) >= 2 and p[0] == p[-1] == '"' for p in parts[1:]):
+        raise ValueError('expected ID "WORDS" "END TIMES"')
+    names = parts[1][1:-1].split(",")
+    try:
+        ends = [float(x) for x in parts[2][1:-1].split(",")]
+    except ValueError:
+        raise ValueError(f"bad end times {parts[2][:40]!r}") from None
+    if len(names) != len(ends):
+        raise ValueError(f"{len(names)} words but {len(ends)} end times")
+    out: list[WordTiming] = []
+    t = 0.0
+    for name, end in zip(names, ends):
+        if not (math.isfinite(end) and end >= t):
+            raise ValueError(f"end times must be finite and non-decreasing, got {end} after {t}")
+        if name:
+            out.append(WordTiming(name, t, end))
+        t = end
+    return parts[0], tuple(out)
+
+
+def _read_alignments(path: Path, texts: dict[str, tuple[int, str]],
+                     problems: _Problems) -> dict[str, tuple[WordTiming, ...]]:
+    """The word timings of ``path`` whose words are those of the transcript line of the same id."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        problems("bad_alignment", f"{path}: cannot read alignment ({_first_line(e)})")
+        return {}
+    out: dict[str, tuple[WordTiming, ...]] = {}
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            uid, words = parse_alignment_line(line)
+        except ValueError as e:
+            problems("bad_alignment", f"{path}:{lineno}: {e}")
+            continue
+        if uid in texts and [w.word for w in words] != texts[uid][1].split():
+            problems("bad_alignment", f"{path}:{lineno}: words of '{uid}' differ from its transcript")
+            continue
+        out[uid] = words
+    return out
+
+
 def _read_chapter(chapter: Path, speaker: str, problems: _Problems) -> tuple[list[Utterance], int]:
     """Utterances of one ``<speaker>/<chapter>`` folder, and how many audio files + transcript lines it had."""
     prefix = f"{speaker}-{chapter.name}"
@@ -183,6 +258,8 @@ def _read_chapter(chapter: Path, speaker: str, problems: _Problems) -> tuple[lis
             continue
         texts[uid] = (lineno, text)
 
+    align = chapter / f"{prefix}.alignment.txt"
+    timings = _read_alignments(align, texts, problems) if align.is_file() else {}
     utts: list[Utterance] = []
     stems = {f.stem: f for f in flacs}
     for stem, f in stems.items():
@@ -194,7 +271,7 @@ def _read_chapter(chapter: Path, speaker: str, problems: _Problems) -> tuple[lis
         except DataError as e:
             problems("unreadable_audio", str(e))
             continue
-        utts.append(Utterance(stem, f, texts[stem][1], duration, speaker))
+        utts.append(Utterance(stem, f, texts[stem][1], duration, speaker, timings.get(stem)))
     for uid, (lineno, _) in texts.items():
         if uid not in stems:
             problems("no_audio", f"{trans}:{lineno}: no audio file for '{uid}' (expected {chapter / (uid + '.flac')})")
@@ -247,6 +324,10 @@ def read_librispeech(
     any folder name works and ``train-960`` means train-clean-100 + train-clean-360 + train-other-500.
     Durations (seconds) come from the audio headers. Raises :class:`DataError` on the first problem, or with
     ``on_error="skip"`` drops the bad items and logs a one-line summary (counts: :func:`read_librispeech_report`).
+
+    A chapter may also hold ``<speaker>-<chapter>.alignment.txt`` word alignments (:func:`parse_alignment_line`;
+    the synthetic corpus writes them): they become :attr:`Utterance.words`. A bad alignment line raises, or
+    with ``on_error="skip"`` leaves its utterance without timings (counted as ``bad_alignment``).
     """
     return read_librispeech_report(root, splits, on_error)[0]
 

@@ -8,6 +8,7 @@ Output (``<out>/``)::
 
     train/ dev/ test/ test-unseen-voice/      <split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
                                               + <speaker>-<chapter>.trans.txt   (16 kHz mono FLAC, upper-case text)
+                                              + <speaker>-<chapter>.alignment.txt (word timings)
     SPEAKERS.TXT                              speaker id | sex | split | minutes | espeak-ng voice
     synth_config.json                         the settings used (no timestamps, so reruns are byte-identical)
 
@@ -21,6 +22,11 @@ Design:
   transcript cannot predict; for the same reason a word espeak-ng expands (roman numerals, "mr", "etc") or
   spells out (vowel-less words) drops its sentence. Optionally only sentences made of the N most frequent words.
   The full fortunes set gives ~17.6k sentences with ~16k distinct words.
+* Extra training text (``extra_train_voices``): with ``top_words``, the sentences the vocabulary limit leaves
+  out can still be spoken into *train* only. Dev and test keep their low-OOV vocabulary, while the model
+  reads three times the text (fortunes at 4-16 words: 5.6k sentences within the top 3,000 words, 9.9k
+  outside). The extras are planned after the rest, from a generator of their own, so turning them on
+  leaves every dev, test and base-train utterance exactly as it was.
 * Splits: sentences are deduplicated on their transcript, then shuffled with the seed and cut into disjoint
   test / dev / train sets. ``test-unseen-voice`` speaks the *test* sentences with a voice train never uses,
   so seen-voice and unseen-voice error rates compare on identical text.
@@ -30,32 +36,42 @@ Design:
 * Determinism: every random choice (split, voice, rate, pitch, noise) is drawn in the main process from one
   seeded generator before any audio is made, and workers only execute the plan, so the same seed gives
   byte-identical transcripts and identical audio whatever ``jobs`` is.
-* Audio: espeak-ng writes 22.05 kHz WAV (MBROLA: 16 kHz), converted with :func:`asr_stream.audio.io.to_mono_16k`
-  and stored as 16-bit FLAC. About 0.035 s of wall time per utterance with ``jobs=2`` on 2 CPU cores, so the
-  full default corpus (~17.9k utterances, ~15 h of audio) takes roughly 10 minutes.
-* Word-level timings are NOT produced: the espeak-ng command line has no word-boundary output (``--pho``
-  writes phoneme durations only for MBROLA voices and without word marks), and getting word events would
-  mean binding libespeak-ng's C API via ctypes, or one espeak-ng call per word, which is not cheap.
+* Audio: libespeak-ng, called through ctypes (:mod:`asr_stream.data.espeak`) exactly as the ``espeak-ng``
+  command line calls it, so the samples are the command line's: 22.05 kHz (MBROLA: 16 kHz), converted with
+  :func:`asr_stream.audio.io.to_mono_16k` and stored as 16-bit FLAC. ``jobs`` worker processes (the library
+  has one global state per process); the recipe's corpus (35k utterances, 29 h) takes about 6 minutes on 2 cores.
+* Word timings: the library reports where each word starts; a word ends where its sound falls below -34 dB
+  of the utterance's peak before the next word starts (10 ms resolution; see :func:`_word_spans`). They are
+  written per chapter to
+  ``<speaker>-<chapter>.alignment.txt`` in the format published for LibriSpeech's forced alignments
+  (:func:`asr_stream.data.corpus.parse_alignment_line`), which :func:`asr_stream.data.read_librispeech`
+  reads into :attr:`Utterance.words`; evaluation uses them for partial-recognition latency (PR50 / PR90).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+
+from . import espeak
+from .corpus import WordTiming, format_alignment_line
+from .espeak import Speech
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +209,15 @@ def clean_sentences(raw: Iterable[str], min_words: int = 4, max_words: int = 20,
         if s is not None and s.text not in seen:
             seen.add(s.text)
             out.append(s)
-    if top_words is not None:
-        counts = Counter(w for s in out for w in s.text.split())
-        # Ties broken alphabetically so the vocabulary does not depend on dict order.
-        vocab = {w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_words]}
-        out = [s for s in out if all(w in vocab for w in s.text.split())]
-    return out
+    return out if top_words is None else keep_top_words(out, top_words)
+
+
+def keep_top_words(sentences: Sequence[Sentence], top_words: int) -> list[Sentence]:
+    """The sentences whose words are all among the ``top_words`` most frequent in ``sentences``."""
+    counts = Counter(w for s in sentences for w in s.text.split())
+    # Ties broken alphabetically so the vocabulary does not depend on dict order.
+    vocab = {w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_words]}
+    return [s for s in sentences if all(w in vocab for w in s.text.split())]
 
 
 # ---------------------------------------------------------------------------------------------------- voices
@@ -210,17 +229,6 @@ def espeak_binary() -> str:
     if exe is None:
         raise SynthError("espeak-ng not found on PATH (apt-get install espeak-ng)")
     return exe
-
-
-def _run_espeak(text: str, voice: str, rate: int, pitch: int, wav: Path, timeout: float = 120.0) -> None:
-    cmd = [espeak_binary(), "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", str(wav), text]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise SynthError(f"espeak-ng -v {voice}: timed out after {timeout:.0f} s on {text[:40]!r}") from None
-    if r.returncode != 0 or not wav.is_file() or wav.stat().st_size <= 44:  # 44 bytes = WAV header only
-        err = " ".join((r.stderr or "").split())[:200] or f"exit status {r.returncode}"
-        raise SynthError(f"espeak-ng -v {voice}: synthesis failed ({err})")
 
 
 @functools.lru_cache(maxsize=1)
@@ -254,11 +262,10 @@ def voice_works(voice: str) -> bool:
     their data packages are missing, so a short probe synthesis decides)."""
     if not voice_exists(voice):
         return False
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            _run_espeak("test", voice, 175, 50, Path(tmp) / "probe.wav", timeout=30)
-        except SynthError:
-            return False
+    try:
+        speak("test", voice)
+    except SynthError:
+        return False
     return True
 
 
@@ -317,6 +324,7 @@ class SynthConfig:
     pitch_range: tuple[int, int] = (30, 70)
     snr_db: float | None = None
     min_train_vocab: int = 2000  # distinct training words required; lower it for tiny runs
+    extra_train_voices: int = 0  # voices for each sentence top_words leaves out, spoken into train only (0: none)
     jobs: int = 1
     overwrite: bool = False
 
@@ -338,6 +346,10 @@ class SynthConfig:
             bad("jobs must be >= 1")
         if self.top_words is not None and self.top_words < 1:
             bad("top_words must be >= 1")
+        if self.extra_train_voices < 0:
+            bad("extra_train_voices must be >= 0")
+        if self.extra_train_voices and self.top_words is None:
+            bad("extra_train_voices needs top_words (the extra sentences are the ones top_words leaves out)")
 
 
 @dataclass(frozen=True)
@@ -361,7 +373,7 @@ class PlannedUtterance:
 @dataclass
 class SynthReport:
     """What :func:`synthesize_corpus` wrote: utterances and audio seconds per split, the training vocabulary
-    size (distinct words), and the voices used."""
+    size (distinct words), the voices used, and how many utterances got word timings."""
 
     out_dir: Path
     utterances: dict[str, int] = field(default_factory=dict)
@@ -369,25 +381,47 @@ class SynthReport:
     train_vocab: int = 0
     train_voices: list[str] = field(default_factory=list)
     unseen_voice: str = ""
+    timed: int = 0  # utterances with word timings
+
+
+def _raw_sentences(cfg: SynthConfig) -> list[str]:
+    return text_file_sentences(cfg.text_file) if cfg.text_file is not None else fortune_sentences(cfg.fortune_dir)
 
 
 def load_sentences(cfg: SynthConfig) -> list[Sentence]:
     """The cleaned, deduplicated sentence pool for ``cfg`` (text file or fortunes)."""
-    raw = text_file_sentences(cfg.text_file) if cfg.text_file is not None else fortune_sentences(cfg.fortune_dir)
+    raw = _raw_sentences(cfg)
     sents = clean_sentences(raw, cfg.min_words, cfg.max_words, cfg.top_words)
     log.info("%d usable sentences from %d raw", len(sents), len(raw))
     return sents
 
 
-def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence], train_voices: Sequence[str]) -> list[PlannedUtterance]:
-    """Draw every random choice for the corpus from ``cfg.seed``: split membership, voice, rate, pitch, noise."""
+def load_extra_train_sentences(cfg: SynthConfig) -> list[Sentence]:
+    """The cleaned sentences that ``cfg.top_words`` leaves out of the pool (in text order), which
+    ``extra_train_voices`` speaks into train only; empty when the extras are off."""
+    if not cfg.extra_train_voices:
+        return []
+    everything = clean_sentences(_raw_sentences(cfg), cfg.min_words, cfg.max_words)
+    assert cfg.top_words is not None  # SynthConfig checks it
+    pool = {s.text for s in keep_top_words(everything, cfg.top_words)}
+    return [s for s in everything if s.text not in pool]
+
+
+def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence], train_voices: Sequence[str],
+                extra_train: Sequence[Sentence] = ()) -> list[PlannedUtterance]:
+    """Draw every random choice for the corpus from ``cfg.seed``: split membership, voice, rate, pitch, noise.
+
+    ``extra_train`` (see :func:`load_extra_train_sentences`) are appended to train, each spoken by
+    ``cfg.extra_train_voices`` voices, with draws from a second generator: the rest of the plan does not
+    depend on them.
+    """
     if not train_voices:
         raise SynthError("no usable training voices")
     if cfg.unseen_voice in train_voices:
         raise SynthError(f"unseen voice {cfg.unseen_voice!r} is also a training voice")
-    if cfg.train_voices_per_sentence > len(train_voices):
-        raise SynthError(f"train_voices_per_sentence={cfg.train_voices_per_sentence} exceeds the "
-                         f"{len(train_voices)} training voices")
+    for name in ("train_voices_per_sentence", "extra_train_voices"):
+        if getattr(cfg, name) > len(train_voices):
+            raise SynthError(f"{name}={getattr(cfg, name)} exceeds the {len(train_voices)} training voices")
     need = cfg.num_dev + cfg.num_test + (cfg.num_train or 1)
     if len(sentences) < need:
         raise SynthError(f"only {len(sentences)} usable sentences, need {need} "
@@ -412,37 +446,96 @@ def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence], train_voices: S
 
     plan: list[PlannedUtterance] = []
     counter: Counter[tuple[str, str]] = Counter()
-    for split, voice, s in jobs:
-        spk, chap = ids[voice], str(_CHAPTER[split])
-        n = counter[(split, voice)]
-        counter[(split, voice)] += 1
-        plan.append(PlannedUtterance(
-            split, spk, chap, f"{spk}-{chap}-{n:04d}", voice,
-            rate=int(rng.integers(cfg.rate_range[0], cfg.rate_range[1] + 1)),
-            pitch=int(rng.integers(cfg.pitch_range[0], cfg.pitch_range[1] + 1)),
-            noise_seed=int(rng.integers(2**32)), sentence=s,
-        ))
+
+    def add(jobs: list[tuple[str, str, Sentence]], rng: np.random.Generator) -> None:
+        for split, voice, s in jobs:
+            spk, chap = ids[voice], str(_CHAPTER[split])
+            n = counter[(split, voice)]
+            counter[(split, voice)] += 1
+            plan.append(PlannedUtterance(
+                split, spk, chap, f"{spk}-{chap}-{n:04d}", voice,
+                rate=int(rng.integers(cfg.rate_range[0], cfg.rate_range[1] + 1)),
+                pitch=int(rng.integers(cfg.pitch_range[0], cfg.pitch_range[1] + 1)),
+                noise_seed=int(rng.integers(2**32)), sentence=s,
+            ))
+
+    add(jobs, rng)
+    if extra_train and cfg.extra_train_voices:
+        rng = np.random.default_rng([cfg.seed, 1])
+        offset, reps = int(rng.integers(nv)), cfg.extra_train_voices
+        extra: list[tuple[str, str, Sentence]] = []
+        for s in extra_train:
+            extra += [("train", train_voices[(offset + r) % nv], s) for r in range(reps)]
+            offset += reps
+        add(extra, rng)
     return plan
 
 
 # --------------------------------------------------------------------------------------------------- audio
 
 
-def synthesize(text: str, voice: str, rate: int = 175, pitch: int = 50, snr_db: float | None = None,
-               noise_seed: int = 0) -> np.ndarray:
-    """Speak ``text`` with espeak-ng; returns 16 kHz mono float32 samples, with white noise at ``snr_db`` dB."""
-    import soundfile as sf
+def _word_spans(spoken: str, speech: Speech) -> list[tuple[float, float]] | None:
+    """(start, end) in seconds of each space-separated word of ``spoken``, from espeak-ng's word events; None
+    when the events do not fit the words (no event for the first word, or events out of order).
 
+    A word starts at its event and ends with its last 10 ms frame louder than -34 dB of the utterance's peak
+    before the next event, so pauses (commas, the end; silent or a faint breath, by voice) are left out of
+    the words around them. espeak-ng
+    speaks some word pairs as one unit with one event ("of the", "does not"); such a unit's time is divided
+    between its words in proportion to their letters, so those inner boundaries are estimates. A gap under
+    30 ms between one word's end and the next event is not a pause: the next word starts where the last ended.
+    """
+    bounds, pos = [], 0
+    for tok in spoken.split(" "):
+        bounds.append((pos, pos + len(tok)))
+        pos += len(tok) + 1
+    starts: list[float | None] = [None] * len(bounds)
+    firsts = [b[0] for b in bounds]
+    for char, t in speech.word_starts:
+        i = bisect.bisect_right(firsts, char) - 1
+        if i >= 0 and char < bounds[i][1] and starts[i] is None:  # a second event inside a word is ignored
+            starts[i] = t
+    heads = [i for i, t in enumerate(starts) if t is not None]
+    if not heads or heads[0] != 0 or any(starts[b] < starts[a] for a, b in zip(heads, heads[1:])):  # type: ignore[operator]
+        return None
+    sr, x = speech.sample_rate, np.abs(speech.samples.astype(np.int32))
+    frame = max(1, sr // 100)
+    env = np.maximum.reduceat(x, np.arange(0, len(x), frame)) if len(x) else x
+    loud = env >= 0.02 * (env.max() if len(env) else 0)
+    spans: list[tuple[float, float]] = []
+    for n, h in enumerate(heads):
+        t0 = float(starts[h])  # type: ignore[arg-type]
+        nxt = heads[n + 1] if n + 1 < len(heads) else len(bounds)
+        t1 = float(starts[nxt]) if nxt < len(bounds) else len(x) / sr  # type: ignore[arg-type]
+        a, b = int(round(t0 * sr)) // frame, int(round(t1 * sr)) // frame  # frames before the next event
+        sound = np.flatnonzero(loud[a:b])
+        end = min(t1, (a + int(sound[-1]) + 1) * frame / sr) if sound.size else t0
+        letters = [bounds[i][1] - bounds[i][0] for i in range(h, nxt)]  # the unit's words share its time
+        edges = np.concatenate([[0], np.cumsum(letters)]) / sum(letters) * (end - t0) + t0
+        spans += [(float(edges[i]), float(edges[i + 1])) for i in range(len(letters))]
+    for i in range(1, len(spans)):
+        if spans[i][0] - spans[i - 1][1] < 0.03:
+            spans[i] = (spans[i - 1][1], spans[i][1])
+    return spans
+
+
+def speak(text: str, voice: str, rate: int = 175, pitch: int = 50, snr_db: float | None = None,
+          noise_seed: int = 0) -> tuple[np.ndarray, list[tuple[float, float]] | None]:
+    """Speak ``text`` with espeak-ng; returns 16 kHz mono float32 samples (with white noise at ``snr_db`` dB)
+    and the (start, end) seconds of each space-separated word of ``text`` (None if espeak-ng's word events
+    could not be matched to the words)."""
     from ..audio.io import AudioError, to_mono_16k
 
-    with tempfile.TemporaryDirectory(prefix="espeak-") as tmp:
-        wav = Path(tmp) / "out.wav"
-        _run_espeak(text, voice, rate, pitch, wav)
-        try:
-            data, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-            audio = to_mono_16k(data, sr, wav)  # espeak-ng writes 22050 Hz (MBROLA voices 16 kHz)
-        except (AudioError, sf.LibsndfileError, RuntimeError) as e:
-            raise SynthError(f"espeak-ng -v {voice}: bad output audio ({e})") from None
+    try:
+        speech = espeak.engine().speak(text, voice, rate, pitch)
+    except espeak.EspeakError as e:
+        raise SynthError(str(e)) from None
+    if speech.samples.size == 0:
+        raise SynthError(f"espeak-ng -v {voice}: no audio for {text[:40]!r}")
+    try:  # int16 -> / 32768, as reading espeak-ng's 16-bit WAV as float does; 22050 Hz (MBROLA 16 kHz)
+        audio = to_mono_16k(speech.samples, speech.sample_rate, f"espeak-ng -v {voice}")
+    except (AudioError, RuntimeError) as e:
+        raise SynthError(f"espeak-ng -v {voice}: bad output audio ({e})") from None
     power = float(np.mean(audio.astype(np.float64) ** 2))
     if power <= 0.0:
         raise SynthError(f"espeak-ng -v {voice}: produced silence for {text[:40]!r}")
@@ -452,20 +545,29 @@ def synthesize(text: str, voice: str, rate: int = 175, pitch: int = 50, snr_db: 
     peak = float(np.max(np.abs(audio)))
     if peak > 0.99:  # FLAC PCM_16 would clip; scale the whole utterance instead
         audio = audio * (0.99 / peak)
-    return audio.astype(np.float32)
+    return audio.astype(np.float32), _word_spans(text, speech)
 
 
-def _make_one(item: PlannedUtterance, root: Path, snr_db: float | None) -> float:
-    """Synthesise and write one FLAC; returns its duration in seconds."""
+def synthesize(text: str, voice: str, rate: int = 175, pitch: int = 50, snr_db: float | None = None,
+               noise_seed: int = 0) -> np.ndarray:
+    """The audio of :func:`speak` alone."""
+    return speak(text, voice, rate, pitch, snr_db, noise_seed)[0]
+
+
+def _make_one(item: PlannedUtterance, root: Path, snr_db: float | None) -> tuple[float, tuple[WordTiming, ...] | None]:
+    """Synthesise and write one FLAC; returns its duration in seconds and its word timings (None: unknown)."""
     import soundfile as sf
 
-    audio = synthesize(item.sentence.spoken, item.voice, item.rate, item.pitch, snr_db, item.noise_seed)
+    audio, spans = speak(item.sentence.spoken, item.voice, item.rate, item.pitch, snr_db, item.noise_seed)
     path = item.audio_path(root)
     tmp = path.with_name(f".{path.name}.tmp")
     # Written under a temporary name and renamed, so an interrupted run leaves no truncated FLAC behind.
     sf.write(str(tmp), audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     os.replace(tmp, path)
-    return audio.shape[0] / SAMPLE_RATE
+    words = None
+    if spans is not None and len(spans) == len(item.sentence.text.split()):
+        words = tuple(WordTiming(w, round(a, 3), round(b, 3)) for w, (a, b) in zip(item.sentence.text.split(), spans))
+    return audio.shape[0] / SAMPLE_RATE, words
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
@@ -498,7 +600,7 @@ def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | N
     if not voice_works(cfg.unseen_voice):
         raise SynthError(f"espeak-ng cannot use the unseen voice {cfg.unseen_voice!r}")
 
-    plan = plan_corpus(cfg, sentences, train_voices)
+    plan = plan_corpus(cfg, sentences, train_voices, load_extra_train_sentences(cfg))
     train_words = {w for p in plan if p.split == "train" for w in p.sentence.text.split()}
     if len(train_words) < cfg.min_train_vocab:
         raise SynthError(f"training text has {len(train_words)} distinct words, fewer than min_train_vocab="
@@ -517,28 +619,21 @@ def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | N
 
     report = SynthReport(out, train_vocab=len(train_words), train_voices=list(train_voices),
                          unseen_voice=cfg.unseen_voice)
-    durations: list[float] = [0.0] * len(plan)
-    done = 0
-    # Imported here, once: a first import of librosa (lazy_loader based) racing in two worker threads is slow
-    # and not reliably safe; to_mono_16k needs it to resample espeak-ng's 22.05 kHz output.
-    import librosa  # noqa: F401
-
-    with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
-        # Threads suffice: the time goes to the espeak-ng subprocess and to soxr/libsndfile, which release the GIL.
-        futures = [pool.submit(_make_one, p, out, cfg.snr_db) for p in plan]
-        try:
-            for i, f in enumerate(futures):
-                durations[i] = f.result()
-                done += 1
-                if progress is not None:
-                    progress(done, len(plan))
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    index = {(p.id, p.split): i for i, p in enumerate(plan)}
+    results = _run_plan(plan, out, cfg.snr_db, cfg.jobs, progress)
+    durations = [d for d, _ in results]
     for p, d in zip(plan, durations):
         report.utterances[p.split] = report.utterances.get(p.split, 0) + 1
         report.seconds[p.split] = report.seconds.get(p.split, 0.0) + d
+    for d, items in chapters.items():  # word alignments, in the format published for LibriSpeech
+        timed = [(p, results[index[p.id, p.split]]) for p in sorted(items, key=lambda p: p.id)]
+        lines = "".join(format_alignment_line(p.id, words, dur) + "\n" for p, (dur, words) in timed if words)
+        report.timed += sum(1 for _, (_, words) in timed if words)
+        if lines:
+            (d / f"{items[0].speaker}-{items[0].chapter}.alignment.txt").write_text(lines, encoding="utf-8")
+    if report.timed < len(plan):
+        log.warning("word timings for %d of %d utterances (espeak-ng word events did not match the others)",
+                    report.timed, len(plan))
 
     _write_speakers(out, plan, durations)
     cfg_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
@@ -547,6 +642,44 @@ def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | N
     cfg_json["espeak_ng"] = _espeak_version()
     (out / "synth_config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return report
+
+
+def _worker_init() -> None:
+    import librosa  # noqa: F401  (imported once per worker, before the first resample)
+
+    espeak.engine()
+
+
+def _run_plan(plan: Sequence[PlannedUtterance], out: Path, snr_db: float | None, jobs: int,
+              progress: Callable[[int, int], None] | None) -> list[tuple[float, tuple[WordTiming, ...] | None]]:
+    """Make every planned utterance; (duration, word timings) for each, in plan order.
+
+    libespeak-ng has one global state per process, so ``jobs > 1`` means worker processes (spawned, not
+    forked: nothing of the parent's library state is shared); ``jobs == 1`` runs here.
+    """
+    results: list[tuple[float, tuple[WordTiming, ...] | None]] = []
+    if jobs == 1:
+        _worker_init()
+        for item in plan:
+            results.append(_make_one(item, out, snr_db))
+            if progress is not None:
+                progress(len(results), len(plan))
+        return results
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = [pool.submit(_make_one, p, out, snr_db) for p in plan]
+        try:
+            for f in futures:
+                results.append(f.result())
+                if progress is not None:
+                    progress(len(results), len(plan))
+        except BrokenProcessPool:
+            raise SynthError("an espeak-ng worker process died (out of memory, or a crash in libespeak-ng)") from None
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return results
 
 
 def _write_speakers(out: Path, plan: Sequence[PlannedUtterance], durations: Sequence[float]) -> None:
