@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr_stream.data import Utterance, write_manifest
-from asr_stream.evaluation.runner import Setting, evaluate
+from asr_stream.data import Utterance, WordTiming, write_manifest
+from asr_stream.evaluation.runner import Setting, evaluate, summarize
 from asr_stream.evaluation.sweep import grid, run_sweep
 
 from .conftest import SENTENCES, noise_audio
@@ -83,3 +83,27 @@ def test_eval_cli_on_manifest(tmp_path, make_model, corpus, capsys):
     with pytest.raises(ValueError, match="unknown mode"):
         Setting("zigzag").stream_config()
     assert np.isfinite(s["rtf"])
+
+
+def test_word_alignments_give_pr50_pr90(tmp_path, make_model, corpus):
+    timed = [Utterance(u.id, u.audio_path, u.text, u.duration, words=tuple(
+        WordTiming(w, 0.1 * i, 0.1 * (i + 1)) for i, w in enumerate(u.text.split()))) for u in corpus]
+    evaluate(make_model(160), timed, Setting("group", 2), tmp_path / "c", progress=False)
+    recs = [json.loads(line) for line in (tmp_path / "c" / "records.jsonl").read_text().splitlines()]
+    assert [r["ref_word_end_ms"] for r in recs] == [[100.0 * (i + 1) for i in range(len(u.text.split()))]
+                                                    for u in corpus]
+    untimed = evaluate(make_model(160), corpus, Setting("group", 2), tmp_path / "d", progress=False)
+    assert untimed["PR_words"] == 0 and np.isnan(untimed["PR50"])
+
+    # the summary pools the lags of every record that has word ends (a random model gets few words right,
+    # so the pooling is checked on records made by hand)
+    base = {"audio_ms": 1000.0, "compute_s": 0.1}
+    rows = [dict(base, id="a", reference="ONE TWO", hypothesis="ONE TWO", ref_word_end_ms=[200.0, 500.0],
+                 words=[{"text": "ONE", "time_ms": 320.0}, {"text": "TWO", "time_ms": 640.0}]),
+            dict(base, id="b", reference="THREE FOUR", hypothesis="THREE", ref_word_end_ms=[300.0, 900.0],
+                 words=[{"text": "THREE", "time_ms": 960.0}]),
+            dict(base, id="c", reference="FIVE", hypothesis="FIVE", words=[{"text": "FIVE", "time_ms": 10.0}])]
+    s = summarize(rows)  # lags 120, 140, 660; record c has no alignment and adds none
+    assert s["PR_words"] == 3 and s["PR50"] == pytest.approx(140.0) and s["PR_mean"] == pytest.approx(920 / 3)
+    with pytest.raises(ValueError, match="2 reference words but 1 word ends"):
+        summarize([dict(rows[0], ref_word_end_ms=[200.0])])

@@ -16,8 +16,10 @@ from asr_stream.evaluation import (
     latency_summary,
     length_adaptive_average_lagging,
     normalize_text,
+    pr_summary,
     real_time_factor,
     wer_details,
+    word_lags,
 )
 
 approx = pytest.approx
@@ -211,6 +213,31 @@ def test_aggregate_ignores_nan_and_counts():
     assert math.isnan(agg["AL_CA"]) and agg["AL_CA_count"] == 0
     empty = aggregate([])
     assert empty["n_utterances"] == 0 and math.isnan(empty["LAAL"])
+
+
+# ------------------------------------------------ partial-recognition lag
+
+
+def test_word_lags_counts_only_correct_words():
+    ref = [("The", 300), ("cat", 700), ("sat", 1100), ("down.", 1500), ("Today", 2000)]
+    # "the" right (emitted at 640: lag 340); "cat" -> "hat" substituted; "sat" right (1280 - 1100 = 180);
+    # "down" deleted; "extra" inserted; "today" right but emitted 20 ms before its end (-20)
+    hyp = [("THE", 640), ("HAT", 960), ("SAT", 1280), ("EXTRA", 1600), ("TODAY", 1980)]
+    assert word_lags(ref, hyp) == approx([340, 180, -20])
+    # normalisation as for WER: a hyphenated word becomes two tokens, each with its word's time
+    assert word_lags([("state-of-the-art", 900)], [("state", 950), ("of", 950), ("the", 960), ("art", 1000)]) \
+        == approx([50, 50, 60, 100])
+    assert word_lags(ref, []) == [] and word_lags([], hyp) == []
+    with pytest.raises(ValueError, match="not finite"):
+        word_lags([("a", float("nan"))], [("a", 1)])
+
+
+def test_pr_summary_percentiles():
+    s = pr_summary([100, 200, 300, 400, 500, 600, 700, 800, 900, 1000])
+    # numpy's linear percentiles: median of ten = (500 + 600) / 2; p90 = 900 + 0.1 * 100
+    assert s == approx({"PR50": 550.0, "PR90": 910.0, "PR_mean": 550.0, "PR_words": 10})
+    empty = pr_summary([])
+    assert empty["PR_words"] == 0 and math.isnan(empty["PR50"]) and math.isnan(empty["PR90"])
 
 
 # ---------------------------------------------------------- normalisation

@@ -9,7 +9,9 @@ from asr_stream.evaluation.latency import (
     last_word_delay,
     latency_summary,
     length_adaptive_average_lagging,
+    pr_summary,
     real_time_factor,
+    word_lags,
 )
 from asr_stream.evaluation.wer import normalize_text, wer_details
 
@@ -23,6 +25,8 @@ __all__ = [
     "latency_summary",
     "length_adaptive_average_lagging",
     "normalize_text",
+    "pr_summary",
     "real_time_factor",
     "wer_details",
+    "word_lags",
 ]

@@ -19,13 +19,18 @@ def _print_summary(s: dict) -> None:
     from rich.table import Table
 
     t = Table(title=f"{s['name']}  ({s['utterances']} utterances, {s['audio_s']:.0f} s of audio)")
-    for col in ("WER %", "S/D/I", "AL", "LAAL", "AL-CA", "LAAL-CA", "first word", "last word", "RTF"):
+    pr = s.get("PR_words", 0) > 0  # the corpus has word alignments
+    for col in ("WER %", "S/D/I", "AL", "LAAL", "AL-CA", "LAAL-CA", "first word", "last word") + \
+            (("PR50", "PR90") if pr else ()) + ("RTF",):
         t.add_column(col, justify="right")
     f = lambda v: "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"  # noqa: E731
     t.add_row(f"{100 * s['wer']:.2f}", f"{s['substitutions']}/{s['deletions']}/{s['insertions']}", f(s["AL"]), f(s["LAAL"]),
-              f(s["AL_CA"]), f(s["LAAL_CA"]), f(s["first_word_delay"]), f(s["last_word_delay"]), f"{s['rtf']:.3f}")
+              f(s["AL_CA"]), f(s["LAAL_CA"]), f(s["first_word_delay"]), f(s["last_word_delay"]),
+              *((f(s["PR50"]), f(s["PR90"])) if pr else ()), f"{s['rtf']:.3f}")
     Console().print(t)
-    print("latencies in ms of audio; WER after normalisation (asr_stream.evaluation.wer.normalize_text)")
+    print("latencies in ms of audio; WER after normalisation (asr_stream.evaluation.wer.normalize_text)"
+          + (f"; PR50/PR90: emission minus the end of the word in the audio, over {s['PR_words']} correct words"
+             if pr else ""))
 
 
 def eval_cmd(data: str, model: Optional[str] = None, mode: ModeName = "group", k: int = 3, phi: float = 0.0,

@@ -20,6 +20,14 @@ Reference implementation: facebookresearch/SimulEval,
 * StartOffset = ``delays[0]`` and EndOffset = ``delays[-1] - source_length``
   are our first- and last-word delays.
 
+Against a word alignment of the reference (when the corpus has one: the synthetic
+corpus writes it), :func:`word_lags` gives the partial-recognition latency that
+streaming-ASR papers report as PR50 / PR90 (e.g. FastEmit, Yu et al. 2021,
+arXiv:2010.11148): for each reference word the hypothesis got right, the ms
+between the end of the word in the audio and its emission; :func:`pr_summary`
+reports their 50th and 90th percentiles over a corpus. Unlike AL, which assumes words evenly spread over
+the audio, it measures each word from the moment it was actually spoken.
+
 Units: every delay is milliseconds of source audio read when a target *word*
 was emitted (one entry per hypothesis word, so ``len(delays)`` is the
 hypothesis length); ``source_ms`` is the utterance duration in ms. Results
@@ -56,7 +64,9 @@ __all__ = [
     "last_word_delay",
     "latency_summary",
     "length_adaptive_average_lagging",
+    "pr_summary",
     "real_time_factor",
+    "word_lags",
 ]
 
 
@@ -286,3 +296,49 @@ def aggregate(records: Iterable[LatencyRecord | Mapping[str, float]]) -> dict:
         out[key] = sum(vals) / len(vals) if vals else math.nan
         out[f"{key}_count"] = len(vals)
     return out
+
+
+def _tokens(words: Iterable[tuple[str, float]], name: str) -> list[tuple[str, float]]:
+    """Normalised tokens, each with the time of the word it came from (a word may give 0, 1 or more)."""
+    from .wer import normalize_text
+
+    out: list[tuple[str, float]] = []
+    for text, t in words:
+        t = float(t)
+        if not math.isfinite(t):
+            raise ValueError(f"{name}: time of {text!r} is not finite")
+        out += [(tok, t) for tok in normalize_text(text).split()]
+    return out
+
+
+def word_lags(reference: Sequence[tuple[str, float]], hypothesis: Sequence[tuple[str, float]]) -> list[float]:
+    """Partial-recognition lag in ms of every correctly recognised reference word.
+
+    ``reference``: (word, end of the word in the audio, ms), in order; ``hypothesis``: (word, emission time
+    in ms of audio read), in order. Words are normalised as for WER and aligned as jiwer aligns them for WER;
+    each reference word in an ``equal`` span gives ``emission - end`` (negative: emitted before the word
+    ended, which a model can do by guessing the rest of a word). Substituted, deleted and inserted words give
+    nothing: they are counted by WER.
+    """
+    import jiwer
+
+    ref, hyp = _tokens(reference, "reference"), _tokens(hypothesis, "hypothesis")
+    if not ref or not hyp:
+        return []
+    out = jiwer.process_words(" ".join(w for w, _ in ref), " ".join(w for w, _ in hyp))
+    lags: list[float] = []
+    for chunk in out.alignments[0]:
+        if chunk.type == "equal":
+            for i, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx), range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
+                lags.append(hyp[j][1] - ref[i][1])
+    return lags
+
+
+def pr_summary(lags: Iterable[float]) -> dict:
+    """``{"PR50": median, "PR90": 90th percentile, "PR_mean": mean, "PR_words": n}`` of word lags in ms
+    (:func:`word_lags` pooled over a corpus); ``nan`` values when there are none."""
+    x = np.asarray(list(lags), dtype=np.float64)
+    if x.size == 0:
+        return {"PR50": math.nan, "PR90": math.nan, "PR_mean": math.nan, "PR_words": 0}
+    return {"PR50": float(np.percentile(x, 50)), "PR90": float(np.percentile(x, 90)), "PR_mean": float(x.mean()),
+            "PR_words": int(x.size)}

@@ -14,14 +14,14 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..audio.io import load_audio
 from ..config import StreamConfig
 from ..data import Utterance
-from .latency import LatencyRecord, aggregate, real_time_factor
+from .latency import LatencyRecord, aggregate, pr_summary, real_time_factor, word_lags
 from .wer import normalize_text, wer_details
 
 SETTINGS = ("group", "interleaved", "batch", "batch-position", "batch-kv")
@@ -106,6 +106,8 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
                 r = {"id": u.id, "reference": u.text, "hypothesis": " ".join(w.text for w in words),
                      "words": [{"text": w.text, "time_ms": w.time_ms, "compute_ms": c} for w, c in zip(words, compute_at)],
                      "audio_ms": audio_ms, "compute_s": spent, **{f"lat_{k}": v for k, v in lat.as_dict().items()}}
+                if u.words is not None:  # word alignment of the reference: ends in ms, for PR50 / PR90
+                    r["ref_word_end_ms"] = [round(w.end * 1000.0, 1) for w in u.words]
                 records[u.id] = r
                 if rec_file:
                     rec_file.write(json.dumps(r) + "\n")
@@ -132,4 +134,13 @@ def summarize(rows: Sequence[dict]) -> dict:
            "rtf": real_time_factor(compute_s, audio_s) if audio_s else math.nan}
     for key in ("AL", "LAAL", "AL_CA", "LAAL_CA", "first_word_delay", "last_word_delay"):
         out[key] = lat[key]
+    out.update(pr_summary(lag for r in rows if "ref_word_end_ms" in r for lag in record_word_lags(r)))
     return out
+
+
+def record_word_lags(r: Mapping) -> list[float]:
+    """:func:`word_lags` of one record (which must have ``ref_word_end_ms``, one per reference word)."""
+    ref_words = r["reference"].split()
+    if len(ref_words) != len(r["ref_word_end_ms"]):
+        raise ValueError(f"{r['id']}: {len(ref_words)} reference words but {len(r['ref_word_end_ms'])} word ends")
+    return word_lags(list(zip(ref_words, r["ref_word_end_ms"])), [(w["text"], w["time_ms"]) for w in r["words"]])

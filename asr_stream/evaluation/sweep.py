@@ -16,7 +16,7 @@ from typing import Mapping, Optional, Sequence
 from .runner import Setting, evaluate
 
 COLUMNS = ["name", "mode", "k", "phi", "chunk_ms", "utterances", "wer", "substitutions", "deletions", "insertions",
-           "AL", "LAAL", "AL_CA", "LAAL_CA", "first_word_delay", "last_word_delay", "rtf"]
+           "AL", "LAAL", "AL_CA", "LAAL_CA", "first_word_delay", "last_word_delay", "PR50", "PR90", "rtf"]
 
 
 def grid(modes: Sequence[str], ks: Sequence[int], phis: Sequence[float], chunks: Sequence[Optional[int]]) -> list[Setting]:
@@ -52,6 +52,8 @@ def flat(row: Mapping) -> dict:
 
 
 def _fmt(v) -> str:
+    if v is None:  # a metric the cell does not have (PR50 / PR90 without word alignments)
+        return "–"
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4g}"
     return str(v)
@@ -65,12 +67,14 @@ def write_tables(rows: Sequence[Mapping], out: Path) -> None:
         w.writeheader()
         w.writerows(table)
     (out / "results.json").write_text(json.dumps(table, indent=2))
-    lines = ["| mode | k | φ | chunk ms | WER % | S/D/I | AL ms | LAAL ms | LAAL-CA ms | first ms | last ms | RTF |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| mode | k | φ | chunk ms | WER % | S/D/I | AL ms | LAAL ms | LAAL-CA ms | first ms | last ms | PR50 ms "
+             "| PR90 ms | RTF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in table:
         lines.append(f"| {t['mode']} | {t['k']} | {t['phi']:g} | {t['chunk_ms']} | {100 * t['wer']:.1f} | "
                      f"{t['substitutions']}/{t['deletions']}/{t['insertions']} | {_fmt(t['AL'])} | {_fmt(t['LAAL'])} | "
-                     f"{_fmt(t['LAAL_CA'])} | {_fmt(t['first_word_delay'])} | {_fmt(t['last_word_delay'])} | {_fmt(t['rtf'])} |")
+                     f"{_fmt(t['LAAL_CA'])} | {_fmt(t['first_word_delay'])} | {_fmt(t['last_word_delay'])} | "
+                     f"{_fmt(t['PR50'])} | {_fmt(t['PR90'])} | {_fmt(t['rtf'])} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
