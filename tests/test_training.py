@@ -282,3 +282,54 @@ def test_ddp_two_processes_agree_on_weights(tiny_setup, tmp_path):
     d0, d1 = (tmp_path / "digests" / "rank0.sha256").read_text(), (tmp_path / "digests" / "rank1.sha256").read_text()
     assert d0 == d1
     from asr_stream.model import SpeechLLM  # noqa: F401 - imported to make sure the package imports cleanly after DDP
+
+
+def test_lr_schedule_warmup_cosine_and_decay_steps(tiny_setup):
+    """Warm-up, then cosine to min_lr_ratio at decay_steps; training stopped before decay_steps ends above it."""
+    import math
+
+    root, _ = tiny_setup
+    m = make_module(root, decay_steps=10, min_lr_ratio=0.1)
+    m.opt["lr"] = 1.0
+    opt_sched = m.configure_optimizers()
+    opt, sched = opt_sched["optimizer"], opt_sched["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)       # 2 warm-up steps
+    assert lrs[6] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 8)))  # half-way: 0.55
+    assert lrs[10] == pytest.approx(0.1) and lrs[11] == pytest.approx(0.1)     # the floor from decay_steps on
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+    with pytest.raises(ValueError, match="decay_steps"):
+        make_module(root, decay_steps=2)
+
+
+def test_step_checkpoint_saves_the_final_step(tiny_setup, tmp_path):
+    """max_steps 5 with a checkpoint every 3 steps: last.ckpt is step 5 (Lightning's own stops at 3), and
+    resuming it to step 6 gives the weights of 6 steps straight, so it holds the live weights, not the average."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    from asr_stream.training.callbacks import StepCheckpoint
+    from asr_stream.training.module import weights_digest
+
+    root, manifest = tiny_setup
+    L.seed_everything(0)
+    a = make_module(root, decay_steps=10)  # a schedule that does not depend on max_steps
+    trainer(tmp_path / "a", 6, callbacks=[EMAWeightAveraging(decay=0.5)]).fit(a, make_data(manifest))
+
+    L.seed_everything(0)
+    b = make_module(root, decay_steps=10)
+    ck = StepCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=3, save_last=True)
+    trainer(tmp_path / "b", 5, callbacks=[EMAWeightAveraging(decay=0.5), ck]).fit(b, make_data(manifest))
+    last = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert last["global_step"] == 5
+    assert any("step=5" in p.name for p in (tmp_path / "ck").glob("epoch=*.ckpt"))
+
+    L.seed_everything(123)
+    c = make_module(root, decay_steps=10)
+    trainer(tmp_path / "c", 6, callbacks=[EMAWeightAveraging(decay=0.5)]).fit(
+        c, make_data(manifest), ckpt_path=str(tmp_path / "ck" / "last.ckpt"), weights_only=True)
+    assert weights_digest(c.net) == weights_digest(a.net)

@@ -31,6 +31,7 @@ class SpeechLLMModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.98),
         warmup_steps: int = 500,
         min_lr_ratio: float = 0.05,
+        decay_steps: Optional[int] = None,
         seed: int = 0,
     ) -> None:
         """
@@ -43,8 +44,10 @@ class SpeechLLMModule(L.LightningModule):
             lr: peak learning rate (AdamW).
             weight_decay: AdamW weight decay (not applied to biases and norms).
             betas: AdamW betas.
-            warmup_steps: linear warm-up steps, then cosine decay to min_lr_ratio * lr at trainer.max_steps.
+            warmup_steps: linear warm-up steps, then cosine decay to min_lr_ratio * lr at ``decay_steps``.
             min_lr_ratio: final learning rate as a fraction of lr.
+            decay_steps: the step where the cosine reaches its end (default: trainer.max_steps). Larger than
+                max_steps stops training part-way down the cosine, at a learning rate above the minimum.
             seed: seed of the per-step k draws (identical on every rank).
         """
         super().__init__()
@@ -63,7 +66,10 @@ class SpeechLLMModule(L.LightningModule):
                 self.net.encoder.feat_std.copy_(torch.tensor(stats["std"]))
         self.cfg = model
         self.export_dir = export_dir
-        self.opt = dict(lr=lr, weight_decay=weight_decay, betas=betas, warmup=warmup_steps, min_ratio=min_lr_ratio)
+        if decay_steps is not None and decay_steps <= warmup_steps:
+            raise ValueError(f"decay_steps ({decay_steps}) must be larger than warmup_steps ({warmup_steps})")
+        self.opt = dict(lr=lr, weight_decay=weight_decay, betas=betas, warmup=warmup_steps, min_ratio=min_lr_ratio,
+                        decay_steps=decay_steps)
         self.seed = seed
 
     # -- steps --------------------------------------------------------------------------------------
@@ -103,7 +109,7 @@ class SpeechLLMModule(L.LightningModule):
         o = self.opt
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
                                 lr=o["lr"], betas=tuple(o["betas"]))
-        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 100_000
+        total = o["decay_steps"] or (self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 100_000)
 
         def schedule(step: int) -> float:
             if step < o["warmup"]:
