@@ -52,7 +52,7 @@ def test_bundled_model_transcribes_held_out_sentences():
     never trained on, training voices), spoken again by espeak-ng from their recorded settings
     (tools/make_heldout.py; they reproduce the corpus audio exactly). Streaming, group mode, k = 3.
 
-    The recipe measured 9.5 % WER on all 300 test utterances and 5.9 % on these 40 (recipes/synthetic/RESULTS.md);
+    The recipe measured 8.2 % WER on all 300 test utterances and 7.2 % on these 40 (recipes/synthetic/RESULTS.md);
     the bound leaves room for espeak-ng builds that differ slightly, and fails for a broken, untrained or
     much worse model (an untrained one is near 100 %). One sentence alone (the sample) is too noisy to test."""
     from asr_stream.data.synth import synthesize
