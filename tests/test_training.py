@@ -333,3 +333,22 @@ def test_step_checkpoint_saves_the_final_step(tiny_setup, tmp_path):
     trainer(tmp_path / "c", 6, callbacks=[EMAWeightAveraging(decay=0.5)]).fit(
         c, make_data(manifest), ckpt_path=str(tmp_path / "ck" / "last.ckpt"), weights_only=True)
     assert weights_digest(c.net) == weights_digest(a.net)
+
+
+def test_training_cli_refuses_a_bad_config_in_one_line(tiny_setup, tmp_path, capsys):
+    """A setting the module refuses (decay_steps not after warm-up) stops the CLI with one line, status 2."""
+    from asr_stream.training.cli import main
+
+    root, manifest = tiny_setup
+    conf = {"trainer": {"accelerator": "cpu", "max_steps": 2, "logger": False, "default_root_dir": str(tmp_path)},
+            "model": {"model": asdict(test_sized(160)), "tokenizer": str(root / "tok"), "warmup_steps": 5,
+                      "decay_steps": 5},
+            "data": {"train": [str(manifest)], "num_workers": 0}}
+    conf["model"]["model"]["train_k"] = list(conf["model"]["model"]["train_k"])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(conf))
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(tmp_path / "c.yaml")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "asr-stream train: error: decay_steps (5) must be larger than warmup_steps (5)", err
+    assert not list(tmp_path.rglob("*.ckpt"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from lightning.pytorch.cli import LightningCLI
 
 from .datamodule import SpeechDataModule
@@ -15,6 +17,15 @@ class TrainCLI(LightningCLI):
         if "weights_only" in kwargs and kwargs["weights_only"] is None:
             kwargs["weights_only"] = True
         return kwargs
+
+    def instantiate_classes(self) -> None:
+        # A config the module or data module refuses (ValueError, DataError) is the user's input: one line,
+        # exit status 2, nothing trained. Errors once training runs keep their tracebacks.
+        try:
+            super().instantiate_classes()
+        except ValueError as e:
+            print(f"asr-stream train: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            sys.exit(2)
 
 
 def main(args: list[str] | None = None) -> None:
