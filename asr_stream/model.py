@@ -97,16 +97,26 @@ class SpeechLLM(nn.Module):
         enc = self.encoder(wave)
         return enc, self.project(enc)
 
+    @property
+    def llm_dtype(self) -> torch.dtype:
+        """The dtype of the decoder's weights (bfloat16 for a Phi-3 loaded with ``dtype: bfloat16``)."""
+        return dec.embed_tokens(self.llm).weight.dtype
+
     def project(self, enc: torch.Tensor) -> torch.Tensor:
-        """Encoder frames (B, n*F, D) -> source embeddings (B, n*E, H); chunk-local, so streaming-safe."""
+        """Encoder frames (B, n*F, D) -> source embeddings (B, n*E, H); chunk-local, so streaming-safe.
+
+        The one place where audio enters the decoder: the result is in the decoder's dtype, whatever the
+        encoder and projector run in (a bf16 Phi-3 behind a float32 encoder and projector works outside
+        autocast too: streaming, eval, transcribe)."""
         src = self.projector(enc)
         if self.cfg.projector.ctc_embed:
             post = self.ctc_head(enc).softmax(-1)  # (B, n*F, V)
             post = post * (torch.arange(post.shape[-1], device=post.device) != self.codec.pad_id)  # drop blank
             B, L, V = post.shape
             post = post.view(B, L // self.cfg.projector.stack, self.cfg.projector.stack, V).sum(2)
-            src = src + post.to(src.dtype) @ dec.embed_tokens(self.llm).weight
-        return src
+            table = dec.embed_tokens(self.llm).weight
+            src = src + (post.to(table.dtype) @ table).to(src.dtype)
+        return src.to(self.llm_dtype)
 
     def embed_tokens(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(ids, dtype=torch.long, device=self.device)
