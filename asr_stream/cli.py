@@ -63,14 +63,69 @@ def _print_words(words) -> None:
     print(" ".join(w.text for w in words), end=" ", flush=True)
 
 
+def _endpoint(no_segment: bool, min_silence_ms: float, max_segment_s: float):
+    """The endpoint rules of a command (None: one utterance, no segmentation)."""
+    from .streaming.segment import EndpointConfig
+
+    return None if no_segment else EndpointConfig(min_silence_ms=min_silence_ms, max_segment_s=max_segment_s)
+
+
+def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tuple[float, list[str]]:
+    """Push one file through ``stream`` (a SegmentedSession) in ``block_ms`` blocks, then finish it.
+
+    Reads the file block by block (memory does not grow with its length). Returns (compute seconds: time inside
+    push/finish only, audio-quality warnings). Ctrl-C finishes what was heard, then re-raises.
+    """
+    import time
+
+    import numpy as np
+
+    from .audio.io import LevelCheck, audio_blocks, audio_info
+    from .audio.sources import paced_blocks
+
+    rate, _, _ = audio_info(f)
+    check = LevelCheck(rate)
+    step = max(1, block_ms * 16)
+    spent = 0.0
+
+    def blocks():
+        for big in audio_blocks(f):
+            for i in range(0, big.shape[0], step):
+                yield big[i : i + step]
+
+    source = paced_blocks(np.concatenate(list(blocks())), block_ms=block_ms) if realtime else blocks()
+    try:
+        for block in source:
+            check.push(block)
+            t0 = time.perf_counter()
+            words = stream.push(block)
+            spent += time.perf_counter() - t0
+            if words:
+                on_words(words)
+    finally:  # the end of the file, a bad block or Ctrl-C: what was heard is finished and kept
+        t0 = time.perf_counter()
+        words = stream.finish()
+        spent += time.perf_counter() - t0
+        if words:
+            on_words(words)
+    return spent, check.warnings()
+
+
 def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: float = 0.0,
                mode: Literal["group", "interleaved", "batch"] = "group",
                reencode: Literal["none", "position", "kv"] = "none", chunk_ms: Optional[int] = None,
-               device: str = "cpu", block_ms: int = 100, realtime: bool = False, json: Optional[str] = None) -> None:
+               device: str = "cpu", block_ms: int = 100, realtime: bool = False,
+               format: list[Literal["txt", "json", "srt", "vtt"]] = [],  # noqa: B006
+               output_dir: Optional[str] = None, json: Optional[str] = None, no_segment: bool = False,
+               min_silence_ms: float = 300.0, max_segment_s: float = 20.0) -> None:
     """Stream audio files through a model and print words as they are emitted, then the final text.
 
+    Recordings of any length: the stream is cut into utterances at pauses (see --min-silence-ms,
+    --max-segment-s) and word times stay absolute. Each file's results are written as soon as it is done; a bad
+    file is reported and skipped (exit status 1 at the end); Ctrl-C keeps what was heard.
+
     Args:
-        files: audio files (wav/flac/ogg; any rate; mono or multi-channel).
+        files: audio files (wav/flac/ogg/mp3; any rate; mono or multi-channel; any length).
         model: model directory (config.json + model.safetensors + tokenizer); default: the bundled model.
         k: wait-k in chunks.
         phi: target-group start position.
@@ -80,43 +135,98 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
         device: cpu or cuda.
         block_ms: size of the audio blocks pushed into the session, in ms.
         realtime: release the blocks at the pace of a microphone (one block every block_ms) instead of at once.
-        json: write per-file results here: words with emission times (time_ms = audio read, in ms), final text,
-            audio seconds, compute seconds (time spent in the session, waiting excluded) and RTF = compute / audio.
+        format: write each file's transcript in these formats (txt, json, srt, vtt) as <output-dir>/<name>.<format>.
+        output_dir: folder for --format files (default: the current folder).
+        json: also write every file's result (segments, words with emission times in ms of audio from the start,
+            final text, audio seconds, compute seconds, RTF, seconds of speech that produced no words) to this
+            one JSON file, rewritten after each file.
+        no_segment: feed each file as one utterance (no endpointing; only for short utterances).
+        min_silence_ms: a pause this long (ms) after speech ends an utterance.
+        max_segment_s: an utterance is cut after this many seconds of audio even without a pause.
     """
     import json as jsonlib
     from pathlib import Path
 
-    from .audio import load_audio
-    from .audio.sources import paced_blocks
-    from .evaluation.runner import stream_blocks
+    from .audio import AudioError
+    from .audio.io import audio_info
     from .streaming import StreamingSession
+    from .streaming.segment import SegmentedSession
+    from .transcript import atomic_write, check_outputs, render
 
-    _check_writable(json, "--json")
+    endpoint = _endpoint(no_segment, min_silence_ms, max_segment_s)
+    out_dir = Path(output_dir) if output_dir is not None else Path(".")
+    targets = {f: [out_dir / f"{Path(f).stem}.{fmt}" for fmt in dict.fromkeys(format)] for f in files}
+    if output_dir is not None and not format:
+        raise ValueError("--output-dir needs --format (txt, json, srt or vtt)")
+    if output_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"--output-dir {out_dir} is not a folder")
+        if not out_dir.exists():
+            if not out_dir.expanduser().resolve().parent.is_dir():
+                raise ValueError(f"--output-dir {out_dir}: folder {out_dir.expanduser().resolve().parent} does not exist")
+            out_dir.mkdir()
+    check_outputs(files, [p for ps in targets.values() for p in ps] + ([json] if json is not None else []))
     m = _load_model(model, device, chunk_ms)
-    results = []
+    settings = {"model": str(model) if model is not None else "default", "mode": mode, "k": k, "phi": phi,
+                "reencode": reencode, "chunk_ms": m.chunk_ms, "block_ms": block_ms, "realtime": realtime,
+                "device": device, "segmentation": None if endpoint is None else {"min_silence_ms": endpoint.min_silence_ms,
+                                                                                  "max_segment_s": endpoint.max_segment_s}}
+    results, failed = [], []
+
+    def save_combined() -> None:
+        if json is not None:
+            atomic_write(json, jsonlib.dumps({"settings": settings, "files": results, "failed": failed}, indent=2) + "\n")
+
+    interrupted = False
     for f in files:
-        wave = load_audio(f)
-        s = StreamingSession(m, mode=mode, k=k, phi=phi, reencode=reencode)
+        try:
+            audio_info(f)  # a bad file fails here, before its session starts
+        except AudioError as e:
+            print(f"asr-stream: error: {str(e).splitlines()[0]}", file=sys.stderr)
+            failed.append({"file": str(f), "error": str(e).splitlines()[0]})
+            save_combined()
+            continue
+        stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi, reencode=reencode), endpoint)
         print(f"{f}: ", end="", flush=True)
-        # compute = seconds inside push/finish only: with --realtime the waits are not compute
-        _, _, compute = stream_blocks(s, paced_blocks(wave, block_ms=block_ms, realtime=realtime), _print_words)
+        error = None
+        try:
+            compute, warns = _stream_file(stream, f, block_ms, realtime, _print_words)
+        except AudioError as e:  # e.g. NaN samples halfway: what came before is kept
+            error, compute, warns = str(e).splitlines()[0], 0.0, []
+        except KeyboardInterrupt:
+            interrupted, compute, warns = True, 0.0, []
         print()
-        print(f"final: {s.text}")
-        audio_s = len(wave) / 16000.0
-        results.append({"file": str(f), "text": s.text,
-                        "words": [{"text": w.text, "time_ms": w.time_ms} for w in s.words],
-                        "audio_s": audio_s, "compute_s": compute, "rtf": compute / audio_s if audio_s else None})
-    if json is not None:
-        settings = {"model": str(model) if model is not None else "default", "mode": mode, "k": k, "phi": phi,
-                    "reencode": reencode, "chunk_ms": m.chunk_ms, "block_ms": block_ms, "realtime": realtime,
-                    "device": device}
-        Path(json).write_text(jsonlib.dumps({"settings": settings, "files": results}, indent=2) + "\n")
+        print(f"final: {stream.text}", flush=True)
+        unheard_s, unheard_idx = stream.unheard
+        if unheard_s:
+            warns.append(f"{unheard_s:.1f} s of speech in {len(unheard_idx)} segment(s) produced no words "
+                         f"(segments {', '.join(map(str, unheard_idx[:10]))}{' ...' if len(unheard_idx) > 10 else ''})")
+        for w in warns:
+            print(f"asr-stream: warning: {f}: {w}", file=sys.stderr)
+        audio_s = stream.samples_in / 16000.0
+        result = {"file": str(f), "text": stream.text, "segments": [s.as_dict() for s in stream.segments],
+                  "words": [{"text": w.text, "time_ms": w.time_ms} for w in stream.words],
+                  "audio_s": audio_s, "compute_s": compute, "rtf": compute / audio_s if audio_s else None,
+                  "unheard_s": unheard_s, "unheard_segments": unheard_idx, "warnings": warns,
+                  "complete": error is None and not interrupted}
+        for path in targets[f]:
+            atomic_write(path, render(result, path.suffix[1:]))
+        if error is not None:
+            print(f"asr-stream: error: {error}", file=sys.stderr)
+            failed.append({"file": str(f), "error": error})
+        results.append(result)
+        save_combined()
+        if interrupted:
+            raise KeyboardInterrupt
+    if failed:
+        print(f"asr-stream: {len(failed)} of {len(files)} file(s) failed", file=sys.stderr)
+        sys.exit(1)
 
 
 def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_devices: bool = False, k: int = 3,
         phi: float = 0.0, mode: Literal["group", "interleaved", "batch"] = "group", chunk_ms: Optional[int] = None,
-        device: str = "cpu", output: Optional[str] = None, block_ms: int = 100, min_silence_ms: float = 600.0,
-        max_segment_s: float = 30.0) -> None:
+        device: str = "cpu", output: Optional[str] = None, block_ms: int = 100, min_silence_ms: float = 300.0,
+        max_segment_s: float = 20.0) -> None:
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
 
     Args:
@@ -128,32 +238,51 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         mode: group, interleaved or batch.
         chunk_ms: override the model's chunk length in ms.
         device: cpu or cuda (where the model runs).
-        output: also write the final transcript to this file.
+        output: also write the transcript to this file, word by word as they are emitted (any stop keeps them).
         block_ms: audio per microphone block, in ms.
         min_silence_ms: a pause this long (ms) after speech ends an utterance (the session restarts, text goes on).
         max_segment_s: an utterance is cut after this many seconds of audio even without a pause.
     """
-    from pathlib import Path
+    import signal
 
-    from .audio.sources import Segmenter, list_input_devices, microphone_blocks
+    from .audio.sources import list_input_devices, microphone_blocks
     from .live import run_live
     from .streaming import StreamingSession
+    from .streaming.segment import SegmentedSession
+    from .transcript import atomic_write, check_outputs
 
     if list_devices:
         for d in list_input_devices():
             print(f"{d['index']:>3}  {d['name']}  ({d['channels']} ch, {d['default_samplerate']:.0f} Hz)")
         return
-    _check_writable(output, "--output")
+    endpoint = _endpoint(False, min_silence_ms, max_segment_s)
+    if output is not None:
+        check_outputs([], [output])
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
     m = _load_model(model, device, chunk_ms)
-    session = StreamingSession(m, mode=mode, k=k, phi=phi)
+    stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi), endpoint)
+    out = open(output, "w") if output is not None else None  # noqa: SIM115 - kept open while listening
+
+    def on_words(words) -> None:
+        _print_words(words)
+        if out is not None:  # each word on disk as soon as it is printed: SIGKILL or a crash keep them too
+            out.write("".join(w.text + " " for w in words))
+            out.flush()
+
+    def on_term(signum, frame) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: finish, write, exit
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
     print("listening... (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    text = run_live(session, blocks, _print_words, segmenter=Segmenter(min_silence_ms=min_silence_ms),
-                    max_segment_s=max_segment_s)
+    try:
+        text = run_live(stream, blocks, on_words)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if out is not None:
+            out.close()
+            atomic_write(output, stream.text + "\n")
     print()
     print(f"final: {text}", flush=True)
-    if output is not None:
-        Path(output).write_text(text + "\n")
 
 
 def export(ckpt: str, like: str, output: str, weights: Literal["average", "live"] = "average") -> None:

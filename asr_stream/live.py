@@ -4,10 +4,10 @@
 :class:`~asr_stream.streaming.StreamingSession` and hands every new word to a callback as soon as it is
 emitted. The transcript is append-only: words already handed out are never revised.
 
-Long sessions are cut into segments, at pauses (a :class:`~asr_stream.audio.sources.Segmenter`) or
-every ``max_segment_s`` seconds of audio; at each cut the session finishes the utterance and resets, so
-the decoder cache, and with it memory and per-step compute, stays bounded however long the session runs.
-The text continues across segments (``session.words`` keeps every word).
+Long sessions are cut into segments by the endpoint rules of :mod:`asr_stream.streaming.segment` (the
+one segmentation mechanism that files, evaluation and batched streams use too); at each cut the session
+finishes the utterance and resets, so the decoder cache, and with it memory and per-step compute, stays
+bounded however long the session runs. The text continues across segments.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
 
 import numpy as np
 
-from .audio.io import SAMPLE_RATE
-from .audio.sources import Segmenter
-from .streaming import StreamingSession, Word
+from .streaming import Word
+from .streaming.segment import SegmentedSession
 
 
 class _SigintDeferred:
@@ -63,86 +62,41 @@ class _SigintDeferred:
             os.kill(os.getpid(), signal.SIGINT)  # what would have happened without us: terminate
 
 
-def run_live(session: StreamingSession, blocks: Iterable[np.ndarray], on_words: Callable[[list[Word]], None],
-             segmenter: Optional[Segmenter] = None, max_segment_s: Optional[float] = 30.0,
-             on_segment: Optional[Callable[[StreamingSession], None]] = None) -> str:
-    """Transcribe ``blocks`` live; return the final transcript (``session.text``).
+def run_live(stream: SegmentedSession, blocks: Iterable[np.ndarray], on_words: Callable[[list[Word]], None]) -> str:
+    """Transcribe ``blocks`` live; return the final transcript (``stream.text``).
 
-    session: the session to drive; its ``words`` accumulate across segments.
+    stream: a :class:`~asr_stream.streaming.segment.SegmentedSession` (its endpoint rules cut the stream into
+        utterances; word times are absolute).
     blocks: 16 kHz mono float32 arrays of any length; the loop ends when they do, or on Ctrl-C.
     on_words: called with each non-empty list of newly emitted words, in order (append-only).
-    segmenter: pause detector; a pause ends the current segment. None: cut only at ``max_segment_s``.
-    max_segment_s: longest segment in seconds of audio; None for no limit (one segment, as for files).
-    on_segment: called with the session after each cut, once it has been reset (for monitoring).
 
-    At a cut the session is finished (remaining words are written) and reset. On Ctrl-C
-    (KeyboardInterrupt) or the end of ``blocks``, the block source is closed, the session finished, and
-    the transcript returned; a second Ctrl-C during that last ``finish()`` aborts.
+    On Ctrl-C (KeyboardInterrupt) or the end of ``blocks``, the block source is closed, the stream finished,
+    and the transcript returned; a second Ctrl-C during that last ``finish()`` aborts.
     """
-    if max_segment_s is not None and max_segment_s <= 0:
-        raise ValueError(f"max_segment_s must be > 0, got {max_segment_s}")
-    max_samples = int(round(max_segment_s * SAMPLE_RATE)) if max_segment_s is not None else None
-    seg_samples = 0  # samples pushed into the current segment
 
     def emit(words: list[Word]) -> None:
         if words:
             on_words(list(words))
 
-    def push(piece: np.ndarray) -> None:
-        nonlocal seg_samples
-        if piece.size:
-            with _SigintDeferred() as d:
-                words = session.push(piece)
-            seg_samples += piece.shape[0]
-            emit(words)
-            if d.hit:
-                raise KeyboardInterrupt
-
-    def cut() -> None:
-        nonlocal seg_samples
-        if seg_samples == 0:  # nothing since the last cut: finishing would decode an empty chunk
-            return
-        with _SigintDeferred() as d:
-            words = session.finish()
-            session.reset()
-        seg_samples = 0
-        emit(words)
-        if on_segment is not None:
-            on_segment(session)
-        if d.hit:
-            raise KeyboardInterrupt
-
     it = iter(blocks)
     try:
         for block in it:
             a = np.asarray(block, dtype=np.float32).reshape(-1)
-            pauses = segmenter.push(a) if segmenter is not None else []
-            pos = 0
-            # split the block at every pause and at the segment-length limit, in sample order
-            while pos < a.shape[0] or pauses:
-                nxt_pause = pauses[0] if pauses else None
-                nxt_limit = pos + (max_samples - seg_samples) if max_samples is not None else None
-                ends = [e for e in (nxt_pause, nxt_limit) if e is not None and e <= a.shape[0]]
-                end = min(ends) if ends else a.shape[0]
-                push(a[pos:end])
-                pos = end
-                if nxt_pause is not None and end == nxt_pause:
-                    pauses.pop(0)
-                    cut()
-                elif nxt_limit is not None and end == nxt_limit:
-                    cut()
-                elif not ends:
-                    break
+            if not a.size:
+                continue
+            with _SigintDeferred() as d:
+                words = stream.push(a)
+            emit(words)
+            if d.hit:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         pass  # Ctrl-C: stop listening, keep what was heard
     finally:
         close = getattr(it, "close", None)
         if close is not None:
             close()  # stop the microphone before the last decoding steps
-    st = session.state
-    if st.samples_in and not st.finished:  # the state, not seg_samples: right even if Ctrl-C beat the bookkeeping
-        emit(session.finish())
-    return session.text
+    emit(stream.finish())
+    return stream.text
 
 
 __all__ = ["run_live"]

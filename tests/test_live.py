@@ -23,9 +23,10 @@ import pytest
 import soundfile as sf
 
 from asr_stream.audio import sources
-from asr_stream.audio.sources import AudioSourceError, Segmenter, microphone_blocks, paced_blocks
+from asr_stream.audio.sources import AudioSourceError, microphone_blocks, paced_blocks
 from asr_stream.live import run_live
 from asr_stream.streaming import StreamingSession
+from asr_stream.streaming.segment import EndpointConfig, SegmentedSession
 
 from .conftest import noise_audio
 
@@ -134,7 +135,7 @@ def test_live_loop_on_paced_source_equals_one_shot(make_model):
     clock = FakeClock()  # paced like a microphone, on a fake clock so the test does not wait
     got: list = []
     s = StreamingSession(model, **SETTINGS)
-    text = run_live(s, paced_blocks(wave, 100, clock=clock, sleep=clock.sleep), got.extend, segmenter=None)
+    text = run_live(SegmentedSession(s, None), paced_blocks(wave, 100, clock=clock, sleep=clock.sleep), got.extend)
     ref = one_shot(model, wave)
     assert words_of(s) == words_of(ref) and ref.words
     assert words_of(got) == words_of(ref)  # on_words saw every word once, in order (append-only)
@@ -143,38 +144,41 @@ def test_live_loop_on_paced_source_equals_one_shot(make_model):
 
 
 def test_segmentation_at_a_pause_resets_the_session_and_text_continues(make_model):
+    """A pause ends the utterance 300 ms in; the next one starts at the next speech (less 20 ms of pre-roll),
+    in a fresh session; word times stay absolute."""
     model = make_model(160)
     a, b = noise_audio(4.0, seed=1), noise_audio(4.0, seed=2)
     wave = np.concatenate([a, quiet(1.0), b])
-    cuts = Segmenter().push(wave)
-    assert cuts == [len(a) + 9600]  # 600 ms into the pause
     states, got = [], []
-
-    def on_segment(session: StreamingSession) -> None:
-        st = session.state
-        states.append((st.chunks_read, st.rows, st.samples_in, st.cache.get_seq_length(), len(st.elements), len(session.words)))
-
     s = StreamingSession(model, **SETTINGS)
-    text = run_live(s, paced_blocks(wave, 100, realtime=False), got.extend, segmenter=Segmenter(), on_segment=on_segment)
-    first, second = one_shot(model, wave[: cuts[0]]), one_shot(model, wave[cuts[0] :])
-    assert len(states) == 1
-    assert states[0][:5] == (0, 0, 0, len(model.prompt_ids), len(model.prompt_ids))  # fresh state after the cut
-    assert states[0][5] == len(first.words)  # ... and the words of the first segment kept
-    assert [w for w, _ in words_of(s)] == [w for w, _ in words_of(first) + words_of(second)]
-    assert text == " ".join(w.text for w in first.words + second.words) and first.words and second.words
-    assert words_of(got) == words_of(s)
+
+    def on_segment(seg) -> None:
+        st = s.state
+        states.append((seg.start, seg.end, seg.rule, st.chunks_read, st.rows, st.samples_in, st.cache.get_seq_length()))
+
+    # the random model asks for EOS at random: rule 3 (the model's end at a pause) is tested on its own
+    stream = SegmentedSession(s, EndpointConfig(eos_silence_ms=10_000), on_segment=on_segment)
+    text = run_live(stream, paced_blocks(wave, 100, realtime=False), got.extend)
+    cut, start2 = len(a) + 4800, len(a) + 16000 - 320
+    assert [st[:3] for st in states] == [(0, cut, "silence"), (start2, len(wave), "end")]
+    assert states[0][3:] == (0, 0, 0, len(model.prompt_ids))  # fresh state after the cut
+    first, second = one_shot(model, wave[:cut]), one_shot(model, wave[start2:])
+    assert first.words and second.words
+    assert words_of(stream.words) == words_of(first) + [(t, ms + start2 / 16) for t, ms in words_of(second)]
+    assert text == " ".join(w.text for w in first.words + second.words)
+    assert words_of(got) == words_of(stream.words)
+    assert [sg.text for sg in stream.segments] == [first.text, second.text]
 
 
 def test_max_segment_length_cuts_without_a_pause(make_model):
     model = make_model(160)
     wave = noise_audio(5.0, seed=4)
-    n_seg = []
-    s = StreamingSession(model, **SETTINGS)
-    run_live(s, paced_blocks(wave, 100, realtime=False), lambda w: None, max_segment_s=2.0,
-             on_segment=lambda ss: n_seg.append(ss.state.chunks_read))
+    stream = SegmentedSession(StreamingSession(model, **SETTINGS), EndpointConfig(max_segment_s=2.0, threshold_db=-200.0))
+    run_live(stream, paced_blocks(wave, 100, realtime=False), lambda w: None)
     ref = [one_shot(model, wave[i : i + 32000]) for i in range(0, len(wave), 32000)]  # 2 s + 2 s + 1 s
-    assert n_seg == [0, 0]
-    assert s.text == " ".join(r.text for r in ref if r.text)
+    assert [(sg.start, sg.end, sg.rule) for sg in stream.segments] == [(0, 32000, "max_length"), (32000, 64000, "max_length"),
+                                                                        (64000, 80000, "end")]
+    assert stream.text == " ".join(r.text for r in ref if r.text)
 
 
 @pytest.fixture
@@ -207,7 +211,7 @@ def test_ctrl_c_during_a_step_is_held_until_the_step_is_done(make_model, sigint_
             closed.append(True)  # run_live closes the source (the microphone) before finishing
 
     s = InterruptedSession(model, **SETTINGS)
-    text = run_live(s, source(), lambda w: None)
+    text = run_live(SegmentedSession(s, None), source(), lambda w: None)
     ref = one_shot(model, wave[: 5 * BLOCK])
     assert closed == [True] and s.state.finished
     assert s.state.samples_in == 5 * BLOCK
@@ -253,7 +257,7 @@ def long_session(model, seconds: int, period_s: float = 10.0, pause_s: float = 0
                 per_segment[-1] = (max(per_segment[-1][0], slots), max(per_segment[-1][1], nbytes))
 
     t = time.perf_counter()
-    run_live(s, blocks(), lambda w: None, segmenter=Segmenter(), on_segment=lambda ss: per_segment.append((0, 0)))
+    run_live(SegmentedSession(s, EndpointConfig(), on_segment=lambda seg: per_segment.append((0, 0))), blocks(), lambda w: None)
     cuts = len(per_segment) - 1  # the last entry is the 0.2 s of pause left after the last cut
     return {"seconds": time.perf_counter() - t, "per_segment": per_segment[:cuts], "words": len(s.words), "periods": n_periods}
 
@@ -265,7 +269,7 @@ def test_long_session_memory_is_bounded(make_model):
     nbytes = [p[1] for p in r["per_segment"]]
     print(f"\n200 s of audio in {r['seconds']:.1f} s; {len(slots)} segments; cache slots per segment {slots}")
     assert len(slots) == r["periods"] == 20  # one segment per pause
-    # a segment is 10 s of audio (cuts come 600 ms into each pause): the cache must stay within what one
+    # a segment is 10 s of audio (cuts come 300 ms into each pause): the cache must stay within what one
     # 10 s utterance holds after finish(), and must not grow with the number of segments
     one = one_shot(model, np.concatenate([quiet(0.2), noise_audio(9.2, seed=0), quiet(0.6)]))
     bound = one.state.cache.get_seq_length()
@@ -310,6 +314,7 @@ ALSA_SCRIPT = textwrap.dedent("""\
     from asr_stream.live import run_live
     from asr_stream.model import SpeechLLM
     from asr_stream.streaming import StreamingSession
+    from asr_stream.streaming.segment import SegmentedSession
 
     tmp, model_dir = Path(sys.argv[1]), sys.argv[2]
     dev = next(d for d in list_input_devices() if d["name"] == "fakein")  # PortAudio enumerates here
@@ -337,7 +342,7 @@ ALSA_SCRIPT = textwrap.dedent("""\
 
     m = SpeechLLM.load(model_dir)
     live = StreamingSession(m, mode="group", k=3, phi=0.0)
-    run_live(live, blocks, lambda w: None, segmenter=None, max_segment_s=None)
+    run_live(SegmentedSession(live, None), blocks, lambda w: None)
     ref = StreamingSession(m, mode="group", k=3, phi=0.0)
     for i in range(0, ref16.size, 1600):
         ref.push(ref16[i : i + 1600])
@@ -540,7 +545,7 @@ def test_error_bad_audio_and_output_folder(monkeypatch, capsys, tmp_path, model_
     assert_one_line(*run_main(["mic", "--model", str(model_dir)], capsys), "missing.wav: no such file")
     monkeypatch.delenv(sources.FAKE_MIC_ENV)
     assert_one_line(*run_main(["mic", "--model", str(model_dir), "--output", str(tmp_path / "nope" / "t.txt")], capsys),
-                    "--output", "does not exist")
+                    "t.txt", "does not exist")
 
 
 # -- transcribe: --json and --realtime ---------------------------------------------------------------

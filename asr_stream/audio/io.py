@@ -83,3 +83,103 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AudioError(f"{p}: cannot decode audio ({msg})") from None
     return to_mono_16k(samples, rate, p)
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(sample rate Hz, channels, frames) of an audio file, checked without reading the samples."""
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{p}: no such file")
+    if p.is_dir():
+        raise AudioError(f"{p}: is a directory, not an audio file")
+    try:
+        info = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(f"{p}: cannot decode audio ({msg})") from None
+    if info.channels == 0:
+        raise AudioError(f"{p}: audio has zero channels")
+    if not (MIN_INPUT_RATE <= int(info.samplerate) <= MAX_INPUT_RATE):
+        raise AudioError(f"{p}: sample rate {info.samplerate} Hz is outside the supported {MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz")
+    return int(info.samplerate), int(info.channels), int(info.frames)
+
+
+def audio_blocks(path: str | os.PathLike, block_s: float = 10.0):
+    """Read a file as 16 kHz mono float32 blocks of about ``block_s`` seconds, without holding it all in memory.
+
+    The same conversion as :func:`load_audio` (down-mix by averaging; other rates resampled with soxr HQ, as one
+    stream so block edges are seamless), the same one-line :class:`AudioError` for bad files. A file with
+    NaN/inf samples fails at the block that holds them (what came before has been yielded).
+    """
+    import soundfile as sf
+
+    rate, _, _ = audio_info(path)
+    p = Path(path)
+    resampler = None
+    if rate != SAMPLE_RATE:
+        import soxr
+
+        resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+    n = 0
+    try:
+        with sf.SoundFile(str(p)) as f:
+            for block in f.blocks(blocksize=max(1, int(block_s * rate)), dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    raise AudioError(f"{p}: audio has NaN/inf samples (at {n / rate:.1f} s)")
+                n += block.shape[0]
+                mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+                out = resampler.resample_chunk(mono) if resampler is not None else mono
+                if out.size:
+                    yield np.ascontiguousarray(out, dtype=np.float32)
+            if resampler is not None:
+                tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                if tail.size:
+                    yield np.ascontiguousarray(tail, dtype=np.float32)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(f"{p}: cannot decode audio ({msg})") from None
+    if n == 0:
+        raise AudioError(f"{p}: audio is empty (0 samples)")
+
+
+class LevelCheck:
+    """Running checks on 16 kHz audio that the models serve badly; :meth:`warnings` says what was found.
+
+    Feed the blocks given to the model with :meth:`push`. Found: clipping (over 0.1 % of samples at full scale),
+    a very low level (the loudest second under ``quiet_db`` dBFS RMS), and, from the file's native rate, a
+    narrow band (under 16 kHz the model hears only up to half the rate).
+    """
+
+    def __init__(self, native_rate: int = SAMPLE_RATE, quiet_db: float = -40.0) -> None:
+        self.native_rate = native_rate
+        self.quiet_db = quiet_db
+        self.samples = 0
+        self.clipped = 0
+        self.loudest_db = -200.0
+        self._sec = np.zeros(0, np.float32)
+
+    def push(self, x: np.ndarray) -> None:
+        self.samples += x.shape[0]
+        self.clipped += int(np.count_nonzero(np.abs(x) >= 0.999))
+        buf = np.concatenate([self._sec, x]) if self._sec.size else x
+        n = buf.shape[0] // SAMPLE_RATE
+        if n:
+            secs = buf[: n * SAMPLE_RATE].reshape(n, SAMPLE_RATE).astype(np.float64)
+            self.loudest_db = max(self.loudest_db, float(10 * np.log10(np.max(np.mean(secs * secs, axis=1)) + 1e-20)))
+        self._sec = buf[n * SAMPLE_RATE :].copy()
+
+    def warnings(self) -> list[str]:
+        if self._sec.size and self.samples < SAMPLE_RATE:  # shorter than a second: judge what there is
+            self.loudest_db = max(self.loudest_db, float(10 * np.log10(np.mean(self._sec.astype(np.float64) ** 2) + 1e-20)))
+        out = []
+        if self.native_rate < SAMPLE_RATE:
+            out.append(f"sampled at {self.native_rate} Hz: the model hears only up to {self.native_rate // 2} Hz; expect errors")
+        if self.samples and self.clipped > 0.001 * self.samples:
+            out.append(f"clipping: {100 * self.clipped / self.samples:.1f} % of samples at full scale; expect errors")
+        if self.samples and self.loudest_db < self.quiet_db:
+            out.append(f"very quiet: loudest second at {self.loudest_db:.0f} dBFS; expect missed words")
+        return out

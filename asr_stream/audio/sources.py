@@ -1,4 +1,4 @@
-"""Live audio sources: the microphone, a file paced like one, and pause detection for long sessions.
+"""Live audio sources: the microphone and a file paced like one (pauses are found by asr_stream.streaming.segment).
 
 Every source yields 16 kHz mono float32 blocks (numpy arrays, any length) for
 :meth:`asr_stream.streaming.StreamingSession.push`. Failures a person can cause (no PortAudio, no input
@@ -197,77 +197,4 @@ def paced_blocks(samples: np.ndarray, block_ms: int = 100, realtime: bool = True
         yield a[start : start + step]
 
 
-class Segmenter:
-    """Energy-based pause detection, to cut long live sessions into utterances at natural pauses.
-
-    The rule, on 10 ms frames (160 samples at 16 kHz):
-
-    - ``level`` = frame RMS in dBFS (20·log10 RMS, full scale = 1.0).
-    - With ``threshold_db`` set, a frame is silent when ``level < threshold_db`` (fixed threshold).
-      Otherwise the threshold adapts: a noise floor starts at the first frame's level, drops at once to any
-      quieter frame (never below ``floor_min_db``) and otherwise rises by ``floor_rise_db_per_s``, so it
-      follows a changing background; a frame is silent when ``level < max(floor + margin_db, speech_min_db)``.
-    - A boundary is reported at the end of the frame that completes ``min_silence_ms`` of consecutive
-      silent frames, provided at least ``min_speech_ms`` of non-silent frames came since the previous
-      boundary (so a long silence gives one boundary, and a click does not start an utterance).
-
-    :meth:`push` takes blocks of any size and returns the boundaries' sample offsets within that block.
-    """
-
-    FRAME = 160  # samples = 10 ms at 16 kHz
-
-    def __init__(self, min_silence_ms: float = 600.0, min_speech_ms: float = 100.0, threshold_db: float | None = None,
-                 margin_db: float = 12.0, speech_min_db: float = -60.0, floor_min_db: float = -90.0,
-                 floor_rise_db_per_s: float = 3.0) -> None:
-        if min_silence_ms <= 0:
-            raise ValueError(f"min_silence_ms must be > 0, got {min_silence_ms}")
-        self.min_silence_frames = max(1, int(round(min_silence_ms / 10.0)))
-        self.min_speech_frames = max(1, int(round(min_speech_ms / 10.0)))
-        self.threshold_db = threshold_db
-        self.margin_db = margin_db
-        self.speech_min_db = speech_min_db
-        self.floor_min_db = floor_min_db
-        self.floor_rise = floor_rise_db_per_s * self.FRAME / SAMPLE_RATE  # dB per frame
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything (noise floor included)."""
-        self.floor: float | None = None  # dBFS
-        self.speech_frames = 0  # non-silent frames since the last boundary
-        self.silent_run = 0  # consecutive silent frames
-        self._rest = np.zeros(0, np.float32)  # samples short of a frame, carried to the next push
-
-    def _silent(self, level: float) -> bool:
-        if self.threshold_db is not None:
-            return level < self.threshold_db
-        if self.floor is None or level < self.floor:
-            self.floor = max(level, self.floor_min_db)
-        else:
-            self.floor += self.floor_rise
-        return level < max(self.floor + self.margin_db, self.speech_min_db)
-
-    def push(self, samples: np.ndarray) -> list[int]:
-        """Feed 16 kHz mono samples; return the offsets (samples into this block) where a pause ends an utterance."""
-        a = np.asarray(samples, dtype=np.float32).reshape(-1)
-        offset = -self._rest.shape[0]  # the first frame starts this far before the block
-        buf = np.concatenate([self._rest, a]) if self._rest.size else a
-        n = buf.shape[0] // self.FRAME
-        self._rest = buf[n * self.FRAME :].copy()
-        if n == 0:
-            return []
-        frames = buf[: n * self.FRAME].reshape(n, self.FRAME).astype(np.float64)
-        levels = 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-20)  # = 20 log10 RMS
-        cuts = []
-        for i, level in enumerate(levels):
-            if self._silent(float(level)):
-                self.silent_run += 1
-                if self.silent_run == self.min_silence_frames and self.speech_frames >= self.min_speech_frames:
-                    cuts.append(offset + (i + 1) * self.FRAME)
-                    self.speech_frames = 0
-            else:
-                self.silent_run = 0
-                self.speech_frames += 1
-        return cuts
-
-
-__all__ = ["AudioSourceError", "FAKE_MIC_ENV", "Segmenter", "list_input_devices", "microphone_blocks", "paced_blocks"]
+__all__ = ["AudioSourceError", "FAKE_MIC_ENV", "list_input_devices", "microphone_blocks", "paced_blocks"]

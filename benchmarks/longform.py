@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Long recordings: WER, RTF and peak memory of `asr-stream transcribe` at 1, 5 and 30 minutes.
+
+The recordings are held-out utterances joined with random pauses (0.2-1.5 s; tools/make_longform.py). Each
+length is transcribed by the real command in a fresh process (bundled model, default settings: group mode,
+k = 3, endpointing on), so its peak RSS is that process's own (wait4 rusage). The reference point is the WER
+of the same utterances transcribed one by one (a fresh session each, no endpointing).
+
+    .venv/bin/python benchmarks/longform.py --minutes 1 5 30 --output benchmarks/results/longform
+Run it alone: other processes on the two cores change RTF (ratios within one run are what to compare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def per_utterance_wer(model_dir, items, load) -> dict:
+    import numpy as np
+
+    from asr_stream.evaluation.wer import wer_details
+    from asr_stream.model import SpeechLLM
+    from asr_stream.streaming import StreamingSession
+
+    m = SpeechLLM.load(model_dir)
+    hyps = []
+    for i in range(len(items)):
+        w = np.asarray(load(i), dtype=np.float32)
+        s = StreamingSession(m, k=3)
+        for j in range(0, len(w), 1600):
+            s.push(w[j : j + 1600])
+        s.finish()
+        hyps.append(s.text)
+    return wer_details([t for _, t in items], hyps)
+
+
+def run_transcribe(audio: Path, out_json: Path, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "asr_stream", "transcribe", str(audio), "--json", str(out_json), *extra]
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    err = p.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"transcribe failed on {audio}: {err.strip().splitlines()[-1] if err.strip() else status}")
+    r = json.loads(out_json.read_text())["files"][0]
+    return {"peak_rss_mb": usage.ru_maxrss / 1024.0, "wall_s": wall, **r}
+
+
+def main(argv=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from asr_stream import default_model_dir
+    from asr_stream.data.longform import join_utterances, write_recording
+    from asr_stream.data.synth import synthesize
+    from asr_stream.evaluation.wer import wer_details
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 30])
+    ap.add_argument("--heldout", default=str(ROOT / "tests" / "data" / "heldout.json"))
+    ap.add_argument("--output", default="benchmarks/results/longform")
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more transcribe options")
+    a = ap.parse_args(argv)
+    out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = json.loads(Path(a.heldout).read_text())
+    items = [(it["id"], it["text"]) for it in raw]
+    waves: dict[int, object] = {}
+
+    def load(i):
+        if i not in waves:
+            it = raw[i]
+            waves[i] = synthesize(it["spoken"], it["voice"], it["rate"], it["pitch"])
+        return waves[i]
+
+    ref = per_utterance_wer(default_model_dir(), items, load)
+    rows = [{"recording": "per utterance", "minutes": sum(len(load(i)) for i in range(len(items))) / 16000 / 60,
+             "utterances": len(items), "wer": ref["wer"], "sdi": f"{ref['substitutions']}/{ref['deletions']}/{ref['insertions']}"}]
+    Console(stderr=True).print(f"per-utterance WER on {len(items)} held-out utterances: {100 * ref['wer']:.2f} %")
+    tmp = out / "audio"
+    tmp.mkdir(exist_ok=True)
+    for minutes in a.minutes:
+        rec = join_utterances(items, load, minutes * 60, seed=0)
+        path = write_recording(rec, tmp / f"longform-{minutes:g}min.flac")
+        r = run_transcribe(path, out / f"longform-{minutes:g}min.json", a.extra)
+        d = wer_details([rec.text], [r["text"]])
+        rows.append({"recording": f"{minutes:g} min", "minutes": rec.seconds / 60, "utterances": len(rec.pieces),
+                     "segments": len(r["segments"]), "wer": d["wer"], "sdi": f"{d['substitutions']}/{d['deletions']}/{d['insertions']}",
+                     "rtf": r["rtf"], "peak_rss_mb": r["peak_rss_mb"], "wall_s": r["wall_s"], "unheard_s": r["unheard_s"]})
+        (out / "longform.json").write_text(json.dumps(rows, indent=2) + "\n")  # after each length: nothing lost
+        Console(stderr=True).print(rows[-1])
+    t = Table(title="long-form transcription (bundled model, k = 3, endpointing on)")
+    for c in ("recording", "utterances", "segments", "WER %", "S/D/I", "RTF", "peak RSS MB", "no-word speech s"):
+        t.add_column(c, justify="right")
+    f = lambda v, p: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
+    for r in rows:
+        t.add_row(r["recording"], str(r["utterances"]), str(r.get("segments", "–")), f"{100 * r['wer']:.2f}", r["sdi"],
+                  f(r.get("rtf"), 3), f(r.get("peak_rss_mb"), 0), f(r.get("unheard_s"), 1))
+    Console().print(t)
+    md = ["| recording | utterances | segments | WER % | S/D/I | RTF | peak RSS MB | speech with no words s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['recording']} | {r['utterances']} | {r.get('segments', '–')} | {100 * r['wer']:.2f} | {r['sdi']} | "
+                  f"{f(r.get('rtf'), 3)} | {f(r.get('peak_rss_mb'), 0)} | {f(r.get('unheard_s'), 1)} |")
+    (out / "longform.md").write_text("\n".join(md) + "\n")
+    import shutil
+
+    shutil.rmtree(tmp)  # the audio is rebuilt from the held-out list in seconds; keep only the figures
+
+
+if __name__ == "__main__":
+    main()
