@@ -223,3 +223,38 @@ def test_a_bad_file_in_the_middle_is_skipped_and_the_rest_is_done(make_model, tm
     assert [f["file"] for f in r["failed"]] == [str(bad)]
     err = capsys.readouterr().err
     assert "b.wav: cannot decode audio" in err and "1 of 3 file(s) failed" in err
+
+
+def test_many_long_streams_batched_equal_each_stream_alone(make_model):
+    """SegmentedStreams (one batched decoder for all streams, each with its own endpointer) gives every stream
+    the segments and words (absolute times) of SegmentedSession on that stream alone. Rule 3 is off here: in a
+    batch it reads the model's state one round later (see SegmentedStreams)."""
+    import torch
+
+    from asr_stream.streaming import StreamingSession
+    from asr_stream.streaming.segment import SegmentedSession, SegmentedStreams
+
+    from .conftest import noise_audio
+
+    torch.manual_seed(0)
+    model = make_model(160)
+    quiet = lambda s, seed: (1e-4 * np.random.default_rng(seed).standard_normal(int(s * 16000))).astype(np.float32)  # noqa: E731
+    waves = [np.concatenate([quiet(0.3, 1), noise_audio(2.0, 1), quiet(0.6, 2), noise_audio(1.5, 2), quiet(0.5, 3), noise_audio(1.0, 3)]),
+             np.concatenate([noise_audio(3.0, 4), quiet(0.9, 4), noise_audio(2.5, 5)]),
+             np.concatenate([quiet(1.2, 6), noise_audio(1.0, 6)])]
+    ep = EndpointConfig(eos_silence_ms=60_000)
+    eng = SegmentedStreams.run(model, waves, endpoint=ep, mode="group", k=2)
+    # blocks of 4 s: a segment closes and the next one starts within one block, so the next segment's audio
+    # waits (carried) while the engine finishes the last one
+    big = SegmentedStreams.run(model, waves, endpoint=ep, block=64000, mode="group", k=2)
+    for i, w in enumerate(waves):
+        assert [(w.text, w.time_ms) for w in big.words(i)] == [(w.text, w.time_ms) for w in eng.words(i)]
+        alone = SegmentedSession(StreamingSession(model, mode="group", k=2), ep)
+        for j in range(0, len(w), 5120):
+            alone.push(w[j : j + 5120])
+        alone.finish()
+        assert [(s.start, s.end, s.rule) for s in eng.segments(i)] == [(s.start, s.end, s.rule) for s in alone.segments]
+        assert [(w.text, w.time_ms) for w in eng.words(i)] == [(w.text, w.time_ms) for w in alone.words]
+        assert alone.words and eng.done(i)
+    assert [len(eng.segments(i)) for i in range(3)] == [3, 2, 1]
+    assert eng.engine.steps < sum(sess.state.decoder_positions for sess in eng.engine.sessions)  # batched

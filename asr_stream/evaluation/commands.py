@@ -35,7 +35,7 @@ def _print_summary(s: dict) -> None:
 
 def eval_cmd(data: str, model: Optional[str] = None, mode: ModeName = "group", k: int = 3, phi: float = 0.0,
              chunk_ms: Optional[int] = None, output: Optional[str] = None, limit: Optional[int] = None,
-             device: str = "cpu") -> dict:
+             device: str = "cpu", segment: Literal["auto", "on", "off"] = "auto") -> dict:
     """Evaluate one setting with the real streaming session: WER, AL/LAAL (also computation-aware), RTF.
 
     Args:
@@ -48,12 +48,14 @@ def eval_cmd(data: str, model: Optional[str] = None, mode: ModeName = "group", k
         output: directory for records.jsonl (one per utterance) and summary.json; a rerun resumes.
         limit: evaluate only the first N utterances.
         device: cpu or cuda.
+        segment: cut utterances into segments at pauses (endpointing, as transcribe does): auto = only those longer
+            than 30 s (long recordings), on = all, off = none.
     """
     from ..data import read_corpus
     from .runner import Setting, evaluate
 
     utts = read_corpus(data)[:limit]
-    s = evaluate(_load(model, device), utts, Setting(mode, k, phi, chunk_ms), output)
+    s = evaluate(_load(model, device), utts, Setting(mode, k, phi, chunk_ms), output, segment=segment)
     _print_summary(s)
     return s
 

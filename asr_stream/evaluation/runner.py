@@ -70,10 +70,22 @@ def stream_utterance(session, wave: np.ndarray, block: int) -> tuple[list, list[
     return stream_blocks(session, (wave[i : i + block] for i in range(0, len(wave), block)))
 
 
+LONG_S = 30.0  # segment="auto": utterances longer than this (s) are endpointed; models are trained on sentences
+
+
 def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Optional[str | Path] = None,
-             progress: bool = True) -> dict:
-    """Evaluate one setting; returns the summary (also written to ``out_dir/summary.json``)."""
+             progress: bool = True, segment: str = "auto") -> dict:
+    """Evaluate one setting; returns the summary (also written to ``out_dir/summary.json``).
+
+    segment: ``auto`` cuts utterances longer than LONG_S seconds into segments with the endpoint rules of
+    :mod:`asr_stream.streaming.segment` (long recordings; word times stay absolute) and streams shorter ones
+    whole, as they are trained; ``on`` / ``off`` do it for every utterance / none.
+    """
     from ..streaming import StreamingSession
+    from ..streaming.segment import EndpointConfig, SegmentedSession
+
+    if segment not in ("auto", "on", "off"):
+        raise ValueError(f"segment must be auto, on or off, got {segment!r}")
 
     if setting.chunk_ms:
         model.set_chunk_ms(setting.chunk_ms)
@@ -98,12 +110,14 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
             task = bar.add_task(f"eval {setting.name}", total=len(todo))
             for u in todo:
                 wave = load_audio(u.audio_path)
-                session = StreamingSession(model, cfg)
+                cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * 16000)
+                session = SegmentedSession(StreamingSession(model, cfg), EndpointConfig() if cut else None)
                 words, compute_at, spent = stream_utterance(session, wave, model.chunk_samples)
                 audio_ms = len(wave) / 16.0
                 ref_len = len(normalize_text(u.text).split())
                 lat = LatencyRecord.compute([w.time_ms for w in words], audio_ms, ref_len, compute_at)
                 r = {"id": u.id, "reference": u.text, "hypothesis": " ".join(w.text for w in words),
+                     "segments": len(session.segments) if cut else None,
                      "words": [{"text": w.text, "time_ms": w.time_ms, "compute_ms": c} for w, c in zip(words, compute_at)],
                      "audio_ms": audio_ms, "compute_s": spent, **{f"lat_{k}": v for k, v in lat.as_dict().items()}}
                 if u.words is not None:  # word alignment of the reference: ends in ms, for PR50 / PR90

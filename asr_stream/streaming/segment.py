@@ -431,4 +431,133 @@ class SegmentedSession:
         self._new += self._segs.add(seg, words)
 
 
-__all__ = ["EndpointConfig", "EnergyDetector", "Endpointer", "Segment", "SegmentedSession", "unheard"]
+# --------------------------------------------------------------------------------------- many streams
+
+
+class _Slot:
+    """The sink of one stream of :class:`SegmentedStreams`. While its last segment is still being finished by
+    the batched engine, new audio and cuts wait in ``carry`` (in order) and are replayed once it is done."""
+
+    def __init__(self, owner: "SegmentedStreams", i: int, on_segment) -> None:
+        self.owner, self.i = owner, i
+        self.segs = _Segments(on_segment)
+        self.closing: Optional[tuple[int, int, str]] = None  # (end, speech_end, rule) of the segment being finished
+        self.carry: list[tuple] = []
+        self.new: list[Word] = []
+
+    def feed(self, samples: np.ndarray, start: int) -> None:
+        if self.closing is not None or self.carry:
+            self.carry.append(("feed", samples, start))
+            return
+        if self.segs.current is None:
+            self.segs.open(start)
+        self.owner.engine.feed(self.i, samples)
+
+    def cut(self, end: int, speech_end: int, rule: str) -> None:
+        if self.closing is not None or self.carry:
+            self.carry.append(("cut", end, speech_end, rule))
+            return
+        if self.segs.current is None:
+            return
+        self.owner.engine.end(self.i)
+        self.closing = (end, speech_end, rule)
+
+    def wants_end(self) -> bool:
+        if self.closing is not None or self.carry:
+            return False
+        s = self.owner.engine.sessions[self.i].state
+        return s.k_extra > 0 or s.ended
+
+    def collect(self) -> None:
+        """Words the engine wrote for this stream since the last call (they belong to the engine's segment)."""
+        words = self.owner.engine.poll(self.i)
+        if words:
+            self.new += self.segs.add(self.segs.current, words)
+
+    def complete(self) -> None:
+        """The segment being finished is done: close it, start a fresh utterance, replay what waited."""
+        end, speech_end, rule = self.closing
+        self.closing = None
+        self.collect()
+        self.segs.closed(self.segs.current, end, speech_end, rule)
+        if rule != "end":
+            self.owner.engine.reset(self.i)
+        carry, self.carry = self.carry, []
+        for item in carry:
+            if item[0] == "feed":
+                self.feed(item[1], item[2])
+            else:
+                self.cut(*item[1:])
+
+
+class SegmentedStreams:
+    """Many streams of any length over one :class:`~asr_stream.streaming.batched.BatchedStreams`: each stream has
+    its own :class:`Endpointer` (the same rules as :class:`SegmentedSession`), and the decoder steps of all of
+    them run batched. A closing segment is finished by the engine while the stream's next audio waits, so no
+    audio is dropped and no stream holds up the others.
+
+    Rule 3 (the model's EOS at a pause) reads the model's state as of the last batched step, so it may close a
+    segment one round of audio later than :class:`SegmentedSession` would; rules 1 and 2 give the same cuts.
+    """
+
+    def __init__(self, model, n: int, cfg=None, endpoint: EndpointConfig = EndpointConfig(),
+                 on_segment: Optional[Callable[[int, Segment], None]] = None, **overrides) -> None:
+        from .batched import BatchedStreams
+
+        self.engine = BatchedStreams(model, n, cfg, **overrides)
+        self.slots = [_Slot(self, i, (lambda seg, i=i: on_segment(i, seg)) if on_segment else None) for i in range(n)]
+        self.endpointers = [Endpointer(endpoint, slot, model.chunk_samples) for slot in self.slots]
+
+    def feed(self, i: int, samples: np.ndarray) -> None:
+        """Queue samples for stream ``i`` (the endpointer runs now; the model at the next :meth:`drain`)."""
+        self.endpointers[i].push(samples)
+
+    def end(self, i: int) -> None:
+        """No more audio for stream ``i``."""
+        self.endpointers[i].close()
+
+    def drain(self) -> None:
+        """Batched steps until every stream waits for audio or is done; finished segments make way for the next."""
+        while True:
+            self.engine.drain()
+            done = [slot for slot in self.slots if slot.closing is not None and self.engine.done(slot.i)]
+            for slot in self.slots:
+                slot.collect()
+            for slot in done:
+                slot.complete()
+            if not done:
+                return
+
+    def poll(self, i: int) -> list[Word]:
+        """Words of stream ``i`` (absolute times) since the last poll."""
+        new, self.slots[i].new = self.slots[i].new, []
+        return new
+
+    def words(self, i: int) -> list[Word]:
+        return self.slots[i].segs.words
+
+    def segments(self, i: int) -> list[Segment]:
+        return self.slots[i].segs.segments
+
+    def text(self, i: int) -> str:
+        return self.slots[i].segs.text
+
+    def done(self, i: int) -> bool:
+        return self.endpointers[i].closed and self.slots[i].closing is None and not self.slots[i].carry
+
+    @classmethod
+    def run(cls, model, waves: Sequence[np.ndarray], cfg=None, endpoint: EndpointConfig = EndpointConfig(),
+            block: int = 5120, **overrides) -> "SegmentedStreams":
+        """Offline throughput: all waves as concurrent streams, fed in rounds of ``block`` samples each."""
+        eng = cls(model, len(waves), cfg, endpoint, **overrides)
+        for start in range(0, max(len(w) for w in waves), block):
+            for i, w in enumerate(waves):
+                if start < len(w):
+                    eng.feed(i, w[start : start + block])
+                    if start + block >= len(w):
+                        eng.end(i)
+            eng.drain()
+        return eng
+
+
+__all__ = ["EndpointConfig", "EnergyDetector", "Endpointer", "Segment", "SegmentedSession", "SegmentedStreams", "unheard"]
