@@ -186,7 +186,7 @@ def run(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, positions: tor
     positions (B, Q) float. Appends to ``cache`` when given. Returns logits (B, Q, V), or (B, 1, V) for the
     last row only with ``last_only`` (the LM head then runs on one row: all a streaming step consumes)."""
     out = llm(inputs_embeds=embeds, attention_mask=mask[:, None].to(embeds.dtype), position_ids=positions.to(torch.float32),
-              past_key_values=cache, use_cache=cache is not None, logits_to_keep=1 if last_only else 0)
+              cache=cache, use_cache=cache is not None, logits_to_keep=1 if last_only else 0)
     return out.logits
 
 
