@@ -112,3 +112,52 @@ def test_bf16_decoder_streams_and_equals_the_training_forward(phi3_dir, codec):
         eng.end(i)
     eng.drain()
     assert all(eng.done(i) and eng.sessions[i].state.rows > 0 for i in range(2))
+
+
+# -- 3. a frozen encoder runs in eval mode ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hubert_dir(tmp_path_factory):
+    """A tiny HuBERT with every training-only behaviour switched on hard: time masking, LayerDrop, dropout."""
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    cfg = HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                       mask_time_prob=0.5, mask_time_length=2, mask_time_min_masks=1, layerdrop=0.5,
+                       hidden_dropout=0.2, attention_dropout=0.2, activation_dropout=0.2, feat_proj_dropout=0.2)
+    path = tmp_path_factory.mktemp("tiny-hubert-train")
+    HubertModel(cfg).save_pretrained(path)
+    return str(path)
+
+
+def test_frozen_hf_encoder_stays_in_eval_mode_while_training(hubert_dir, codec):
+    from asr_stream.config import EncoderConfig
+
+    base = test_sized(320)
+    enc_cfg = EncoderConfig(kind="hf", hf_name_or_path=hubert_dir, chunk_ms=320, hf_left_context_ms=320, freeze=True)
+    torch.manual_seed(0)
+    model = SpeechLLM(replace(base, encoder=enc_cfg), codec)
+    model.train()
+    assert model.training and model.llm.training and model.projector.training  # the rest does train
+    assert not model.encoder.training and not any(m.training for m in model.encoder.modules())
+    wave = torch.from_numpy(noise_audio(1.6, seed=2))[None]
+    torch.manual_seed(1)
+    a = model.encoder(wave)
+    b = model.encoder(wave)
+    assert torch.equal(a, b)  # no time masking, LayerDrop or dropout
+    model.eval()
+    assert torch.equal(model.encoder(wave), a)  # what inference sees is what training saw
+    # an unfrozen encoder does train (the same HuBERT: its training-mode forwards differ)
+    free = SpeechLLM(replace(base, encoder=replace(enc_cfg, freeze=False)), codec).train()
+    assert free.encoder.training and not torch.equal(free.encoder(wave), free.encoder(wave))
+
+
+def test_frozen_own_encoder_stays_in_eval_mode_while_training(codec):
+    base = test_sized(160)
+    model = SpeechLLM(replace(base, encoder=replace(base.encoder, dropout=0.3, spec_augment=True, freeze=True)), codec)
+    model.train()
+    assert not any(m.training for m in model.encoder.modules()) and model.llm.training
+    wave = torch.from_numpy(noise_audio(1.0, seed=3))[None]
+    wave = torch.nn.functional.pad(wave, (0, 7 * model.chunk_samples - wave.shape[1]))
+    assert torch.equal(model.encoder(wave), model.encoder(wave))
