@@ -92,6 +92,27 @@ TINY_PHI3 = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, nu
                  num_key_value_heads=4, max_position_embeddings=4096, rope_theta=10000.0)
 
 
+def pin_rope_factors(conf):
+    """Longrope checkpoints (Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini): one set of RoPE factors per model.
+
+    transformers rotates with the ``short_factor`` set when the largest position *in a call* is below
+    ``original_max_position_embeddings`` and with ``long_factor`` otherwise. A training forward sees the
+    whole utterance in one call while streaming makes many small calls, so past that threshold the two
+    would rotate the same position differently (streaming != training). We pin the short factors, always
+    (``long_factor := short_factor`` in the config; the attention scaling, computed from the length ratio,
+    is unchanged): they are what the checkpoint runs every input shorter than the threshold with (4096
+    positions for these models, about 5 minutes of audio at 12.5 source embeddings per second), so every
+    utterance a speech recipe trains and streams on behaves exactly as transformers would run it; only
+    positions past the threshold now extrapolate with the short factors instead of switching the whole
+    call to the long ones. Streams longer than that are better segmented (``mic`` cuts at pauses / 30 s).
+    Other rope types are left alone: their frequencies do not depend on the call.
+    """
+    rope = getattr(conf, "rope_parameters", None) or {}
+    if rope.get("rope_type") == "longrope" and rope.get("short_factor") is not None:
+        conf.rope_parameters = {**rope, "long_factor": list(rope["short_factor"])}
+    return conf
+
+
 def build_decoder(cfg: DecoderConfig, codec: TextCodec | None = None) -> tuple[nn.Module, TextCodec]:
     """Return (Phi3ForCausalLM, codec). Pretrained when ``cfg.name_or_path`` is set, else from ``cfg.tiny``."""
     from transformers import AutoTokenizer, Phi3Config, Phi3ForCausalLM
@@ -102,15 +123,17 @@ def build_decoder(cfg: DecoderConfig, codec: TextCodec | None = None) -> tuple[n
         try:
             if codec is None:
                 codec = TextCodec(AutoTokenizer.from_pretrained(cfg.name_or_path))
-            llm = Phi3ForCausalLM.from_pretrained(cfg.name_or_path, attn_implementation="sdpa", dtype=_DTYPES[cfg.dtype])
+            conf = pin_rope_factors(Phi3Config.from_pretrained(cfg.name_or_path))
+            llm = Phi3ForCausalLM.from_pretrained(cfg.name_or_path, config=conf, attn_implementation="sdpa",
+                                                  dtype=_DTYPES[cfg.dtype])
         except OSError as e:
             raise ValueError(f"{cfg.name_or_path}: cannot load a Phi-3 model ({str(e).splitlines()[0]})") from None
     else:
         if codec is None:
             raise ValueError("a decoder built from a tiny config needs a tokenizer (train one with train_bpe)")
         kwargs = {**TINY_PHI3, **cfg.tiny}
-        conf = Phi3Config(vocab_size=len(codec), pad_token_id=codec.pad_id, bos_token_id=codec.bos_id,
-                          eos_token_id=codec.eos_id, **kwargs)
+        conf = pin_rope_factors(Phi3Config(vocab_size=len(codec), pad_token_id=codec.pad_id, bos_token_id=codec.bos_id,
+                                           eos_token_id=codec.eos_id, **kwargs))
         conf._attn_implementation = "sdpa"
         llm = Phi3ForCausalLM(conf)
     if len(codec) > llm.config.vocab_size:

@@ -161,3 +161,49 @@ def test_frozen_own_encoder_stays_in_eval_mode_while_training(codec):
     wave = torch.from_numpy(noise_audio(1.0, seed=3))[None]
     wave = torch.nn.functional.pad(wave, (0, 7 * model.chunk_samples - wave.shape[1]))
     assert torch.equal(model.encoder(wave), model.encoder(wave))
+
+
+# -- 4. longrope Phi-3 variants (Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini) ------------------------------
+
+LONGROPE = dict(max_position_embeddings=64, original_max_position_embeddings=16,
+                rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 16,
+                                 "short_factor": [1.0, 1.0, 1.0, 1.0], "long_factor": [1.0, 3.0, 9.0, 27.0]})
+
+
+@pytest.fixture(scope="module")
+def longrope_dir(tmp_path_factory, codec):
+    return save_tiny_phi3(tmp_path_factory.mktemp("tiny-phi3-longrope"), codec, initializer_range=0.3, **LONGROPE)
+
+
+@pytest.mark.parametrize("mode", ["group", "interleaved"])
+def test_longrope_streaming_equals_training_past_the_original_length(longrope_dir, codec, mode):
+    """transformers picks short or long factors per call from the largest position in that call; the
+    decoder pins one set per model, so the utterance's training forward (positions past 16) and its
+    streaming calls (most of them below 16) rotate every position alike."""
+    model = pretrained_model(longrope_dir)
+    assert model.llm.config.rope_parameters["rope_type"] == "longrope"
+    wave = noise_audio(1.9, seed=4)  # 12 chunks x 2 embeddings: source positions up to 23 > 16
+    tokens = codec.encode(SENTENCES[0])
+    full = forward_logits(model, wave, tokens, mode=mode, k=2, phi=0.0)
+    streamed = torch.stack(stream_session(model, wave, tokens, mode=mode, k=2, phi=0.0).logits)
+    assert (streamed - full).abs().max().item() <= 1e-4
+
+
+def test_longrope_pins_the_short_factors(longrope_dir):
+    """The rule (decoder.pin_rope_factors): the checkpoint's short factors at every position, i.e. what
+    transformers itself runs for any call below original_max_position_embeddings."""
+    from transformers import Phi3ForCausalLM
+
+    from asr_stream import decoder as dec
+
+    model = pretrained_model(longrope_dir)
+    raw = Phi3ForCausalLM.from_pretrained(longrope_dir, attn_implementation="sdpa").eval()
+    x = torch.randn(1, 30, 32)
+    mask = torch.zeros(1, 30, 30).masked_fill(torch.ones(30, 30).triu(1).bool(), torch.finfo(torch.float32).min)
+    pos = torch.arange(30.0)[None]
+    with torch.no_grad():
+        ours = dec.run(model.llm, x, mask, pos)
+        short = dec.run(raw, x[:, :12], mask[:, :12, :12], pos[:, :12])  # below 16: transformers uses short
+        long = dec.run(raw, x, mask, pos)  # past 16: transformers switches the whole call to long
+    assert (ours[:, :12] - short).abs().max().item() <= 1e-5
+    assert (ours - long).abs().max().item() > 1e-2
