@@ -55,11 +55,18 @@ class TextCodec:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True).strip()
 
-    def is_boundary(self, token: int) -> bool:
-        return bool(self._boundary[token])
+    def is_boundary(self, token: int, first: bool = False) -> bool:
+        """Does emitting ``token`` complete (suffix style) / start (prefix style) a target unit?
+
+        ``first``: the token is the transcript's first. In prefix style it always starts a unit: a
+        byte-level BPE (GPT-2 style "Ġ", as Phi-4-mini's) gives the first word no marker, and without this
+        every later word would count one start fewer and see one chunk less than wait-k promises.
+        (SentencePiece marks the first word too, so nothing changes there.)"""
+        return bool(self._boundary[token]) or (first and self.style == "prefix")
 
     def boundaries(self, ids: Sequence[int]) -> list[bool]:
-        return [self.is_boundary(t) for t in ids]
+        """:meth:`is_boundary` of each token of a transcript (the first one counted as its first)."""
+        return [self.is_boundary(t, first=i == 0) for i, t in enumerate(ids)]
 
     def save(self, path: str | Path) -> None:
         self.tok.save_pretrained(str(path))

@@ -207,3 +207,67 @@ def test_longrope_pins_the_short_factors(longrope_dir):
         long = dec.run(raw, x, mask, pos)  # past 16: transformers switches the whole call to long
     assert (ours[:, :12] - short).abs().max().item() <= 1e-5
     assert (ours - long).abs().max().item() > 1e-2
+
+
+# -- 5. byte-level BPE (GPT-2 style "Ġ", as Phi-4-mini) -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def byte_level_codec():
+    """A byte-level BPE trained here: ByteLevel pre-tokenizer without a prefix space, so the first word has no "Ġ"."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(SENTENCES * 4, trainer)
+    return TextCodec(PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"))
+
+
+def first_token_rows(codec: TextCodec, tokens) -> list[int]:
+    """Index of each word's first token, read from the pieces themselves (not from TextCodec)."""
+    pieces = codec.tok.convert_ids_to_tokens(tokens)
+    return [i for i, p in enumerate(pieces) if i == 0 or p.startswith("Ġ")]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_byte_level_bpe_first_token_of_word_j_sees_k_plus_j_chunks(byte_level_codec, k):
+    codec = byte_level_codec
+    assert codec.style == "prefix"
+    text = SENTENCES[0]
+    tokens = codec.encode(text)
+    pieces = codec.tok.convert_ids_to_tokens(tokens)
+    assert not pieces[0].startswith("Ġ") and len(tokens) > len(text.split())  # the premise: no marker on word 0
+    starts = first_token_rows(codec, tokens)
+    assert len(starts) == len(text.split())
+    torch.manual_seed(0)
+    model = SpeechLLM(test_sized(160), codec).eval()
+    cs, N = model.chunk_samples, 16  # more chunks than k + words: no row is capped at N
+    E = model.embeds_per_chunk
+
+    # the training layout: row i (predicting token i) of word j's first token sees k + j chunks
+    els = training_layout("group", 0, N, E, units_done(codec.boundaries(tokens)), k, 0.0)
+    vis = {int(i): int(c) for i, c in zip(els.index[els.kind == TARGET], els.chunk[els.kind == TARGET])}
+    assert [vis[i] for i in starts] == [k + j for j in range(len(starts))]
+
+    # streaming: the same visibility in the session's cache table, and the same logits as training
+    wave = noise_audio(N * cs / 16000, seed=5)
+    s = stream_session(model, wave, tokens, mode="group", k=k)
+    tgt = s.state.elements.kind == TARGET
+    svis = {int(i): int(c) for i, c in zip(s.state.elements.index[tgt], s.state.elements.chunk[tgt])}
+    assert [svis[i] for i in starts] == [k + j for j in range(len(starts))]
+    base = torch.stack(s.logits)
+    assert (base - forward_logits(model, wave, tokens, mode="group", k=k)).abs().max().item() <= 1e-4
+
+    # and what the rows really attend to: the first token of word j depends on chunk k + j - 1, not later ones
+    rng = np.random.default_rng(0)
+    for j in range(3):
+        row, last = starts[j], k + j - 1
+        later = wave.copy()
+        later[(last + 1) * cs :] = 0.2 * rng.standard_normal(len(wave) - (last + 1) * cs).astype(np.float32)
+        assert torch.equal(torch.stack(stream_session(model, later, tokens, mode="group", k=k).logits)[row], base[row])
+        seen = wave.copy()
+        seen[last * cs : (last + 1) * cs] *= -3.0
+        assert (torch.stack(stream_session(model, seen, tokens, mode="group", k=k).logits)[row] - base[row]).abs().max() > 1e-4

@@ -321,11 +321,12 @@ class StreamingSession:
             s.ended = True
             self._flush_word()
             return
-        if self.codec.style == "prefix" and self.codec.is_boundary(nxt):
+        boundary = self.codec.is_boundary(nxt, first=not s.tokens)  # as codec.boundaries counts a transcript
+        if self.codec.style == "prefix" and boundary:
             self._flush_word()  # a new word starts: the previous one is complete
         s.tokens.append(nxt)
         s.word.append(nxt)
-        if self.codec.is_boundary(nxt):
+        if boundary:
             s.units += 1
             if self.codec.style == "suffix":
                 self._flush_word()
