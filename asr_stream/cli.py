@@ -63,8 +63,8 @@ def _print_words(words) -> None:
     print(" ".join(w.text for w in words), end=" ", flush=True)
 
 
-def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: float = 0.0,
-               mode: Literal["group", "interleaved", "batch"] = "group",
+def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] = None, phi: Optional[float] = None,
+               mode: Optional[Literal["group", "interleaved", "batch"]] = None,
                reencode: Literal["none", "position", "kv"] = "none", chunk_ms: Optional[int] = None,
                device: str = "cpu", block_ms: int = 100, realtime: bool = False, json: Optional[str] = None) -> None:
     """Stream audio files through a model and print words as they are emitted, then the final text.
@@ -72,9 +72,9 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
     Args:
         files: audio files (wav/flac/ogg; any rate; mono or multi-channel).
         model: model directory (config.json + model.safetensors + tokenizer); default: the bundled model.
-        k: wait-k in chunks.
-        phi: target-group start position.
-        mode: group, interleaved or batch.
+        k: wait-k in chunks (default: 3 if the model was trained with it, else its training k closest to 3).
+        phi: target-group start position (default: the model's training φ).
+        mode: group, interleaved or batch (default: the model's training mode).
         reencode: batch mode only: none, position or kv.
         chunk_ms: override the model's chunk length in ms.
         device: cpu or cuda.
@@ -90,13 +90,15 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
     from .audio.sources import paced_blocks
     from .evaluation.runner import stream_blocks
     from .streaming import StreamingSession
+    from .streaming.defaults import stream_config_for, training_differences
 
     _check_writable(json, "--json")
     m = _load_model(model, device, chunk_ms)
     results = []
+    cfg = stream_config_for(m, mode=mode, k=k, phi=phi, reencode=reencode)  # unset: the training values
     for f in files:
         wave = load_audio(f)
-        s = StreamingSession(m, mode=mode, k=k, phi=phi, reencode=reencode)
+        s = StreamingSession(m, cfg)
         print(f"{f}: ", end="", flush=True)
         # compute = seconds inside push/finish only: with --realtime the waits are not compute
         _, _, compute = stream_blocks(s, paced_blocks(wave, block_ms=block_ms, realtime=realtime), _print_words)
@@ -107,14 +109,15 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
                         "words": [{"text": w.text, "time_ms": w.time_ms} for w in s.words],
                         "audio_s": audio_s, "compute_s": compute, "rtf": compute / audio_s if audio_s else None})
     if json is not None:
-        settings = {"model": str(model) if model is not None else "default", "mode": mode, "k": k, "phi": phi,
-                    "reencode": reencode, "chunk_ms": m.chunk_ms, "block_ms": block_ms, "realtime": realtime,
+        settings = {"model": str(model) if model is not None else "default", "mode": cfg.mode, "k": cfg.k,
+                    "phi": cfg.phi, "as_trained": not training_differences(m.cfg, cfg), "reencode": reencode, "chunk_ms": m.chunk_ms, "block_ms": block_ms, "realtime": realtime,
                     "device": device}
         Path(json).write_text(jsonlib.dumps({"settings": settings, "files": results}, indent=2) + "\n")
 
 
-def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_devices: bool = False, k: int = 3,
-        phi: float = 0.0, mode: Literal["group", "interleaved", "batch"] = "group", chunk_ms: Optional[int] = None,
+def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_devices: bool = False,
+        k: Optional[int] = None, phi: Optional[float] = None,
+        mode: Optional[Literal["group", "interleaved", "batch"]] = None, chunk_ms: Optional[int] = None,
         device: str = "cpu", output: Optional[str] = None, block_ms: int = 100, min_silence_ms: float = 600.0,
         max_segment_s: float = 30.0) -> None:
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
@@ -123,9 +126,9 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         model: model directory; default: the bundled model.
         device_index: input device (see --list-devices); default: the system's default input.
         list_devices: list the input devices and exit.
-        k: wait-k in chunks.
-        phi: target-group start position.
-        mode: group, interleaved or batch.
+        k: wait-k in chunks (default: 3 if the model was trained with it, else its training k closest to 3).
+        phi: target-group start position (default: the model's training φ).
+        mode: group, interleaved or batch (default: the model's training mode).
         chunk_ms: override the model's chunk length in ms.
         device: cpu or cuda (where the model runs).
         output: also write the final transcript to this file.
@@ -146,7 +149,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
     _check_writable(output, "--output")
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
     m = _load_model(model, device, chunk_ms)
-    session = StreamingSession(m, mode=mode, k=k, phi=phi)
+    session = StreamingSession(m, mode=mode, k=k, phi=phi)  # unset: the training values
     print("listening... (Ctrl-C to stop)", file=sys.stderr, flush=True)
     text = run_live(session, blocks, _print_words, segmenter=Segmenter(min_silence_ms=min_silence_ms),
                     max_segment_s=max_segment_s)
@@ -266,6 +269,25 @@ def build_parser():
     return parser
 
 
+def _announce_training_mismatches() -> None:
+    """Print each TrainingMismatchWarning once, as one line on stderr; other warnings as Python prints them."""
+    import warnings
+
+    from .config import TrainingMismatchWarning
+
+    python_show, seen = warnings.showwarning, set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, TrainingMismatchWarning):
+            python_show(message, category, filename, lineno, file, line)
+        elif str(message) not in seen:  # once per message, however many sessions (files, utterances) repeat it
+            seen.add(str(message))
+            print(f"asr-stream: warning: {message}", file=sys.stderr, flush=True)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", TrainingMismatchWarning)  # deduplicated above (Python's "once" is per module)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "train":  # LightningCLI owns its own parser and reads sys.argv itself
@@ -275,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         train_main(None)
         return
     args = vars(build_parser().parse_args(argv))
+    _announce_training_mismatches()
     fn = args.pop("_fn")
     args.pop("command")
     try:

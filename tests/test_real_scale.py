@@ -271,3 +271,86 @@ def test_byte_level_bpe_first_token_of_word_j_sees_k_plus_j_chunks(byte_level_co
         seen = wave.copy()
         seen[last * cs : (last + 1) * cs] *= -3.0
         assert (torch.stack(stream_session(model, seen, tokens, mode="group", k=k).logits)[row] - base[row]).abs().max() > 1e-4
+
+
+# -- 2. inference follows training ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def phi256_dir(tmp_path_factory, codec):
+    """A model trained (as its config.json records) at φ = 256 with k in {1, 2}."""
+    torch.manual_seed(0)
+    model = SpeechLLM(replace(test_sized(160), phi=256.0, train_k=(1, 2)), codec)
+    return model.save(tmp_path_factory.mktemp("phi256"))
+
+
+def test_default_k_rule():
+    from asr_stream.streaming.defaults import default_k
+
+    assert default_k((1, 2, 3, 5)) == 3
+    assert default_k((1, 2)) == 2
+    assert default_k((2, 4)) == 4  # a tie goes to the larger k
+    assert default_k((5, 9)) == 5
+
+
+def test_streaming_defaults_to_the_training_phi_mode_and_k(phi256_dir, codec):
+    import warnings
+
+    from asr_stream.config import StreamConfig, TrainingMismatchWarning
+
+    model = SpeechLLM.load(phi256_dir)
+    assert (model.cfg.phi, model.cfg.train_k, model.cfg.train_mode) == (256.0, (1, 2), "group")
+    wave = noise_audio(1.9, seed=6)
+    tokens = codec.encode(SENTENCES[3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingMismatchWarning)  # defaults and matching values never warn
+        default = stream_session(model, wave, tokens)
+        explicit = stream_session(model, wave, tokens, mode="group", k=2, phi=256.0)
+        assert (default.cfg.mode, default.cfg.k, default.cfg.phi) == ("group", 2, 256.0)
+        batched = BatchedStreams(model, 2).cfg
+        assert (batched.mode, batched.k, batched.phi) == ("group", 2, 256.0)
+        assert StreamingSession(model, StreamConfig(k=1)).cfg.phi == 256.0  # a StreamConfig's unset fields too
+    assert torch.equal(torch.stack(default.logits), torch.stack(explicit.logits))
+    with pytest.warns(TrainingMismatchWarning, match=r"phi=0 \(trained: 256\)"):
+        at_zero = stream_session(model, wave, tokens, phi=0.0)
+    assert (torch.stack(at_zero.logits) - torch.stack(default.logits)).abs().max() > 1e-3
+    with pytest.warns(TrainingMismatchWarning, match=r"k=3 \(trained: 1 2\)"):
+        StreamingSession(model, k=3)
+    with pytest.warns(TrainingMismatchWarning, match=r"mode=interleaved \(trained: group\)"):
+        StreamingSession(model, mode="interleaved")
+    with pytest.warns(TrainingMismatchWarning, match="phi=0"):
+        BatchedStreams(model, 2, StreamConfig(phi=0.0))
+
+
+def test_cli_and_sweep_default_to_training_and_announce_the_rest(phi256_dir, tmp_path, capsys):
+    import csv
+    import json
+
+    import soundfile as sf
+
+    from asr_stream.cli import main
+    from asr_stream.data import Utterance
+    from asr_stream.evaluation.sweep import run_sweep
+    from asr_stream.evaluation.runner import Setting
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, noise_audio(0.8, seed=1), 16000)
+    main(["transcribe", str(wav), "--model", str(phi256_dir), "--json", str(tmp_path / "a.json")])
+    settings = json.loads((tmp_path / "a.json").read_text())["settings"]
+    assert (settings["mode"], settings["k"], settings["phi"], settings["as_trained"]) == ("group", 2, 256.0, True)
+    assert "warning" not in capsys.readouterr().err
+    main(["transcribe", str(wav), str(wav), "--model", str(phi256_dir), "--phi", "0", "--json", str(tmp_path / "b.json")])
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert err == ["asr-stream: warning: streaming differently from how the model was trained: phi=0 (trained: 256) "
+                   "(expect a higher error rate)"]  # one line, once for two files
+    assert json.loads((tmp_path / "b.json").read_text())["settings"]["as_trained"] is False
+
+    model = SpeechLLM.load(phi256_dir)
+    utts = [Utterance("u0", wav, "A SMALL MODEL", 0.8)]
+    with pytest.warns(Warning):  # the φ = 0 cell announces itself
+        run_sweep(lambda mode: model, utts, [Setting("group", 2, 256.0), Setting("group", 2, 0.0)], tmp_path / "sw",
+                  progress=False)
+    rows = list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))
+    assert [(r["phi"], r["as_trained"], r["train_phi"], r["differences"]) for r in rows] == [
+        ("256.0", "True", "256.0", ""), ("0.0", "False", "256.0", "phi=0 (trained: 256)")]
+    md = (tmp_path / "sw" / "results.md").read_text()
+    assert "| as trained |" in md and "| yes |" in md and "| no: phi=0 (trained: 256) |" in md
