@@ -354,3 +354,24 @@ def test_cli_and_sweep_default_to_training_and_announce_the_rest(phi256_dir, tmp
         ("256.0", "True", "256.0", ""), ("0.0", "False", "256.0", "phi=0 (trained: 256)")]
     md = (tmp_path / "sw" / "results.md").read_text()
     assert "| as trained |" in md and "| yes |" in md and "| no: phi=0 (trained: 256) |" in md
+
+
+# -- 6. the HF encoder's left context: its cost, and why it is not cached --------------------------------
+
+def test_hf_encoder_context_benchmark_runs_and_backs_the_no_cache_decision(tmp_path):
+    """benchmarks/hf_encoder_context.py at tiny size: the figures README and design.md quote come from it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "hf_encoder_context.py"
+    spec = importlib.util.spec_from_file_location("hf_encoder_context", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.main(["--size", "tiny", "--seconds", "1.6", "--json", str(tmp_path / "r.json")])
+    assert res["window_samples"] == 15360 + 5120 + 80 and res["frame_ratio"] == 4.0
+    assert res["stream_context_ms_per_chunk"] > 0 and (tmp_path / "r.json").exists()
+    assert 0.1 < res["large_conv_mac_share"] < 0.2  # HuBERT-large: the conv front end is ~14 % of a window
+    # a chunk's hidden states change once the next chunk is in the window: not reusable as cached K/V
+    assert res["context_hidden_rel_diff"] > 1e-2
+    # a layer-norm front end without hf_normalize: conv features reusable except each chunk's last frame
+    assert res["conv_features_rel_diff_all_but_last_frame"] <= 1e-5 < 1e-2 < res["conv_features_rel_diff_last_frame"]
