@@ -64,6 +64,7 @@ class SpeechLLM(nn.Module):
             raise ValueError("projector.ctc_embed needs the CTC head: set ctc_weight > 0")
         if cfg.encoder.freeze:
             self.encoder.requires_grad_(False)
+            self.encoder.eval()  # from the start: Lightning captures and restores submodule modes (see train())
         self.prompt_ids: list[int] = self.codec.encode(cfg.prompt) if cfg.prompt else []
 
     def train(self, mode: bool = True) -> "SpeechLLM":

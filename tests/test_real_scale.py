@@ -138,6 +138,7 @@ def test_frozen_hf_encoder_stays_in_eval_mode_while_training(hubert_dir, codec):
     enc_cfg = EncoderConfig(kind="hf", hf_name_or_path=hubert_dir, chunk_ms=320, hf_left_context_ms=320, freeze=True)
     torch.manual_seed(0)
     model = SpeechLLM(replace(base, encoder=enc_cfg), codec)
+    assert not model.encoder.training  # from construction on (Lightning restores captured submodule modes)
     model.train()
     assert model.training and model.llm.training and model.projector.training  # the rest does train
     assert not model.encoder.training and not any(m.training for m in model.encoder.modules())
