@@ -1,9 +1,9 @@
 """Stream settings follow the model's training unless chosen otherwise: the one place that decides.
 
 A model directory records how it was trained (``ModelConfig.train_mode``, ``train_k``, ``phi``). Streaming
-a model at a φ or in a mode it was not trained with costs accuracy silently (on the synthetic corpus a
-model trained at φ = 256 and streamed at φ = 0 loses about 90 % WER), so every entry point (``StreamingSession``,
-``BatchedStreams``, ``transcribe``, ``mic``, ``eval``, ``sweep``) resolves its settings here:
+a model at a φ or in a mode it was not trained with costs accuracy without any other sign (a φ = 256 model
+used to stream at φ = 0 by default), so every entry point (``StreamingSession``, ``BatchedStreams``,
+``transcribe``, ``mic``, ``eval``, ``sweep``) resolves its settings here:
 
 - a setting left at None takes the training value: mode = ``train_mode``, φ = ``phi``, and k = 3 when the
   model was trained with k = 3, else the training k closest to 3 (the larger on a tie: more audio per word);
