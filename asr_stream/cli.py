@@ -111,8 +111,8 @@ def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tup
     return spent, check.warnings()
 
 
-def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: float = 0.0,
-               mode: Literal["group", "interleaved", "batch"] = "group",
+def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] = None, phi: Optional[float] = None,
+               mode: Optional[Literal["group", "interleaved", "batch"]] = None,
                reencode: Literal["none", "position", "kv"] = "none", chunk_ms: Optional[int] = None,
                device: str = "cpu", block_ms: int = 100, realtime: bool = False,
                format: list[Literal["txt", "json", "srt", "vtt"]] = [],  # noqa: B006
@@ -127,9 +127,9 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
     Args:
         files: audio files (wav/flac/ogg/mp3; any rate; mono or multi-channel; any length).
         model: model directory (config.json + model.safetensors + tokenizer); default: the bundled model.
-        k: wait-k in chunks.
-        phi: target-group start position.
-        mode: group, interleaved or batch.
+        k: wait-k in chunks (default: 3 if the model was trained with it, else its training k closest to 3).
+        phi: target-group start position (default: the model's training φ).
+        mode: group, interleaved or batch (default: the model's training mode).
         reencode: batch mode only: none, position or kv.
         chunk_ms: override the model's chunk length in ms.
         device: cpu or cuda.
@@ -152,6 +152,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
     from .streaming import StreamingSession
     from .streaming.segment import SegmentedSession
     from .transcript import atomic_write, check_outputs, render
+    from .streaming.defaults import stream_config_for, training_differences
 
     endpoint = _endpoint(no_segment, min_silence_ms, max_segment_s)
     out_dir = Path(output_dir) if output_dir is not None else Path(".")
@@ -167,8 +168,10 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
             out_dir.mkdir()
     check_outputs(files, [p for ps in targets.values() for p in ps] + ([json] if json is not None else []))
     m = _load_model(model, device, chunk_ms)
-    settings = {"model": str(model) if model is not None else "default", "mode": mode, "k": k, "phi": phi,
-                "reencode": reencode, "chunk_ms": m.chunk_ms, "block_ms": block_ms, "realtime": realtime,
+    cfg = stream_config_for(m, mode=mode, k=k, phi=phi, reencode=reencode)  # unset: the training values
+    settings = {"model": str(model) if model is not None else "default", "mode": cfg.mode, "k": cfg.k, "phi": cfg.phi,
+                "as_trained": not training_differences(m.cfg, cfg), "reencode": reencode, "chunk_ms": m.chunk_ms,
+                "block_ms": block_ms, "realtime": realtime,
                 "device": device, "segmentation": None if endpoint is None else {"min_silence_ms": endpoint.min_silence_ms,
                                                                                   "max_segment_s": endpoint.max_segment_s}}
     results, failed = [], []
@@ -186,7 +189,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
             failed.append({"file": str(f), "error": str(e).splitlines()[0]})
             save_combined()
             continue
-        stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi, reencode=reencode), endpoint)
+        stream = SegmentedSession(StreamingSession(m, cfg), endpoint)
         print(f"{f}: ", end="", flush=True)
         error = None
         try:
@@ -223,8 +226,9 @@ def transcribe(files: list[str], model: Optional[str] = None, k: int = 3, phi: f
         sys.exit(1)
 
 
-def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_devices: bool = False, k: int = 3,
-        phi: float = 0.0, mode: Literal["group", "interleaved", "batch"] = "group", chunk_ms: Optional[int] = None,
+def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_devices: bool = False,
+        k: Optional[int] = None, phi: Optional[float] = None,
+        mode: Optional[Literal["group", "interleaved", "batch"]] = None, chunk_ms: Optional[int] = None,
         device: str = "cpu", output: Optional[str] = None, block_ms: int = 100, min_silence_ms: float = 300.0,
         max_segment_s: float = 20.0) -> None:
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
@@ -233,9 +237,9 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         model: model directory; default: the bundled model.
         device_index: input device (see --list-devices); default: the system's default input.
         list_devices: list the input devices and exit.
-        k: wait-k in chunks.
-        phi: target-group start position.
-        mode: group, interleaved or batch.
+        k: wait-k in chunks (default: 3 if the model was trained with it, else its training k closest to 3).
+        phi: target-group start position (default: the model's training φ).
+        mode: group, interleaved or batch (default: the model's training mode).
         chunk_ms: override the model's chunk length in ms.
         device: cpu or cuda (where the model runs).
         output: also write the transcript to this file, word by word as they are emitted (any stop keeps them).
@@ -260,7 +264,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         check_outputs([], [output])
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
     m = _load_model(model, device, chunk_ms)
-    stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi), endpoint)
+    stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi), endpoint)  # unset: the training values
     out = open(output, "w") if output is not None else None  # noqa: SIM115 - kept open while listening
 
     def on_words(words) -> None:
@@ -395,6 +399,25 @@ def build_parser():
     return parser
 
 
+def _announce_training_mismatches() -> None:
+    """Print each TrainingMismatchWarning once, as one line on stderr; other warnings as Python prints them."""
+    import warnings
+
+    from .config import TrainingMismatchWarning
+
+    python_show, seen = warnings.showwarning, set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, TrainingMismatchWarning):
+            python_show(message, category, filename, lineno, file, line)
+        elif str(message) not in seen:  # once per message, however many sessions (files, utterances) repeat it
+            seen.add(str(message))
+            print(f"asr-stream: warning: {message}", file=sys.stderr, flush=True)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", TrainingMismatchWarning)  # deduplicated above (Python's "once" is per module)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "train":  # LightningCLI owns its own parser and reads sys.argv itself
@@ -404,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         train_main(None)
         return
     args = vars(build_parser().parse_args(argv))
+    _announce_training_mismatches()
     fn = args.pop("_fn")
     args.pop("command")
     try:

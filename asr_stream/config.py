@@ -126,16 +126,26 @@ class ModelConfig:
     """Target-group position offset used in training (group mode)."""
 
 
+class TrainingMismatchWarning(UserWarning):
+    """A stream setting chosen explicitly that differs from how the model was trained (φ, mode, k)."""
+
+
 @dataclass(frozen=True)
 class StreamConfig:
-    """How a streaming session reads and writes."""
+    """How a streaming session reads and writes.
 
-    mode: Mode = "group"
-    """group: group positions + wait-k mask; interleaved: arrival order, causal; batch: batch positions."""
-    k: int = 3
-    """Wait-k: target word j is written after reading min(k + j, N) chunks."""
-    phi: float = 0.0
-    """Target-group start position (group mode); any float >= 0."""
+    ``mode``, ``k`` and ``phi`` left at None take the model's training values
+    (:func:`asr_stream.streaming.defaults.stream_config_for`); values given explicitly are used as they are,
+    with a :class:`TrainingMismatchWarning` where they differ from the training."""
+
+    mode: Mode | None = None
+    """group: group positions + wait-k mask; interleaved: arrival order, causal; batch: batch positions.
+    None: the model's ``train_mode``."""
+    k: int | None = None
+    """Wait-k: target word j is written after reading min(k + j, N) chunks. None: 3 if the model was trained
+    with k = 3, else the training k closest to 3 (the larger on a tie)."""
+    phi: float | None = None
+    """Target-group start position (group mode); any float >= 0. None: the model's training φ."""
     reencode: Reencode = "none"
     """Batch mode only: re-encode nothing, target positions, or the whole KV cache at each new chunk."""
     max_tokens_per_s: float = 12.0

@@ -55,11 +55,18 @@ class TextCodec:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True).strip()
 
-    def is_boundary(self, token: int) -> bool:
-        return bool(self._boundary[token])
+    def is_boundary(self, token: int, first: bool = False) -> bool:
+        """Does emitting ``token`` complete (suffix style) / start (prefix style) a target unit?
+
+        ``first``: the token is the transcript's first. In prefix style it always starts a unit: a
+        byte-level BPE (GPT-2 style "Ġ", as Phi-4-mini's) gives the first word no marker, and without this
+        every later word would count one start fewer and see one chunk less than wait-k promises.
+        (SentencePiece marks the first word too, so nothing changes there.)"""
+        return bool(self._boundary[token]) or (first and self.style == "prefix")
 
     def boundaries(self, ids: Sequence[int]) -> list[bool]:
-        return [self.is_boundary(t) for t in ids]
+        """:meth:`is_boundary` of each token of a transcript (the first one counted as its first)."""
+        return [self.is_boundary(t, first=i == 0) for i, t in enumerate(ids)]
 
     def save(self, path: str | Path) -> None:
         self.tok.save_pretrained(str(path))
@@ -92,6 +99,27 @@ TINY_PHI3 = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, nu
                  num_key_value_heads=4, max_position_embeddings=4096, rope_theta=10000.0)
 
 
+def pin_rope_factors(conf):
+    """Longrope checkpoints (Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini): one set of RoPE factors per model.
+
+    transformers rotates with the ``short_factor`` set when the largest position *in a call* is below
+    ``original_max_position_embeddings`` and with ``long_factor`` otherwise. A training forward sees the
+    whole utterance in one call while streaming makes many small calls, so past that threshold the two
+    would rotate the same position differently (streaming != training). We pin the short factors, always
+    (``long_factor := short_factor`` in the config; the attention scaling, computed from the length ratio,
+    is unchanged): they are what the checkpoint runs every input shorter than the threshold with (4096
+    positions for these models, about 5 minutes of audio at 12.5 source embeddings per second), so every
+    utterance a speech recipe trains and streams on behaves exactly as transformers would run it; only
+    positions past the threshold now extrapolate with the short factors instead of switching the whole
+    call to the long ones. Streams longer than that are better segmented (``mic`` cuts at pauses / 30 s).
+    Other rope types are left alone: their frequencies do not depend on the call.
+    """
+    rope = getattr(conf, "rope_parameters", None) or {}
+    if rope.get("rope_type") == "longrope" and rope.get("short_factor") is not None:
+        conf.rope_parameters = {**rope, "long_factor": list(rope["short_factor"])}
+    return conf
+
+
 def build_decoder(cfg: DecoderConfig, codec: TextCodec | None = None) -> tuple[nn.Module, TextCodec]:
     """Return (Phi3ForCausalLM, codec). Pretrained when ``cfg.name_or_path`` is set, else from ``cfg.tiny``."""
     from transformers import AutoTokenizer, Phi3Config, Phi3ForCausalLM
@@ -102,15 +130,17 @@ def build_decoder(cfg: DecoderConfig, codec: TextCodec | None = None) -> tuple[n
         try:
             if codec is None:
                 codec = TextCodec(AutoTokenizer.from_pretrained(cfg.name_or_path))
-            llm = Phi3ForCausalLM.from_pretrained(cfg.name_or_path, attn_implementation="sdpa", dtype=_DTYPES[cfg.dtype])
+            conf = pin_rope_factors(Phi3Config.from_pretrained(cfg.name_or_path))
+            llm = Phi3ForCausalLM.from_pretrained(cfg.name_or_path, config=conf, attn_implementation="sdpa",
+                                                  dtype=_DTYPES[cfg.dtype])
         except OSError as e:
             raise ValueError(f"{cfg.name_or_path}: cannot load a Phi-3 model ({str(e).splitlines()[0]})") from None
     else:
         if codec is None:
             raise ValueError("a decoder built from a tiny config needs a tokenizer (train one with train_bpe)")
         kwargs = {**TINY_PHI3, **cfg.tiny}
-        conf = Phi3Config(vocab_size=len(codec), pad_token_id=codec.pad_id, bos_token_id=codec.bos_id,
-                          eos_token_id=codec.eos_id, **kwargs)
+        conf = pin_rope_factors(Phi3Config(vocab_size=len(codec), pad_token_id=codec.pad_id, bos_token_id=codec.bos_id,
+                                           eos_token_id=codec.eos_id, **kwargs))
         conf._attn_implementation = "sdpa"
         llm = Phi3ForCausalLM(conf)
     if len(codec) > llm.config.vocab_size:
@@ -186,7 +216,7 @@ def run(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, positions: tor
     positions (B, Q) float. Appends to ``cache`` when given. Returns logits (B, Q, V), or (B, 1, V) for the
     last row only with ``last_only`` (the LM head then runs on one row: all a streaming step consumes)."""
     out = llm(inputs_embeds=embeds, attention_mask=mask[:, None].to(embeds.dtype), position_ids=positions.to(torch.float32),
-              past_key_values=cache, use_cache=cache is not None, logits_to_keep=1 if last_only else 0)
+              cache=cache, use_cache=cache is not None, logits_to_keep=1 if last_only else 0)
     return out.logits
 
 

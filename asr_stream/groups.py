@@ -9,7 +9,8 @@ Vocabulary
   tokens, and every token of word j is predicted from a row with c_i = j (exact wait-k). With a
   word-start tokenizer (SentencePiece "▁", byte-level "Ġ") the end of a word is only known when the
   next word starts; we count word-start tokens, so the first token of word j sees exactly k + j chunks
-  and its other tokens one chunk more (never less).
+  and its other tokens one chunk more (never less). The transcript's first token always counts as a
+  word start (``TextCodec.boundaries``): a byte-level BPE gives the first word no "Ġ".
 - **visibility** v_i = min(k + c_i, N): the audio chunks target row i may attend to (wait-k). This one
   function, :func:`visible_chunks`, is used by training layouts and the streaming policy alike.
 

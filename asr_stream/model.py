@@ -64,7 +64,19 @@ class SpeechLLM(nn.Module):
             raise ValueError("projector.ctc_embed needs the CTC head: set ctc_weight > 0")
         if cfg.encoder.freeze:
             self.encoder.requires_grad_(False)
+            self.encoder.eval()  # from the start: Lightning captures and restores submodule modes (see train())
         self.prompt_ids: list[int] = self.codec.encode(cfg.prompt) if cfg.prompt else []
+
+    def train(self, mode: bool = True) -> "SpeechLLM":
+        """Like ``nn.Module.train``, except that a frozen encoder (``encoder.freeze``) always stays in eval mode.
+
+        ``requires_grad_(False)`` alone would leave a frozen encoder's training-only behaviour on while the
+        rest trains (HuBERT/wav2vec2: time masking, LayerDrop, dropout; ours: dropout, SpecAugment), so the
+        decoder would learn from encoder outputs it never sees at inference."""
+        super().train(mode)
+        if self.cfg.encoder.freeze:
+            self.encoder.eval()
+        return self
 
     # -- geometry -------------------------------------------------------------------------------
     @property

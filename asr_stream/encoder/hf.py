@@ -4,7 +4,10 @@ Each chunk is encoded on its own window: [left context | chunk | right pad], whe
 the previous ``hf_left_context_ms`` of audio (zeros before the stream starts) and the right pad is
 ``receptive_field - stride`` zeros so the chunk yields exactly ``chunk_samples / stride`` frames. Only
 the chunk's own frames are kept. A chunk's output therefore depends on the chunk and its past only, and
-is never recomputed. Cost: (context + chunk) / chunk times the work of one pass.
+is never recomputed. Cost: the context is re-encoded for every chunk, (context + chunk + rf - stride) / chunk
+times the samples of one pass (4.02 at 960 / 320 ms); none of it can be reused exactly (bidirectional
+attention, the centred positional conv and per-window normalisation all see the chunk after it): see
+``benchmarks/hf_encoder_context.py`` and docs/design.md.
 """
 
 from __future__ import annotations

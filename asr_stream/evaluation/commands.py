@@ -33,17 +33,18 @@ def _print_summary(s: dict) -> None:
              if pr else ""))
 
 
-def eval_cmd(data: str, model: Optional[str] = None, mode: ModeName = "group", k: int = 3, phi: float = 0.0,
-             chunk_ms: Optional[int] = None, output: Optional[str] = None, limit: Optional[int] = None,
-             device: str = "cpu", segment: Literal["auto", "on", "off"] = "auto") -> dict:
+def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[ModeName] = None, k: Optional[int] = None,
+             phi: Optional[float] = None, chunk_ms: Optional[int] = None, output: Optional[str] = None,
+             limit: Optional[int] = None, device: str = "cpu", segment: Literal["auto", "on", "off"] = "auto") -> dict:
     """Evaluate one setting with the real streaming session: WER, AL/LAAL (also computation-aware), RTF.
 
     Args:
         data: a JSONL manifest, or librispeech:ROOT:SPLIT[,SPLIT...].
         model: model directory (default: the bundled model).
-        mode: group, interleaved, batch (no re-encoding), batch-position or batch-kv (re-encoding baselines).
-        k: wait-k in chunks.
-        phi: target-group start position (group mode).
+        mode: group, interleaved, batch (no re-encoding), batch-position or batch-kv (re-encoding baselines)
+            (default: the model's training mode).
+        k: wait-k in chunks (default: 3 if the model was trained with it, else its training k closest to 3).
+        phi: target-group start position, group mode (default: the model's training φ).
         chunk_ms: override the model's chunk length.
         output: directory for records.jsonl (one per utterance) and summary.json; a rerun resumes.
         limit: evaluate only the first N utterances.
@@ -60,18 +61,21 @@ def eval_cmd(data: str, model: Optional[str] = None, mode: ModeName = "group", k
     return s
 
 
-def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: list[ModeName] = ["group"],  # noqa: B006
-              ks: list[int] = [1, 3, 5], phis: list[float] = [0.0], chunk_ms: list[int] = [],  # noqa: B006
+def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: Optional[list[ModeName]] = None,
+              ks: Optional[list[int]] = None, phis: Optional[list[float]] = None, chunk_ms: list[int] = [],  # noqa: B006
               mode_models: dict[str, str] = {}, limit: Optional[int] = None, device: str = "cpu") -> None:  # noqa: B006
     """A grid of evaluations (mode × k × φ × chunk) with tables (CSV/JSON/markdown) and plots; resumable.
+
+    Tables say, per cell, whether it streams as its model was trained (column as_trained) and how not.
 
     Args:
         data: a JSONL manifest, or librispeech:ROOT:SPLIT[,SPLIT...].
         output: sweep directory (cells/, results.csv/json/md, wer_vs_k.png, wer_vs_laal.png).
         model: model directory used for every mode without an entry in mode_models (default: bundled model).
-        modes: settings to run: group, interleaved, batch, batch-position, batch-kv.
-        ks: wait-k values.
-        phis: target-group offsets φ.
+        modes: settings to run: group, interleaved, batch, batch-position, batch-kv (default: the training mode
+            of --model).
+        ks: wait-k values (default: each mode's model's training k values).
+        phis: target-group offsets φ (default: each mode's model's training φ).
         chunk_ms: chunk lengths in ms (empty: the model's own).
         mode_models: per-mode model directories, e.g. {"interleaved": "exp/inter/model"} (the paper trains each mode
             with its own layout; batch-position and batch-kv fall back to the "batch" entry).
@@ -84,14 +88,18 @@ def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: list[M
     utts = read_corpus(data)[:limit]
     cache: dict[str, object] = {}
 
-    def load_model(mode: str):
-        path = mode_models.get(mode) or mode_models.get(mode.split("-")[0]) or model
+    def load_model(mode: Optional[str]):
+        path = (mode_models.get(mode) or mode_models.get(mode.split("-")[0]) if mode else None) or model
         if path not in cache:
             cache.clear()  # one model in memory at a time
             cache[path] = _load(path, device)
         return cache[path]
 
-    rows = run_sweep(load_model, utts, grid(modes, ks, phis, chunk_ms or [None]), output)
+    settings = []
+    for mode in modes or [load_model(None).cfg.train_mode]:
+        mc = load_model(mode).cfg  # unset axes: what this mode's model was trained with
+        settings += grid([mode], ks or sorted(mc.train_k), phis or [mc.phi], chunk_ms or [None])
+    rows = run_sweep(load_model, utts, settings, output)
     from pathlib import Path
 
     print((Path(output) / "results.md").read_text())

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..audio.io import load_audio
 from ..config import StreamConfig
+from ..streaming.defaults import stream_config_for, training_differences
 from ..data import Utterance
 from .latency import LatencyRecord, aggregate, pr_summary, real_time_factor, word_lags
 from .wer import normalize_text, wer_details
@@ -29,23 +30,32 @@ SETTINGS = ("group", "interleaved", "batch", "batch-position", "batch-kv")
 
 @dataclass(frozen=True)
 class Setting:
-    """One evaluation cell: mode (with the batch re-encoding variant), k, φ and chunk length."""
+    """One evaluation cell: mode (with the batch re-encoding variant), k, φ and chunk length.
 
-    mode: str = "group"  # one of SETTINGS
-    k: int = 3
-    phi: float = 0.0
+    mode, k and phi left at None take the model's training values (:meth:`resolved`)."""
+
+    mode: Optional[str] = None  # one of SETTINGS
+    k: Optional[int] = None
+    phi: Optional[float] = None
     chunk_ms: Optional[int] = None  # None: the model's own
 
     def stream_config(self) -> StreamConfig:
-        if self.mode not in SETTINGS:
+        if self.mode is not None and self.mode not in SETTINGS:
             raise ValueError(f"unknown mode {self.mode!r} (expected one of {SETTINGS})")
-        mode, _, reencode = self.mode.partition("-")
-        return StreamConfig(mode=mode, k=self.k, phi=self.phi, reencode=reencode or "none")  # type: ignore[arg-type]
+        mode, _, reencode = (self.mode or "").partition("-")
+        return StreamConfig(mode=mode or None, k=self.k, phi=self.phi, reencode=reencode or "none")  # type: ignore[arg-type]
+
+    def resolved(self, model, warn: bool = True) -> tuple["Setting", StreamConfig]:
+        """This setting with the model's training values filled in, and its stream config (an explicit
+        value that differs from the training raises a TrainingMismatchWarning unless ``warn`` is False)."""
+        cfg = stream_config_for(model, self.stream_config(), warn=warn)
+        mode = cfg.mode if cfg.reencode == "none" else f"{cfg.mode}-{cfg.reencode}"
+        return Setting(mode, cfg.k, cfg.phi, self.chunk_ms), cfg
 
     @property
     def name(self) -> str:
         chunk = f"-c{self.chunk_ms}" if self.chunk_ms else ""
-        return f"{self.mode}-k{self.k}-phi{self.phi:g}{chunk}"
+        return f"{self.mode or 'trained'}-k{self.k if self.k is not None else 'T'}-phi{'T' if self.phi is None else f'{self.phi:g}'}{chunk}"
 
 
 def stream_blocks(session, blocks: Iterable[np.ndarray], on_words: Optional[Callable[[list], None]] = None) -> tuple[list, list[float], float]:
@@ -89,7 +99,7 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
 
     if setting.chunk_ms:
         model.set_chunk_ms(setting.chunk_ms)
-    cfg = setting.stream_config()
+    setting, cfg = setting.resolved(model)  # None: the model's training values; a different explicit value warns
     out = Path(out_dir) if out_dir else None
     records: dict[str, dict] = {}
     rec_file = None
@@ -132,7 +142,10 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
             rec_file.close()
     rows = [records[u.id] for u in utts if u.id in records]
     summary = summarize(rows)
-    summary.update({"setting": asdict(setting), "name": setting.name})
+    mc = model.cfg
+    summary.update({"setting": asdict(setting), "name": setting.name,
+                    "training": {"mode": mc.train_mode, "k": list(mc.train_k), "phi": mc.phi,
+                                 "differences": training_differences(mc, cfg)}})
     if out is not None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

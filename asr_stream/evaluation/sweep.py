@@ -15,8 +15,10 @@ from typing import Mapping, Optional, Sequence
 
 from .runner import Setting, evaluate
 
-COLUMNS = ["name", "mode", "k", "phi", "chunk_ms", "utterances", "wer", "substitutions", "deletions", "insertions",
-           "AL", "LAAL", "AL_CA", "LAAL_CA", "first_word_delay", "last_word_delay", "PR50", "PR90", "rtf"]
+COLUMNS = ["name", "mode", "k", "phi", "chunk_ms", "as_trained", "train_mode", "train_k", "train_phi", "utterances",
+           "wer", "substitutions", "deletions", "insertions", "AL", "LAAL", "AL_CA", "LAAL_CA", "first_word_delay",
+           "last_word_delay", "PR50", "PR90", "rtf"]
+TRAINING = ("as_trained", "train_mode", "train_k", "train_phi")  # from the cell's model (``summary["training"]``)
 
 
 def grid(modes: Sequence[str], ks: Sequence[int], phis: Sequence[float], chunks: Sequence[Optional[int]]) -> list[Setting]:
@@ -47,8 +49,13 @@ def run_sweep(load_model, utts, settings: Sequence[Setting], out_dir: str | Path
 
 def flat(row: Mapping) -> dict:
     s = row["setting"]
+    t = row.get("training")  # absent in cells written before it was recorded
+    trained = {"as_trained": None, "train_mode": None, "train_k": None, "train_phi": None} if t is None else {
+        "as_trained": not t["differences"], "train_mode": t["mode"], "train_k": " ".join(str(k) for k in t["k"]),
+        "train_phi": t["phi"]}
     return {"name": row["name"], "mode": s["mode"], "k": s["k"], "phi": s["phi"], "chunk_ms": s["chunk_ms"] or "",
-            **{c: row.get(c) for c in COLUMNS if c not in ("name", "mode", "k", "phi", "chunk_ms")}}
+            **trained, **{c: row.get(c) for c in COLUMNS if c not in ("name", "mode", "k", "phi", "chunk_ms") + TRAINING},
+            "differences": "; ".join(t["differences"]) if t else None}
 
 
 def _fmt(v) -> str:
@@ -63,15 +70,16 @@ def write_tables(rows: Sequence[Mapping], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table = [flat(r) for r in rows]
     with (out / "results.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=COLUMNS + ["differences"])
         w.writeheader()
         w.writerows(table)
     (out / "results.json").write_text(json.dumps(table, indent=2))
-    lines = ["| mode | k | φ | chunk ms | WER % | S/D/I | AL ms | LAAL ms | LAAL-CA ms | first ms | last ms | PR50 ms "
-             "| PR90 ms | RTF |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| mode | k | φ | chunk ms | as trained | WER % | S/D/I | AL ms | LAAL ms | LAAL-CA ms | first ms | last ms "
+             "| PR50 ms | PR90 ms | RTF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in table:
-        lines.append(f"| {t['mode']} | {t['k']} | {t['phi']:g} | {t['chunk_ms']} | {100 * t['wer']:.1f} | "
+        trained = "–" if t["as_trained"] is None else "yes" if t["as_trained"] else f"no: {t['differences']}"
+        lines.append(f"| {t['mode']} | {t['k']} | {t['phi']:g} | {t['chunk_ms']} | {trained} | {100 * t['wer']:.1f} | "
                      f"{t['substitutions']}/{t['deletions']}/{t['insertions']} | {_fmt(t['AL'])} | {_fmt(t['LAAL'])} | "
                      f"{_fmt(t['LAAL_CA'])} | {_fmt(t['first_word_delay'])} | {_fmt(t['last_word_delay'])} | "
                      f"{_fmt(t['PR50'])} | {_fmt(t['PR90'])} | {_fmt(t['rtf'])} |")

@@ -24,7 +24,8 @@ import torch
 
 from .. import decoder as dec
 from ..config import StreamConfig
-from ..groups import MODES, PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements, visible_chunks
+from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements, visible_chunks
+from .defaults import stream_config_for
 from .policy import Action, max_rows, wait_k_action
 
 
@@ -92,21 +93,8 @@ class StreamingSession:
     """
 
     def __init__(self, model, cfg: StreamConfig | None = None, **overrides) -> None:
-        cfg = cfg or StreamConfig()
-        if overrides:
-            from dataclasses import replace
-
-            cfg = replace(cfg, **overrides)
-        if cfg.mode not in MODES:
-            raise ValueError(f"unknown mode {cfg.mode!r} (expected one of {MODES})")
-        if cfg.reencode != "none" and cfg.mode != "batch":
-            raise ValueError(f"reencode={cfg.reencode!r} applies to mode 'batch' only")
-        if cfg.k < 1:
-            raise ValueError(f"k must be >= 1, got {cfg.k}")
-        if cfg.phi < 0:
-            raise ValueError(f"phi must be >= 0, got {cfg.phi}")
-        if cfg.early_eos not in ("wait", "stop"):
-            raise ValueError(f"early_eos must be 'wait' or 'stop', got {cfg.early_eos!r}")
+        # settings left at None take the model's training values; explicit ones that differ are announced
+        cfg = stream_config_for(model, cfg, **overrides)
         self.model = model.eval()
         self.cfg = cfg
         self.codec = model.codec
@@ -321,11 +309,12 @@ class StreamingSession:
             s.ended = True
             self._flush_word()
             return
-        if self.codec.style == "prefix" and self.codec.is_boundary(nxt):
+        boundary = self.codec.is_boundary(nxt, first=not s.tokens)  # as codec.boundaries counts a transcript
+        if self.codec.style == "prefix" and boundary:
             self._flush_word()  # a new word starts: the previous one is complete
         s.tokens.append(nxt)
         s.word.append(nxt)
-        if self.codec.is_boundary(nxt):
+        if boundary:
             s.units += 1
             if self.codec.style == "suffix":
                 self._flush_word()

@@ -1,0 +1,75 @@
+"""Stream settings follow the model's training unless chosen otherwise: the one place that decides.
+
+A model directory records how it was trained (``ModelConfig.train_mode``, ``train_k``, ``phi``). Streaming
+a model at a φ or in a mode it was not trained with costs accuracy without any other sign (a φ = 256 model
+used to stream at φ = 0 by default), so every entry point (``StreamingSession``, ``BatchedStreams``,
+``transcribe``, ``mic``, ``eval``, ``sweep``) resolves its settings here:
+
+- a setting left at None takes the training value: mode = ``train_mode``, φ = ``phi``, and k = 3 when the
+  model was trained with k = 3, else the training k closest to 3 (the larger on a tie: more audio per word);
+- a setting given explicitly is used as it is, and announced with a :class:`TrainingMismatchWarning` when
+  the mode differs, φ differs (group mode), or k is not among the training k values (group / interleaved
+  training; a batch model is trained offline, so any k is as good as another).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from typing import Any
+
+from ..config import ModelConfig, StreamConfig, TrainingMismatchWarning
+from ..groups import MODES
+
+PREFERRED_K = 3
+
+
+def default_k(train_k: tuple[int, ...] | list[int]) -> int:
+    """3 if among ``train_k``, else the value of ``train_k`` closest to 3 (the larger on a tie)."""
+    if not train_k:
+        return PREFERRED_K
+    return min(train_k, key=lambda k: (abs(k - PREFERRED_K), -k))
+
+
+def training_differences(model_cfg: ModelConfig, cfg: StreamConfig) -> list[str]:
+    """How a resolved ``cfg`` differs from the model's training, e.g. ``["phi=0 (trained: 256)"]``; [] if it does not."""
+    out = []
+    if cfg.mode != model_cfg.train_mode:
+        out.append(f"mode={cfg.mode} (trained: {model_cfg.train_mode})")
+    elif cfg.mode == "group" and cfg.phi != model_cfg.phi:
+        out.append(f"phi={cfg.phi:g} (trained: {model_cfg.phi:g})")
+    if cfg.mode != "batch" and model_cfg.train_mode != "batch" and cfg.k not in model_cfg.train_k:
+        out.append(f"k={cfg.k} (trained: {' '.join(str(k) for k in model_cfg.train_k)})")
+    return out
+
+
+def _check(cfg: StreamConfig) -> None:
+    """One-line errors for settings no session can run."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"unknown mode {cfg.mode!r} (expected one of {MODES})")
+    if cfg.reencode != "none" and cfg.mode != "batch":
+        raise ValueError(f"reencode={cfg.reencode!r} applies to mode 'batch' only")
+    if cfg.k < 1:
+        raise ValueError(f"k must be >= 1, got {cfg.k}")
+    if cfg.phi < 0:
+        raise ValueError(f"phi must be >= 0, got {cfg.phi}")
+    if cfg.early_eos not in ("wait", "stop"):
+        raise ValueError(f"early_eos must be 'wait' or 'stop', got {cfg.early_eos!r}")
+
+
+def stream_config_for(model: Any, cfg: StreamConfig | None = None, warn: bool = True, **fields: Any) -> StreamConfig:
+    """The stream settings for ``model`` (a SpeechLLM or its ModelConfig): ``cfg`` with ``fields`` applied,
+    its None settings filled in from the training (see the module doc). Explicit settings that differ from
+    the training raise a :class:`TrainingMismatchWarning` (one line) unless ``warn`` is False."""
+    mc: ModelConfig = model if isinstance(model, ModelConfig) else model.cfg
+    cfg = replace(cfg or StreamConfig(), **fields)
+    resolved = replace(cfg, mode=cfg.mode if cfg.mode is not None else mc.train_mode,
+                       k=cfg.k if cfg.k is not None else default_k(mc.train_k),
+                       phi=cfg.phi if cfg.phi is not None else mc.phi)
+    _check(resolved)
+    if warn:
+        diffs = training_differences(mc, resolved)  # values filled in from the training never differ from it
+        if diffs:
+            warnings.warn("streaming differently from how the model was trained: " + ", ".join(diffs)
+                          + " (expect a higher error rate)", TrainingMismatchWarning, stacklevel=2)
+    return resolved
