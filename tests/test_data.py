@@ -528,3 +528,26 @@ def test_synth_refuses_bad_settings(tmp_path: Path) -> None:
     with pytest.raises(synth.SynthError, match="only 6 usable sentences, need 7"):
         synth.synthesize_corpus(synth.SynthConfig(out_dir=tmp_path / "o", text_file=text,
                                                   **dict(TINY, num_train=5)))
+
+
+@needs_espeak
+def test_synth_only_splits_equal_the_full_corpus(tiny_corpora, tmp_path: Path) -> None:
+    """--only-splits test: the same plan (ids, voices, audio) as a full run, only the test split written."""
+    a, _, _, _ = tiny_corpora
+    text = tmp_path / "s.txt"
+    text.write_text("\n".join(SENTENCES) + "\n")
+    out = tmp_path / "only"
+    rc = _cli().main([str(out), "--seed", "7", "--text-file", str(text), "--num-dev", "1", "--num-test", "1",
+                      "--voices", "en-us,en-gb", "--unseen-voice", "en-us+f3", "--min-train-vocab", "0",
+                      "--snr-db", "30", "--only-splits", "test", "--quiet"])
+    assert rc == 0
+    fo, fa = _files(out), _files(a)
+    tests = sorted(n for n in fa if n.startswith("test/"))
+    assert tests and sorted(n for n in fo if n.startswith(("train/", "dev/", "test"))) == tests
+    for name in tests:
+        if name.endswith(".flac"):
+            assert np.array_equal(sf.read(str(a / name), dtype="int16")[0], sf.read(str(out / name), dtype="int16")[0])
+        else:
+            assert fo[name] == fa[name], name
+    with pytest.raises(synth.SynthError, match="only_splits"):
+        synth.SynthConfig(out_dir=tmp_path / "o", text_file=text, only_splits=("tset",), **TINY)

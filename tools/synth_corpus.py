@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snr-db", type=float, help="add white noise at this SNR in dB (default: clean)")
     p.add_argument("--min-train-vocab", type=int, default=2000, help="distinct training words required")
     p.add_argument("--jobs", type=int, default=1, help="parallel espeak-ng processes")
+    p.add_argument("--only-splits", help="comma-separated splits to write (e.g. test,test-unseen-voice); the plan "
+                                         "is drawn for the whole corpus as usual, so they equal a full run's")
     p.add_argument("--overwrite", action="store_true", help="replace a corpus this tool wrote before")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()) if args.voices else None,
             unseen_voice=args.unseen_voice, rate_range=args.rate_range, pitch_range=args.pitch_range,
             snr_db=args.snr_db, min_train_vocab=args.min_train_vocab, jobs=args.jobs, overwrite=args.overwrite,
+            only_splits=tuple(v.strip() for v in args.only_splits.split(",") if v.strip()) if args.only_splits else None,
         )
         with Progress(TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, disable=args.quiet) as bar:

@@ -327,6 +327,7 @@ class SynthConfig:
     extra_train_voices: int = 0  # voices for each sentence top_words leaves out, spoken into train only (0: none)
     jobs: int = 1
     overwrite: bool = False
+    only_splits: tuple[str, ...] | None = None  # synthesise only these splits of the (whole, unchanged) plan; None: all
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -348,6 +349,8 @@ class SynthConfig:
             bad("top_words must be >= 1")
         if self.extra_train_voices < 0:
             bad("extra_train_voices must be >= 0")
+        if self.only_splits is not None and (not self.only_splits or set(self.only_splits) - set(SPLITS)):
+            bad(f"only_splits {self.only_splits} must name some of {', '.join(SPLITS)}")
         if self.extra_train_voices and self.top_words is None:
             bad("extra_train_voices needs top_words (the extra sentences are the ones top_words leaves out)")
 
@@ -605,6 +608,8 @@ def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | N
     if len(train_words) < cfg.min_train_vocab:
         raise SynthError(f"training text has {len(train_words)} distinct words, fewer than min_train_vocab="
                          f"{cfg.min_train_vocab} (use more text, or lower min_train_vocab for a small run)")
+    if cfg.only_splits is not None:  # every draw was made for the whole plan above: the kept splits are unchanged
+        plan = [p for p in plan if p.split in cfg.only_splits]
 
     out = Path(cfg.out_dir)
     _prepare_out_dir(out, cfg.overwrite)
