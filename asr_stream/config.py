@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 Mode = Literal["group", "interleaved", "batch"]
 Reencode = Literal["none", "position", "kv"]
+PolicyName = Literal["waitk", "ctc", "confidence"]
 EarlyEos = Literal["wait", "stop"]
 
 
@@ -156,6 +157,14 @@ class StreamConfig:
     """An EOS chosen before the end of the audio. wait: not written; its row is hidden and asked again with
     k one chunk larger for the rest of the utterance (a transcript cannot end before its audio does).
     stop: written, and the stream ends there. Teacher forcing always writes what it forces."""
+    policy: PolicyName = "waitk"
+    """Read/write policy (:mod:`asr_stream.streaming.policy`): waitk (fixed: word j after k + j chunks), ctc (word j
+    once the CTC head has heard its end; needs a CTC head) or confidence (a row is kept when the decoder's top
+    token probability reaches a threshold, else asked again after the next chunk). Adaptive policies write word
+    j at the latest after k_max + j chunks (k_max defaults to ``k``) and never before the first chunk."""
+    policy_args: dict[str, float] = field(default_factory=dict)
+    """Parameters of the adaptive policies: ctc: threshold (boundary mass, default 0.5), margin (chunks, default 0),
+    k_max; confidence: threshold (probability, default 0.9), k_max."""
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:

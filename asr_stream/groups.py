@@ -140,17 +140,29 @@ def additive_mask(ok: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)
 
 
-def training_layout(mode: str, P: int, N: int, E: int, units: Sequence[int], k: int | None, phi: float = 0.0) -> Elements:
+def training_layout(mode: str, P: int, N: int, E: int, units: Sequence[int], k: int | None, phi: float = 0.0,
+                    vis: Sequence[int] | None = None) -> Elements:
     """The full-utterance layout a mode trains with.
 
     P prompt tokens, N chunks of E embeddings, target rows i = 0..T with units done ``units[i]``.
     group / interleaved use wait-k visibility; batch is offline (every row sees all N chunks) unless a
     k is given. Slots come in sequence order; ``arrival`` is the streaming order of each element.
+
+    ``vis``: an explicit schedule instead of wait-k: the chunks row i sees (1 <= vis[i] <= N, never
+    decreasing), e.g. the visibilities an adaptive read/write policy gave a stream (its
+    ``state.elements.chunk`` of the target rows) or per-word visibilities from an alignment; ``k`` is then unused.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (expected one of {MODES})")
     n_rows = len(units)
-    vis = [N if (mode == "batch" and k is None) else visible_chunks(k, c, N) for c in units]  # type: ignore[arg-type]
+    if vis is not None:
+        vis = [int(v) for v in vis]
+        if len(vis) != n_rows:
+            raise ValueError(f"vis has {len(vis)} entries for {n_rows} target rows")
+        if any(not 1 <= v <= N for v in vis) or any(b < a for a, b in zip(vis, vis[1:])):
+            raise ValueError(f"vis must be non-decreasing within 1..{N} chunks, got {vis}")
+    else:
+        vis = [N if (mode == "batch" and k is None) else visible_chunks(k, c, N) for c in units]  # type: ignore[arg-type]
     audio_chunks = [c for c in range(N) for _ in range(E)]
     # Arrival order: prompt, then for each chunk c: the target rows whose visibility is c, then chunk c.
     # Sort key (time, rank, index, kind): rows (rank 0) come before the chunk (rank 1) they wait for.

@@ -130,16 +130,28 @@ class SpeechLLM(nn.Module):
             src = src + (post.to(table.dtype) @ table).to(src.dtype)
         return src.to(self.llm_dtype)
 
+    def boundary_mass(self, enc: torch.Tensor) -> torch.Tensor:
+        """Encoder frames (B, n*F, D) of whole chunks -> (B,): the CTC posterior mass of boundary tokens (word-final
+        "</w>" tokens; word starts for a prefix-style tokenizer) summed over the frames, about the number of word
+        ends heard in them. The evidence of the ``ctc`` read/write policy; needs the CTC head."""
+        if self.ctc_head is None:
+            raise ValueError("this model has no CTC head (ctc_weight = 0): the ctc policy needs one")
+        post = self.ctc_head(enc).float().softmax(-1)  # (B, L, V)
+        return post[..., self.codec._boundary.to(post.device)].sum((-1, -2))
+
     def embed_tokens(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         return dec.embed_tokens(self.llm)(t)
 
     # -- training forward -----------------------------------------------------------------------
-    def forward(self, batch: Batch, mode: str | None = None, k: int | None = None, phi: float | None = None) -> ForwardOut:
+    def forward(self, batch: Batch, mode: str | None = None, k: int | None = None, phi: float | None = None,
+                vis: Sequence[Sequence[int]] | None = None) -> ForwardOut:
         """Loss on target tokens only (+ optional CTC on the encoder), for a mode's training layout.
 
         mode/k/phi default to the config's training settings (k: the first of train_k).
         ``batch`` mode with k=None trains offline (every target sees the whole utterance).
+        ``vis``: per utterance, an explicit visibility per target row (len(targets[b]) + 1 chunks counts)
+        instead of wait-k, e.g. the schedule an adaptive read/write policy produced.
         """
         mode = mode or self.cfg.train_mode
         phi = self.cfg.phi if phi is None else phi
@@ -164,7 +176,7 @@ class SpeechLLM(nn.Module):
             y = list(batch.targets[b])
             rows_in = [bos] + y  # target rows
             units = units_done(self.codec.boundaries(y))
-            els = training_layout(mode, P, n_chunks[b], E, units, k, phi)
+            els = training_layout(mode, P, n_chunks[b], E, units, k, phi, vis=None if vis is None else vis[b])
             # canonical order of embeddings: prompt, audio, target rows -> gather by element
             canon = torch.cat([prompt_emb, src[b, : n_chunks[b] * E], self.embed_tokens(rows_in)])
             offset = torch.where(els.kind == PROMPT, 0, torch.where(els.kind == AUDIO, P, P + n_chunks[b] * E))

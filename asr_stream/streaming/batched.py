@@ -227,9 +227,10 @@ class BatchedStreams:
             wave = torch.from_numpy(np.stack([c for _, c in members])).to(m.device)
             out, st = m.encoder.stream(wave, _stack(states) if len(members) > 1 else states[0])
             emb = m.project(out)
+            mass = m.boundary_mass(out).tolist() if self.sessions[members[0][0]].policy.needs_ctc else None  # ctc policy's evidence
             for b, (i, _) in enumerate(members):
                 s = self.sessions[i].state
-                s.encoded.append((s.chunks_read + len(s.encoded), emb[b]))
+                s.encoded.append((s.chunks_read + len(s.encoded), emb[b], None if mass is None else mass[b]))
                 s.enc = _row(st, b) if len(members) > 1 else st
             self.encoder_calls += 1
             self.encoder_streams += len(members)

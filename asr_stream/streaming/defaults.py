@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import ModelConfig, StreamConfig, TrainingMismatchWarning
 from ..groups import MODES
+from .policy import make_policy
 
 PREFERRED_K = 3
 
@@ -55,6 +56,9 @@ def _check(cfg: StreamConfig) -> None:
         raise ValueError(f"phi must be >= 0, got {cfg.phi}")
     if cfg.early_eos not in ("wait", "stop"):
         raise ValueError(f"early_eos must be 'wait' or 'stop', got {cfg.early_eos!r}")
+    if cfg.policy != "waitk" and cfg.reencode != "none":
+        raise ValueError(f"policy {cfg.policy!r} needs reencode='none' (re-encoding recomputes rows at wait-k visibilities)")
+    make_policy(cfg.policy, cfg.k, cfg.policy_args)  # one-line errors for unknown policies and parameters
 
 
 def stream_config_for(model: Any, cfg: StreamConfig | None = None, warn: bool = True, **fields: Any) -> StreamConfig:

@@ -26,7 +26,7 @@ from .. import decoder as dec
 from ..config import StreamConfig
 from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements, visible_chunks
 from .defaults import stream_config_for
-from .policy import Action, max_rows, wait_k_action
+from .policy import Action, View, make_policy, max_rows
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class StreamState:
     rows: int = 0  # target rows fed [_consume]
     units: int = 0  # target units finished (wait-k's j) [_consume]
     k_extra: int = 0  # chunks added to k, one per EOS chosen before the end of the audio (early_eos="wait") [_consume]
+    refused_at: int = -1  # chunks read when the pending row was last refused (early EOS, policy); -1: never [_consume]
+    heard: list[float] = field(default_factory=list)  # per chunk read: CTC boundary mass of all frames so far (ctc policy) [_read_chunk]
     tokens: list[int] = field(default_factory=list)  # emitted tokens, no BOS/EOS [_consume]
     word: list[int] = field(default_factory=list)  # tokens of the unfinished word [_consume / _flush_word]
     ended: bool = False  # EOS written or length guard hit after the end of audio [_consume / _next_step]
@@ -60,7 +62,7 @@ class StreamState:
     finished: bool = False  # finish() called and all its audio read (the policy's "N is known") [_next_step]
     decoder_positions: int = 0  # decoder slots computed, re-encoding included [_run; BatchedStreams.step]
     src_embeds: list[torch.Tensor] = field(default_factory=list)  # per chunk (E, H); kept only for kv re-encoding
-    encoded: list = field(default_factory=list)  # [(chunk index, embeddings (E, H))] encoded ahead (BatchedStreams); enc is the state after them [_read_chunk]
+    encoded: list = field(default_factory=list)  # [(chunk index, embeddings (E, H), boundary mass or None)] encoded ahead (BatchedStreams); enc is the state after them [_read_chunk]
 
 
 class Step(NamedTuple):
@@ -98,9 +100,13 @@ class StreamingSession:
         self.model = model.eval()
         self.cfg = cfg
         self.codec = model.codec
+        self.policy = make_policy(cfg.policy, cfg.k, cfg.policy_args)
+        if self.policy.needs_ctc and model.ctc_head is None:
+            raise ValueError(f"policy {cfg.policy!r} needs a model with a CTC head (ctc_weight > 0)")
         self.words: list[Word] = []  # every word emitted, across reset()
         self.forced: list[int] | None = None  # teacher forcing: tokens to emit instead of argmax (+ EOS)
-        self.logits: list[torch.Tensor] | None = None  # per target row (V,), when recording
+        self.logits: list[torch.Tensor] | None = None  # per target row asked (V,), when recording
+        self.written: list[bool] = []  # per entry of logits: was the row written (False: refused and asked again)
         self.reset()
 
     # -- public API -----------------------------------------------------------------------------
@@ -116,6 +122,7 @@ class StreamingSession:
         """Emit ``tokens`` then EOS instead of greedy choices (for tests); record each row's logits."""
         self.forced = list(tokens) + [self.codec.eos_id]
         self.logits = [] if record_logits else None
+        self.written = []
 
     @property
     def text(self) -> str:
@@ -170,9 +177,14 @@ class StreamingSession:
         while (step := self._next_step()) is not None:
             self._execute(step)
 
-    def _action(self) -> Action:
+    def _view(self) -> View:
+        """What the policy sees of this stream now."""
         s = self.state
-        return wait_k_action(self.cfg.k + s.k_extra, s.units, s.chunks_read, s.finished, s.rows, self._row_limit(), s.ended)
+        return View(units=s.units, rows=s.rows, chunks_read=s.chunks_read, finished=s.finished, ended=s.ended,
+                    row_limit=self._row_limit(), k_extra=s.k_extra, refused_at=s.refused_at, heard=s.heard)
+
+    def _action(self) -> Action:
+        return self.policy.action(self._view())
 
     def _next_step(self) -> Step | None:
         """Decide and stage the next decoder call (runs the encoder; not the decoder), or None: waiting or done.
@@ -239,9 +251,9 @@ class StreamingSession:
         s, m = self.state, self.model
         E, P = m.embeds_per_chunk, len(m.prompt_ids)
         c = s.chunks_read
-        emb = None
+        emb = mass = None
         if s.encoded:  # encoded ahead (BatchedStreams)
-            c_enc, emb = s.encoded.pop(0)
+            c_enc, emb, mass = s.encoded.pop(0)
             assert c_enc == c, (c_enc, c)
         if s.ended:  # EOS already written: nothing more will be written, so skip the work
             s.chunks_read += 1
@@ -250,6 +262,9 @@ class StreamingSession:
             wave = torch.from_numpy(chunk).to(m.device)[None]
             enc, s.enc = m.encoder.stream(wave, s.enc)
             emb = m.project(enc)[0]  # (E, H)
+            mass = float(m.boundary_mass(enc)[0]) if self.policy.needs_ctc else None
+        if mass is not None:  # cumulative: the policy compares it with the words written
+            s.heard.append((s.heard[-1] if s.heard else 0.0) + mass)
         els = source_elements(P, [c] * E, first_audio=c * E)
         s.chunks_read += 1
         if self.cfg.reencode == "kv":
@@ -280,7 +295,7 @@ class StreamingSession:
         """Stage target row ``rows`` (input: the pending token), after the slots of ``before`` if given."""
         s = self.state
         i = s.rows
-        vis = visible_chunks(self.cfg.k + s.k_extra, s.units, s.chunks_read)
+        vis = self.policy.visibility(self._view())
         els = self._stage(target_elements([i], [vis], [self._target_position(i)], [s.arrivals]))
         emb = self.model.embed_tokens([s.pending])
         if before is None:
@@ -291,20 +306,20 @@ class StreamingSession:
         """The logits (V,) of target row ``rows``: choose (or force) the next token."""
         s = self.state
         i = s.rows
-        s.rows += 1
         if self.logits is not None:
             self.logits.append(logits.float().cpu())
+            self.written.append(True)
+        if not self.policy.accept(self._view(), float(logits.float().softmax(-1).max())):
+            self._refuse(i)  # not sure enough yet: asked again after the next chunk
+            return
         nxt = self._choose(i, logits)
         if nxt == self.codec.eos_id and self.forced is None and not s.finished and self.cfg.early_eos == "wait":
-            # Too early: the audio goes on. Hide this row's slot (it stays in the cache, masked like a PAD) and
-            # ask for the row again once one more chunk is in: k grows by one for the rest of the utterance.
-            # The slot was the last one staged; its arrival number is given back, so interleaved positions
-            # continue as if it had never been there.
-            s.rows -= 1
-            s.elements.kind[(s.elements.kind == TARGET) & (s.elements.index == i)] = PAD
-            s.arrivals -= 1
+            # Too early: the audio goes on. Ask for the row again once one more chunk is in: k (and every
+            # policy's bound) grows by one for the rest of the utterance.
+            self._refuse(i)
             s.k_extra += 1
             return
+        s.rows += 1
         if nxt == self.codec.eos_id:
             s.ended = True
             self._flush_word()
@@ -319,6 +334,17 @@ class StreamingSession:
             if self.codec.style == "suffix":
                 self._flush_word()
         s.pending = nxt
+
+    def _refuse(self, i: int) -> None:
+        """Row ``i`` was computed but is not written: hide its slot (it stays in the cache, masked like a PAD)
+        until another chunk is read. The slot was the last one staged; its arrival number is given back, so
+        interleaved positions continue as if it had never been there."""
+        s = self.state
+        if self.logits is not None:
+            self.written[-1] = False
+        s.elements.kind[(s.elements.kind == TARGET) & (s.elements.index == i)] = PAD
+        s.arrivals -= 1
+        s.refused_at = s.chunks_read
 
     def _choose(self, row: int, logits: torch.Tensor) -> int:
         """The token for target ``row``: forced, or greedy."""

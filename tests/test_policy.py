@@ -1,0 +1,174 @@
+"""Read/write policies: the bounds every policy keeps, the adaptive ones' decisions, and streaming with any
+schedule a policy produces == the masked training forward with exactly that schedule."""
+
+import numpy as np
+import pytest
+import torch
+
+from asr_stream.groups import TARGET, training_layout, units_done
+from asr_stream.streaming import StreamingSession
+from asr_stream.streaming.batched import BatchedStreams
+from asr_stream.streaming.policy import (Action, ConfidenceTriggered, CtcTriggered, View, WaitK, make_policy,
+                                         parse_policy_args)
+
+from .conftest import SENTENCES, noise_audio
+from .test_streaming import forward_logits
+
+
+def view(**kw) -> View:
+    base = dict(units=0, rows=0, chunks_read=0, finished=False, ended=False, row_limit=100)
+    return View(**{**base, **kw})
+
+
+def test_bounds_hold_for_every_policy():
+    eager = [CtcTriggered(k_max=3, threshold=0.1), ConfidenceTriggered(k_max=3, threshold=0.0)]
+    for p in eager:
+        heard = [10.0] * 20  # evidence says "everything heard" from the first chunk on
+        assert p.action(view(chunks_read=0, heard=heard)) is Action.READ  # never before the first chunk
+        assert p.action(view(chunks_read=1, heard=heard)) is Action.WRITE
+        assert p.action(view(chunks_read=1, refused_at=1, heard=heard)) is Action.READ  # refused: wait for a chunk
+        assert p.action(view(chunks_read=2, refused_at=1, heard=heard)) is Action.WRITE
+        assert p.action(view(chunks_read=1, rows=5, row_limit=5, heard=heard)) is Action.READ  # length guard
+        assert p.action(view(ended=True, heard=heard)) is Action.STOP
+    lazy = CtcTriggered(k_max=3, threshold=0.5)
+    for units in range(4):  # no evidence at all: exactly wait-k with k_max
+        for c in range(1, 10):
+            v = view(units=units, chunks_read=c, heard=[0.0] * c)
+            assert lazy.action(v) is WaitK(3).action(v), (units, c)
+        assert lazy.action(view(units=units, chunks_read=units + 2, refused_at=units + 2, heard=[0.0] * 9)) is Action.READ
+        assert lazy.action(view(units=units, chunks_read=units + 3, refused_at=units + 3, heard=[0.0] * 9)) is Action.WRITE
+    assert lazy.action(view(units=7, chunks_read=2, finished=True, heard=[0.0, 0.0])) is Action.WRITE  # end of audio
+    conf = ConfidenceTriggered(k_max=2, threshold=0.9)
+    assert not conf.accept(view(units=1, chunks_read=2), 0.5) and conf.accept(view(units=1, chunks_read=2), 0.95)
+    assert conf.accept(view(units=1, chunks_read=3), 0.1)  # at the bound a row is always kept
+    assert conf.accept(view(units=1, chunks_read=2, finished=True), 0.1)
+
+
+def test_ctc_policy_writes_word_j_once_its_end_is_heard():
+    p = CtcTriggered(k_max=5, threshold=0.5, margin=0)
+    heard = [0.1, 0.9, 1.2, 2.7]  # cumulative word-end mass after chunks 1..4
+    assert p.action(view(units=0, chunks_read=1, heard=heard[:1])) is Action.READ
+    assert p.action(view(units=0, chunks_read=2, heard=heard[:2])) is Action.WRITE  # 0.9 >= 0 + 0.5
+    assert p.action(view(units=1, chunks_read=2, heard=heard[:2])) is Action.READ  # 0.9 < 1.5
+    assert p.action(view(units=1, chunks_read=4, heard=heard)) is Action.WRITE  # 2.7 >= 1.5
+    assert p.action(view(units=2, chunks_read=4, heard=heard)) is Action.WRITE  # 2.7 >= 2.5: two words in one chunk
+    late = CtcTriggered(k_max=5, threshold=0.5, margin=1)  # the end must have been heard a chunk ago
+    assert late.action(view(units=0, chunks_read=2, heard=heard[:2])) is Action.READ
+    assert late.action(view(units=0, chunks_read=3, heard=heard[:3])) is Action.WRITE
+    assert p.visibility(view(units=0, chunks_read=2)) == 2 and p.visibility(view(units=0, chunks_read=9)) == 5
+
+
+def test_policy_options_are_checked():
+    assert make_policy("waitk", 3) == WaitK(3)
+    assert make_policy("ctc", 4, parse_policy_args("threshold=0.7,margin=1")) == CtcTriggered(k_max=4, threshold=0.7, margin=1)
+    assert make_policy("confidence", 3, {"k_max": "6"}) == ConfidenceTriggered(k_max=6)
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("greedy", 3)
+    with pytest.raises(ValueError, match="no parameter"):
+        make_policy("ctc", 3, {"thresh": 0.5})
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_policy_args(["threshold"])
+    with pytest.raises(ValueError, match="threshold"):
+        make_policy("confidence", 3, {"threshold": 2})
+
+
+def test_ctc_policy_needs_a_ctc_head(make_model):
+    with pytest.raises(ValueError, match="CTC head"):
+        StreamingSession(make_model(320), policy="ctc")
+
+
+def run_forced(model, wave, tokens, block=3000, **kw):
+    s = StreamingSession(model, max_tokens_per_s=100.0, **kw)
+    s.teacher_force(tokens)
+    for i in range(0, len(wave), block):
+        s.push(wave[i : i + block])
+    s.finish()
+    return s
+
+
+def schedule(session) -> list[int]:
+    """The visibility each written target row had, in row order (refused rows are PAD, not TARGET)."""
+    els = session.state.elements
+    t = torch.nonzero(els.kind == TARGET).flatten()
+    return els.chunk[t[torch.argsort(els.index[t])]].tolist()
+
+
+def confidence_threshold(model, wave, tokens) -> float:
+    """A threshold this random model's rows straddle: the median top-token probability under wait-k 1."""
+    s = run_forced(model, wave, tokens, k=1)
+    return float(torch.stack(s.logits).softmax(-1).max(-1).values.median())
+
+
+@pytest.mark.parametrize("mode", ["group", "interleaved"])
+@pytest.mark.parametrize("policy", ["ctc", "confidence"])
+def test_adaptive_schedule_streams_like_training_forward(make_model, codec, mode, policy):
+    """Teacher-forced: the session's logits (written rows) equal the masked training forward built with exactly
+    the per-row visibilities the policy gave, and that schedule is not any wait-k schedule."""
+    model = make_model(320, mode=mode, ctc_embed=True)
+    wave = noise_audio(3.1, seed=4)
+    tokens = codec.encode(SENTENCES[1])
+    args = {"threshold": 0.6, "k_max": 4} if policy == "ctc" else {"threshold": confidence_threshold(model, wave, tokens), "k_max": 4}
+    s = run_forced(model, wave, tokens, mode=mode, phi=0.5 if mode == "group" else 0.0, policy=policy, policy_args=args)
+    vis = schedule(s)
+    N = model.num_chunks(len(wave))
+    units = units_done(codec.boundaries(tokens))
+    assert len(vis) == len(tokens) + 1 and s.state.chunks_read == N
+    lags = {v - c for v, c in zip(vis, units) if v < N}
+    assert len(lags) > 1, (vis, units)  # adaptive: the lag varies from word to word (wait-k's is constant)
+    assert all(1 <= v <= min(4 + c, N) for v, c in zip(vis, units))  # within the bounds
+    if policy == "confidence":
+        assert not all(s.written)  # some rows were refused and asked again
+    streamed = torch.stack([lg for lg, w in zip(s.logits, s.written) if w])
+    full = forward_logits(model, wave, tokens, mode=mode, phi=0.5 if mode == "group" else 0.0, vis=[vis])
+    assert streamed.shape == full.shape
+    assert (streamed - full).abs().max().item() <= 1e-4
+    # and the wait-k layout (what the training masks draw from) is not what the stream computed
+    wk = forward_logits(model, wave, tokens, mode=mode, k=4, phi=0.5 if mode == "group" else 0.0)
+    assert (streamed - wk).abs().max().item() > 1e-3
+
+
+def test_training_layout_takes_an_explicit_schedule():
+    els = training_layout("group", 0, 4, 1, [0, 0, 1, 2], k=None, vis=[1, 3, 3, 4])
+    t = els.kind == TARGET
+    assert els.chunk[t].tolist() == [1, 3, 3, 4]
+    wk = training_layout("group", 0, 4, 1, [0, 0, 1, 2], k=2)
+    same = training_layout("group", 0, 4, 1, [0, 0, 1, 2], k=None, vis=[2, 2, 3, 4])
+    assert torch.equal(wk.chunk, same.chunk) and torch.equal(wk.arrival, same.arrival)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        training_layout("group", 0, 4, 1, [0, 0, 1, 2], k=None, vis=[2, 1, 3, 4])
+    with pytest.raises(ValueError, match="entries"):
+        training_layout("group", 0, 4, 1, [0, 0, 1, 2], k=None, vis=[2, 2])
+
+
+@pytest.mark.parametrize("policy", ["ctc", "confidence"])
+def test_batched_streams_run_the_adaptive_policy_like_sessions(make_model, policy):
+    """Greedy (not forced): BatchedStreams gives every stream the words, times and schedule of its own session."""
+    model = make_model(320, ctc_embed=True)
+    waves = [noise_audio(sec, seed=20 + b) for b, sec in enumerate((2.3, 3.1, 1.5))]
+    args = {"threshold": 0.6, "k_max": 4} if policy == "ctc" else {"threshold": 0.08, "k_max": 4}
+    kw = dict(policy=policy, policy_args=args, max_tokens_per_s=6.0)
+    ref = []
+    for w in waves:
+        s = StreamingSession(model, **kw)
+        for i in range(0, len(w), 2500):
+            s.push(w[i : i + 2500])
+        s.finish()
+        ref.append(s)
+    assert any(r.words for r in ref)
+    eng = BatchedStreams(model, 3, **kw)
+    got = []
+    for b, w in enumerate(waves):  # audio in rounds, as a server receives it
+        eng.feed(b, w[:4000])
+    eng.drain()
+    for b, w in enumerate(waves):
+        eng.feed(b, w[4000:])
+        eng.end(b)
+    eng.drain()
+    got = [eng.finish(b) for b in range(3)]
+    for b in range(3):
+        assert [w.text for w in got[b]] == [w.text for w in ref[b].words], b
+        assert [w.time_ms for w in got[b]] == [w.time_ms for w in ref[b].words], b
+        s, r = eng.sessions[b].state, ref[b].state
+        assert (s.rows, s.tokens, s.k_extra, s.refused_at) == (r.rows, r.tokens, r.k_extra, r.refused_at), b
+        if policy == "ctc":
+            assert len(s.heard) == len(r.heard) and np.allclose(s.heard, r.heard, atol=1e-5)
