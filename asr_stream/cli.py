@@ -117,7 +117,8 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
                device: str = "cpu", block_ms: int = 100, realtime: bool = False,
                format: list[Literal["txt", "json", "srt", "vtt"]] = [],  # noqa: B006
                output_dir: Optional[str] = None, json: Optional[str] = None, no_segment: bool = False,
-               min_silence_ms: float = 300.0, max_segment_s: float = 20.0) -> None:
+               min_silence_ms: float = 300.0, max_segment_s: float = 20.0,
+               policy: Literal["waitk", "ctc", "confidence"] = "waitk", policy_args: list[str] = []) -> None:  # noqa: B006
     """Stream audio files through a model and print words as they are emitted, then the final text.
 
     Recordings of any length: the stream is cut into utterances at pauses (see --min-silence-ms,
@@ -143,6 +144,11 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
         no_segment: feed each file as one utterance (no endpointing; only for short utterances).
         min_silence_ms: a pause this long (ms) after speech ends an utterance.
         max_segment_s: an utterance is cut after this many seconds of audio even without a pause.
+        policy: read/write policy: waitk (word j after k + j chunks), ctc (word j once the CTC head heard its end)
+            or confidence (write when the decoder's top token is likely enough, else read); adaptive policies write
+            word j after k_max + j chunks at the latest (k_max: --k unless given in --policy-args).
+        policy_args: parameters of the policy as NAME=VALUE: ctc: threshold (0.5), margin (0 chunks), k_max;
+            confidence: threshold (0.9), k_max.
     """
     import json as jsonlib
     from pathlib import Path
@@ -168,9 +174,13 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
             out_dir.mkdir()
     check_outputs(files, [p for ps in targets.values() for p in ps] + ([json] if json is not None else []))
     m = _load_model(model, device, chunk_ms)
-    cfg = stream_config_for(m, mode=mode, k=k, phi=phi, reencode=reencode)  # unset: the training values
+    from .streaming.policy import parse_policy_args
+
+    cfg = stream_config_for(m, mode=mode, k=k, phi=phi, reencode=reencode,  # unset: the training values
+                            policy=policy, policy_args=parse_policy_args(policy_args))
     settings = {"model": str(model) if model is not None else "default", "mode": cfg.mode, "k": cfg.k, "phi": cfg.phi,
                 "as_trained": not training_differences(m.cfg, cfg), "reencode": reencode, "chunk_ms": m.chunk_ms,
+                "policy": cfg.policy, "policy_args": cfg.policy_args,
                 "block_ms": block_ms, "realtime": realtime,
                 "device": device, "segmentation": None if endpoint is None else {"min_silence_ms": endpoint.min_silence_ms,
                                                                                   "max_segment_s": endpoint.max_segment_s}}
@@ -230,7 +240,8 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         k: Optional[int] = None, phi: Optional[float] = None,
         mode: Optional[Literal["group", "interleaved", "batch"]] = None, chunk_ms: Optional[int] = None,
         device: str = "cpu", output: Optional[str] = None, block_ms: int = 100, min_silence_ms: float = 300.0,
-        max_segment_s: float = 20.0) -> None:
+        max_segment_s: float = 20.0, policy: Literal["waitk", "ctc", "confidence"] = "waitk",
+        policy_args: list[str] = []) -> None:  # noqa: B006
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
 
     Args:
@@ -246,6 +257,11 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         block_ms: audio per microphone block, in ms.
         min_silence_ms: a pause this long (ms) after speech ends an utterance (the session restarts, text goes on).
         max_segment_s: an utterance is cut after this many seconds of audio even without a pause.
+        policy: read/write policy: waitk (word j after k + j chunks), ctc (word j once the CTC head heard its end)
+            or confidence (write when the decoder's top token is likely enough, else read); adaptive policies write
+            word j after k_max + j chunks at the latest (k_max: --k unless given in --policy-args).
+        policy_args: parameters of the policy as NAME=VALUE: ctc: threshold (0.5), margin (0 chunks), k_max;
+            confidence: threshold (0.9), k_max.
     """
     import signal
 
@@ -259,12 +275,16 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         for d in list_input_devices():
             print(f"{d['index']:>3}  {d['name']}  ({d['channels']} ch, {d['default_samplerate']:.0f} Hz)")
         return
+    from .streaming.policy import parse_policy_args
+
     endpoint = _endpoint(False, min_silence_ms, max_segment_s)
+    args = parse_policy_args(policy_args)  # a bad parameter fails before the microphone opens
     if output is not None:
         check_outputs([], [output])
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
     m = _load_model(model, device, chunk_ms)
-    stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi), endpoint)  # unset: the training values
+    stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi, policy=policy, policy_args=args),
+                              endpoint)  # unset: the training values
     out = open(output, "w") if output is not None else None  # noqa: SIM115 - kept open while listening
 
     def on_words(words) -> None:

@@ -130,14 +130,20 @@ class SpeechLLM(nn.Module):
             src = src + (post.to(table.dtype) @ table).to(src.dtype)
         return src.to(self.llm_dtype)
 
-    def boundary_mass(self, enc: torch.Tensor) -> torch.Tensor:
-        """Encoder frames (B, n*F, D) of whole chunks -> (B,): the CTC posterior mass of boundary tokens (word-final
-        "</w>" tokens; word starts for a prefix-style tokenizer) summed over the frames, about the number of word
-        ends heard in them. The evidence of the ``ctc`` read/write policy; needs the CTC head."""
+    def boundary_onsets(self, enc: torch.Tensor, prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder frames (B, L, D) of whole chunks -> (expected boundary-token onsets (B,), last frame's boundary
+        posteriors (B, nB)): the evidence of the ``ctc`` read/write policy, about the number of word ends heard.
+
+        Boundary tokens are the word-final "</w>" tokens (word starts for a prefix-style tokenizer). A CTC token
+        often fills several frames, so the posterior mass itself over-counts (run 4's model: 9.3 for a 6-word
+        sentence); an onset is the token on a frame and not on the frame before: sum over frames and boundary
+        tokens of p_f(t) (1 - p_{f-1}(t)), which matched the word counts. ``prev``: the last frame of the
+        previous chunk (None: the stream's start). Needs the CTC head."""
         if self.ctc_head is None:
             raise ValueError("this model has no CTC head (ctc_weight = 0): the ctc policy needs one")
-        post = self.ctc_head(enc).float().softmax(-1)  # (B, L, V)
-        return post[..., self.codec._boundary.to(post.device)].sum((-1, -2))
+        post = self.ctc_head(enc).float().softmax(-1)[..., self.codec._boundary.to(enc.device)]  # (B, L, nB)
+        before = torch.cat([prev[:, None] if prev is not None else torch.zeros_like(post[:, :1]), post[:, :-1]], 1)
+        return (post * (1 - before)).sum((-1, -2)), post[:, -1]
 
     def embed_tokens(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(ids, dtype=torch.long, device=self.device)

@@ -6,7 +6,7 @@ import soundfile as sf
 
 from asr_stream.data import Utterance, WordTiming, write_manifest
 from asr_stream.evaluation.runner import Setting, evaluate, summarize
-from asr_stream.evaluation.sweep import grid, run_sweep
+from asr_stream.evaluation.sweep import flat, grid, run_sweep
 
 from .conftest import SENTENCES, noise_audio
 
@@ -107,3 +107,32 @@ def test_word_alignments_give_pr50_pr90(tmp_path, make_model, corpus):
     assert s["PR_words"] == 3 and s["PR50"] == pytest.approx(140.0) and s["PR_mean"] == pytest.approx(920 / 3)
     with pytest.raises(ValueError, match="2 reference words but 1 word ends"):
         summarize([dict(rows[0], ref_word_end_ms=[200.0])])
+
+
+def test_sweep_with_policy_grid(tmp_path, make_model, corpus):
+    """Policy parameters are a grid axis: wait-k cells per k, adaptive cells per grid point, all on one LAAL plot;
+    each cell records its schedule (wait-k: every row before the end of the audio at lag k)."""
+    from asr_stream.evaluation.sweep import policy_settings
+
+    model = make_model(160, ctc_embed=True)
+    words = [tuple(WordTiming(w, 0.1 * i, 0.1 * (i + 1)) for i, w in enumerate(u.text.split())) for u in corpus]
+    timed = [Utterance(u.id, u.audio_path, u.text, u.duration, words=w) for u, w in zip(corpus, words)]
+    cells = policy_settings(grid(["group"], [1, 2], [0.0], [None]), ["waitk", "ctc"],
+                            {"ctc": {"threshold": [0.5, 1.0], "k_max": [3]}})
+    assert [(c.policy, c.k, c.policy_args) for c in cells] == [
+        ("waitk", 1, ()), ("waitk", 2, ()), ("ctc", None, (("k_max", 3.0), ("threshold", 0.5))),
+        ("ctc", None, (("k_max", 3.0), ("threshold", 1.0)))]
+    rows = run_sweep(lambda mode: model, timed, cells, tmp_path / "sw", progress=False)
+    table = json.loads((tmp_path / "sw" / "results.json").read_text())
+    assert [t["policy"] for t in table] == ["waitk", "waitk", "ctc-k_max3-threshold0.5", "ctc-k_max3-threshold1"]
+    assert rows[0]["lag_share"] == {"1": 1.0} and rows[1]["lag_share"] == {"2": 1.0}
+    assert (tmp_path / "sw" / "wer_vs_laal.png").stat().st_size > 0
+    assert not (tmp_path / "sw" / "wer_vs_pr90.png").exists()  # a random model gets no word right: no PR90
+    from asr_stream.evaluation.sweep import _by, plot
+
+    rows = [dict(r, PR90=100.0 * i) for i, r in enumerate(rows)]  # as a trained model's cells would have
+    assert tmp_path / "sw" / "wer_vs_pr90.png" in plot(rows, tmp_path / "sw")
+    assert {k: v[0] for k, v in _by([flat(r) for r in rows], "PR90").items()} == {"group": [0.0, 100.0], "group ctc": [200.0, 300.0]}
+    assert "ctc-k_max3-threshold0.5" in (tmp_path / "sw" / "results.md").read_text()
+    with pytest.raises(ValueError, match="unknown or unselected"):
+        policy_settings(cells[:1], ["waitk"], {"ctc": {"threshold": [0.5]}})

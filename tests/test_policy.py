@@ -38,6 +38,10 @@ def test_bounds_hold_for_every_policy():
         assert lazy.action(view(units=units, chunks_read=units + 2, refused_at=units + 2, heard=[0.0] * 9)) is Action.READ
         assert lazy.action(view(units=units, chunks_read=units + 3, refused_at=units + 3, heard=[0.0] * 9)) is Action.WRITE
     assert lazy.action(view(units=7, chunks_read=2, finished=True, heard=[0.0, 0.0])) is Action.WRITE  # end of audio
+    floor = CtcTriggered(k_max=3, threshold=0.1, k_min=1)  # never earlier than wait-k 1, whatever the evidence
+    assert floor.action(view(units=2, chunks_read=2, heard=[10.0] * 2)) is Action.READ
+    assert floor.action(view(units=2, chunks_read=3, heard=[10.0] * 3)) is Action.WRITE
+    assert CtcTriggered(k_max=3, threshold=0.1).action(view(units=2, chunks_read=1, heard=[10.0])) is Action.READ  # k_min=0: j chunks
     conf = ConfidenceTriggered(k_max=2, threshold=0.9)
     assert not conf.accept(view(units=1, chunks_read=2), 0.5) and conf.accept(view(units=1, chunks_read=2), 0.95)
     assert conf.accept(view(units=1, chunks_read=3), 0.1)  # at the bound a row is always kept

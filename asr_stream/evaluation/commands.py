@@ -6,6 +6,7 @@ import math
 from typing import Literal, Optional
 
 ModeName = Literal["group", "interleaved", "batch", "batch-position", "batch-kv"]
+PolicyName = Literal["waitk", "ctc", "confidence"]
 
 
 def _load(model: Optional[str], device: str):
@@ -35,7 +36,8 @@ def _print_summary(s: dict) -> None:
 
 def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[ModeName] = None, k: Optional[int] = None,
              phi: Optional[float] = None, chunk_ms: Optional[int] = None, output: Optional[str] = None,
-             limit: Optional[int] = None, device: str = "cpu", segment: Literal["auto", "on", "off"] = "auto") -> dict:
+             limit: Optional[int] = None, device: str = "cpu", segment: Literal["auto", "on", "off"] = "auto",
+             policy: PolicyName = "waitk", policy_args: list[str] = []) -> dict:  # noqa: B006
     """Evaluate one setting with the real streaming session: WER, AL/LAAL (also computation-aware), RTF.
 
     Args:
@@ -51,20 +53,27 @@ def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[ModeName] = 
         device: cpu or cuda.
         segment: cut utterances into segments at pauses (endpointing, as transcribe does): auto = only those longer
             than 30 s (long recordings), on = all, off = none.
+        policy: read/write policy: waitk (word j after k + j chunks), ctc (word j once the CTC head heard its end)
+            or confidence (write when the decoder's top token is likely enough, else read); adaptive policies write
+            word j after k_max + j chunks at the latest (k_max: --k unless given in --policy-args).
+        policy_args: parameters of the policy as NAME=VALUE: ctc: threshold (0.5), margin (0 chunks), k_max;
+            confidence: threshold (0.9), k_max.
     """
     from ..data import read_corpus
-    from .runner import Setting, evaluate
+    from .runner import Setting, evaluate, policy_args_tuple
 
     utts = read_corpus(data)[:limit]
-    s = evaluate(_load(model, device), utts, Setting(mode, k, phi, chunk_ms), output, segment=segment)
+    setting = Setting(mode, k, phi, chunk_ms, policy, policy_args_tuple(policy_args))
+    s = evaluate(_load(model, device), utts, setting, output, segment=segment)
     _print_summary(s)
     return s
 
 
 def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: Optional[list[ModeName]] = None,
               ks: Optional[list[int]] = None, phis: Optional[list[float]] = None, chunk_ms: list[int] = [],  # noqa: B006
-              mode_models: dict[str, str] = {}, limit: Optional[int] = None, device: str = "cpu") -> None:  # noqa: B006
-    """A grid of evaluations (mode × k × φ × chunk) with tables (CSV/JSON/markdown) and plots; resumable.
+              mode_models: dict[str, str] = {}, limit: Optional[int] = None, device: str = "cpu",  # noqa: B006
+              policies: list[PolicyName] = ["waitk"], policy_grid: dict[str, dict[str, list[float]]] = {}) -> None:  # noqa: B006
+    """A grid of evaluations (mode × k × φ × chunk × policy settings) with tables (CSV/JSON/markdown) and plots; resumable.
 
     Tables say, per cell, whether it streams as its model was trained (column as_trained) and how not.
 
@@ -81,9 +90,14 @@ def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: Option
             with its own layout; batch-position and batch-kv fall back to the "batch" entry).
         limit: only the first N utterances.
         device: cpu or cuda.
+        policies: read/write policies to run: waitk, ctc, confidence (see eval --policy); for adaptive ones --ks is
+            k_max unless their grid sets k_max.
+        policy_grid: per adaptive policy, parameter values to cross, e.g.
+            {"ctc": {"threshold": [0.3, 0.5, 0.7, 0.9], "k_max": [5]}, "confidence": {"threshold": [0.6, 0.9]}}
+            (a policy without an entry runs at its defaults).
     """
     from ..data import read_corpus
-    from .sweep import grid, run_sweep
+    from .sweep import grid, policy_settings, run_sweep
 
     utts = read_corpus(data)[:limit]
     cache: dict[str, object] = {}
@@ -98,7 +112,8 @@ def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: Option
     settings = []
     for mode in modes or [load_model(None).cfg.train_mode]:
         mc = load_model(mode).cfg  # unset axes: what this mode's model was trained with
-        settings += grid([mode], ks or sorted(mc.train_k), phis or [mc.phi], chunk_ms or [None])
+        settings += policy_settings(grid([mode], ks or sorted(mc.train_k), phis or [mc.phi], chunk_ms or [None]),
+                                    policies, policy_grid)
     rows = run_sweep(load_model, utts, settings, output)
     from pathlib import Path
 

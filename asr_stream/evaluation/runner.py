@@ -9,6 +9,7 @@ run continues where it stopped.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 import json
 import math
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+import torch
 
 from ..audio.io import load_audio
 from ..config import StreamConfig
@@ -30,32 +32,53 @@ SETTINGS = ("group", "interleaved", "batch", "batch-position", "batch-kv")
 
 @dataclass(frozen=True)
 class Setting:
-    """One evaluation cell: mode (with the batch re-encoding variant), k, φ and chunk length.
+    """One evaluation cell: mode (with the batch re-encoding variant), k, φ, chunk length and read/write policy.
 
     mode, k and phi left at None take the model's training values (:meth:`resolved`)."""
 
     mode: Optional[str] = None  # one of SETTINGS
-    k: Optional[int] = None
+    k: Optional[int] = None  # wait-k's k; the adaptive policies' default k_max
     phi: Optional[float] = None
     chunk_ms: Optional[int] = None  # None: the model's own
+    policy: str = "waitk"  # waitk / ctc / confidence (asr_stream.streaming.policy)
+    policy_args: tuple[tuple[str, float], ...] = ()  # sorted (name, value) pairs, e.g. (("margin", 0), ("threshold", 0.5))
 
     def stream_config(self) -> StreamConfig:
         if self.mode is not None and self.mode not in SETTINGS:
             raise ValueError(f"unknown mode {self.mode!r} (expected one of {SETTINGS})")
         mode, _, reencode = (self.mode or "").partition("-")
-        return StreamConfig(mode=mode or None, k=self.k, phi=self.phi, reencode=reencode or "none")  # type: ignore[arg-type]
+        return StreamConfig(mode=mode or None, k=self.k, phi=self.phi, reencode=reencode or "none",  # type: ignore[arg-type]
+                            policy=self.policy, policy_args=dict(self.policy_args))  # type: ignore[arg-type]
 
     def resolved(self, model, warn: bool = True) -> tuple["Setting", StreamConfig]:
         """This setting with the model's training values filled in, and its stream config (an explicit
         value that differs from the training raises a TrainingMismatchWarning unless ``warn`` is False)."""
         cfg = stream_config_for(model, self.stream_config(), warn=warn)
         mode = cfg.mode if cfg.reencode == "none" else f"{cfg.mode}-{cfg.reencode}"
-        return Setting(mode, cfg.k, cfg.phi, self.chunk_ms), cfg
+        return Setting(mode, cfg.k, cfg.phi, self.chunk_ms, self.policy, self.policy_args), cfg
+
+    @property
+    def policy_name(self) -> str:
+        """``waitk``, or the adaptive policy with its parameters, e.g. ``ctc-margin0-threshold0.5``."""
+        return "-".join([self.policy] + [f"{a}{v:g}" for a, v in self.policy_args])
 
     @property
     def name(self) -> str:
         chunk = f"-c{self.chunk_ms}" if self.chunk_ms else ""
-        return f"{self.mode or 'trained'}-k{self.k if self.k is not None else 'T'}-phi{'T' if self.phi is None else f'{self.phi:g}'}{chunk}"
+        policy = "" if self.policy == "waitk" else f"-{self.policy_name}"
+        return (f"{self.mode or 'trained'}-k{self.k if self.k is not None else 'T'}-phi{'T' if self.phi is None else f'{self.phi:g}'}"
+                f"{chunk}{policy}")
+
+
+def policy_args_tuple(args) -> tuple[tuple[str, float], ...]:
+    """Policy parameters (a mapping, or NAME=VALUE strings) as the sorted pairs a :class:`Setting` keeps."""
+    from ..streaming.policy import parse_policy_args
+
+    d = dict(args) if isinstance(args, dict) else parse_policy_args(args)
+    try:
+        return tuple(sorted((str(a), float(v)) for a, v in d.items()))
+    except (TypeError, ValueError):
+        raise ValueError(f"policy parameters must be numbers, got {d}") from None
 
 
 def stream_blocks(session, blocks: Iterable[np.ndarray], on_words: Optional[Callable[[list], None]] = None) -> tuple[list, list[float], float]:
@@ -130,6 +153,8 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
                      "segments": len(session.segments) if cut else None,
                      "words": [{"text": w.text, "time_ms": w.time_ms, "compute_ms": c} for w, c in zip(words, compute_at)],
                      "audio_ms": audio_ms, "compute_s": spent, **{f"lat_{k}": v for k, v in lat.as_dict().items()}}
+                if not cut:  # the schedule: per written target row, chunks seen and words written before it
+                    r["vis"], r["units"], r["chunks"] = row_schedule(session.session)
                 if u.words is not None:  # word alignment of the reference: ends in ms, for PR50 / PR90
                     r["ref_word_end_ms"] = [round(w.end * 1000.0, 1) for w in u.words]
                 records[u.id] = r
@@ -151,6 +176,30 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
     return summary
 
 
+def row_schedule(session) -> tuple[list[int], list[int], int]:
+    """(visibility of each target row written, target units finished before it, chunks read) of a session's
+    utterance: the schedule its policy produced, as the training layout takes it (``training_layout(vis=...)``)."""
+    from ..groups import TARGET, units_done
+
+    s = session.state
+    t = torch.nonzero(s.elements.kind == TARGET).flatten()
+    vis = s.elements.chunk[t[torch.argsort(s.elements.index[t])]].tolist()
+    units = units_done(session.codec.boundaries(s.tokens))[: len(vis)]
+    return vis, units, s.chunks_read
+
+
+def schedule_summary(rows: Sequence[dict]) -> dict:
+    """How the rows written before the end of the audio were scheduled: the share of rows at each lag
+    (visible chunks - words written before the row; wait-k k has lag k for every such row) and the mean lag.
+    Rows written after the end of the audio see everything whatever the policy, so they are left out."""
+    lags = [v - c for r in rows if "vis" in r for v, c in zip(r["vis"], r["units"]) if v < r["chunks"]]
+    if not lags:
+        return {"schedule_rows": 0}
+    n = len(lags)
+    hist = {str(lag): round(cnt / n, 4) for lag, cnt in sorted(Counter(lags).items())}
+    return {"schedule_rows": n, "lag_mean": sum(lags) / n, "lag_share": hist}
+
+
 def summarize(rows: Sequence[dict]) -> dict:
     w = wer_details([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
     lat = aggregate([{k[4:]: v for k, v in r.items() if k.startswith("lat_")} for r in rows])
@@ -162,6 +211,7 @@ def summarize(rows: Sequence[dict]) -> dict:
     for key in ("AL", "LAAL", "AL_CA", "LAAL_CA", "first_word_delay", "last_word_delay"):
         out[key] = lat[key]
     out.update(pr_summary(lag for r in rows if "ref_word_end_ms" in r for lag in record_word_lags(r)))
+    out.update(schedule_summary(rows))
     return out
 
 

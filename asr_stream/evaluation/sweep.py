@@ -15,14 +15,45 @@ from typing import Mapping, Optional, Sequence
 
 from .runner import Setting, evaluate
 
-COLUMNS = ["name", "mode", "k", "phi", "chunk_ms", "as_trained", "train_mode", "train_k", "train_phi", "utterances",
+COLUMNS = ["name", "mode", "k", "phi", "chunk_ms", "policy", "as_trained", "train_mode", "train_k", "train_phi", "utterances",
            "wer", "substitutions", "deletions", "insertions", "AL", "LAAL", "AL_CA", "LAAL_CA", "first_word_delay",
-           "last_word_delay", "PR50", "PR90", "rtf"]
+           "last_word_delay", "PR50", "PR90", "lag_mean", "rtf"]
 TRAINING = ("as_trained", "train_mode", "train_k", "train_phi")  # from the cell's model (``summary["training"]``)
 
 
 def grid(modes: Sequence[str], ks: Sequence[int], phis: Sequence[float], chunks: Sequence[Optional[int]]) -> list[Setting]:
     return [Setting(m, k, p, c) for m, k, p, c in itertools.product(modes, ks, phis, chunks)]
+
+
+def policy_settings(base: Sequence[Setting], policies: Sequence[str], policy_grid: Mapping[str, Mapping[str, Sequence[float]]]) -> list[Setting]:
+    """Each base setting under each policy: waitk as it is; an adaptive policy at every combination of its grid's
+    values (``{"threshold": [0.3, 0.5], "margin": [0, 1]}`` -> 4 cells). A grid that sets k_max makes the base
+    settings' k irrelevant to that policy, so those cells are not repeated per k."""
+    from dataclasses import replace
+
+    from ..streaming.policy import POLICIES
+
+    unknown = sorted(set(policies) - set(POLICIES)) + sorted(set(policy_grid) - set(policies))
+    if unknown:
+        raise ValueError(f"policy grid: unknown or unselected policies {', '.join(unknown)} (policies: {', '.join(policies)})")
+    out: list[Setting] = []
+    for p in dict.fromkeys(policies):
+        if p == "waitk":
+            if policy_grid.get(p):
+                raise ValueError("policy grid: waitk has no parameters (use --ks)")
+            out += list(base)
+            continue
+        axes = {a: list(v if isinstance(v, (list, tuple)) else [v]) for a, v in sorted(policy_grid.get(p, {}).items())}
+        combos = [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())] or [{}]
+        seen = set()
+        for b in base:
+            for c in combos:
+                s = replace(b, k=None if "k_max" in c else b.k, policy=p,
+                            policy_args=tuple(sorted((a, float(v)) for a, v in c.items())))
+                if s not in seen:
+                    seen.add(s)
+                    out.append(s)
+    return out
 
 
 def run_sweep(load_model, utts, settings: Sequence[Setting], out_dir: str | Path, progress: bool = True) -> list[dict]:
@@ -53,8 +84,9 @@ def flat(row: Mapping) -> dict:
     trained = {"as_trained": None, "train_mode": None, "train_k": None, "train_phi": None} if t is None else {
         "as_trained": not t["differences"], "train_mode": t["mode"], "train_k": " ".join(str(k) for k in t["k"]),
         "train_phi": t["phi"]}
-    return {"name": row["name"], "mode": s["mode"], "k": s["k"], "phi": s["phi"], "chunk_ms": s["chunk_ms"] or "",
-            **trained, **{c: row.get(c) for c in COLUMNS if c not in ("name", "mode", "k", "phi", "chunk_ms") + TRAINING},
+    policy = "-".join([s.get("policy", "waitk")] + [f"{a}{v:g}" for a, v in s.get("policy_args", ())])
+    return {"name": row["name"], "mode": s["mode"], "k": s["k"], "phi": s["phi"], "chunk_ms": s["chunk_ms"] or "", "policy": policy,
+            **trained, **{c: row.get(c) for c in COLUMNS if c not in ("name", "mode", "k", "phi", "chunk_ms", "policy") + TRAINING},
             "differences": "; ".join(t["differences"]) if t else None}
 
 
@@ -74,15 +106,15 @@ def write_tables(rows: Sequence[Mapping], out: Path) -> None:
         w.writeheader()
         w.writerows(table)
     (out / "results.json").write_text(json.dumps(table, indent=2))
-    lines = ["| mode | k | φ | chunk ms | as trained | WER % | S/D/I | AL ms | LAAL ms | LAAL-CA ms | first ms | last ms "
-             "| PR50 ms | PR90 ms | RTF |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| mode | k | φ | chunk ms | policy | as trained | WER % | S/D/I | AL ms | LAAL ms | LAAL-CA ms | first ms "
+             "| last ms | PR50 ms | PR90 ms | mean lag | RTF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in table:
         trained = "–" if t["as_trained"] is None else "yes" if t["as_trained"] else f"no: {t['differences']}"
-        lines.append(f"| {t['mode']} | {t['k']} | {t['phi']:g} | {t['chunk_ms']} | {trained} | {100 * t['wer']:.1f} | "
+        lines.append(f"| {t['mode']} | {t['k']} | {t['phi']:g} | {t['chunk_ms']} | {t['policy']} | {trained} | {100 * t['wer']:.1f} | "
                      f"{t['substitutions']}/{t['deletions']}/{t['insertions']} | {_fmt(t['AL'])} | {_fmt(t['LAAL'])} | "
                      f"{_fmt(t['LAAL_CA'])} | {_fmt(t['first_word_delay'])} | {_fmt(t['last_word_delay'])} | "
-                     f"{_fmt(t['PR50'])} | {_fmt(t['PR90'])} | {_fmt(t['rtf'])} |")
+                     f"{_fmt(t['PR50'])} | {_fmt(t['PR90'])} | {_fmt(t['lag_mean'])} | {_fmt(t['rtf'])} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
@@ -106,17 +138,33 @@ def _line_plot(lines: Mapping[str, tuple[list, list]], xlabel: str, path: Path) 
     return path
 
 
+def _family(t: Mapping) -> str:
+    """The curve a cell belongs to: its mode and its policy without parameter values (all its settings on one line)."""
+    policy = t["policy"].split("-")[0]
+    return t["mode"] if policy == "waitk" else f"{t['mode']} {policy}"
+
+
+def _by(table: Sequence[Mapping], x: str) -> dict[str, tuple[list, list]]:
+    lines: dict[str, tuple[list, list]] = {}
+    ok = [t for t in table if t.get(x) is not None and t[x] == t[x]]
+    for t in sorted(ok, key=lambda t: (_family(t), t[x])):
+        xs, ys = lines.setdefault(_family(t), ([], []))
+        xs.append(t[x])
+        ys.append(t["wer"])
+    return lines
+
+
 def plot(rows: Sequence[Mapping], out: Path) -> list[Path]:
-    """WER vs k (one line per mode and φ) and WER vs LAAL (one line per mode)."""
+    """WER vs k (one line per mode and φ, wait-k cells), WER vs LAAL and, where the corpus has word alignments,
+    WER vs PR90: one line per mode and policy, every policy on the same figure (sorted by the latency)."""
     table = [flat(r) for r in rows]
     by_k: dict[str, tuple[list, list]] = {}
-    for t in sorted(table, key=lambda t: (t["mode"], t["phi"], t["k"])):
+    for t in sorted((t for t in table if t["policy"] == "waitk"), key=lambda t: (t["mode"], t["phi"], t["k"])):
         xs, ys = by_k.setdefault(f"{t['mode']} φ={t['phi']:g}", ([], []))
         xs.append(t["k"])
         ys.append(t["wer"])
-    by_laal: dict[str, tuple[list, list]] = {}
-    for t in sorted(table, key=lambda t: (t["mode"], t["LAAL"] if t["LAAL"] == t["LAAL"] else 0.0)):
-        xs, ys = by_laal.setdefault(t["mode"], ([], []))
-        xs.append(t["LAAL"])
-        ys.append(t["wer"])
-    return [_line_plot(by_k, "k (chunks)", out / "wer_vs_k.png"), _line_plot(by_laal, "LAAL (ms)", out / "wer_vs_laal.png")]
+    paths = [_line_plot(by_k, "k (chunks)", out / "wer_vs_k.png"), _line_plot(_by(table, "LAAL"), "LAAL (ms)", out / "wer_vs_laal.png")]
+    pr90 = _by(table, "PR90")
+    if pr90:
+        paths.append(_line_plot(pr90, "PR90 (ms after the word's end)", out / "wer_vs_pr90.png"))
+    return paths

@@ -227,10 +227,17 @@ class BatchedStreams:
             wave = torch.from_numpy(np.stack([c for _, c in members])).to(m.device)
             out, st = m.encoder.stream(wave, _stack(states) if len(members) > 1 else states[0])
             emb = m.project(out)
-            mass = m.boundary_mass(out).tolist() if self.sessions[members[0][0]].policy.needs_ctc else None  # ctc policy's evidence
+            mass = None
+            if self.sessions[members[0][0]].policy.needs_ctc:  # the ctc policy's evidence, carried frame to frame
+                prev = [self.sessions[i].state.ctc_last for i, _ in members]
+                prev_t = None if prev[0] is None else torch.cat(prev)  # members share the chunk count: all None or none
+                onsets, last = m.boundary_onsets(out, prev_t)
+                mass = onsets.tolist()
             for b, (i, _) in enumerate(members):
                 s = self.sessions[i].state
                 s.encoded.append((s.chunks_read + len(s.encoded), emb[b], None if mass is None else mass[b]))
+                if mass is not None:
+                    s.ctc_last = last[b : b + 1]
                 s.enc = _row(st, b) if len(members) > 1 else st
             self.encoder_calls += 1
             self.encoder_streams += len(members)

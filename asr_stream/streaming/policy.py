@@ -4,13 +4,15 @@ A policy answers one question per step: given what the stream has read and writt
 write the pending target row now, or read the next chunk? Every policy keeps the same hard bounds
 (:func:`bounded`): nothing is written before the first chunk, and target unit j is written at the latest
 once ``k_max + j`` chunks are read (wait-k with ``k_max``); after the end of the audio every row is written.
+The adaptive policies also take ``k_min`` (default 0): unit j never before ``k_min + j`` chunks (k_min = 1
+keeps every row within the lags the multi-k training masks showed the model, k >= 1).
 
 - :class:`WaitK` (``waitk``): write unit j once ``k + j`` chunks are read. The fixed schedule of the paper.
 - :class:`CtcTriggered` (``ctc``): write unit j once the CTC head says that unit j's boundary has been
-  heard: the CTC posterior mass of boundary tokens (word-final "</w>" tokens; word-start tokens for a
-  prefix-style tokenizer) summed over every frame read reaches ``j + threshold``, at least ``margin``
-  chunks ago. Needs a model with a CTC head (``ctc_weight > 0``). Costs nothing extra: the posteriors of
-  a chunk are computed once, when it is read.
+  heard: the expected number of boundary-token onsets (word-final "</w>" tokens; word-start tokens for a
+  prefix-style tokenizer; :meth:`asr_stream.model.SpeechLLM.boundary_onsets`) over every frame read
+  reaches ``j + threshold``, at least ``margin`` chunks ago. Needs a model with a CTC head
+  (``ctc_weight > 0``). Costs little: a chunk's posteriors are computed once, when it is encoded.
 - :class:`ConfidenceTriggered` (``confidence``): compute the pending row, and keep its token only when
   the decoder's probability of its top token is at least ``threshold``; otherwise the row is hidden
   (masked for good, like a PAD) and asked again after the next chunk. Costs one decoder row per refusal.
@@ -80,20 +82,21 @@ class View:
     """Chunks read when the pending row was last refused (an early EOS, or too little confidence); -1: never.
     A refused row is not asked again before another chunk is read."""
     heard: Sequence[float] = ()
-    """CTC evidence: after each chunk read, the boundary-token posterior mass summed over every frame read
-    so far (about the number of word ends heard). Empty when the model has no CTC head."""
+    """CTC evidence: after each chunk read, the expected boundary-token onsets over every frame read so far
+    (about the number of word ends heard). Empty unless the policy needs it."""
 
 
-def bounded(v: View, k_max: int, ready: bool) -> Action:
-    """The bounds every policy keeps, around its own ``ready`` (write now?) decision."""
+def bounded(v: View, k_max: int, ready: bool, k_min: int = 0) -> Action:
+    """The bounds every policy keeps, around its own ``ready`` (write now?) decision: unit j is written after
+    at least max(1, k_min + j) chunks and at most k_max + j."""
     if v.ended:
         return Action.STOP
     if v.rows >= v.row_limit:
         return Action.STOP if v.finished else Action.READ
     if v.finished or v.chunks_read >= k_max + v.k_extra + v.units:
         return Action.WRITE  # the latest a row may come: wait-k with k_max (after the end of audio: now)
-    if v.chunks_read < 1 or v.chunks_read <= v.refused_at:
-        return Action.READ  # the earliest: one chunk; a refused row waits for the next chunk
+    if v.chunks_read < max(1, k_min + v.units) or v.chunks_read <= v.refused_at:
+        return Action.READ  # the earliest: one chunk (or wait-k with k_min); a refused row waits for the next chunk
     return Action.WRITE if ready else Action.READ
 
 
@@ -141,11 +144,12 @@ class WaitK(Policy):
 
 @dataclass(frozen=True)
 class CtcTriggered(Policy):
-    """Write unit j once the CTC boundary mass heard reaches ``j + threshold``, ``margin`` chunks ago or more."""
+    """Write unit j once the CTC boundary onsets heard reach ``j + threshold``, ``margin`` chunks ago or more."""
 
     k_max: int = 5  # type: ignore[misc]
     threshold: float = 0.5
     margin: int = 0
+    k_min: int = 0
     name = "ctc"
     needs_ctc = True
 
@@ -156,14 +160,16 @@ class CtcTriggered(Policy):
             raise ValueError(f"ctc policy: threshold must be in (0, 1.5], got {self.threshold}")
         if self.margin < 0:
             raise ValueError(f"ctc policy: margin must be >= 0 chunks, got {self.margin}")
+        if not 0 <= self.k_min <= self.k_max:
+            raise ValueError(f"ctc policy: need 0 <= k_min <= k_max, got {self.k_min}, {self.k_max}")
 
     def action(self, v: View) -> Action:
         c = v.chunks_read - 1 - self.margin  # the last chunk whose evidence counts
         ready = 0 <= c < len(v.heard) and v.heard[c] >= v.units + self.threshold
-        return bounded(v, self.k_max, ready)
+        return bounded(v, self.k_max, ready, self.k_min)
 
     def describe(self) -> str:
-        return f"ctc-t{self.threshold:g}-m{self.margin}-kmax{self.k_max}"
+        return f"ctc-t{self.threshold:g}-m{self.margin}-k{self.k_min}..{self.k_max}"
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,7 @@ class ConfidenceTriggered(Policy):
 
     k_max: int = 5  # type: ignore[misc]
     threshold: float = 0.9
+    k_min: int = 0
     name = "confidence"
 
     def __post_init__(self) -> None:
@@ -179,9 +186,11 @@ class ConfidenceTriggered(Policy):
             raise ValueError(f"confidence policy: k_max must be >= 1, got {self.k_max}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"confidence policy: threshold must be in [0, 1], got {self.threshold}")
+        if not 0 <= self.k_min <= self.k_max:
+            raise ValueError(f"confidence policy: need 0 <= k_min <= k_max, got {self.k_min}, {self.k_max}")
 
     def action(self, v: View) -> Action:
-        return bounded(v, self.k_max, True)
+        return bounded(v, self.k_max, True, self.k_min)
 
     def accept(self, v: View, top_prob: float) -> bool:
         if v.finished or v.chunks_read >= self.k_max + v.k_extra + v.units:
@@ -189,10 +198,10 @@ class ConfidenceTriggered(Policy):
         return top_prob >= self.threshold
 
     def describe(self) -> str:
-        return f"confidence-t{self.threshold:g}-kmax{self.k_max}"
+        return f"confidence-t{self.threshold:g}-k{self.k_min}..{self.k_max}"
 
 
-_ARGS = {"waitk": (), "ctc": ("k_max", "threshold", "margin"), "confidence": ("k_max", "threshold")}
+_ARGS = {"waitk": (), "ctc": ("k_max", "k_min", "threshold", "margin"), "confidence": ("k_max", "k_min", "threshold")}
 
 
 def make_policy(name: str, k: int, args: Mapping[str, Any] | None = None) -> Policy:

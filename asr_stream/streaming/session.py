@@ -54,7 +54,8 @@ class StreamState:
     units: int = 0  # target units finished (wait-k's j) [_consume]
     k_extra: int = 0  # chunks added to k, one per EOS chosen before the end of the audio (early_eos="wait") [_consume]
     refused_at: int = -1  # chunks read when the pending row was last refused (early EOS, policy); -1: never [_consume]
-    heard: list[float] = field(default_factory=list)  # per chunk read: CTC boundary mass of all frames so far (ctc policy) [_read_chunk]
+    heard: list[float] = field(default_factory=list)  # per chunk read: CTC boundary-token onsets so far (ctc policy) [_read_chunk]
+    ctc_last: Any = None  # (1, nB) boundary posteriors of the last frame encoded (ctc policy) [_read_chunk / BatchedStreams._encode_ahead]
     tokens: list[int] = field(default_factory=list)  # emitted tokens, no BOS/EOS [_consume]
     word: list[int] = field(default_factory=list)  # tokens of the unfinished word [_consume / _flush_word]
     ended: bool = False  # EOS written or length guard hit after the end of audio [_consume / _next_step]
@@ -262,7 +263,9 @@ class StreamingSession:
             wave = torch.from_numpy(chunk).to(m.device)[None]
             enc, s.enc = m.encoder.stream(wave, s.enc)
             emb = m.project(enc)[0]  # (E, H)
-            mass = float(m.boundary_mass(enc)[0]) if self.policy.needs_ctc else None
+            if self.policy.needs_ctc:
+                onsets, s.ctc_last = m.boundary_onsets(enc, s.ctc_last)
+                mass = float(onsets[0])
         if mass is not None:  # cumulative: the policy compares it with the words written
             s.heard.append((s.heard[-1] if s.heard else 0.0) + mass)
         els = source_elements(P, [c] * E, first_audio=c * E)
