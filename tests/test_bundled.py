@@ -43,6 +43,26 @@ def test_transcribe_cli_uses_the_bundled_model_and_matches_the_library():
     assert cli_final_text() == s.text
 
 
+def test_transcribe_cli_runs_the_ctc_policy_like_the_library(tmp_path):
+    """--policy / --policy-args reach the session: same words and emission times as the library, recorded in --json."""
+    model = SpeechLLM.load(asr_stream.default_model_dir())
+    s = StreamingSession(model, k=5, policy="ctc", policy_args={"threshold": 1.0, "margin": 1})
+    wave = load_audio(SAMPLE)
+    for i in range(0, len(wave), 1600):
+        s.push(wave[i : i + 1600])
+    s.finish()
+    wk = StreamingSession(model, k=5)
+    wk.push(wave)
+    wk.finish()
+    assert [w.time_ms for w in s.words] != [w.time_ms for w in wk.words]  # adaptive: not wait-k's schedule
+    out = tmp_path / "r.json"
+    assert cli_final_text("--k", "5", "--policy", "ctc", "--policy-args", "threshold=1", "margin=1", "--json", str(out)) == s.text
+    got = json.loads(out.read_text())
+    # the words emitted while audio came (the last is flushed at the end, where the CLI's sample count is its own)
+    assert [w["time_ms"] for w in got["files"][0]["words"]][:-1] == [w.time_ms for w in s.words][:-1]
+    assert (got["settings"]["policy"], got["settings"]["policy_args"]) == ("ctc", {"threshold": 1.0, "margin": 1.0})
+
+
 HELDOUT = Path(__file__).parent / "data" / "heldout.json"
 
 

@@ -71,6 +71,7 @@ def stream_config_for(model: Any, cfg: StreamConfig | None = None, warn: bool = 
                        k=cfg.k if cfg.k is not None else default_k(mc.train_k),
                        phi=cfg.phi if cfg.phi is not None else mc.phi)
     _check(resolved)
+    resolved = replace(resolved, policy_args={a: float(v) for a, v in resolved.policy_args.items()})  # "1" -> 1.0 (command line)
     if warn:
         diffs = training_differences(mc, resolved)  # values filled in from the training never differ from it
         if diffs:
