@@ -132,7 +132,7 @@ def test_sweep_with_policy_grid(tmp_path, make_model, corpus):
 
     rows = [dict(r, PR90=100.0 * i) for i, r in enumerate(rows)]  # as a trained model's cells would have
     assert tmp_path / "sw" / "wer_vs_pr90.png" in plot(rows, tmp_path / "sw")
-    assert {k: v[0] for k, v in _by([flat(r) for r in rows], "PR90").items()} == {"group": [0.0, 100.0], "group ctc": [200.0, 300.0]}
+    assert {k: v[0] for k, v in _by([flat(r) for r in rows], "PR90").items()} == {"group waitk": [0.0, 100.0], "group ctc": [200.0, 300.0]}
     assert "ctc-k_max3-threshold0.5" in (tmp_path / "sw" / "results.md").read_text()
     with pytest.raises(ValueError, match="unknown or unselected"):
         policy_settings(cells[:1], ["waitk"], {"ctc": {"threshold": [0.5]}})

@@ -140,8 +140,7 @@ def _line_plot(lines: Mapping[str, tuple[list, list]], xlabel: str, path: Path) 
 
 def _family(t: Mapping) -> str:
     """The curve a cell belongs to: its mode and its policy without parameter values (all its settings on one line)."""
-    policy = t["policy"].split("-")[0]
-    return t["mode"] if policy == "waitk" else f"{t['mode']} {policy}"
+    return f"{t['mode']} {t['policy'].split('-')[0]}"
 
 
 def _by(table: Sequence[Mapping], x: str) -> dict[str, tuple[list, list]]:
