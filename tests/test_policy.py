@@ -81,6 +81,16 @@ def test_ctc_policy_needs_a_ctc_head(make_model):
         StreamingSession(make_model(320), policy="ctc")
 
 
+def test_policy_follows_a_replaced_config(make_model):
+    """A serving slot may get its own k (cfg replaced): the policy is the new config's."""
+    from dataclasses import replace
+
+    s = StreamingSession(make_model(320), k=2)
+    assert s.policy == WaitK(2)
+    s.cfg = replace(s.cfg, k=4)
+    assert s.policy == WaitK(4)
+
+
 def run_forced(model, wave, tokens, block=3000, **kw):
     s = StreamingSession(model, max_tokens_per_s=100.0, **kw)
     s.teacher_force(tokens)

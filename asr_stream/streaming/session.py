@@ -101,7 +101,7 @@ class StreamingSession:
         self.model = model.eval()
         self.cfg = cfg
         self.codec = model.codec
-        self.policy = make_policy(cfg.policy, cfg.k, cfg.policy_args)
+        self._policy: tuple[StreamConfig, Any] | None = None
         if self.policy.needs_ctc and model.ctc_head is None:
             raise ValueError(f"policy {cfg.policy!r} needs a model with a CTC head (ctc_weight > 0)")
         self.words: list[Word] = []  # every word emitted, across reset()
@@ -109,6 +109,13 @@ class StreamingSession:
         self.logits: list[torch.Tensor] | None = None  # per target row asked (V,), when recording
         self.written: list[bool] = []  # per entry of logits: was the row written (False: refused and asked again)
         self.reset()
+
+    @property
+    def policy(self):
+        """The read/write policy of ``cfg`` (rebuilt when ``cfg`` is replaced, e.g. a serving slot's own k)."""
+        if self._policy is None or self._policy[0] is not self.cfg:
+            self._policy = (self.cfg, make_policy(self.cfg.policy, self.cfg.k, self.cfg.policy_args))
+        return self._policy[1]
 
     # -- public API -----------------------------------------------------------------------------
     def reset(self) -> None:
