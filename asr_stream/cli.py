@@ -41,12 +41,42 @@ def _load_model(model: Optional[str], device: str, chunk_ms: Optional[int]):
     from . import default_model_dir
     from .model import SpeechLLM
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    check_device(device)
+    if chunk_ms is not None and chunk_ms <= 0:
+        raise ValueError(f"--chunk-ms must be > 0, got {chunk_ms}")
     m = SpeechLLM.load(model if model is not None else default_model_dir(), map_location=device)
-    if chunk_ms:
+    if chunk_ms is not None and chunk_ms != m.cfg.encoder.chunk_ms:
+        if chunk_ms > 4 * m.cfg.encoder.chunk_ms:
+            raise ValueError(f"--chunk-ms {chunk_ms}: more than 4x the {m.cfg.encoder.chunk_ms} ms the model was trained "
+                             "with (it would read most utterances in one chunk)")
         m.set_chunk_ms(chunk_ms)
+        import warnings
+
+        from .config import TrainingMismatchWarning
+
+        warnings.warn(f"streaming differently from how the model was trained: chunk_ms={chunk_ms} (trained: "
+                      f"{m.cfg.encoder.chunk_ms}) (expect a higher error rate)", TrainingMismatchWarning, stacklevel=2)
     return m
+
+
+def check_device(device: str) -> None:
+    """One-line errors for a device string torch does not know, or a device this machine does not have."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {device!r} (expected cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r} requested but MPS is not available on this machine")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r} is not supported (expected cpu, cuda or cuda:N)")
 
 
 def _check_writable(path: Optional[str], option: str) -> None:
