@@ -520,6 +520,22 @@ def word_counts(utts: Sequence[Utterance]) -> Counter[str]:
     return c
 
 
+def check_corpus_spec(spec: str) -> None:
+    """Fail early (one-line DataError) when a corpus spec names a manifest, root or split that is not there; the
+    full read (and its checks) happens when the data is set up."""
+    if spec.startswith("librispeech:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise DataError(f"{spec}: expected librispeech:ROOT:SPLIT[,SPLIT...]")
+        root = Path(parts[1])
+        if not root.is_dir():
+            raise DataError(f"{spec}: LibriSpeech root {root} is not a folder")
+        return
+    p = Path(spec)
+    if not p.is_file():
+        raise DataError(f"{spec}: no such manifest file (expected a JSONL manifest or librispeech:ROOT:SPLIT)")
+
+
 def read_corpus(spec: str) -> list[Utterance]:
     """A corpus from a spec: ``path/to/manifest.jsonl`` or ``librispeech:ROOT:SPLIT[,SPLIT...]``."""
     if spec.startswith("librispeech:"):
