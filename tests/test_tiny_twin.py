@@ -59,12 +59,13 @@ def waves() -> list[np.ndarray]:
     return [noise_audio(s, seed=i) for i, s in enumerate((1.9, 2.6, 1.3))]
 
 
-def _session_words(model, wave: np.ndarray, cfg: StreamConfig) -> list[str]:
+def _session_words(model, wave: np.ndarray, cfg: StreamConfig, times: bool = False) -> list:
+    """Words (with the audio ms read when each was emitted, if ``times``) of one session, 100 ms blocks."""
     s = StreamingSession(model, cfg)
     for i in range(0, len(wave), 1600):  # 100 ms blocks: not aligned with the 320 ms chunks
         s.push(wave[i : i + 1600])
     s.finish()
-    return [w.text for w in s.words]
+    return [(w.text, w.time_ms) if times else w.text for w in s.words]
 
 
 def test_twin_model_has_the_real_structure(twin_model_dir):
@@ -130,11 +131,15 @@ def test_eval_and_transcribe_on_the_twin(twin_model_dir, waves, tmp_path, capsys
         rows.append({"audio_filepath": f"u{i}.wav", "duration": len(w) / 16000, "text": SENTENCES[i], "id": f"u{i}"})
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     utts = read_manifest(tmp_path / "m.jsonl")
-    expected = [" ".join(_session_words(model, w, StreamConfig(mode="group", k=3))) for w in waves]
+    # words and their emission times (audio ms read): the times differ between waves of different lengths
+    timed = [_session_words(model, w, StreamConfig(mode="group", k=3), times=True) for w in waves]
+    expected = [" ".join(t for t, _ in ws) for ws in timed]
 
     summary = evaluate(model, utts, Setting("group", 3, 0.0), tmp_path / "eval", progress=False)
     records = [json.loads(x) for x in (tmp_path / "eval" / "records.jsonl").read_text().splitlines()]
     assert [r["hypothesis"] for r in records] == expected
+    assert [[(w["text"], w["time_ms"]) for w in r["words"]] for r in records] == timed
+    assert [r["audio_ms"] for r in records] == [len(w) / 16.0 for w in waves]
     assert summary["utterances"] == 3 and 0.0 < summary["wer"] < float("inf")
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["ref_words"] == summary["ref_words"]
 
@@ -144,4 +149,5 @@ def test_eval_and_transcribe_on_the_twin(twin_model_dir, waves, tmp_path, capsys
     out = capsys.readouterr().out
     assert f"final: {expected[1]}\n" in out
     t = json.loads((tmp_path / "t.json").read_text())
-    assert t["files"][0]["text"] == expected[1] and t["files"][0]["words"]
+    assert t["files"][0]["text"] == expected[1]
+    assert [(w["text"], w["time_ms"]) for w in t["files"][0]["words"]] == timed[1]
