@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write a tiny twin of conf/phi3_librispeech.yaml's pretrained models: random weights, the same structure.
+"""Write a tiny twin of conf/phi3_librispeech.yaml's pretrained models: the same structure, tiny sizes, no download.
 
     <out>/hubert/   HubertModel (HuBERT-large's layout: layer-norm conv front end, stable layer norm,
                     7 convolutions with strides 5,2,2,2,2,2,2 = 320 samples = 20 ms per frame), save_pretrained
