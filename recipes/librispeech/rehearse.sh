@@ -33,5 +33,5 @@ $py tools/make_tiny_twin.py "$work/twin" --text "librispeech:$work/data:train"
 echo "== rehearsal: recipes/librispeech/run.sh from stage 1"
 recipes/librispeech/run.sh --stage 1 --config conf/phi3_librispeech_tiny.yaml --data "$work/data" --exp "$work/exp" \
   --train-splits train --val-splits dev --test-splits "test test-unseen-voice" --phis "0 256" --infer-phis "0 256" \
-  --ks "1 3" --eval-k 3 \
+  --ks "1 3" --eval-k 3 --device cpu \
   --set "model.model.encoder.hf_name_or_path=$work/twin/hubert" --set "model.model.decoder.name_or_path=$work/twin/phi3"

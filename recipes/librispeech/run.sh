@@ -2,7 +2,8 @@
 # LibriSpeech recipe: download -> prepare -> train (Phi-3-mini + HuBERT, LoRA, multi-GPU) -> export -> eval -> sweep.
 # Usage: recipes/librispeech/run.sh [--stage N] [--stop-stage M] [--config YAML] [--data DIR] [--exp DIR]
 #          [--train-splits "A B"] [--val-splits "A"] [--test-splits "A B"] [--phis "0 256 512"] [--infer-phis "..."]
-#          [--ks "1 3 5 7"] [--eval-k K] [--limit N] [--export-weights live|average] [--set KEY=VALUE]...
+#          [--ks "1 3 5 7"] [--eval-k K] [--limit N] [--device cuda|cpu] [--export-weights live|average]
+#          [--set KEY=VALUE]...
 #   stage 0: download and unpack LibriSpeech from openslr.org (resource 12) into $data (needs a network)
 #   stage 1: check the layout and write JSONL manifests of every split used ($exp/manifests/<split>.jsonl)
 #   stage 2: train one model per training φ in --phis (the paper's φ table trains one model per φ), each in
@@ -37,6 +38,7 @@ infer_phis=""
 ks="1 3 5 7"
 eval_k=3
 limit=()
+device=cuda  # where eval and sweep run the model (training devices come from the config)
 export_weights=live
 sets=()
 while [ $# -gt 0 ]; do
@@ -54,6 +56,7 @@ while [ $# -gt 0 ]; do
     --ks) ks=$2; shift 2 ;;
     --eval-k) eval_k=$2; shift 2 ;;
     --limit) limit=(--limit "$2"); shift 2 ;;
+    --device) device=$2; shift 2 ;;
     --export-weights) export_weights=$2; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -114,7 +117,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     for part in $test_splits; do
       echo "== stage 4: evaluate $run/export on $part (group, k = $eval_k, φ = $phi: its training φ)"
       $py -m asr_stream eval --data "$man/$part.jsonl" --model "$run/export" --mode group --k "$eval_k" --phi "$phi" \
-        --output "$run/eval-$part-k$eval_k" "${limit[@]}"
+        --output "$run/eval-$part-k$eval_k" --device "$device" "${limit[@]}"
     done
   done
 fi
@@ -126,7 +129,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
       echo "== stage 5: sweep k in {$ks} on $part with $run/export at its training φ = $phi"
       # shellcheck disable=SC2086
       $py -m asr_stream sweep --data "$man/$part.jsonl" --model "$run/export" --modes group --ks $ks --phis "$phi" \
-        --output "$run/sweep-$part" "${limit[@]}"
+        --output "$run/sweep-$part" --device "$device" "${limit[@]}"
     done
     echo "== stage 5: φ table on $part (one model per training φ, each streamed at its own φ) -> $exp/phi-table-$part.md"
     # shellcheck disable=SC2086
@@ -149,7 +152,7 @@ EOF
       echo "== stage 5: INFERENCE φ only on $part: the one model trained at φ = $first streamed at φ in {$infer_phis}"
       # shellcheck disable=SC2086
       $py -m asr_stream sweep --data "$man/$part.jsonl" --model "$exp/phi$first/export" --modes group --ks "$eval_k" \
-        --phis $infer_phis --output "$exp/sweep-$part-inference-phi" "${limit[@]}"
+        --phis $infer_phis --output "$exp/sweep-$part-inference-phi" --device "$device" "${limit[@]}"
     fi
   done
 fi
