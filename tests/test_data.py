@@ -202,7 +202,9 @@ def test_manifest_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize("line,message,reason", [
-    ('{"audio_filepath": "a.flac", "duration": 1.0, "text": "x"', r":2: invalid JSON \(", "bad_line"),
+    ('{"audio_filepath": "a.flac", "duration": 1.0, "text": "x"', r":2: invalid JSON \(Expecting ',' delimiter at column 58\)$",
+     "bad_line"),
+    ('{"audio_filepath": "a.flac', r":2: invalid JSON \(Unterminated string starting at column 20\)$", "bad_line"),
     ('["a.flac", 1.0, "x"]', ":2: expected a JSON object, got list", "bad_line"),
     ('{"audio_filepath": "a.flac", "duration": 1.0}', ":2: missing field 'text'", "bad_line"),
     ('{"audio_filepath": "a.flac", "duration": -1, "text": "x"}', ":2: 'duration' must be a positive", "bad_line"),
