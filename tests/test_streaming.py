@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from asr_stream import decoder as dec
+from asr_stream.groups import AUDIO, PROMPT, TARGET, additive_mask, allowed, training_layout, units_done, visible_chunks
 from asr_stream.model import Batch
 from asr_stream.streaming import StreamingSession
 
@@ -94,6 +95,62 @@ def test_batch_mode_after_end_of_audio_equals_offline(make_model, codec):
     for reencode in ("none", "position", "kv"):
         streamed, _ = stream_logits(model, wave, tokens, 2000, mode="batch", k=50, reencode=reencode)
         assert (streamed - offline).abs().max().item() <= TOL, reencode
+
+
+def batch_reference(model, codec, wave: np.ndarray, tokens, k: int, reencode: str) -> torch.Tensor:
+    """Per target row i, the logits a batch-mode stream with ``reencode`` gives it when it writes it, computed
+    without the session: one masked decoder forward per number of chunks read.
+
+    Row i is written once v_i = min(k + c_i, N) chunks are read; by then every earlier target row has been
+    recomputed at the batch positions of that prefix (S + r, S = source read so far): with ``position``
+    each row keeps its own visibility v_r, with ``kv`` every row sees all v_i chunks (a batch model's
+    view of the prefix). So row i's logits are those of the batch layout of the first v_i chunks and
+    rows 0..i.
+    """
+    P, E, cs = len(model.prompt_ids), model.embeds_per_chunk, model.chunk_samples
+    N = model.num_chunks(len(wave))
+    padded = np.zeros(N * cs, np.float32)
+    padded[: len(wave)] = wave  # the stream zero-pads its last chunk the same way
+    units = units_done(codec.boundaries(tokens))  # rows BOS, y_0.. y_{T-1}: T + 1 rows
+    read_at = [visible_chunks(k, c, N) for c in units]
+    out = [None] * len(units)
+    with torch.no_grad():
+        src = model.embed_audio(torch.from_numpy(padded)[None])[1][0]  # (N*E, H); chunks never change
+        prompt = model.embed_tokens(model.prompt_ids) if P else src.new_zeros(0, src.shape[-1])
+        rows_in = model.embed_tokens([codec.bos_id] + list(tokens))
+        for n in sorted(set(read_at)):
+            last = max(i for i, r in enumerate(read_at) if r == n)
+            els = training_layout("batch", P, n, E, units[: last + 1], k if reencode == "position" else None)
+            by_kind = {PROMPT: prompt, AUDIO: src[: n * E], TARGET: rows_in}
+            x = torch.stack([by_kind[int(kd)][int(i)] for kd, i in zip(els.kind, els.index)])
+            mask = additive_mask(allowed("batch", els, els))
+            logits = dec.run(model.llm, x[None], mask[None], els.position[None])[0]
+            for i in range(last + 1):
+                if read_at[i] == n:
+                    out[i] = logits[int(torch.nonzero((els.kind == TARGET) & (els.index == i)))]
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("reencode", ["position", "kv"])
+def test_batch_reencoding_with_target_rows_equals_a_reference_without_the_session(make_model, codec, reencode):
+    """Small k: most target rows are written while audio still comes, so every later chunk re-encodes them.
+    Each row's logits at the time it is written equal :func:`batch_reference` (built from groups' layouts
+    and one decoder forward per chunk step, no session)."""
+    model = make_model(160, prompt="TRANSCRIBE")
+    wave = noise_audio(2.5, seed=4)  # 16 chunks
+    tokens = codec.encode(SENTENCES[0])  # 9 words
+    k = 2
+    N = model.num_chunks(len(wave))
+    early = [c for c in units_done(codec.boundaries(tokens)) if k + c < N]
+    assert len(early) >= len(tokens) // 2  # rows written before the last chunks: re-encoded afterwards
+    ref = batch_reference(model, codec, wave, tokens, k, reencode)
+    streamed, s = stream_logits(model, wave, tokens, 1000, mode="batch", k=k, reencode=reencode)
+    assert streamed.shape == ref.shape == (len(tokens) + 1, len(codec))
+    assert (streamed - ref).abs().max().item() <= TOL
+    assert s.state.decoder_positions > len(model.prompt_ids) + N * model.embeds_per_chunk + len(tokens) + 1
+    # the reference tells re-encoding from none: without it, the early rows' logits are far off
+    plain, _ = stream_logits(model, wave, tokens, 1000, mode="batch", k=k, reencode="none")
+    assert (plain - ref).abs().max().item() > 1000 * TOL
 
 
 def word_rows(codec, tokens):
