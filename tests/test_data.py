@@ -420,6 +420,28 @@ def test_espeak_library_is_the_command_line(tmp_path: Path) -> None:
 
 
 @needs_espeak
+def test_espeak_library_does_not_depend_on_the_processes_rand_state(tmp_path: Path) -> None:
+    """libespeak-ng 1.51 draws the breath noise of breathy variants (+f2, +f3) from the C library's rand(),
+    whose state a forked child inherits. Any rand() call in this process (by any library) must not change
+    what we speak: still the command line's samples, which always start from srand(1)."""
+    import ctypes
+    import subprocess
+
+    from asr_stream.data import espeak
+
+    libc = ctypes.CDLL(None)
+    text = "well, i don't know, ask the long forgotten one, she said!"
+    for voice, rate, pitch in [("en-us-nyc+f2", 201, 62), ("en-us+f3", 175, 50)]:
+        wav = tmp_path / "cli.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", str(wav), text], check=True)
+        want, _ = sf.read(str(wav), dtype="int16")
+        for _ in range(3):  # what another library in this process might do, at any time
+            libc.rand()
+        got = espeak.engine().speak(text, voice, rate, pitch)
+        assert np.array_equal(got.samples, want), voice
+
+
+@needs_espeak
 def test_word_spans_leave_pauses_out() -> None:
     words = "the captain of the guard asked him, where are you going?".split()
     audio, spans = synth.speak(" ".join(words), "en-us", 160, 50)
