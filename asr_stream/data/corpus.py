@@ -385,7 +385,9 @@ def read_manifest_report(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            problems("bad_line", f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+            # some of json's messages end in "at" ("Unterminated string starting at"): do not repeat it
+            msg = e.msg[: -len(" at")] if e.msg.endswith(" at") else e.msg
+            problems("bad_line", f"{where}: invalid JSON ({msg} at column {e.colno})")
             continue
         try:
             utt, audio = _manifest_item(obj, where, path.parent)
