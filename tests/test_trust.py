@@ -154,3 +154,8 @@ def test_ctrl_c_keeps_the_files_transcribed_and_what_was_heard_of_the_current_on
     assert r["files"][0]["complete"] is True and r["files"][1]["complete"] is False
     assert 0 < r["files"][1]["audio_s"] < 30
     assert json.loads((fmt / "b.json").read_text())["text"] == r["files"][1]["text"]
+
+
+def test_an_output_that_cannot_be_written_fails_before_any_work(model_dir, wav, capsys):
+    one_line_error(["transcribe", str(wav), "--model", str(model_dir), "--json", "/proc/asr-stream.json"], capsys,
+                   "cannot write in /proc")
