@@ -58,7 +58,7 @@ from asr_stream.groups import (
 )
 from asr_stream.model import Batch, SpeechLLM
 from asr_stream.streaming import StreamingSession
-from asr_stream.streaming.batched import BatchedStreams
+from asr_stream.streaming.batched import BatchedStreams, rounds
 
 MODES = {
     "group": dict(mode="group"),
@@ -227,12 +227,11 @@ def batched_once(model: SpeechLLM, waves: list[np.ndarray], forced: list[list[in
         eng = BatchedStreams(model, len(waves), cfg)
         for i in range(len(waves)):
             eng.sessions[i].teacher_force(forced[i], record_logits=False)
-        for r in range(0, max(len(w) for w in waves), cs):
-            for i, wv in enumerate(waves):
-                if r < len(wv):
-                    eng.feed(i, wv[r : r + cs])
-                    if r + cs >= len(wv):
-                        eng.end(i)
+        for feed in rounds(waves, cs):
+            for i, piece, last in feed:
+                eng.feed(i, piece)
+                if last:
+                    eng.end(i)
             eng.drain()
         for i in range(len(waves)):
             eng.finish(i)

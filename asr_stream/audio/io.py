@@ -66,11 +66,7 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     """Read a wav/flac/ogg/... file (anything libsndfile decodes) as 16 kHz mono float32 samples."""
     import soundfile as sf
 
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: no such file")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a directory, not an audio file")
+    p = _existing_file(path)
     try:
         with sf.SoundFile(str(p)) as f:
             if f.channels == 0:
@@ -80,25 +76,33 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:  # corrupt, truncated, or unknown format
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(f"{p}: cannot decode audio ({msg})") from None
+        raise _decode_error(p, e) from None
     return to_mono_16k(samples, rate, p)
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{p}: no such file")
+    if p.is_dir():
+        raise AudioError(f"{p}: is a directory, not an audio file")
+    return p
+
+
+def _decode_error(p: Path, e: Exception) -> AudioError:
+    """libsndfile's complaint (corrupt, truncated, unknown format) as a one-line AudioError."""
+    return AudioError(f"{p}: cannot decode audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
 
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     """(sample rate Hz, channels, frames) of an audio file, checked without reading the samples."""
     import soundfile as sf
 
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: no such file")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a directory, not an audio file")
+    p = _existing_file(path)
     try:
         info = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(f"{p}: cannot decode audio ({msg})") from None
+        raise _decode_error(p, e) from None
     if info.channels == 0:
         raise AudioError(f"{p}: audio has zero channels")
     if not (MIN_INPUT_RATE <= int(info.samplerate) <= MAX_INPUT_RATE):
@@ -140,8 +144,7 @@ def audio_blocks(path: str | os.PathLike, block_s: float = 10.0):
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(f"{p}: cannot decode audio ({msg})") from None
+        raise _decode_error(p, e) from None
     if n == 0:
         raise AudioError(f"{p}: audio is empty (0 samples)")
 

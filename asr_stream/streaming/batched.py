@@ -266,6 +266,13 @@ class BatchedStreams:
             self.length = len(keep)
 
 
+def rounds(waves: Sequence[np.ndarray], block: int):
+    """Feed order of many waves as concurrent streams: per round, ``(i, next block of wave i, is its last)`` for
+    every wave that has audio left, so streams advance in step (one encoder and decoder batch per round)."""
+    for start in range(0, max(len(w) for w in waves), block):
+        yield [(i, w[start : start + block], start + block >= len(w)) for i, w in enumerate(waves) if start < len(w)]
+
+
 def _signature(x: Any) -> Any:
     """What must match for encoder states to be stacked: everything but the batch dimension."""
     if isinstance(x, torch.Tensor):
@@ -302,4 +309,4 @@ def _row(x: Any, b: int) -> Any:
     return x
 
 
-__all__ = ["BatchedStreams"]
+__all__ = ["BatchedStreams", "rounds"]

@@ -549,13 +549,14 @@ class SegmentedStreams:
     def run(cls, model, waves: Sequence[np.ndarray], cfg=None, endpoint: EndpointConfig = EndpointConfig(),
             block: int = 5120, **overrides) -> "SegmentedStreams":
         """Offline throughput: all waves as concurrent streams, fed in rounds of ``block`` samples each."""
+        from .batched import rounds
+
         eng = cls(model, len(waves), cfg, endpoint, **overrides)
-        for start in range(0, max(len(w) for w in waves), block):
-            for i, w in enumerate(waves):
-                if start < len(w):
-                    eng.feed(i, w[start : start + block])
-                    if start + block >= len(w):
-                        eng.end(i)
+        for feed in rounds(waves, block):
+            for i, piece, last in feed:
+                eng.feed(i, piece)
+                if last:
+                    eng.end(i)
             eng.drain()
         return eng
 
