@@ -112,6 +112,7 @@ def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tup
 
     from .audio.io import LevelCheck, audio_blocks, audio_info
     from .audio.sources import paced_blocks
+    from .live import _SigintDeferred
 
     rate, _, _ = audio_info(f)
     check = LevelCheck(rate)
@@ -128,10 +129,13 @@ def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tup
         for block in source:
             check.push(block)
             t0 = time.perf_counter()
-            words = stream.push(block)
+            with _SigintDeferred() as d:  # Ctrl-C completes the step under way, so finish() below is safe
+                words = stream.push(block)
             spent += time.perf_counter() - t0
             if words:
                 on_words(words)
+            if d.hit:
+                raise KeyboardInterrupt
     finally:  # the end of the file, a bad block or Ctrl-C: what was heard is finished and kept
         t0 = time.perf_counter()
         words = stream.finish()
@@ -277,6 +281,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         min_silence_ms: a pause this long (ms) after speech ends an utterance (the session restarts, text goes on).
         max_segment_s: an utterance is cut after this many seconds of audio even without a pause.
     """
+    import os
     import signal
 
     from .audio.sources import list_input_devices, microphone_blocks
@@ -304,7 +309,9 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
             out.flush()
 
     def on_term(signum, frame) -> None:
-        raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: finish, write, exit
+        # SIGTERM stops like Ctrl-C (finish, write, exit): passed on as SIGINT, so a decoder step under way is
+        # completed first (run_live defers SIGINT across steps), never left half done
+        os.kill(os.getpid(), signal.SIGINT)
 
     old_term = signal.signal(signal.SIGTERM, on_term)
     print("listening... (Ctrl-C to stop)", file=sys.stderr, flush=True)

@@ -105,7 +105,7 @@ def test_quiet_narrowband_and_clipped_audio_are_announced(model_dir, tmp_path, c
         sf.write(tmp_path / name, a, rate)
     main(["transcribe", *(str(tmp_path / n) for n in cases), "--model", str(model_dir)])
     err = capsys.readouterr().err
-    assert "quiet.wav: very quiet" in err and "phone.wav: sampled at 8000 Hz" in err and "clipped.wav: clipping" in err
+    assert "quiet.wav: quiet: loudest second" in err and "phone.wav: sampled at 8000 Hz" in err and "clipped.wav: clipping" in err
 
 
 def train_error(args: list[str]) -> str:
