@@ -276,10 +276,8 @@ def test_segmented_streams_reset_and_release_reuse_a_slot(make_model):
     eng.feed(0, a[:12000])  # an old connection, cut off mid-segment
     eng.feed(1, other[:16000])
     eng.drain()
-    eng.release(0)
-    assert eng.done(0) and 0 not in eng.engine.attached
-    eng.drain()
-    eng.reset(0, k=3)  # a new connection asks for its own k
+    assert eng.engine.sessions[0].words  # the old stream wrote words nobody polled
+    eng.reset(0, k=3)  # a new connection in the same slot asks for its own k
     assert eng.engine.sessions[0].cfg.k == 3 and eng.engine.sessions[1].cfg.k == 2
     eng.feed(0, b)
     eng.end(0)
@@ -293,4 +291,11 @@ def test_segmented_streams_reset_and_release_reuse_a_slot(make_model):
         assert [(x.text, x.time_ms) for x in eng.words(i)] == [(x.text, x.time_ms) for x in alone.words]
         assert [(s.start, s.end) for s in eng.segments(i)] == [(s.start, s.end) for s in alone.segments]
         assert eng.done(i) and alone.words
-    assert eng.poll(0) and sorted(closed) == [(0, 0), (1, 0)]  # the released stream's open segment never closed
+    assert eng.poll(0) and sorted(closed) == [(0, 0), (1, 0)]  # the old stream's open segment never closed
+    eng.reset(1)
+    eng.feed(1, a[:8000])
+    eng.drain()
+    assert 1 in eng.engine.attached
+    eng.release(1)  # a connection that vanished: out of the batch, nothing of it returned
+    assert 1 not in eng.engine.attached and eng.done(1) and eng.poll(1) == []
+    eng.drain()

@@ -524,10 +524,10 @@ class SegmentedStreams:
 
     def release(self, i: int) -> None:
         """Stream ``i`` stops (its connection is gone): it leaves the batch and costs nothing until :meth:`reset`.
-        Its segments so far stay readable; no callback fires for its open segment."""
+        Its segments so far stay readable; words not yet polled are dropped; no callback fires for its open segment."""
         self.engine.release(i)
         self.endpointers[i].closed = True
-        self.slots[i].closing, self.slots[i].carry = None, []
+        self.slots[i].closing, self.slots[i].carry, self.slots[i].new = None, [], []
 
     def feed(self, i: int, samples: np.ndarray) -> None:
         """Queue samples for stream ``i`` (the endpointer runs now; the model at the next :meth:`drain`)."""
