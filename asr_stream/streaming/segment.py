@@ -518,7 +518,7 @@ class SegmentedStreams:
         start over, sample 0 is the new stream's first sample, and nothing of the old stream is returned.
         ``k``: wait-k for this stream (None: the engine's)."""
         self.engine.reset(i, k=self.engine.cfg.k if k is None else k)
-        self.engine.poll(i)  # words the old stream wrote but nobody read
+        self.engine.poll(i)  # (drain collects every slot, so normally nothing is left here)
         self.slots[i] = self._slot(i)
         self.endpointers[i] = Endpointer(self.endpoint, self.slots[i], self.engine.model.chunk_samples)
 
