@@ -230,7 +230,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         k: Optional[int] = None, phi: Optional[float] = None,
         mode: Optional[Literal["group", "interleaved", "batch"]] = None, chunk_ms: Optional[int] = None,
         device: str = "cpu", output: Optional[str] = None, block_ms: int = 100, min_silence_ms: float = 300.0,
-        max_segment_s: float = 20.0) -> None:
+        max_segment_s: float = 20.0, url: Optional[str] = None) -> None:
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
 
     Args:
@@ -246,6 +246,8 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         block_ms: audio per microphone block, in ms.
         min_silence_ms: a pause this long (ms) after speech ends an utterance (the session restarts, text goes on).
         max_segment_s: an utterance is cut after this many seconds of audio even without a pause.
+        url: decode on a running asr-stream serve at this ws:// address instead of loading a model here (the
+            server's model, mode, φ and endpoint rules apply; --k is sent as this stream's k).
     """
     import signal
 
@@ -263,6 +265,9 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
     if output is not None:
         check_outputs([], [output])
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
+    if url is not None:
+        _remote_mic(url, blocks, k, output)
+        return
     m = _load_model(model, device, chunk_ms)
     stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi), endpoint)  # unset: the training values
     out = open(output, "w") if output is not None else None  # noqa: SIM115 - kept open while listening
@@ -398,6 +403,61 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     if failed:
         print(f"asr-stream: {len(failed)} of {len(files)} file(s) failed", file=sys.stderr)
         sys.exit(1)
+
+
+def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> None:
+    """``mic --url``: stream the microphone to a server; the first Ctrl-C (or SIGTERM) stops the microphone, sends the
+    end message and waits for the server's last words; a second one aborts."""
+    import asyncio
+    import signal
+    import threading
+
+    from .client import ServerError, stream
+    from .transcript import atomic_write
+
+    if not url.startswith(("ws://", "wss://")):
+        raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
+    stop = threading.Event()
+    out = open(output, "w") if output is not None else None  # noqa: SIM115 - kept open while listening
+    words: list[str] = []
+
+    def until_stopped():
+        for b in blocks:
+            if stop.is_set():
+                break
+            yield b
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
+
+    def show(ev) -> None:
+        if ev["type"] == "partial":
+            new = [w["text"] for w in ev["words"]]
+            words.extend(new)
+            print(" ".join(new), end=" ", flush=True)
+            if out is not None:
+                out.write("".join(w + " " for w in new))
+                out.flush()
+
+    def on_signal(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    old = signal.signal(signal.SIGINT, on_signal), signal.signal(signal.SIGTERM, on_signal)
+    print(f"listening... decoding on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        asyncio.run(stream(url, until_stopped(), 16000, k, None, show))
+    except ServerError as e:
+        raise ValueError(str(e)) from None
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+        if out is not None:
+            out.close()
+            atomic_write(output, " ".join(words) + "\n")
+    print()
+    print(f"final: {' '.join(words)}", flush=True)
 
 
 def export(ckpt: str, like: str, output: str, weights: Literal["average", "live"] = "average") -> None:

@@ -325,3 +325,42 @@ def test_slow_reader_is_disconnected_without_stalling_the_engine(model, cfg):
     ws, c, server = run(scenario())
     assert ws.aborted and c.gone and c.overflow and server._work.is_set()
     assert ws.sent == 1  # the first event went to the stuck socket; the rest overflowed the queue of 2
+
+
+def test_client_and_remote_mic_commands(model, cfg, tmp_path, capsys, monkeypatch):
+    """`asr-stream client FILE... --url` prints what transcribe prints (words, then `final: ...` per file) and writes
+    --json; a bad file is one error line and exit 1; `mic --url` streams the (fake) microphone to the server."""
+    import soundfile as sf
+
+    from asr_stream.audio.sources import FAKE_MIC_ENV
+    from asr_stream.cli import main
+
+    ws_ = waves()[:2]
+    paths = []
+    for j, w in enumerate(ws_):
+        paths.append(tmp_path / f"w{j}.wav")
+        sf.write(paths[-1], w, 16000, subtype="FLOAT")
+    refs = [alone(model, cfg, w) for w in ws_]
+    server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=2))
+    out = tmp_path / "r.json"
+    with running(server) as url:
+        main(["client", *map(str, paths), "--url", url, "--json", str(out)])
+        printed = capsys.readouterr().out.splitlines()
+        assert printed == [f"{paths[0]}: {refs[0].text} ", f"final: {refs[0].text}",
+                           f"{paths[1]}: {refs[1].text} ", f"final: {refs[1].text}"]
+        r = json.loads(out.read_text())
+        assert [f["text"] for f in r["files"]] == [ref.text for ref in refs] and not r["failed"]
+        assert [f["text"] for f in r["files"][1]["finals"]] == [s.text for s in refs[1].segments]
+
+        (tmp_path / "bad.wav").write_bytes(b"not audio")
+        with pytest.raises(SystemExit) as e:
+            main(["client", str(tmp_path / "bad.wav"), "--url", url])
+        assert e.value.code == 2 and "bad.wav" in capsys.readouterr().err
+
+        monkeypatch.setenv(FAKE_MIC_ENV, str(paths[0]))  # paced in real time, like a microphone
+        main(["mic", "--url", url, "--output", str(tmp_path / "mic.txt")])
+        assert capsys.readouterr().out.splitlines()[-1] == f"final: {refs[0].text}"
+        assert (tmp_path / "mic.txt").read_text() == refs[0].text + "\n"
+    with pytest.raises(SystemExit) as e:  # the server is gone
+        main(["client", str(paths[0]), "--url", url])
+    assert e.value.code == 1 and "cannot connect" in capsys.readouterr().err
