@@ -298,7 +298,7 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
           phi: Optional[float] = None, mode: Optional[Literal["group", "interleaved", "batch"]] = None,
           chunk_ms: Optional[int] = None, device: str = "cpu", max_clients: int = 8, max_session_s: float = 3600.0,
           idle_timeout_s: float = 30.0, max_frame_bytes: int = 1 << 20, send_queue: int = 256,
-          min_silence_ms: float = 300.0, max_segment_s: float = 20.0,
+          min_silence_ms: float = 300.0, max_segment_s: float = 20.0, tick_ms: Optional[float] = None,
           scheduler: Literal["batched", "per-client"] = "batched") -> None:
     """Serve live transcription over WebSocket (docs/protocol.md) and a browser page at http://HOST:PORT/.
 
@@ -321,6 +321,8 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
         send_queue: events waiting for one client; a client that reads slower is disconnected.
         min_silence_ms: a pause this long (ms) after speech ends an utterance.
         max_segment_s: an utterance is cut after this many seconds of audio even without a pause.
+        tick_ms: least ms between engine ticks (default: the model's chunk length): streams whose audio arrives
+            within one tick step together; 0 ticks on every frame (lower latency when idle, much less batching).
         scheduler: batched (one decoder step for all streams) or per-client (one session per client, for comparison).
     """
     import asyncio
@@ -329,7 +331,7 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
     from .streaming.defaults import stream_config_for
 
     limits = ServerConfig(max_clients=max_clients, max_session_s=max_session_s, idle_timeout_s=idle_timeout_s,
-                          max_frame_bytes=max_frame_bytes, send_queue=send_queue)
+                          max_frame_bytes=max_frame_bytes, send_queue=send_queue, tick_ms=tick_ms)
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {port}")
     endpoint = _endpoint(False, min_silence_ms, max_segment_s)

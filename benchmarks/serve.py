@@ -54,9 +54,9 @@ def recordings(n: int, seconds: float) -> list[tuple[np.ndarray, str]]:
     return out
 
 
-def start_server(scheduler: str, max_clients: int) -> tuple[subprocess.Popen, str]:
+def start_server(scheduler: str, max_clients: int, tick_ms: float | None) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "asr_stream", "serve", "--port", "0", "--max-clients", str(max_clients),
-           "--scheduler", scheduler, "--idle-timeout-s", "120"]
+           "--scheduler", scheduler, "--idle-timeout-s", "120"] + ([] if tick_ms is None else ["--tick-ms", str(tick_ms)])
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 180
@@ -87,11 +87,13 @@ def main(argv=None) -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--schedulers", nargs="+", default=["batched", "per-client"])
     ap.add_argument("--output", default=None, help="folder for serve.json / serve.md")
+    ap.add_argument("--compare-with", default=None, help="serve.json of an earlier run (the other scheduler): count identical transcripts")
+    ap.add_argument("--tick-ms", type=float, default=None, help="the server's --tick-ms (default: its default)")
     a = ap.parse_args(argv)
     recs = recordings(max(a.clients), a.seconds)
     rows, texts = [], {}
     for sched in a.schedulers:
-        proc, url = start_server(sched, max(a.clients))
+        proc, url = start_server(sched, max(a.clients), a.tick_ms)
         try:
             asyncio.run(run_clients(url, recs, 1, 100))  # warm-up
             for n in a.clients:
@@ -111,6 +113,14 @@ def main(argv=None) -> None:
             proc.terminate()
             proc.wait(30)
     same = {}
+    if a.compare_with:  # runs of one scheduler each (each fits the 10-minute budget of a command)
+        other = json.loads(Path(a.compare_with).read_text())
+        for key, t2 in other["texts"].items():
+            o_sched, n = key.split(":")
+            texts.setdefault((o_sched, int(n)), t2)
+            if o_sched not in a.schedulers:
+                a.schedulers.append(o_sched)
+                rows[:0] = [r for r in other["rows"] if r["scheduler"] == o_sched]
     if len(a.schedulers) == 2:
         for n in a.clients:
             t1, t2 = texts.get((a.schedulers[0], n)), texts.get((a.schedulers[1], n))

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("websockets")
-
 from websockets.asyncio.client import connect  # noqa: E402
 
 from asr_stream import default_model_dir  # noqa: E402

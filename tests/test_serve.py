@@ -15,8 +15,6 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-pytest.importorskip("websockets")
-
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
