@@ -238,6 +238,7 @@ class Server:
             raise ValueError(f"scheduler must be 'batched' or 'per-client', got {scheduler!r}")
         self.free = list(range(limits.max_clients))
         self.conns: dict[int, _Conn] = {}  # slot -> connection
+        self._releases: list[int] = []  # slots of connections gone since the last tick
         self._next_id = 0
         self._work: Optional[asyncio.Event] = None
         self.ticks = 0
@@ -247,12 +248,12 @@ class Server:
     def _on_segment(self, i: int, seg) -> None:
         self._finals.setdefault(i, []).append(seg)
 
-    def _tick(self, jobs: list[tuple[_Conn, list, bool, bool, bool]]) -> dict[int, list[dict]]:
-        """Engine thread: apply every connection's inbox, one drain, collect events per connection id."""
-        for c, audio, start, end, gone in jobs:
-            if gone:
-                self.streams.release(c.slot)
-                continue
+    def _tick(self, releases: list[int], jobs: list[tuple[_Conn, list, bool, bool]]) -> dict[int, list[dict]]:
+        """Engine thread: release the slots of connections that are gone (before a new connection's reset of the same
+        slot), apply every connection's inbox, one drain, collect events per connection id."""
+        for slot in releases:
+            self.streams.release(slot)
+        for c, audio, start, end in jobs:
             if start:
                 self.streams.reset(c.slot, c.k)
             for x in audio:
@@ -264,8 +265,8 @@ class Server:
         self.ticks += 1
         now = time.monotonic()
         out: dict[int, list[dict]] = {}
-        for c, *_, gone in jobs:
-            if gone or c.finished:
+        for c, *_ in jobs:
+            if c.gone or c.finished:
                 continue
             events, i = [], c.slot
             words = self.streams.poll(i)
@@ -311,24 +312,20 @@ class Server:
                 await asyncio.sleep(wait)  # gather: everything that arrives meanwhile joins this tick
             self._work.clear()
             last = time.monotonic()
+            releases, self._releases = self._releases, []
             jobs = []
-            for slot, c in list(self.conns.items()):
-                if c.gone:
-                    jobs.append((c, [], False, False, True))
-                    del self.conns[slot]
-                    self.free.append(slot)
-                    continue
+            for c in list(self.conns.values()):
                 audio, c.inbox = c.inbox, []
                 start = not c.started
                 c.started = True
                 end = c.ended and not c.end_sent
                 c.end_sent = c.end_sent or end
                 if audio or start or end or (c.end_sent and not c.finished):
-                    jobs.append((c, audio, start, end, False))
-            if not jobs:
+                    jobs.append((c, audio, start, end))
+            if not jobs and not releases:
                 continue
             try:
-                out = await asyncio.to_thread(self._tick, jobs)
+                out = await asyncio.to_thread(self._tick, releases, jobs)
             except Exception as e:  # noqa: BLE001 - a bug must not hang every client: tell them, keep serving
                 import traceback
 
@@ -351,13 +348,24 @@ class Server:
         except asyncio.QueueFull:
             self._kick(c, f"slow reader: more than {self.limits.send_queue} events waiting to be sent")
 
+    def _drop(self, c: _Conn) -> None:
+        """``c`` is over (eof sent, error, vanished): its slot is free for the next connection at once; the engine
+        releases it at its next tick, always before a new connection's reset of that slot (see ``_tick``)."""
+        if c.gone:
+            return
+        c.gone = True
+        if self.conns.get(c.slot) is c:
+            del self.conns[c.slot]
+            self.free.append(c.slot)
+            self._releases.append(c.slot)
+        self._work.set()
+
     def _kick(self, c: _Conn, reason: str) -> None:
         """Disconnect ``c`` without waiting for it: an error event if its socket takes it within 2 s, then abort."""
         if c.overflow:
             return
         c.overflow = True
-        c.gone = True  # the engine releases the slot at its next tick
-        self._work.set()
+        self._drop(c)
 
         async def kick() -> None:
             if c.sender is not None:
@@ -441,8 +449,7 @@ class Server:
                     c.ended = True
                 self._work.set()
             if error is not None:
-                c.gone = True  # the slot is released at the next tick
-                self._work.set()
+                self._drop(c)
                 sender.cancel()
                 await _error(ws, error)
                 return
@@ -450,9 +457,7 @@ class Server:
         except Exception:  # noqa: BLE001 - the client vanished (ConnectionClosed) or its socket failed
             pass
         finally:  # eof sent, error, or the client vanished: the engine releases the slot at its next tick
-            if not c.gone:
-                c.gone = True
-                self._work.set()
+            self._drop(c)
             if not sender.done():
                 sender.cancel()
 
