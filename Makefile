@@ -10,8 +10,8 @@ SAMPLE := asr_stream/assets/sample.wav
 .PHONY: install sysdeps test test-all mutants demo clean
 
 # System packages the tests use: espeak-ng + fortunes (synthetic speech and text), PortAudio (sounddevice),
-# venv support for Debian's python3. Installed with apt-get when missing (as root, or through sudo).
-APT_PKGS := espeak-ng fortunes fortunes-min libportaudio2 python3-venv
+# venv support for Debian's python3, chromium (the browser-page test of `serve`). Installed with apt-get when missing (as root, or through sudo).
+APT_PKGS := espeak-ng fortunes fortunes-min libportaudio2 python3-venv chromium
 sysdeps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

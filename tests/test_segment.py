@@ -272,3 +272,44 @@ def test_many_long_streams_batched_equal_each_stream_alone(make_model):
         assert alone.words and eng.done(i)
     assert [len(eng.segments(i)) for i in range(3)] == [3, 2, 1]
     assert eng.engine.steps < calls_alone  # some of the streams' decoder calls ran together (201 alone -> 155)
+
+
+def test_segmented_streams_reset_and_release_reuse_a_slot(make_model):
+    """A server reuses slots: after reset(i) stream i is a fresh stream (sample 0 = its first sample, none of the old
+    stream's words or segments), release(i) takes it out of the batch, and the other stream is unaffected."""
+    from asr_stream.streaming import StreamingSession
+    from asr_stream.streaming.segment import SegmentedSession, SegmentedStreams
+
+    from .conftest import noise_audio
+
+    model = make_model(160)
+    ep = EndpointConfig(eos_silence_ms=60_000)
+    a, b, other = noise_audio(2.0, 11), noise_audio(1.5, 12), noise_audio(3.0, 13)
+    closed = []
+    eng = SegmentedStreams(model, 2, None, ep, on_segment=lambda i, seg: closed.append((i, seg.index)), mode="group", k=2)
+    eng.feed(0, a[:12000])  # an old connection, cut off mid-segment
+    eng.feed(1, other[:16000])
+    eng.drain()
+    assert eng.engine.sessions[0].words  # the old stream wrote words nobody polled
+    eng.reset(0, k=3)  # a new connection in the same slot asks for its own k
+    assert eng.engine.sessions[0].cfg.k == 3 and eng.engine.sessions[1].cfg.k == 2
+    eng.feed(0, b)
+    eng.end(0)
+    eng.feed(1, other[16000:])
+    eng.end(1)
+    eng.drain()
+    for i, (w, k) in enumerate([(b, 3), (other, 2)]):
+        alone = SegmentedSession(StreamingSession(model, mode="group", k=k), ep)
+        alone.push(w)
+        alone.finish()
+        assert [(x.text, x.time_ms) for x in eng.words(i)] == [(x.text, x.time_ms) for x in alone.words]
+        assert [(s.start, s.end) for s in eng.segments(i)] == [(s.start, s.end) for s in alone.segments]
+        assert eng.done(i) and alone.words
+    assert eng.poll(0) and sorted(closed) == [(0, 0), (1, 0)]  # the old stream's open segment never closed
+    eng.reset(1)
+    eng.feed(1, a[:8000])
+    eng.drain()
+    assert 1 in eng.engine.attached
+    eng.release(1)  # a connection that vanished: out of the batch, nothing of it returned
+    assert 1 not in eng.engine.attached and eng.done(1) and eng.poll(1) == []
+    eng.drain()
