@@ -7,11 +7,11 @@ TORCH ?= torch==2.13.0
 
 SAMPLE := asr_stream/assets/sample.wav
 
-.PHONY: install sysdeps test test-all demo clean
+.PHONY: install sysdeps test test-all mutants demo clean
 
 # System packages the tests use: espeak-ng + fortunes (synthetic speech and text), PortAudio (sounddevice),
-# venv support for Debian's python3. Installed with apt-get when missing (as root, or through sudo).
-APT_PKGS := espeak-ng fortunes fortunes-min libportaudio2 python3-venv
+# venv support for Debian's python3, chromium (the browser-page test of `serve`). Installed with apt-get when missing (as root, or through sudo).
+APT_PKGS := espeak-ng fortunes fortunes-min libportaudio2 python3-venv chromium
 sysdeps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -39,6 +39,12 @@ test: sysdeps install
 
 test-all: sysdeps install
 	$(BIN)/pytest -q -m ""
+
+# Deliberate bugs in the core (floored positions, φ dropped, off-by-one positions and visibility, source
+# seeing target, skipped re-encoding), each applied to a temporary copy: every one must fail a test.
+# Not part of `make test` (about 2 minutes on 2 CPU cores); exits 1 if a mutant survives.
+mutants: install
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python tools/mutants.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -41,12 +41,42 @@ def _load_model(model: Optional[str], device: str, chunk_ms: Optional[int]):
     from . import default_model_dir
     from .model import SpeechLLM
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    check_device(device)
+    if chunk_ms is not None and chunk_ms <= 0:
+        raise ValueError(f"--chunk-ms must be > 0, got {chunk_ms}")
     m = SpeechLLM.load(model if model is not None else default_model_dir(), map_location=device)
-    if chunk_ms:
+    if chunk_ms is not None and chunk_ms != m.cfg.encoder.chunk_ms:
+        if chunk_ms > 4 * m.cfg.encoder.chunk_ms:
+            raise ValueError(f"--chunk-ms {chunk_ms}: more than 4x the {m.cfg.encoder.chunk_ms} ms the model was trained "
+                             "with (it would read most utterances in one chunk)")
         m.set_chunk_ms(chunk_ms)
+        import warnings
+
+        from .config import TrainingMismatchWarning
+
+        warnings.warn(f"streaming differently from how the model was trained: chunk_ms={chunk_ms} (trained: "
+                      f"{m.cfg.encoder.chunk_ms}) (expect a higher error rate)", TrainingMismatchWarning, stacklevel=2)
     return m
+
+
+def check_device(device: str) -> None:
+    """One-line errors for a device string torch does not know, or a device this machine does not have."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {device!r} (expected cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r} requested but MPS is not available on this machine")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r} is not supported (expected cpu, cuda or cuda:N)")
 
 
 def _check_writable(path: Optional[str], option: str) -> None:
@@ -82,6 +112,7 @@ def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tup
 
     from .audio.io import LevelCheck, audio_blocks, audio_info
     from .audio.sources import paced_blocks
+    from .live import _SigintDeferred
 
     rate, _, _ = audio_info(f)
     check = LevelCheck(rate)
@@ -98,10 +129,13 @@ def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tup
         for block in source:
             check.push(block)
             t0 = time.perf_counter()
-            words = stream.push(block)
+            with _SigintDeferred() as d:  # Ctrl-C completes the step under way, so finish() below is safe
+                words = stream.push(block)
             spent += time.perf_counter() - t0
             if words:
                 on_words(words)
+            if d.hit:
+                raise KeyboardInterrupt
     finally:  # the end of the file, a bad block or Ctrl-C: what was heard is finished and kept
         t0 = time.perf_counter()
         words = stream.finish()
@@ -240,7 +274,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         k: Optional[int] = None, phi: Optional[float] = None,
         mode: Optional[Literal["group", "interleaved", "batch"]] = None, chunk_ms: Optional[int] = None,
         device: str = "cpu", output: Optional[str] = None, block_ms: int = 100, min_silence_ms: float = 300.0,
-        max_segment_s: float = 20.0, policy: Literal["waitk", "ctc", "confidence"] = "waitk",
+        max_segment_s: float = 20.0, url: Optional[str] = None, policy: Literal["waitk", "ctc", "confidence"] = "waitk",
         policy_args: list[str] = []) -> None:  # noqa: B006
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
 
@@ -257,12 +291,15 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         block_ms: audio per microphone block, in ms.
         min_silence_ms: a pause this long (ms) after speech ends an utterance (the session restarts, text goes on).
         max_segment_s: an utterance is cut after this many seconds of audio even without a pause.
+        url: decode on a running asr-stream serve at this ws:// address instead of loading a model here (the
+            server's model, mode, φ, policy and endpoint rules apply; --k is sent as this stream's k).
         policy: read/write policy: waitk (word j after k + j chunks), ctc (word j once the CTC head heard its end)
             or confidence (write when the decoder's top token is likely enough, else read); adaptive policies write
             word j after k_max + j chunks at the latest (k_max: --k unless given in --policy-args).
         policy_args: parameters of the policy as NAME=VALUE: ctc: threshold (0.5), margin (0 chunks), k_max;
             confidence: threshold (0.9), k_max.
     """
+    import os
     import signal
 
     from .audio.sources import list_input_devices, microphone_blocks
@@ -282,6 +319,11 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
     if output is not None:
         check_outputs([], [output])
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
+    if url is not None:
+        if policy != "waitk" or policy_args:
+            raise ValueError("--policy and --policy-args choose a local model's policy; with --url the server's applies")
+        _remote_mic(url, blocks, k, output)
+        return
     m = _load_model(model, device, chunk_ms)
     stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi, policy=policy, policy_args=args),
                               endpoint)  # unset: the training values
@@ -294,7 +336,9 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
             out.flush()
 
     def on_term(signum, frame) -> None:
-        raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: finish, write, exit
+        # SIGTERM stops like Ctrl-C (finish, write, exit): passed on as SIGINT, so a decoder step under way is
+        # completed first (run_live defers SIGINT across steps), never left half done
+        os.kill(os.getpid(), signal.SIGINT)
 
     old_term = signal.signal(signal.SIGTERM, on_term)
     print("listening... (Ctrl-C to stop)", file=sys.stderr, flush=True)
@@ -307,6 +351,181 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
             atomic_write(output, stream.text + "\n")
     print()
     print(f"final: {text}", flush=True)
+
+
+def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765, k: Optional[int] = None,
+          phi: Optional[float] = None, mode: Optional[Literal["group", "interleaved", "batch"]] = None,
+          chunk_ms: Optional[int] = None, device: str = "cpu", max_clients: int = 8, max_session_s: float = 3600.0,
+          idle_timeout_s: float = 30.0, max_frame_bytes: int = 1 << 20, send_queue: int = 256,
+          min_silence_ms: float = 300.0, max_segment_s: float = 20.0, tick_ms: Optional[float] = None,
+          scheduler: Literal["batched", "per-client"] = "batched", policy: Literal["waitk", "ctc", "confidence"] = "waitk",
+          policy_args: list[str] = []) -> None:  # noqa: B006
+    """Serve live transcription over WebSocket (docs/protocol.md) and a browser page at http://HOST:PORT/.
+
+    One model and one engine task: each tick advances every stream that has audio in one batched decoder step;
+    each stream is cut into utterances at pauses, so a connection can stay open for hours.
+
+    Args:
+        model: model directory; default: the bundled model.
+        host: address to listen on (default: loopback only; 0.0.0.0 exposes the server to the network).
+        port: TCP port (0: any free port, printed at start).
+        k: default wait-k in chunks (default: 3 if the model was trained with it, else its training k closest to 3); a client may ask for its own.
+        phi: target-group start position (default: the model's training φ).
+        mode: group, interleaved or batch (default: the model's training mode).
+        chunk_ms: override the model's chunk length in ms.
+        device: cpu or cuda (where the model runs).
+        max_clients: concurrent streams; one more gets a busy error.
+        max_session_s: seconds of audio per connection; at the limit the rest is ignored, what came is decoded.
+        idle_timeout_s: close a connection that sends nothing for this many seconds.
+        max_frame_bytes: largest binary frame accepted.
+        send_queue: events waiting for one client; a client that reads slower is disconnected.
+        min_silence_ms: a pause this long (ms) after speech ends an utterance.
+        max_segment_s: an utterance is cut after this many seconds of audio even without a pause.
+        tick_ms: least ms between engine ticks (default: the model's chunk length): streams whose audio arrives
+            within one tick step together; 0 ticks on every frame (lower latency when idle, much less batching).
+        scheduler: batched (one decoder step for all streams) or per-client (one session per client, for comparison).
+        policy: read/write policy of every stream: waitk, ctc or confidence (see transcribe --policy); a client's own
+            k is its wait-k k, or its adaptive policy's default k_max.
+        policy_args: parameters of the policy as NAME=VALUE (see transcribe --policy-args).
+    """
+    import asyncio
+
+    from .server import Server, ServerConfig
+    from .streaming.defaults import stream_config_for
+
+    limits = ServerConfig(max_clients=max_clients, max_session_s=max_session_s, idle_timeout_s=idle_timeout_s,
+                          max_frame_bytes=max_frame_bytes, send_queue=send_queue, tick_ms=tick_ms)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be 0-65535, got {port}")
+    endpoint = _endpoint(False, min_silence_ms, max_segment_s)
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        raise ValueError("serve needs the websockets package: pip install 'asr-stream[serve]'") from None
+    from .streaming.policy import parse_policy_args
+
+    args = parse_policy_args(policy_args)
+    m = _load_model(model, device, chunk_ms)
+    cfg = stream_config_for(m, mode=mode, k=k, phi=phi, policy=policy, policy_args=args)  # unset: the training values
+    server = Server(m, cfg, endpoint, limits, scheduler, model_name=str(model) if model is not None else "default")
+
+    def ready(bound: int) -> None:
+        print(f"asr-stream: serving on ws://{host}:{bound}/ (page: http://{host}:{bound}/) mode={cfg.mode} k={cfg.k} "
+              f"policy={cfg.policy} phi={cfg.phi:g} chunk_ms={m.chunk_ms} max_clients={max_clients} scheduler={scheduler}", file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(server.serve(host, port, ready))
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool = False, block_ms: int = 100,
+           k: Optional[int] = None, json: Optional[str] = None) -> None:
+    """Transcribe audio files on a running ``asr-stream serve``: words as they arrive, then the final text per file.
+
+    Args:
+        files: audio files (any format and rate transcribe reads).
+        url: the server's WebSocket address.
+        realtime: send the audio at the pace of a microphone (one block every block_ms) instead of at once.
+        block_ms: audio per frame sent, in ms.
+        k: ask the server for this wait-k (default: the server's).
+        json: also write every file's result (events: words with emission times, finals) to this JSON file.
+    """
+    import asyncio
+    import json as jsonlib
+
+    from .audio.io import load_audio
+    from .client import ServerError, blocks_of, stream
+    from .transcript import atomic_write, check_outputs
+
+    if not url.startswith(("ws://", "wss://")):
+        raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
+    if block_ms <= 0:
+        raise ValueError(f"--block-ms must be > 0, got {block_ms}")
+    check_outputs(files, [json] if json is not None else [])
+    results, failed = [], []
+    for f in files:
+        samples = load_audio(f)  # a bad file fails here, one line
+        print(f"{f}: ", end="", flush=True)
+
+        def show(ev) -> None:
+            if ev["type"] == "partial":
+                print(" ".join(w["text"] for w in ev["words"]), end=" ", flush=True)
+
+        try:
+            res = asyncio.run(stream(url, blocks_of(samples, block_ms), 16000, k, block_ms if realtime else None, show))
+        except ServerError as e:
+            print()
+            print(f"asr-stream: error: {f}: {e}", file=sys.stderr)
+            failed.append({"file": str(f), "error": str(e)})
+            continue
+        print()
+        print(f"final: {res.text}", flush=True)
+        eof = res.events[-1]
+        results.append({"file": str(f), "text": res.text, "finals": res.finals,
+                        "words": res.words, "audio_ms": eof.get("audio_ms"), "settings": res.events[0]})
+        if json is not None:
+            atomic_write(json, jsonlib.dumps({"url": url, "files": results, "failed": failed}, indent=2) + "\n")
+    if json is not None:
+        atomic_write(json, jsonlib.dumps({"url": url, "files": results, "failed": failed}, indent=2) + "\n")
+    if failed:
+        print(f"asr-stream: {len(failed)} of {len(files)} file(s) failed", file=sys.stderr)
+        sys.exit(1)
+
+
+def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> None:
+    """``mic --url``: stream the microphone to a server; the first Ctrl-C (or SIGTERM) stops the microphone, sends the
+    end message and waits for the server's last words; a second one aborts."""
+    import asyncio
+    import signal
+    import threading
+
+    from .client import ServerError, stream
+    from .transcript import atomic_write
+
+    if not url.startswith(("ws://", "wss://")):
+        raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
+    stop = threading.Event()
+    out = open(output, "w") if output is not None else None  # noqa: SIM115 - kept open while listening
+    words: list[str] = []
+
+    def until_stopped():
+        for b in blocks:
+            if stop.is_set():
+                break
+            yield b
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
+
+    def show(ev) -> None:
+        if ev["type"] == "partial":
+            new = [w["text"] for w in ev["words"]]
+            words.extend(new)
+            print(" ".join(new), end=" ", flush=True)
+            if out is not None:
+                out.write("".join(w + " " for w in new))
+                out.flush()
+
+    def on_signal(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    old = signal.signal(signal.SIGINT, on_signal), signal.signal(signal.SIGTERM, on_signal)
+    print(f"listening... decoding on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        asyncio.run(stream(url, until_stopped(), 16000, k, None, show))
+    except ServerError as e:
+        raise ValueError(str(e)) from None
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+        if out is not None:
+            out.close()
+            atomic_write(output, " ".join(words) + "\n")
+    print()
+    print(f"final: {' '.join(words)}", flush=True)
 
 
 def export(ckpt: str, like: str, output: str, weights: Literal["average", "live"] = "average") -> None:
@@ -412,6 +631,8 @@ def build_parser():
     _add_command(sub, mic, "mic")
     _add_command(sub, eval_cmd, "eval")
     _add_command(sub, sweep_cmd, "sweep")
+    _add_command(sub, serve, "serve")
+    _add_command(sub, client, "client", positional=("files",))
     _add_command(sub, masks, "masks")
     _add_command(sub, export, "export", positional=("ckpt",))
     sub.add_parser("train", help="Train with LightningCLI: asr-stream train fit --config conf/tiny_synthetic.yaml",

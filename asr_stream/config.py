@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -167,14 +169,52 @@ class StreamConfig:
     k_max; confidence: threshold (probability, default 0.9), k_max."""
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Does a JSON value fit a field's annotation? (the annotations used in this module only)"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return value in args
+    if origin is typing.Union:
+        return any(_type_ok(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    return True
+
+
 def _build(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a nested frozen dataclass from plain JSON data; unknown keys are an error."""
+    """Rebuild a nested frozen dataclass from plain JSON data; unknown keys and values of the wrong type (or a
+    negative size) are a one-line ValueError naming the field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
     known = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
     unknown = set(data) - set(known)
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown config field(s) {sorted(unknown)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
+        if not _type_ok(value, hints[name]):
+            raise ValueError(f"{cls.__name__}.{name}: {value!r} is not a valid {getattr(hints[name], '__name__', hints[name])}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0 and name not in _MAY_BE_NEGATIVE:
+            raise ValueError(f"{cls.__name__}.{name}: must not be negative, got {value!r}")
+        if isinstance(value, dict) and name == "tiny":
+            bad = {k: v for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0}
+            if bad:
+                raise ValueError(f"{cls.__name__}.tiny: negative value(s) {bad}")
         default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else known[name].default  # type: ignore[misc]
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             value = _build(type(default), value)
@@ -182,6 +222,9 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+_MAY_BE_NEGATIVE = {"left_chunks"}  # -1 = all past chunks
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:

@@ -25,17 +25,20 @@ Modes (the paper's names)
 
 Every layout is a table of :class:`Elements` (one row per sequence slot); :func:`allowed` turns two
 such tables (queries, keys) into a boolean mask using only their attributes, so a streaming step and a
-full training forward use literally the same rule. Example (``python -m asr_stream masks``)::
+full training forward use literally the same rule. Example: the rows ``BOS a</w> b c</w>`` (a one-token
+word, then a two-token word) have units done c = [0, 1, 1, 2], so with k = 1 and N = 3 chunks of E = 1
+embedding their visibility is v = min(k + c, N) = [1, 2, 2, 3]. The mask, with positions in brackets
+(φ = 0), as ``python -m asr_stream masks --mode group --k 1 --chunks 3 --words "1 2"`` prints it
+(tests/test_groups.py checks these numbers and this picture against the code)::
 
-    group, P=0, N=3 chunks, E=1, k=1, targets with c = [0, 0, 1, 2] (rows: BOS a</w> b c</w>)
-             a0 a1 a2 t0 t1 t2 t3
-    a0 (0)    x  .  .  .  .  .  .
-    a1 (1)    x  x  .  .  .  .  .
-    a2 (2)    x  x  x  .  .  .  .
-    t0 (φ)    x  .  .  x  .  .  .      v=1
-    t1 (φ+1)  x  .  .  x  x  .  .      v=1
-    t2 (φ+2)  x  x  .  x  x  x  .      v=2
-    t3 (φ+3)  x  x  x  x  x  x  x      v=3
+                 a0  a1  a2  t0  t1  t2  t3
+     a0 (0)       x   .   .   .   .   .   .
+     a1 (1)       x   x   .   .   .   .   .
+     a2 (2)       x   x   x   .   .   .   .
+     t0 (0)       x   .   .   x   .   .   .   v=1
+     t1 (1)       x   x   .   x   x   .   .   v=2
+     t2 (2)       x   x   .   x   x   x   .   v=2
+     t3 (3)       x   x   x   x   x   x   x   v=3
 """
 
 from __future__ import annotations

@@ -275,7 +275,13 @@ class SpeechLLM(nn.Module):
             codec = dec.TextCodec.load(path)
         except Exception as e:  # noqa: BLE001 - any tokenizer failure means the directory is incomplete
             raise CheckpointError(f"{path}: cannot load the tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-        model = cls(cfg, codec)
+        try:
+            model = cls(cfg, codec)
+        except (ValueError, TypeError, RuntimeError) as e:  # a config the architecture refuses (sizes, heads, ...)
+            raise CheckpointError(f"{cfg_file}: cannot build the model it describes ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+        if bad:
+            raise CheckpointError(f"{weights}: {len(bad)} weight tensor(s) hold NaN or inf (e.g. {bad[0]}): a diverged or corrupt model")
         expected = model._saved_state()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(model.state_dict()))
@@ -287,6 +293,7 @@ class SpeechLLM(nn.Module):
                      f"{len(wrong)} with wrong shapes (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)})" if wrong else ""]
             raise CheckpointError(f"{weights}: weights do not match {CONFIG_FILE}: " + ", ".join(p for p in parts if p))
         model.load_state_dict(state, strict=False)
+        model.source_dir = path  # what it was loaded from (evaluation keys resumed runs on these files' content)
         return model.to(map_location).eval()
 
     def with_config(self, **changes) -> ModelConfig:

@@ -53,8 +53,12 @@ def check_outputs(inputs: Sequence[str | os.PathLike], outputs: Iterable[str | o
         folder = o.expanduser().resolve().parent
         if not folder.is_dir():
             raise ValueError(f"output {o}: folder {folder} does not exist")
-        if not os.access(folder, os.W_OK):
-            raise ValueError(f"output {o}: folder {folder} is not writable")
+        try:  # a real write, not os.access: root passes os.access on read-only mounts and /proc
+            probe = folder / f".asr-stream-probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"output {o}: cannot write in {folder} ({e.strerror or type(e).__name__})") from None
 
 
 def _clock(ms: float, sep: str) -> str:

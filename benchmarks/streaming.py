@@ -58,7 +58,7 @@ from asr_stream.groups import (
 )
 from asr_stream.model import Batch, SpeechLLM
 from asr_stream.streaming import StreamingSession
-from asr_stream.streaming.batched import BatchedStreams
+from asr_stream.streaming.batched import BatchedStreams, rounds
 
 MODES = {
     "group": dict(mode="group"),
@@ -130,18 +130,25 @@ def kv_bytes(cache) -> int:
 
 
 # -- measurements ---------------------------------------------------------------------------------
-def stream_once(model: SpeechLLM, wave: np.ndarray, tokens: list[int], name: str, k: int) -> dict:
-    """One streamed utterance, one chunk per push; every push timed."""
+def _no_sync() -> None:
+    """CPU work is done when a call returns; on a GPU pass ``torch.cuda.synchronize`` as ``sync`` instead."""
+
+
+def stream_once(model: SpeechLLM, wave: np.ndarray, tokens: list[int], name: str, k: int, sync=_no_sync) -> dict:
+    """One streamed utterance, one chunk per push; every push timed (``sync()`` before each clock read)."""
     s = StreamingSession(model, stream_config(name, k))
     s.teacher_force(tokens, record_logits=False)
     cs = model.chunk_samples
     per_chunk = []
+    sync()
     for i in range(0, len(wave), cs):
         t0 = time.perf_counter()
         s.push(wave[i : i + cs])
+        sync()
         per_chunk.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     s.finish()
+    sync()
     finish = time.perf_counter() - t0
     st = s.state
     if st.rows != len(tokens) + 1 or not st.ended:
@@ -206,24 +213,25 @@ def chunked_floor_once(model: SpeechLLM, wave: np.ndarray, tokens: list[int], k:
     return dict(encoder=t_enc, decoder=t_dec, total=t_enc + t_dec, decoder_calls=len(calls))
 
 
-def batched_once(model: SpeechLLM, waves: list[np.ndarray], forced: list[list[int]], k: int, batched: bool) -> dict:
+def batched_once(model: SpeechLLM, waves: list[np.ndarray], forced: list[list[int]], k: int, batched: bool,
+                 sync=_no_sync) -> dict:
     """Serving rounds: every stream receives its next chunk, then the engine runs until all wait.
 
     batched=False: the same audio through one StreamingSession per stream, one chunk per push.
     """
     cfg = stream_config("group", k)
     cs = model.chunk_samples
+    sync()
     t0 = time.perf_counter()
     if batched:
         eng = BatchedStreams(model, len(waves), cfg)
         for i in range(len(waves)):
             eng.sessions[i].teacher_force(forced[i], record_logits=False)
-        for r in range(0, max(len(w) for w in waves), cs):
-            for i, wv in enumerate(waves):
-                if r < len(wv):
-                    eng.feed(i, wv[r : r + cs])
-                    if r + cs >= len(wv):
-                        eng.end(i)
+        for feed in rounds(waves, cs):
+            for i, piece, last in feed:
+                eng.feed(i, piece)
+                if last:
+                    eng.end(i)
             eng.drain()
         for i in range(len(waves)):
             eng.finish(i)
@@ -240,6 +248,7 @@ def batched_once(model: SpeechLLM, waves: list[np.ndarray], forced: list[list[in
             s.finish()
             sessions.append(s)
         extra = {}
+    sync()
     total = time.perf_counter() - t0
     if [s.state.rows for s in sessions] != [len(f) + 1 for f in forced]:
         raise RuntimeError("streams did not write every forced token")

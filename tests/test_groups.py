@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -5,17 +7,26 @@ from asr_stream.groups import AUDIO, PROMPT, TARGET, allowed, render, training_l
 from asr_stream import groups
 
 
-def _cells(line: str) -> str:
-    """The x/. cells of one rendered row (the part between the ')' of the label and 'v=')."""
-    return "".join(c for c in line.split(")", 1)[1].split("v=")[0] if c in "x.")
+def test_docstring_example_is_what_the_code_computes(capsys):
+    """The module docstring's worked example (units done, visibility, mask picture) is real output."""
+    from ast import literal_eval
 
+    from asr_stream.cli import masks
 
-def test_docstring_example_is_what_render_prints():
-    els = training_layout("group", 0, 3, 1, [0, 0, 1, 2], 1, 0.0)
-    got = [_cells(ln) for ln in render("group", els).splitlines()[1:]]
-    doc = groups.__doc__.split("t0 t1 t2 t3\n", 1)[1].strip().splitlines()[:7]
-    assert got == [_cells(ln) for ln in doc]
-    assert got[3] == "x..x..."  # t0 with k=1 sees chunk 0 only
+    doc = groups.__doc__
+    rows = re.search(r"rows ``BOS ([^`]*)``", doc).group(1).split()
+    c = literal_eval(re.search(r"units done c = (\[[^\]]*\])", doc).group(1))
+    k, N, E = (int(x) for x in re.search(r"with k = (\d+) and N = (\d+) chunks of E = (\d+)", doc).groups())
+    v = literal_eval(re.search(r"v = min\(k \+ c, N\) = (\[[^\]]*\])", doc).group(1))
+    assert units_done([t.endswith("</w>") for t in rows]) == c == [0, 1, 1, 2]
+    assert [visible_chunks(k, ci, N) for ci in c] == v
+    block = doc.split("::\n\n", 1)[1].rstrip("\n").splitlines()
+    assert all(line.startswith("    ") for line in block)
+    picture = "\n".join(line[4:] for line in block)
+    assert picture == render("group", training_layout("group", 0, N, E, c, k, 0.0))
+    words = re.search(r'--words "([^"]*)"', doc).group(1)
+    masks(mode="group", k=k, chunks=N, embeds_per_chunk=E, words=words)
+    assert capsys.readouterr().out.rstrip("\n").endswith(picture)
 
 
 def test_units_done_counts_prefix_boundaries():

@@ -247,14 +247,69 @@ def test_many_long_streams_batched_equal_each_stream_alone(make_model):
     # blocks of 4 s: a segment closes and the next one starts within one block, so the next segment's audio
     # waits (carried) while the engine finishes the last one
     big = SegmentedStreams.run(model, waves, endpoint=ep, block=64000, mode="group", k=2)
+    import asr_stream.decoder as dec
+
+    calls_alone = 0
+    real_run = dec.run
+
+    def counting_run(*a, **kw):
+        nonlocal calls_alone
+        calls_alone += 1
+        return real_run(*a, **kw)
+
     for i, w in enumerate(waves):
         assert [(w.text, w.time_ms) for w in big.words(i)] == [(w.text, w.time_ms) for w in eng.words(i)]
         alone = SegmentedSession(StreamingSession(model, mode="group", k=2), ep)
-        for j in range(0, len(w), 5120):
-            alone.push(w[j : j + 5120])
-        alone.finish()
+        dec.run = counting_run
+        try:
+            for j in range(0, len(w), 5120):
+                alone.push(w[j : j + 5120])
+            alone.finish()
+        finally:
+            dec.run = real_run
         assert [(s.start, s.end, s.rule) for s in eng.segments(i)] == [(s.start, s.end, s.rule) for s in alone.segments]
         assert [(w.text, w.time_ms) for w in eng.words(i)] == [(w.text, w.time_ms) for w in alone.words]
         assert alone.words and eng.done(i)
     assert [len(eng.segments(i)) for i in range(3)] == [3, 2, 1]
-    assert eng.engine.steps < sum(sess.state.decoder_positions for sess in eng.engine.sessions)  # batched
+    assert eng.engine.steps < calls_alone  # some of the streams' decoder calls ran together (201 alone -> 155)
+
+
+def test_segmented_streams_reset_and_release_reuse_a_slot(make_model):
+    """A server reuses slots: after reset(i) stream i is a fresh stream (sample 0 = its first sample, none of the old
+    stream's words or segments), release(i) takes it out of the batch, and the other stream is unaffected."""
+    from asr_stream.streaming import StreamingSession
+    from asr_stream.streaming.segment import SegmentedSession, SegmentedStreams
+
+    from .conftest import noise_audio
+
+    model = make_model(160)
+    ep = EndpointConfig(eos_silence_ms=60_000)
+    a, b, other = noise_audio(2.0, 11), noise_audio(1.5, 12), noise_audio(3.0, 13)
+    closed = []
+    eng = SegmentedStreams(model, 2, None, ep, on_segment=lambda i, seg: closed.append((i, seg.index)), mode="group", k=2)
+    eng.feed(0, a[:12000])  # an old connection, cut off mid-segment
+    eng.feed(1, other[:16000])
+    eng.drain()
+    assert eng.engine.sessions[0].words  # the old stream wrote words nobody polled
+    eng.reset(0, k=3)  # a new connection in the same slot asks for its own k
+    assert eng.engine.sessions[0].cfg.k == 3 and eng.engine.sessions[1].cfg.k == 2
+    eng.feed(0, b)
+    eng.end(0)
+    eng.feed(1, other[16000:])
+    eng.end(1)
+    eng.drain()
+    for i, (w, k) in enumerate([(b, 3), (other, 2)]):
+        alone = SegmentedSession(StreamingSession(model, mode="group", k=k), ep)
+        alone.push(w)
+        alone.finish()
+        assert [(x.text, x.time_ms) for x in eng.words(i)] == [(x.text, x.time_ms) for x in alone.words]
+        assert [(s.start, s.end) for s in eng.segments(i)] == [(s.start, s.end) for s in alone.segments]
+        assert eng.done(i) and alone.words
+    assert eng.poll(0) and sorted(closed) == [(0, 0), (1, 0)]  # the old stream's open segment never closed
+    eng.reset(1)
+    eng.feed(1, a[:8000])
+    eng.drain()
+    assert 1 in eng.engine.attached
+    eng.release(1)  # a connection that vanished: out of the batch, nothing of it returned
+    assert 1 not in eng.engine.attached and eng.done(1) and eng.poll(1) == []
+    eng.drain()

@@ -385,7 +385,9 @@ def read_manifest_report(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            problems("bad_line", f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+            # some of json's messages end in "at" ("Unterminated string starting at"): do not repeat it
+            msg = e.msg[: -len(" at")] if e.msg.endswith(" at") else e.msg
+            problems("bad_line", f"{where}: invalid JSON ({msg} at column {e.colno})")
             continue
         try:
             utt, audio = _manifest_item(obj, where, path.parent)
@@ -518,6 +520,22 @@ def word_counts(utts: Sequence[Utterance]) -> Counter[str]:
     for u in utts:
         c.update(u.text.split())
     return c
+
+
+def check_corpus_spec(spec: str) -> None:
+    """Fail early (one-line DataError) when a corpus spec names a manifest, root or split that is not there; the
+    full read (and its checks) happens when the data is set up."""
+    if spec.startswith("librispeech:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise DataError(f"{spec}: expected librispeech:ROOT:SPLIT[,SPLIT...]")
+        root = Path(parts[1])
+        if not root.is_dir():
+            raise DataError(f"{spec}: LibriSpeech root {root} is not a folder")
+        return
+    p = Path(spec)
+    if not p.is_file():
+        raise DataError(f"{spec}: no such manifest file (expected a JSONL manifest or librispeech:ROOT:SPLIT)")
 
 
 def read_corpus(spec: str) -> list[Utterance]:

@@ -14,6 +14,13 @@ initialises the library once and never speaks; each call forks a child that spea
 state (as a new ``espeak-ng`` process would, without loading the voice data again), sends the samples and
 events back through a pipe and exits. Forking keeps the cost near that of one synthesis.
 
+The child also resets the C library's ``rand()`` state (``srand(1)``, the state every new process starts
+in). libespeak-ng 1.51 draws the breath noise of the breathy variants (``+f2``, ``+f3``: ``breath`` in
+their voice files) from ``rand()``, and a forked child inherits the parent's ``rand()`` state: without the
+reset, a single ``rand()`` call anywhere in the parent process (any library, at any time) changed those
+voices' samples (up to 1,380 of 32,768 for ``en-us+f3``), while the command line always starts from
+``srand(1)``. That made the corpus depend on what else ran in the process, and the tests flaky.
+
 Reference for the C API: ``speak_lib.h`` of espeak-ng (``espeak_Initialize``, ``espeak_SetSynthCallback``,
 ``espeak_SetVoiceByName``, ``espeak_SetVoiceByProperties``, ``espeak_SetParameter``, ``espeak_Synth``,
 ``espeak_EVENT``) and its ``espeak-ng.c`` command line for the order of the calls.
@@ -106,6 +113,8 @@ class Espeak:
         self._words: list[tuple[int, int]] = []
         self._callback = _CALLBACK(self._on_output)  # kept referenced: the library holds only the pointer
         lib.espeak_SetSynthCallback(self._callback)
+        self._libc_srand = ctypes.CDLL(None).srand  # the srand of the C library libespeak-ng's rand() is in
+        self._libc_srand.argtypes = [ctypes.c_uint]
 
     def _on_output(self, wav, n: int, events) -> int:
         if n > 0:  # plain bytes: the forked child touches nothing but ctypes and the pipe
@@ -121,6 +130,7 @@ class Espeak:
     def _speak_here(self, text: bytes, voice: str, rate: int, pitch: int) -> tuple[int, bytes, list[tuple[int, int]]]:
         lib = self._lib
         self._chunks, self._words = [], []
+        self._libc_srand(1)  # rand() as in a new process (breath noise; see the module doc)
         if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
             sel = _Voice(languages=voice.encode())  # what the command line falls back to: a voice for the language
             if lib.espeak_SetVoiceByProperties(ctypes.byref(sel)) != _EE_OK:

@@ -35,7 +35,8 @@ Design:
   Train utterances go round-robin over the training voices so speakers are balanced.
 * Determinism: every random choice (split, voice, rate, pitch, noise) is drawn in the main process from one
   seeded generator before any audio is made, and workers only execute the plan, so the same seed gives
-  byte-identical transcripts and identical audio whatever ``jobs`` is.
+  byte-identical transcripts and identical audio whatever ``jobs`` is, and whatever else ran in the process
+  (every utterance is spoken from the same library and C ``rand()`` state: see :mod:`asr_stream.data.espeak`).
 * Audio: libespeak-ng, called through ctypes (:mod:`asr_stream.data.espeak`) exactly as the ``espeak-ng``
   command line calls it, so the samples are the command line's: 22.05 kHz (MBROLA: 16 kHz), converted with
   :func:`asr_stream.audio.io.to_mono_16k` and stored as 16-bit FLAC. ``jobs`` worker processes (the library

@@ -128,12 +128,9 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
     rec_file = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        check_resume(out, run_key(model, utts, cfg, setting, segment))
         rec_path = out / "records.jsonl"
-        if rec_path.exists():  # resume: keep what a killed run finished
-            for line in rec_path.read_text().splitlines():
-                if line.strip():
-                    r = json.loads(line)
-                    records[r["id"]] = r
+        records = read_records(rec_path)  # resume: keep what a killed run finished
         rec_file = rec_path.open("a")
     todo = [u for u in utts if u.id not in records]
     try:
@@ -198,6 +195,94 @@ def schedule_summary(rows: Sequence[dict]) -> dict:
     n = len(lags)
     hist = {str(lag): round(cnt / n, 4) for lag, cnt in sorted(Counter(lags).items())}
     return {"schedule_rows": n, "lag_mean": sum(lags) / n, "lag_share": hist}
+
+
+def model_digest(model) -> str:
+    """SHA-256 of what the model computes with: the files of the directory it was loaded from (config, weights,
+    tokenizer), or its weights when it was built in memory. Computed once per model object."""
+    import hashlib
+
+    cached = getattr(model, "_digest", None)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    src = getattr(model, "source_dir", None)
+    if src is not None and Path(src).is_dir():
+        for f in sorted(p for p in Path(src).iterdir() if p.is_file()):
+            h.update(f.name.encode())
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    else:
+        for name, t in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    model._digest = h.hexdigest()
+    return model._digest
+
+
+def run_key(model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Setting, segment: str) -> dict:
+    """Everything that decides an evaluation's records: model (by content), data (ids, texts, audio paths: the
+    --limit is in there), stream settings, chunk length and segmentation. A resumed run must match it."""
+    import hashlib
+
+    data = hashlib.sha256("\n".join(f"{u.id}\t{u.text}\t{u.audio_path}" for u in utts).encode()).hexdigest()
+    return {"model": model_digest(model), "data": data, "utterances": len(utts), "stream": asdict(cfg),
+            "chunk_ms": model.chunk_ms, "segment": segment}
+
+
+def check_resume(out: Path, key: dict) -> None:
+    """Refuse (one line) to resume a folder whose records came from other settings; write the key otherwise."""
+    path = out / "settings.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: unreadable; delete it (and the records beside it) or choose another --output") from None
+        diff = [k for k in key if old.get(k) != key[k]]
+        if diff:
+            what = ", ".join(f"{k}: {_short(old.get(k))} -> {_short(key[k])}" for k in diff)
+            raise ValueError(f"{out}: holds results of other settings ({what}); choose another --output or delete it")
+        return
+    if (out / "records.jsonl").exists() or (out / "summary.json").exists():
+        raise ValueError(f"{out}: holds results without their settings (an older run); choose another --output or delete it")
+    tmp = path.with_name(".settings.json.tmp")
+    tmp.write_text(json.dumps(key, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _short(v) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}={w}" for k, w in v.items()) + "}"
+    return str(v)[:12] if isinstance(v, str) and len(v) == 64 else str(v)
+
+
+def read_records(path: Path) -> dict[str, dict]:
+    """Records of a run, by id. A torn last line (the run was killed mid-write) is dropped with a warning naming the
+    file, and the file is rewritten without it, so the resumed run appends after whole lines; a bad line elsewhere
+    is an error naming the file and line."""
+    records: dict[str, dict] = {}
+    if not path.exists():
+        return records
+    lines = path.read_text().splitlines(keepends=True)
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                import warnings
+
+                warnings.warn(f"{path}: dropped a torn last line (the run was interrupted mid-write); that utterance "
+                              "is evaluated again", stacklevel=2)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_text("".join(lines[: n - 1]))
+                tmp.replace(path)
+                break
+            raise ValueError(f"{path}: line {n} is not a JSON record; delete the file or choose another --output") from None
+        records[r["id"]] = r
+    return records
 
 
 def summarize(rows: Sequence[dict]) -> dict:

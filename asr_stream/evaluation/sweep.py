@@ -66,11 +66,8 @@ def run_sweep(load_model, utts, settings: Sequence[Setting], out_dir: str | Path
         task = bar.add_task("sweep", total=len(settings))
         for s in settings:
             cell = out / "cells" / s.name
-            done = cell / "summary.json"
-            if done.exists():
-                summary = json.loads(done.read_text())
-            else:
-                summary = evaluate(load_model(s.mode), utts, s, cell, progress=progress)
+            # a finished cell is not recomputed: evaluate() checks its settings and reads its records back
+            summary = evaluate(load_model(s.mode), utts, s, cell, progress=progress)
             rows.append(summary)
             bar.advance(task)
             write_tables(rows, out)  # after every cell, so partial results are always on disk

@@ -119,11 +119,19 @@ class BatchedStreams:
         s = self.sessions[i].state
         return s.finished and s.ended and i not in self._pending
 
-    def reset(self, i: int) -> None:
-        """Start a new utterance in slot ``i`` (its ``words`` are kept, as in ``StreamingSession.reset``)."""
+    def reset(self, i: int, k: int | None = None) -> None:
+        """Start a new utterance in slot ``i`` (its ``words`` are kept, as in ``StreamingSession.reset``).
+
+        ``k``: wait-k for this slot from now on (a server's client may ask for its own; the mode and φ are the
+        engine's). None keeps the slot's k.
+        """
         if i in self.attached:
             self._detach(i)
         sess = self.sessions[i]
+        if k is not None:
+            if k < 1:
+                raise ValueError(f"k must be >= 1, got {k}")
+            sess.cfg = replace(self.cfg, k=k)
         sess.state = sess._fresh_state()
         sess.state.cache = None  # the stream lives in self.cache
         self._pending.pop(i, None)
@@ -131,6 +139,17 @@ class BatchedStreams:
         step = sess._prompt_step()
         if step is not None:
             self._pending[i] = step
+
+    def release(self, i: int) -> None:
+        """Slot ``i`` leaves the batch until its next :meth:`reset` (a server's free slot: it costs nothing, not even
+        PAD queries). Words not yet polled are dropped."""
+        if i in self.attached:
+            self._detach(i)
+        self._pending.pop(i, None)
+        s = self.sessions[i].state
+        s.closing = s.finished = s.ended = True  # done(i): nothing to read or write
+        s.buffer, s.encoded = np.zeros(0, np.float32), []
+        self._returned[i] = len(self.sessions[i].words)
 
     # -- stepping ---------------------------------------------------------------------------------
     def step(self) -> bool:
@@ -274,6 +293,13 @@ class BatchedStreams:
             self.length = len(keep)
 
 
+def rounds(waves: Sequence[np.ndarray], block: int):
+    """Feed order of many waves as concurrent streams: per round, ``(i, next block of wave i, is its last)`` for
+    every wave that has audio left, so streams advance in step (one encoder and decoder batch per round)."""
+    for start in range(0, max(len(w) for w in waves), block):
+        yield [(i, w[start : start + block], start + block >= len(w)) for i, w in enumerate(waves) if start < len(w)]
+
+
 def _signature(x: Any) -> Any:
     """What must match for encoder states to be stacked: everything but the batch dimension."""
     if isinstance(x, torch.Tensor):
@@ -310,4 +336,4 @@ def _row(x: Any, b: int) -> Any:
     return x
 
 
-__all__ = ["BatchedStreams"]
+__all__ = ["BatchedStreams", "rounds"]

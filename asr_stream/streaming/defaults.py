@@ -14,6 +14,7 @@ used to stream at φ = 0 by default), so every entry point (``StreamingSession``
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -52,8 +53,8 @@ def _check(cfg: StreamConfig) -> None:
         raise ValueError(f"reencode={cfg.reencode!r} applies to mode 'batch' only")
     if cfg.k < 1:
         raise ValueError(f"k must be >= 1, got {cfg.k}")
-    if cfg.phi < 0:
-        raise ValueError(f"phi must be >= 0, got {cfg.phi}")
+    if not math.isfinite(cfg.phi) or cfg.phi < 0:
+        raise ValueError(f"phi must be a finite number >= 0, got {cfg.phi}")
     if cfg.early_eos not in ("wait", "stop"):
         raise ValueError(f"early_eos must be 'wait' or 'stop', got {cfg.early_eos!r}")
     if cfg.policy != "waitk" and cfg.reencode != "none":

@@ -505,8 +505,29 @@ class SegmentedStreams:
         from .batched import BatchedStreams
 
         self.engine = BatchedStreams(model, n, cfg, **overrides)
-        self.slots = [_Slot(self, i, (lambda seg, i=i: on_segment(i, seg)) if on_segment else None) for i in range(n)]
+        self.endpoint = endpoint
+        self.on_segment = on_segment
+        self.slots = [self._slot(i) for i in range(n)]
         self.endpointers = [Endpointer(endpoint, slot, model.chunk_samples) for slot in self.slots]
+
+    def _slot(self, i: int) -> _Slot:
+        return _Slot(self, i, (lambda seg, i=i: self.on_segment(i, seg)) if self.on_segment else None)
+
+    def reset(self, i: int, k: Optional[int] = None) -> None:
+        """Make stream ``i`` a fresh stream (a new connection in that slot): engine slot, endpointer and segments
+        start over, sample 0 is the new stream's first sample, and nothing of the old stream is returned.
+        ``k``: wait-k for this stream (None: the engine's)."""
+        self.engine.reset(i, k=self.engine.cfg.k if k is None else k)
+        self.engine.poll(i)  # (drain collects every slot, so normally nothing is left here)
+        self.slots[i] = self._slot(i)
+        self.endpointers[i] = Endpointer(self.endpoint, self.slots[i], self.engine.model.chunk_samples)
+
+    def release(self, i: int) -> None:
+        """Stream ``i`` stops (its connection is gone): it leaves the batch and costs nothing until :meth:`reset`.
+        Its segments so far stay readable; words not yet polled are dropped; no callback fires for its open segment."""
+        self.engine.release(i)
+        self.endpointers[i].closed = True
+        self.slots[i].closing, self.slots[i].carry, self.slots[i].new = None, [], []
 
     def feed(self, i: int, samples: np.ndarray) -> None:
         """Queue samples for stream ``i`` (the endpointer runs now; the model at the next :meth:`drain`)."""
@@ -549,13 +570,14 @@ class SegmentedStreams:
     def run(cls, model, waves: Sequence[np.ndarray], cfg=None, endpoint: EndpointConfig = EndpointConfig(),
             block: int = 5120, **overrides) -> "SegmentedStreams":
         """Offline throughput: all waves as concurrent streams, fed in rounds of ``block`` samples each."""
+        from .batched import rounds
+
         eng = cls(model, len(waves), cfg, endpoint, **overrides)
-        for start in range(0, max(len(w) for w in waves), block):
-            for i, w in enumerate(waves):
-                if start < len(w):
-                    eng.feed(i, w[start : start + block])
-                    if start + block >= len(w):
-                        eng.end(i)
+        for feed in rounds(waves, block):
+            for i, piece, last in feed:
+                eng.feed(i, piece)
+                if last:
+                    eng.end(i)
             eng.drain()
         return eng
 

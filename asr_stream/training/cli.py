@@ -18,6 +18,23 @@ class TrainCLI(LightningCLI):
             kwargs["weights_only"] = True
         return kwargs
 
+    def init_parser(self, **kwargs):
+        # A bad option or config key is the user's input: one line (the message) instead of ~100 lines of usage
+        # before it; `--help` still prints everything. Errors jsonargparse raises internally (exit_on_error off)
+        # keep their path.
+        parser = super().init_parser(**kwargs)
+        original = parser.error
+
+        def one_line(message: str, ex: Exception | None = None):
+            if not parser.exit_on_error:
+                return original(message, ex)
+            print(f"asr-stream train: error: {str(message).strip().splitlines()[0] if str(message).strip() else 'bad arguments'}"
+                  " (see --help)", file=sys.stderr)
+            sys.exit(2)
+
+        parser.error = one_line
+        return parser
+
     def instantiate_classes(self) -> None:
         # A config the module or data module refuses (ValueError, DataError) is the user's input: one line,
         # exit status 2, nothing trained. Errors once training runs keep their tracebacks.

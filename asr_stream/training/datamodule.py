@@ -8,6 +8,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ..data import read_corpus
+from ..data.corpus import check_corpus_spec
 from .data import DurationBatchSampler, UtteranceDataset, collate
 
 
@@ -35,6 +36,8 @@ class SpeechDataModule(L.LightningDataModule):
             max_utterances: use only the first N training utterances (smoke tests).
         """
         super().__init__()
+        for spec in [*train, *val]:
+            check_corpus_spec(spec)  # a missing manifest or root: one line now, not a traceback once fit has begun
         self.train_specs, self.val_specs = list(train), list(val)
         self.max_batch_seconds, self.max_batch_size = max_batch_seconds, max_batch_size
         self.speeds, self.num_workers, self.seed = list(speed_perturb), num_workers, seed

@@ -51,6 +51,10 @@ class SpeechLLMModule(L.LightningModule):
             seed: seed of the per-step k draws (identical on every rank).
         """
         super().__init__()
+        for name, path, want in (("tokenizer", tokenizer, "dir"), ("init_from", init_from, "dir"), ("feat_stats", feat_stats, "file")):
+            if path and not (Path(path).is_dir() if want == "dir" else Path(path).is_file()):
+                raise ValueError(f"model.{name} {path}: no such {'folder' if want == 'dir' else 'file'}"
+                                 + (" (run the recipe's prepare stage first)" if name != "init_from" else ""))
         codec = TextCodec.load(tokenizer) if tokenizer else None
         if init_from:
             self.net = SpeechLLM.load(init_from).train()  # load() returns eval mode (dropout off) for inference

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""`asr-stream serve` under load: emission lag of N real-time clients, batched scheduler vs one session per client.
+
+Each client replays its own recording (held-out espeak sentences joined with 0.2-1.5 s pauses, different per client)
+over loopback at real-time pace, 100 ms frames, starts staggered evenly over the first second. The server is the real
+command in its own process (bundled model, its training settings, default endpointing), once per scheduler:
+
+- ``batched``: one engine task, one batched decoder step for all streams with work (SegmentedStreams);
+- ``per-client``: one SegmentedSession per client, run one after the other (the WhisperLive way).
+
+Lag of a word = the wall time it reached the client minus the wall time the client had sent the audio it needed
+(its ``time_ms``): what a user waits beyond the model's own wait-k delay. A client count is *held* when the p95 lag
+over all words of all clients is <= 1 s.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve.py --clients 1 4 16 32 --seconds 20 --output benchmarks/results/serve
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def recordings(n: int, seconds: float) -> list[tuple[np.ndarray, str]]:
+    from asr_stream.data.longform import join_utterances
+    from asr_stream.data.synth import synthesize
+
+    raw = json.loads((ROOT / "tests" / "data" / "heldout.json").read_text())
+    items = [(it["id"], it["text"]) for it in raw]
+    waves: dict[int, np.ndarray] = {}
+
+    def load(i):
+        if i not in waves:
+            it = raw[i]
+            waves[i] = synthesize(it["spoken"], it["voice"], it["rate"], it["pitch"])
+        return waves[i]
+
+    out = []
+    for c in range(n):
+        rec = join_utterances(items, load, seconds, seed=c)
+        out.append((rec.audio[: int(seconds * 16000)], rec.text))
+    return out
+
+
+def start_server(scheduler: str, max_clients: int, tick_ms: float | None) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "asr_stream", "serve", "--port", "0", "--max-clients", str(max_clients),
+           "--scheduler", scheduler, "--idle-timeout-s", "120"] + ([] if tick_ms is None else ["--tick-ms", str(tick_ms)])
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = p.stderr.readline()
+        m = re.search(r"serving on (ws://\S+) ", line)
+        if m:
+            return p, m.group(1)
+        if not line and p.poll() is not None:
+            break
+    p.kill()
+    raise SystemExit(f"server did not start: {line}")
+
+
+async def run_clients(url: str, recs: list[tuple[np.ndarray, str]], n: int, block_ms: int = 100):
+    from asr_stream.client import blocks_of, stream
+
+    async def one(i: int):
+        await asyncio.sleep(i / max(n, 1))  # staggered over the first second
+        return await stream(url, blocks_of(recs[i][0], block_ms), 16000, None, block_ms)
+
+    return await asyncio.gather(*[one(i) for i in range(n)])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--schedulers", nargs="+", default=["batched", "per-client"])
+    ap.add_argument("--output", default=None, help="folder for serve.json / serve.md")
+    ap.add_argument("--compare-with", default=None, help="serve.json of an earlier run (the other scheduler): count identical transcripts")
+    ap.add_argument("--tick-ms", type=float, default=None, help="the server's --tick-ms (default: its default)")
+    a = ap.parse_args(argv)
+    recs = recordings(max(a.clients), a.seconds)
+    rows, texts = [], {}
+    for sched in a.schedulers:
+        proc, url = start_server(sched, max(a.clients), a.tick_ms)
+        try:
+            asyncio.run(run_clients(url, recs, 1, 100))  # warm-up
+            for n in a.clients:
+                t0 = time.monotonic()
+                results = asyncio.run(run_clients(url, recs, n))
+                wall = time.monotonic() - t0
+                lags = np.array([x for r in results for x in r.lags_ms()])
+                server_lag = max((e.get("lag_ms", 0) for r in results for e in r.events), default=0)
+                texts[(sched, n)] = [r.text for r in results]
+                row = {"scheduler": sched, "clients": n, "words": int(lags.size),
+                       "p50_ms": float(np.percentile(lags, 50)), "p95_ms": float(np.percentile(lags, 95)),
+                       "max_ms": float(lags.max()), "server_lag_max_ms": server_lag, "wall_s": wall,
+                       "held": bool(np.percentile(lags, 95) <= 1000.0)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    same = {}
+    if a.compare_with:  # runs of one scheduler each (each fits the 10-minute budget of a command)
+        other = json.loads(Path(a.compare_with).read_text())
+        for key, t2 in other["texts"].items():
+            o_sched, n = key.split(":")
+            texts.setdefault((o_sched, int(n)), t2)
+            if o_sched not in a.schedulers:
+                a.schedulers.append(o_sched)
+                rows[:0] = [r for r in other["rows"] if r["scheduler"] == o_sched]
+    if len(a.schedulers) == 2:
+        for n in a.clients:
+            t1, t2 = texts.get((a.schedulers[0], n)), texts.get((a.schedulers[1], n))
+            if t1 and t2:
+                same[n] = sum(x == y for x, y in zip(t1, t2))
+    best = {s: max([r["clients"] for r in rows if r["scheduler"] == s and r["held"]], default=0) for s in a.schedulers}
+    lines = ["| scheduler | clients | words | p50 lag ms | p95 lag ms | max lag ms | held (p95 <= 1 s) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['scheduler']} | {r['clients']} | {r['words']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['max_ms']:.0f} | {'yes' if r['held'] else 'no'} |")
+    lines.append("")
+    lines.append("Most real-time clients held (of those tried): " + ", ".join(f"{s}: {b}" for s, b in best.items()))
+    if same:
+        lines.append("Identical transcripts, batched vs per-client: " + ", ".join(f"{n} clients: {k}/{n}" for n, k in same.items()))
+    print("\n".join(lines))
+    if a.output:
+        out = Path(a.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "serve.json").write_text(json.dumps({"rows": rows, "best": best, "same_transcripts": same,
+                                                    "seconds": a.seconds, "texts": {f"{s}:{n}": t for (s, n), t in texts.items()}}, indent=2) + "\n")
+        (out / "serve.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

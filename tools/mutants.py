@@ -1,0 +1,162 @@
+"""Mutation check of the core: each mutant is a bug the test suite exists to catch; every one must be killed.
+
+    make mutants            # or: python tools/mutants.py [--only NAME ...] [--tests TEST ...] [--list]
+
+Each mutant is one textual replacement (file, old, new) in the package. It is applied to a temporary copy
+of the repository (the working tree is never edited), then its relevant fast tests run there with
+``pytest -x``. A mutant is *killed* when a test fails; a *survivor* means the tests cannot see that bug,
+and the script exits 1. The unmutated copy runs the union of the tests first: a mutant only counts as
+killed if the same tests pass without it.
+
+The Python that runs pytest is ``$MUTANTS_PYTHON`` if set, else the interpreter running this script
+(``make mutants`` uses the project's ``.venv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One deliberate bug: replace ``old`` (must occur exactly once in ``file``) by ``new``."""
+
+    name: str  # short id, also accepted by --only
+    what: str  # the bug, in words
+    file: str  # path relative to the repository root
+    old: str
+    new: str
+    tests: tuple[str, ...]  # pytest node ids / files that must catch it (run in this order, -x)
+
+
+CORE = ("tests/test_groups.py", "tests/test_positions.py", "tests/test_streaming.py")
+
+MUTANTS = (
+    Mutant("floor-positions", "every position is floored before RoPE (a silently integer φ)",
+           "asr_stream/decoder.py", "position_ids=positions.to(torch.float32)",
+           "position_ids=positions.floor().to(torch.float32)", CORE),
+    Mutant("session-drops-phi", "the streaming session ignores φ (targets at 0, 1, ...)",
+           "asr_stream/streaming/session.py", "return self.cfg.phi + row", "return float(row)", CORE),
+    Mutant("train-target-pos+1", "training layout: target positions φ + i + 1 (off by one)",
+           "asr_stream/groups.py", "pos = [phi + i for i in range(n_rows)]",
+           "pos = [phi + i + 1 for i in range(n_rows)]", CORE),
+    Mutant("stream-target-pos+1", "streaming: target positions φ + i + 1 (off by one)",
+           "asr_stream/streaming/session.py", "return self.cfg.phi + row", "return self.cfg.phi + row + 1", CORE),
+    Mutant("visibility+1", "wait-k visibility one chunk too many (min(k + j + 1, N)), training and streaming alike",
+           "asr_stream/groups.py", "return min(k + units_done, n_chunks)", "return min(k + units_done + 1, n_chunks)",
+           CORE),
+    Mutant("visibility-1", "wait-k visibility one chunk too few (min(k + j - 1, N))",
+           "asr_stream/groups.py", "return min(k + units_done, n_chunks)", "return min(k + units_done - 1, n_chunks)",
+           CORE),
+    Mutant("mask-chunk<=", "mask rule: a target row also sees chunk v_i (<= instead of <)",
+           "asr_stream/groups.py", "(k.chunk[None, :] < q.chunk[:, None])", "(k.chunk[None, :] <= q.chunk[:, None])",
+           CORE),
+    Mutant("source-sees-target", "mask rule: source slots attend to target rows",
+           "asr_stream/groups.py", "src_rule = src_k & (k.src[None, :] <= q.src[:, None])",
+           "src_rule = (src_k & (k.src[None, :] <= q.src[:, None])) | (kk == TARGET)", CORE),
+    Mutant("skip-position-reencode", "batch mode, reencode=position: target rows are not re-encoded",
+           "asr_stream/streaming/session.py", "            if s.rows:\n                self._reencode_targets()",
+           "            if False:\n                self._reencode_targets()", ("tests/test_streaming.py",)),
+    Mutant("skip-kv-reencode-targets", "batch mode, reencode=kv: the rebuilt cache leaves the target rows out",
+           "asr_stream/streaming/session.py",
+           "        if s.rows:\n            parts.append(target_elements(range(s.rows), [n] * s.rows",
+           "        if False:\n            parts.append(target_elements(range(s.rows), [n] * s.rows",
+           ("tests/test_streaming.py",)),
+)
+
+
+def copy_tree(dst: Path) -> None:
+    """The files pytest needs: the package, the tests and the project file (for pytest's settings)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for d in ("asr_stream", "tests"):
+        shutil.copytree(ROOT / d, dst / d, ignore=ignore)
+    shutil.copy2(ROOT / "pyproject.toml", dst / "pyproject.toml")
+
+
+def apply(m: Mutant, root: Path) -> None:
+    f = root / m.file
+    text = f.read_text()
+    n = text.count(m.old)
+    if n != 1:
+        raise SystemExit(f"mutants: error: mutant {m.name}: the text to replace occurs {n} times in {m.file} "
+                         "(the code moved on: update tools/mutants.py)")
+    f.write_text(text.replace(m.old, m.new))
+
+
+def pytest(python: str, root: Path, tests: tuple[str, ...], stop_first: bool) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header", "-W", "ignore"]
+    cmd += ["-x"] if stop_first else []
+    proc = subprocess.run(cmd + list(tests), cwd=root, env=env, capture_output=True, text=True)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def first_failure(output: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" ", 1)[1].split(" - ")[0]
+    return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--tests", nargs="+", metavar="TEST", help="run these tests against every mutant instead of its own")
+    args = ap.parse_args(argv)
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    if args.tests:
+        chosen = [replace(m, tests=tuple(args.tests)) for m in chosen]
+    if args.only and len(chosen) != len(set(args.only)):
+        ap.error(f"unknown mutant in {args.only}; known: {', '.join(m.name for m in MUTANTS)}")
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name:26} {m.what}")
+        return 0
+    python = os.environ.get("MUTANTS_PYTHON", sys.executable)
+
+    with tempfile.TemporaryDirectory(prefix="asr-stream-mutants-") as tmp:
+        base = Path(tmp) / "base"
+        copy_tree(base)
+        union = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        t0 = time.monotonic()
+        rc, out = pytest(python, base, union, stop_first=False)
+        if rc != 0:
+            print(out[-3000:])
+            print(f"mutants: error: the unmutated tests fail ({first_failure(out)}); fix them first", file=sys.stderr)
+            return 2
+        print(f"unmutated: {' '.join(union)} pass ({time.monotonic() - t0:.0f} s)\n")
+        print(f"{'mutant':26} {'result':9} {'time':>6}  first failing test")
+        survivors = []
+        for m in chosen:
+            root = Path(tmp) / m.name
+            copy_tree(root)
+            apply(m, root)
+            t0 = time.monotonic()
+            rc, out = pytest(python, root, m.tests, stop_first=True)
+            killed = rc == 1  # 1: tests failed; anything else (collection error, crash) is reported as is
+            if rc not in (0, 1):
+                print(out[-3000:])
+            result = "killed" if killed else ("SURVIVED" if rc == 0 else f"ERROR {rc}")
+            print(f"{m.name:26} {result:9} {time.monotonic() - t0:5.0f}s  {first_failure(out) if killed else '-'}", flush=True)
+            if not killed:
+                survivors.append(m.name)
+            shutil.rmtree(root)
+    print(f"\n{len(chosen) - len(survivors)} of {len(chosen)} mutants killed" +
+          (f"; not killed: {', '.join(survivors)}" if survivors else ""))
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
