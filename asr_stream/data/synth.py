@@ -781,3 +781,70 @@ def _espeak_version() -> str:
     r = subprocess.run([espeak_binary(), "--version"], capture_output=True, text=True)
     m = re.search(r"text-to-speech:\s*(\S+)", r.stdout)
     return m.group(1) if m else r.stdout.strip()[:80]
+
+
+def synthesize_test_sets(cfg: SynthConfig, splits: Sequence[str], limit: int | None = None,
+                         progress: Callable[[int, int], None] | None = None) -> SynthReport:
+    """Write only the first ``limit`` utterances of each of ``splits`` of the corpus ``cfg`` plans, in plan order
+    (each split's first ``limit`` test sentences, so every split has the same text; its voices take turns):
+    the same utterances, sample for sample, that :func:`synthesize_corpus` writes for them, without the hours of
+    training audio. For measuring a model on a corpus's test sets (including ``eval_voices`` splits added
+    after it was made: they have their own random draws). Train/dev cannot be asked for (use the corpus tool).
+    ``synth_config.json`` records the subset (``test_sets_only``)."""
+    bad = [s for s in splits if s in ("train", "dev")]
+    if bad or not splits:
+        raise SynthError(f"test sets only: got {', '.join(bad) or 'no splits'}")
+    if limit is not None and limit < 1:
+        raise SynthError("limit must be >= 1")
+    espeak_binary()
+    try:
+        asked = tuple(engines.canonical_voice(v) for v in cfg.voices) if cfg.voices is not None else None
+        evals = tuple((n, tuple(engines.canonical_voice(v) for v in vs)) for n, vs in cfg.eval_voices)
+        cfg = replace(cfg, voices=asked, eval_voices=evals, unseen_voice=engines.canonical_voice(cfg.unseen_voice))
+    except engines.EngineError as e:
+        raise SynthError(str(e)) from None
+    candidates = cfg.voices if cfg.voices is not None else DEFAULT_VOICES + MBROLA_VOICES
+    check_training_voices(candidates)
+    train_voices = available_voices([v for v in candidates if v != cfg.unseen_voice])
+    missing = [v for v in (cfg.voices or ()) if v not in train_voices and v != cfg.unseen_voice]
+    if missing:
+        raise SynthError(f"cannot use voice(s) {', '.join(missing)}")
+    plan = plan_corpus(cfg, load_sentences(cfg), train_voices, load_extra_train_sentences(cfg))
+    known = sorted({p.split for p in plan})
+    unknown = [s for s in splits if s not in known]
+    if unknown:
+        raise SynthError(f"no split {', '.join(unknown)} in this corpus (splits: {', '.join(known)})")
+    chosen: list[PlannedUtterance] = []
+    for s in splits:
+        chosen += [p for p in plan if p.split == s][:limit]  # plan order: the first test sentences, voices in turn
+    bad_voices = sorted({p.voice for p in chosen if not voice_works(p.voice)})
+    if bad_voices:
+        raise SynthError(f"cannot use voice(s) {', '.join(bad_voices)} (make corpus-sysdeps)")
+    out = Path(cfg.out_dir)
+    _prepare_out_dir(out, cfg.overwrite, [n for n, _ in cfg.eval_voices])
+    chapters: dict[Path, list[PlannedUtterance]] = {}
+    for p in chosen:
+        chapters.setdefault(p.audio_path(out).parent, []).append(p)
+    for d, items in chapters.items():
+        d.mkdir(parents=True, exist_ok=True)
+        lines = "".join(f"{p.id} {p.sentence.text}\n" for p in items)
+        (d / f"{items[0].speaker}-{items[0].chapter}.trans.txt").write_text(lines, encoding="utf-8")
+    report = SynthReport(out, train_voices=list(train_voices), unseen_voice=cfg.unseen_voice)
+    results = _run_plan(chosen, out, cfg.snr_db, cfg.jobs, progress)
+    index = {(p.id, p.split): i for i, p in enumerate(chosen)}
+    for p, (d, _) in zip(chosen, results):
+        report.utterances[p.split] = report.utterances.get(p.split, 0) + 1
+        report.seconds[p.split] = report.seconds.get(p.split, 0.0) + d
+    for d, items in chapters.items():
+        timed = [(p, results[index[p.id, p.split]]) for p in items]
+        lines = "".join(format_alignment_line(p.id, words, dur) + "\n" for p, (dur, words) in timed if words)
+        report.timed += sum(1 for _, (_, words) in timed if words)
+        if lines:
+            (d / f"{items[0].speaker}-{items[0].chapter}.alignment.txt").write_text(lines, encoding="utf-8")
+    _write_speakers(out, chosen, [d for d, _ in results])
+    cfg_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                if k not in ("out_dir", "jobs", "overwrite")}
+    cfg_json.update(train_voices=list(train_voices), espeak_ng=_espeak_version(),
+                    test_sets_only={"splits": list(splits), "limit": limit})
+    (out / "synth_config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return report
