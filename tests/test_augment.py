@@ -209,3 +209,24 @@ def test_spec_augment_is_the_encoders_switch() -> None:
         outs[on] = (a, c)
     assert torch.equal(outs[False][0], outs[False][1])  # off: training sees the plain features
     assert not torch.equal(outs[True][0], outs[True][1])  # on: training differs from evaluation
+
+
+def test_multi_engine_recipe_config() -> None:
+    """The recipe's multi-engine corpus trains on no evaluation-only speaker, and its YAML's augmentation and
+    SpecAugment are valid and on."""
+    import re
+
+    import yaml
+
+    from asr_stream.data import engines
+
+    repo = Path(__file__).resolve().parents[1]
+    run = (repo / "recipes" / "synthetic" / "run.sh").read_text()
+    voices = re.search(r'voices="([^"]+)"', run).group(1).split(",")
+    engines.check_training_voices(voices)
+    assert {"flite:awb", "flite:rms", "festival:ked_diphone"} <= set(voices)
+    cfg = yaml.safe_load((repo / "conf" / "tiny_synthetic_multi.yaml").read_text())
+    aug = A.AugmentConfig.from_dict(cfg["data"]["augment"])
+    assert aug.silence_prob > 0 and aug.gain_db == (-35.0, 6.0) and aug.active
+    assert cfg["model"]["model"]["encoder"]["spec_augment"] is True
+    assert cfg["data"]["speed_perturb"] == [0.9, 1.0, 1.1]

@@ -162,3 +162,20 @@ def test_corpus_with_flite_voices_and_unseen_speaker_splits(tmp_path: Path) -> N
     train_ids = {u.speaker for s in ("train", "dev") for u in read_librispeech(b, s)}
     eval_ids = {u.speaker for s in ("test-kal", "test-slt") for u in read_librispeech(b, s)}
     assert not train_ids & eval_ids and "flite:slt" in speakers and "flite:kal16" in speakers
+
+    # Test sets alone (no training audio): the same utterances, sample for sample, and the same transcripts.
+    d = tmp_path / "d"
+    sub = synth.synthesize_test_sets(synth.SynthConfig(out_dir=d, eval_voices=evals, **cfg), ["test", "test-kal"], limit=1)
+    assert sub.utterances == {"test": 1, "test-kal": 1}
+    fd = files(d)
+    audio = [n for n in fd if n.endswith(".flac")]
+    assert len(audio) == 2 and {n.split("/")[0] for n in audio} == {"test", "test-kal"}
+    for n in audio:
+        assert np.array_equal(sf.read(str(d / n))[0], sf.read(str(b / n))[0]), n
+    for split in ("test", "test-kal"):
+        full = {u.id: u.text for u in read_librispeech(b, split)}
+        assert all(full[u.id] == u.text for u in read_librispeech(d, split))
+    with pytest.raises(synth.SynthError, match="test sets only: got train"):
+        synth.synthesize_test_sets(synth.SynthConfig(out_dir=tmp_path / "e", **cfg), ["train"])
+    with pytest.raises(synth.SynthError, match="no split test-slt"):
+        synth.synthesize_test_sets(synth.SynthConfig(out_dir=tmp_path / "e", **cfg), ["test-slt"])
