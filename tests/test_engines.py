@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,12 @@ def test_corpus_with_flite_voices_and_unseen_speaker_splits(tmp_path: Path) -> N
         synth.synthesize_test_sets(synth.SynthConfig(out_dir=tmp_path / "e", **cfg), ["train"])
     with pytest.raises(synth.SynthError, match="no split test-slt"):
         synth.synthesize_test_sets(synth.SynthConfig(out_dir=tmp_path / "e", **cfg), ["test-slt"])
+
+
+def test_test_sets_tool_refuses_training_splits(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(repo / "tools" / "synth_test_sets.py"), str(tmp_path / "o"),
+                        "--splits", "test", "train"], capture_output=True, text=True, cwd=repo,
+                       env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and r.stderr.strip() == "synth_test_sets: error: test sets only: got train"
+    assert not (tmp_path / "o").exists()
