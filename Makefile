@@ -7,11 +7,16 @@ TORCH ?= torch==2.13.0
 
 SAMPLE := asr_stream/assets/sample.wav
 
-.PHONY: install sysdeps test test-all mutants demo clean
+.PHONY: install sysdeps corpus-sysdeps test test-all mutants demo clean
 
-# System packages the tests use: espeak-ng + fortunes (synthetic speech and text), PortAudio (sounddevice),
-# venv support for Debian's python3, chromium (the browser-page test of `serve`). Installed with apt-get when missing (as root, or through sudo).
-APT_PKGS := espeak-ng fortunes fortunes-min libportaudio2 python3-venv chromium
+# System packages the tests use: espeak-ng, flite (~3 MB) + fortunes (synthetic speech and text), PortAudio
+# (sounddevice), venv support for Debian's python3, chromium (the browser-page test of `serve`). Installed with
+# apt-get when missing (as root, or through sudo).
+# Festival and its English voices (the synthetic corpus's other engine; ~40 MB) are there so their tests run too.
+APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes fortunes-min \
+	libportaudio2 python3-venv chromium
+# kept as a name for the recipe's instructions: the corpus needs nothing beyond the test packages now
+corpus-sysdeps: sysdeps
 sysdeps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

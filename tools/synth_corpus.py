@@ -6,7 +6,11 @@ Examples:
     python tools/synth_corpus.py data/synth-small --num-train 2000 --num-dev 100 --num-test 100 \\
         --top-words 3000 --min-train-vocab 500 --snr-db 20 --jobs 4
 
-Needs: apt-get install espeak-ng fortunes fortunes-min (MBROLA voices are used when installed).
+    python tools/synth_corpus.py data/synth-multi --voices en-us,en-gb,flite:awb,flite:rms,festival:ked_diphone \\
+        --unseen-speakers --eval-split test-extra=flite:kal16    # voices of several engines; extra test splits
+
+Needs: apt-get install espeak-ng fortunes fortunes-min (MBROLA voices are used when installed); flite and
+festival (+ festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts) for their voices (make sysdeps).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from asr_stream.data.engines import UNSEEN_SPEAKER_SPLITS
 from asr_stream.data.synth import DEFAULT_UNSEEN_VOICE, FORTUNE_DIR, SynthConfig, SynthError, synthesize_corpus
 
 
@@ -25,6 +30,14 @@ def _pair(text: str) -> tuple[int, int]:
         return int(lo), int(hi or lo)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LO,HI integers, got {text!r}") from None
+
+
+def _eval_split(text: str) -> tuple[str, tuple[str, ...]]:
+    name, _, voices = text.partition("=")
+    vs = tuple(v.strip() for v in voices.split(",") if v.strip())
+    if not name or not vs:
+        raise argparse.ArgumentTypeError(f"expected test-NAME=VOICE[,VOICE...], got {text!r}")
+    return name.strip(), vs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,10 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-train-voices", type=int, default=0,
                    help="with --top-words: also speak each sentence it leaves out into train only, with this "
                         "many voices (default 0: leave them out); dev and test are unchanged by it")
-    p.add_argument("--voices", help="comma-separated espeak-ng voices for train/dev/test "
-                                    "(default: built-in list + installed MBROLA voices)")
+    p.add_argument("--voices", help="comma-separated voices for train/dev/test: espeak-ng names (en-us+f3), "
+                                    "flite:NAME, festival:NAME (default: built-in espeak-ng list + installed "
+                                    "MBROLA voices); kal and slt voices are refused (evaluation-only)")
     p.add_argument("--unseen-voice", default=DEFAULT_UNSEEN_VOICE, help=f"test-unseen-voice split's voice "
                                                                          f"(default {DEFAULT_UNSEEN_VOICE})")
+    p.add_argument("--eval-split", type=_eval_split, action="append", default=[], metavar="test-NAME=VOICES",
+                   help="an extra test split speaking the test sentences with these comma-separated voices "
+                        "(taking turns); repeatable; its speakers must not be training speakers")
+    p.add_argument("--unseen-speakers", action="store_true",
+                   help="add the evaluation-only speakers' splits: " + "; ".join(
+                       f"{n}={','.join(vs)}" for n, vs in UNSEEN_SPEAKER_SPLITS))
     p.add_argument("--rate-range", type=_pair, default=(140, 210), help="words per minute LO,HI (default 140,210)")
     p.add_argument("--pitch-range", type=_pair, default=(30, 70), help="espeak-ng pitch 0-99 LO,HI (default 30,70)")
     p.add_argument("--snr-db", type=float, help="add white noise at this SNR in dB (default: clean)")
@@ -75,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             voices=tuple(v.strip() for v in args.voices.split(",") if v.strip()) if args.voices else None,
             unseen_voice=args.unseen_voice, rate_range=args.rate_range, pitch_range=args.pitch_range,
             snr_db=args.snr_db, min_train_vocab=args.min_train_vocab, jobs=args.jobs, overwrite=args.overwrite,
+            eval_voices=(UNSEEN_SPEAKER_SPLITS if args.unseen_speakers else ()) + tuple(args.eval_split),
             only_splits=tuple(v.strip() for v in args.only_splits.split(",") if v.strip()) if args.only_splits else None,
         )
         with Progress(TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -64,13 +64,13 @@ import subprocess
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import espeak
+from . import engines, espeak
 from .corpus import WordTiming, format_alignment_line
 from .espeak import Speech
 
@@ -259,8 +259,16 @@ def voice_exists(voice: str) -> bool:
 
 
 def voice_works(voice: str) -> bool:
-    """Whether espeak-ng has ``voice`` and can synthesise with it here (MBROLA voices are listed even when
-    their data packages are missing, so a short probe synthesis decides)."""
+    """Whether ``voice`` can synthesise here. espeak-ng voices (bare names or ``espeak:NAME``) must be listed and
+    pass a short probe synthesis (MBROLA voices are listed even when their data packages are missing); Flite and
+    Festival voices (``flite:awb``, ``festival:ked_diphone``) are asked of their engine
+    (:mod:`asr_stream.data.engines`)."""
+    try:
+        engine, voice = engines.split_voice(voice)
+    except engines.EngineError:
+        return False
+    if engine != "espeak":
+        return engines.voice_works(f"{engine}:{voice}")
     if not voice_exists(voice):
         return False
     try:
@@ -293,6 +301,9 @@ def speaker_ids(voices: Sequence[str]) -> dict[str, str]:
 
 
 def _sex(voice: str) -> str:
+    female = engines.is_female(voice)
+    if female is not None:
+        return "F" if female else "M"
     return "F" if _FEMALE_VARIANTS.search(voice) or voice in _FEMALE_MBROLA else "M"
 
 
@@ -326,6 +337,9 @@ class SynthConfig:
     snr_db: float | None = None
     min_train_vocab: int = 2000  # distinct training words required; lower it for tiny runs
     extra_train_voices: int = 0  # voices for each sentence top_words leaves out, spoken into train only (0: none)
+    # Extra test splits, (split name "test-...", voices): each speaks the test sentences once, its voices taking
+    # turns; e.g. engines.UNSEEN_SPEAKER_SPLITS (kal, slt). Their speakers must not be training speakers.
+    eval_voices: tuple[tuple[str, tuple[str, ...]], ...] = ()
     jobs: int = 1
     overwrite: bool = False
     only_splits: tuple[str, ...] | None = None  # synthesise only these splits of the (whole, unchanged) plan; None: all
@@ -350,10 +364,19 @@ class SynthConfig:
             bad("top_words must be >= 1")
         if self.extra_train_voices < 0:
             bad("extra_train_voices must be >= 0")
-        if self.only_splits is not None and (not self.only_splits or set(self.only_splits) - set(SPLITS)):
-            bad(f"only_splits {self.only_splits} must name some of {', '.join(SPLITS)}")
+        known = (*SPLITS, *(n for n, _ in self.eval_voices))
+        if self.only_splits is not None and (not self.only_splits or set(self.only_splits) - set(known)):
+            bad(f"only_splits {self.only_splits} must name some of {', '.join(known)}")
         if self.extra_train_voices and self.top_words is None:
             bad("extra_train_voices needs top_words (the extra sentences are the ones top_words leaves out)")
+        names = [n for n, _ in self.eval_voices]
+        for name, voices in self.eval_voices:
+            if not re.fullmatch(r"test-[a-z0-9][a-z0-9_-]*", name) or name in SPLITS:
+                bad(f"eval split name {name!r} must look like test-NAME and differ from {', '.join(SPLITS)}")
+            if not voices:
+                bad(f"eval split {name} has no voices")
+        if len(set(names)) != len(names):
+            bad(f"eval split names repeat: {', '.join(names)}")
 
 
 @dataclass(frozen=True)
@@ -421,8 +444,14 @@ def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence], train_voices: S
     """
     if not train_voices:
         raise SynthError("no usable training voices")
+    check_training_voices(train_voices)
     if cfg.unseen_voice in train_voices:
         raise SynthError(f"unseen voice {cfg.unseen_voice!r} is also a training voice")
+    train_speakers = {engines.speaker_of(v) for v in train_voices}
+    for name, voices in cfg.eval_voices:
+        seen = [v for v in voices if engines.speaker_of(v) in train_speakers]
+        if seen:
+            raise SynthError(f"eval split {name}: voice(s) {', '.join(seen)} are training speakers, not unseen ones")
     for name in ("train_voices_per_sentence", "extra_train_voices"):
         if getattr(cfg, name) > len(train_voices):
             raise SynthError(f"{name}={getattr(cfg, name)} exceeds the {len(train_voices)} training voices")
@@ -438,6 +467,15 @@ def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence], train_voices: S
     train = [sentences[i] for i in (rest if cfg.num_train is None else rest[: cfg.num_train])]
 
     ids = speaker_ids(list(train_voices) + [cfg.unseen_voice])
+    eval_only = [v for _, vs in cfg.eval_voices for v in vs if v not in ids]
+    if eval_only:  # given ids of their own afterwards, so adding eval splits changes no other speaker's id
+        used = set(ids.values())
+        for v, i in speaker_ids(eval_only).items():
+            while i in used:
+                i = str((int(i) - 999) % 9000 + 1000)
+            used.add(i)
+            ids[v] = i
+    chapter_of = dict(_CHAPTER, **{name: len(_CHAPTER) + 1 + n for n, (name, _) in enumerate(cfg.eval_voices)})
     nv, k = len(train_voices), cfg.train_voices_per_sentence
     # Voices start at a seeded offset and go round-robin: balanced speakers, distinct voices per sentence.
     offset = int(rng.integers(nv))
@@ -453,7 +491,7 @@ def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence], train_voices: S
 
     def add(jobs: list[tuple[str, str, Sentence]], rng: np.random.Generator) -> None:
         for split, voice, s in jobs:
-            spk, chap = ids[voice], str(_CHAPTER[split])
+            spk, chap = ids[voice], str(chapter_of[split])
             n = counter[(split, voice)]
             counter[(split, voice)] += 1
             plan.append(PlannedUtterance(
@@ -472,7 +510,23 @@ def plan_corpus(cfg: SynthConfig, sentences: Sequence[Sentence], train_voices: S
             extra += [("train", train_voices[(offset + r) % nv], s) for r in range(reps)]
             offset += reps
         add(extra, rng)
+    if cfg.eval_voices:  # a generator of their own: the splits above come out the same with or without these
+        rng = np.random.default_rng([cfg.seed, 2])
+        evals: list[tuple[str, str, Sentence]] = []
+        for name, voices in cfg.eval_voices:
+            offset = int(rng.integers(len(voices)))
+            evals += [(name, voices[(offset + i) % len(voices)], s) for i, s in enumerate(test)]
+        add(evals, rng)
     return plan
+
+
+def check_training_voices(voices: Sequence[str]) -> None:
+    """SynthError if a training (train/dev/seen test) voice is an evaluation-only speaker (kal, slt; every
+    engine's voice of them): those speakers are kept for the unseen-speaker test splits."""
+    try:
+        engines.check_training_voices(voices)
+    except engines.EngineError as e:
+        raise SynthError(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------------- audio
@@ -525,11 +579,23 @@ def _word_spans(spoken: str, speech: Speech) -> list[tuple[float, float]] | None
 
 def speak(text: str, voice: str, rate: int = 175, pitch: int = 50, snr_db: float | None = None,
           noise_seed: int = 0) -> tuple[np.ndarray, list[tuple[float, float]] | None]:
-    """Speak ``text`` with espeak-ng; returns 16 kHz mono float32 samples (with white noise at ``snr_db`` dB)
-    and the (start, end) seconds of each space-separated word of ``text`` (None if espeak-ng's word events
-    could not be matched to the words)."""
+    """Speak ``text`` with ``voice``; returns 16 kHz mono float32 samples (with white noise at ``snr_db`` dB)
+    and the (start, end) seconds of each space-separated word of ``text`` (None if the engine's word timings
+    could not be matched to the words). ``voice`` is an espeak-ng name (bare or ``espeak:NAME``), or a Flite /
+    Festival voice (``flite:awb``, ``festival:ked_diphone``; :mod:`asr_stream.data.engines`)."""
     from ..audio.io import AudioError, to_mono_16k
 
+    try:
+        engine, name = engines.split_voice(voice)
+    except engines.EngineError as e:
+        raise SynthError(str(e)) from None
+    if engine != "espeak":
+        try:
+            audio, spans = engines.speak(text, voice, rate, pitch)
+        except (engines.EngineError, AudioError) as e:
+            raise SynthError(str(e)) from None
+        return _finish(audio, voice, text, snr_db, noise_seed), spans
+    voice = name
     try:
         speech = espeak.engine().speak(text, voice, rate, pitch)
     except espeak.EspeakError as e:
@@ -540,16 +606,21 @@ def speak(text: str, voice: str, rate: int = 175, pitch: int = 50, snr_db: float
         audio = to_mono_16k(speech.samples, speech.sample_rate, f"espeak-ng -v {voice}")
     except (AudioError, RuntimeError) as e:
         raise SynthError(f"espeak-ng -v {voice}: bad output audio ({e})") from None
+    return _finish(audio, f"espeak-ng -v {voice}", text, snr_db, noise_seed), _word_spans(text, speech)
+
+
+def _finish(audio: np.ndarray, where: str, text: str, snr_db: float | None, noise_seed: int) -> np.ndarray:
+    """Add white noise at ``snr_db`` dB (seeded) and scale down a peak over 0.99; SynthError on silence."""
     power = float(np.mean(audio.astype(np.float64) ** 2))
     if power <= 0.0:
-        raise SynthError(f"espeak-ng -v {voice}: produced silence for {text[:40]!r}")
+        raise SynthError(f"{where}: produced silence for {text[:40]!r}")
     if snr_db is not None:
         noise = np.random.default_rng(noise_seed).standard_normal(audio.shape[0])
         audio = audio + (noise * np.sqrt(power / 10 ** (snr_db / 10))).astype(np.float32)
     peak = float(np.max(np.abs(audio)))
     if peak > 0.99:  # FLAC PCM_16 would clip; scale the whole utterance instead
         audio = audio * (0.99 / peak)
-    return audio.astype(np.float32), _word_spans(text, speech)
+    return audio.astype(np.float32)
 
 
 def synthesize(text: str, voice: str, rate: int = 175, pitch: int = 50, snr_db: float | None = None,
@@ -574,8 +645,8 @@ def _make_one(item: PlannedUtterance, root: Path, snr_db: float | None) -> tuple
     return audio.shape[0] / SAMPLE_RATE, words
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    ours = [out / s for s in SPLITS] + [out / "SPEAKERS.TXT", out / "synth_config.json"]
+def _prepare_out_dir(out: Path, overwrite: bool, eval_splits: Sequence[str] = ()) -> None:
+    ours = [out / s for s in (*SPLITS, *eval_splits)] + [out / "SPEAKERS.TXT", out / "synth_config.json"]
     if out.exists() and not out.is_dir():
         raise SynthError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
@@ -596,13 +667,25 @@ def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | N
     """Write the corpus described by ``cfg``; ``progress(done, total)`` is called after each utterance."""
     espeak_binary()
     sentences = load_sentences(cfg)
+    try:
+        asked = tuple(engines.canonical_voice(v) for v in cfg.voices) if cfg.voices is not None else None
+        evals = tuple((n, tuple(engines.canonical_voice(v) for v in vs)) for n, vs in cfg.eval_voices)
+        cfg = replace(cfg, voices=asked, eval_voices=evals, unseen_voice=engines.canonical_voice(cfg.unseen_voice))
+    except engines.EngineError as e:
+        raise SynthError(str(e)) from None
     candidates = cfg.voices if cfg.voices is not None else DEFAULT_VOICES + MBROLA_VOICES
+    check_training_voices(candidates)  # before anything is made, whether or not those voices are installed
     train_voices = available_voices([v for v in candidates if v != cfg.unseen_voice])
     missing = [v for v in (cfg.voices or ()) if v not in train_voices and v != cfg.unseen_voice]
     if missing:  # voices asked for by name must exist; only the default pool is filtered silently
-        raise SynthError(f"espeak-ng cannot use voice(s) {', '.join(missing)} (see espeak-ng --voices=en)")
+        raise SynthError(f"cannot use voice(s) {', '.join(missing)} (see espeak-ng --voices=en, flite -lv, "
+                         f"and make sysdeps for flite / festival voices)")
     if not voice_works(cfg.unseen_voice):
-        raise SynthError(f"espeak-ng cannot use the unseen voice {cfg.unseen_voice!r}")
+        raise SynthError(f"cannot use the unseen voice {cfg.unseen_voice!r}")
+    bad_eval = [v for _, vs in cfg.eval_voices for v in vs if not voice_works(v)]
+    if bad_eval:
+        raise SynthError(f"cannot use eval voice(s) {', '.join(bad_eval)} (apt-get install flite festival "
+                         f"festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)")
 
     plan = plan_corpus(cfg, sentences, train_voices, load_extra_train_sentences(cfg))
     train_words = {w for p in plan if p.split == "train" for w in p.sentence.text.split()}
@@ -613,7 +696,7 @@ def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | N
         plan = [p for p in plan if p.split in cfg.only_splits]
 
     out = Path(cfg.out_dir)
-    _prepare_out_dir(out, cfg.overwrite)
+    _prepare_out_dir(out, cfg.overwrite, [n for n, _ in cfg.eval_voices])
     # Transcripts and metadata first: they depend only on the plan, so they are identical for a given seed.
     chapters: dict[Path, list[PlannedUtterance]] = {}
     for p in plan:
@@ -644,6 +727,8 @@ def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | N
     _write_speakers(out, plan, durations)
     cfg_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
                 if k not in ("out_dir", "jobs", "overwrite")}  # these do not change the corpus
+    if not cfg.eval_voices:
+        del cfg_json["eval_voices"]  # so a corpus without them keeps the synth_config.json it always had
     cfg_json["train_voices"] = list(train_voices)
     cfg_json["espeak_ng"] = _espeak_version()
     (out / "synth_config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -702,3 +787,70 @@ def _espeak_version() -> str:
     r = subprocess.run([espeak_binary(), "--version"], capture_output=True, text=True)
     m = re.search(r"text-to-speech:\s*(\S+)", r.stdout)
     return m.group(1) if m else r.stdout.strip()[:80]
+
+
+def synthesize_test_sets(cfg: SynthConfig, splits: Sequence[str], limit: int | None = None,
+                         progress: Callable[[int, int], None] | None = None) -> SynthReport:
+    """Write only the first ``limit`` utterances of each of ``splits`` of the corpus ``cfg`` plans, in plan order
+    (each split's first ``limit`` test sentences, so every split has the same text; its voices take turns):
+    the same utterances, sample for sample, that :func:`synthesize_corpus` writes for them, without the hours of
+    training audio. For measuring a model on a corpus's test sets (including ``eval_voices`` splits added
+    after it was made: they have their own random draws). Train/dev cannot be asked for (use the corpus tool).
+    ``synth_config.json`` records the subset (``test_sets_only``)."""
+    bad = [s for s in splits if s in ("train", "dev")]
+    if bad or not splits:
+        raise SynthError(f"test sets only: got {', '.join(bad) or 'no splits'}")
+    if limit is not None and limit < 1:
+        raise SynthError("limit must be >= 1")
+    espeak_binary()
+    try:
+        asked = tuple(engines.canonical_voice(v) for v in cfg.voices) if cfg.voices is not None else None
+        evals = tuple((n, tuple(engines.canonical_voice(v) for v in vs)) for n, vs in cfg.eval_voices)
+        cfg = replace(cfg, voices=asked, eval_voices=evals, unseen_voice=engines.canonical_voice(cfg.unseen_voice))
+    except engines.EngineError as e:
+        raise SynthError(str(e)) from None
+    candidates = cfg.voices if cfg.voices is not None else DEFAULT_VOICES + MBROLA_VOICES
+    check_training_voices(candidates)
+    train_voices = available_voices([v for v in candidates if v != cfg.unseen_voice])
+    missing = [v for v in (cfg.voices or ()) if v not in train_voices and v != cfg.unseen_voice]
+    if missing:
+        raise SynthError(f"cannot use voice(s) {', '.join(missing)}")
+    plan = plan_corpus(cfg, load_sentences(cfg), train_voices, load_extra_train_sentences(cfg))
+    known = sorted({p.split for p in plan})
+    unknown = [s for s in splits if s not in known]
+    if unknown:
+        raise SynthError(f"no split {', '.join(unknown)} in this corpus (splits: {', '.join(known)})")
+    chosen: list[PlannedUtterance] = []
+    for s in splits:
+        chosen += [p for p in plan if p.split == s][:limit]  # plan order: the first test sentences, voices in turn
+    bad_voices = sorted({p.voice for p in chosen if not voice_works(p.voice)})
+    if bad_voices:
+        raise SynthError(f"cannot use voice(s) {', '.join(bad_voices)} (make corpus-sysdeps)")
+    out = Path(cfg.out_dir)
+    _prepare_out_dir(out, cfg.overwrite, [n for n, _ in cfg.eval_voices])
+    chapters: dict[Path, list[PlannedUtterance]] = {}
+    for p in chosen:
+        chapters.setdefault(p.audio_path(out).parent, []).append(p)
+    for d, items in chapters.items():
+        d.mkdir(parents=True, exist_ok=True)
+        lines = "".join(f"{p.id} {p.sentence.text}\n" for p in items)
+        (d / f"{items[0].speaker}-{items[0].chapter}.trans.txt").write_text(lines, encoding="utf-8")
+    report = SynthReport(out, train_voices=list(train_voices), unseen_voice=cfg.unseen_voice)
+    results = _run_plan(chosen, out, cfg.snr_db, cfg.jobs, progress)
+    index = {(p.id, p.split): i for i, p in enumerate(chosen)}
+    for p, (d, _) in zip(chosen, results):
+        report.utterances[p.split] = report.utterances.get(p.split, 0) + 1
+        report.seconds[p.split] = report.seconds.get(p.split, 0.0) + d
+    for d, items in chapters.items():
+        timed = [(p, results[index[p.id, p.split]]) for p in items]
+        lines = "".join(format_alignment_line(p.id, words, dur) + "\n" for p, (dur, words) in timed if words)
+        report.timed += sum(1 for _, (_, words) in timed if words)
+        if lines:
+            (d / f"{items[0].speaker}-{items[0].chapter}.alignment.txt").write_text(lines, encoding="utf-8")
+    _write_speakers(out, chosen, [d for d, _ in results])
+    cfg_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                if k not in ("out_dir", "jobs", "overwrite")}
+    cfg_json.update(train_voices=list(train_voices), espeak_ng=_espeak_version(),
+                    test_sets_only={"splits": list(splits), "limit": limit})
+    (out / "synth_config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return report

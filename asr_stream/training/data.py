@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -12,28 +11,39 @@ from torch.utils.data import Dataset, Sampler
 
 from ..audio.io import load_audio
 from ..data import Utterance, duration_batches
+from .augment import AugmentConfig, augment, speed, utterance_rng
 
 
 class UtteranceDataset(Dataset):
-    """Loads audio lazily; optional speed perturbation (resampling by a random factor)."""
+    """Loads audio lazily; optional speed perturbation (a factor drawn from ``speeds`` per utterance) and the
+    waveform augmentations of ``augment`` (:mod:`asr_stream.training.augment`).
 
-    def __init__(self, utts: Sequence[Utterance], speeds: Sequence[float] = (1.0,), seed: int = 0) -> None:
+    Items are asked for by index, or by (index, epoch) as :class:`DurationBatchSampler` yields them with
+    ``tag_epoch``: the random draws come from (seed, epoch, index) alone, so they do not depend on the number
+    of workers or the loading order, and differ from epoch to epoch.
+    """
+
+    def __init__(self, utts: Sequence[Utterance], speeds: Sequence[float] = (1.0,), seed: int = 0,
+                 augment: Optional[AugmentConfig] = None) -> None:
         self.utts = list(utts)
         self.speeds = list(speeds)
-        self.rng = random.Random(seed)
+        if not self.speeds or any(not (0.5 <= s <= 2.0) for s in self.speeds):
+            raise ValueError(f"speed_perturb factors must lie in [0.5, 2.0], got {self.speeds}")
+        self.seed = seed
+        self.augment = augment if augment is not None and augment.active else None
 
     def __len__(self) -> int:
         return len(self.utts)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
+    def __getitem__(self, key: Union[int, tuple[int, int]]) -> tuple[np.ndarray, str]:
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
         u = self.utts[i]
         wave = load_audio(u.audio_path)
-        speed = self.rng.choice(self.speeds)
-        if speed != 1.0:
-            import librosa
-
-            # playing `speed` times faster = resampling from 16k*speed to 16k
-            wave = librosa.resample(wave, orig_sr=int(16000 * speed), target_sr=16000, res_type="soxr_hq")
+        rng = utterance_rng(self.seed, epoch, i)
+        factor = self.speeds[int(rng.integers(len(self.speeds)))]  # drawn even for [1.0]: same stream either way
+        wave = speed(wave, factor)
+        if self.augment is not None:
+            wave = augment(wave, self.augment, rng)
         return wave.astype(np.float32), u.text
 
 
@@ -59,11 +69,12 @@ class DurationBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, utts: Sequence[Utterance], max_seconds: float, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world: int = 1, max_batch_size: Optional[int] = None) -> None:
+                 rank: int = 0, world: int = 1, max_batch_size: Optional[int] = None, tag_epoch: bool = False) -> None:
         self.index = {id(u): i for i, u in enumerate(utts)}
         self.utts, self.max_seconds, self.shuffle = list(utts), max_seconds, shuffle
         self.seed, self.rank, self.world, self.max_batch_size = seed, rank, world, max_batch_size
         self.epoch = 0
+        self.tag_epoch = tag_epoch  # yield (index, epoch) pairs: the dataset seeds each item's augmentation by both
         self._skip: tuple[int, int] | None = None  # (epoch, batches) to skip once, after a mid-epoch resume
 
     def skip_once(self, epoch: int, batches: int) -> None:
@@ -84,6 +95,8 @@ class DurationBatchSampler(Sampler[list[int]]):
         if self._skip is not None and self._skip[0] == self.epoch:
             batches = batches[self._skip[1] :]
             self._skip = None
+        if self.tag_epoch:
+            return iter([[(i, self.epoch) for i in b] for b in batches])
         return iter(batches)
 
     def __len__(self) -> int:

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from ..data import read_corpus
 from ..data.corpus import check_corpus_spec
+from .augment import AugmentConfig
 from .data import DurationBatchSampler, UtteranceDataset, collate
 
 
@@ -23,6 +24,7 @@ class SpeechDataModule(L.LightningDataModule):
         num_workers: int = 1,
         seed: int = 0,
         max_utterances: Optional[int] = None,
+        augment: Optional[dict] = None,
     ) -> None:
         """
         Args:
@@ -34,6 +36,10 @@ class SpeechDataModule(L.LightningDataModule):
             num_workers: DataLoader worker processes.
             seed: batching and augmentation seed.
             max_utterances: use only the first N training utterances (smoke tests).
+            augment: waveform augmentations for training, each off unless its probability is set, e.g.
+                ``{silence_prob: 0.5, gain_prob: 0.5, noise_prob: 0.3, snr_db: [5, 30]}``; the keys are the fields
+                of :class:`asr_stream.training.augment.AugmentConfig`. Seeded by ``seed``, per utterance and epoch.
+                SpecAugment is the encoder's (``model.model.encoder.spec_augment``).
         """
         super().__init__()
         for spec in [*train, *val]:
@@ -42,6 +48,8 @@ class SpeechDataModule(L.LightningDataModule):
         self.max_batch_seconds, self.max_batch_size = max_batch_seconds, max_batch_size
         self.speeds, self.num_workers, self.seed = list(speed_perturb), num_workers, seed
         self.max_utterances = max_utterances
+        self.augment = AugmentConfig.from_dict(augment)  # a bad key or range: one line now, not once fit has begun
+        UtteranceDataset([], self.speeds)  # checks the speed factors
 
     # Mid-epoch resume: remember how many batches of the current epoch were trained, and skip them.
     def state_dict(self) -> dict:
@@ -59,18 +67,19 @@ class SpeechDataModule(L.LightningDataModule):
         if not self.train_utts:
             raise ValueError(f"no training utterances in {self.train_specs}")
 
-    def _loader(self, utts, shuffle: bool, speeds) -> DataLoader:
+    def _loader(self, utts, shuffle: bool, speeds, augment: Optional[AugmentConfig] = None) -> DataLoader:
         t = self.trainer
         rank, world = (t.global_rank, t.world_size) if t is not None else (0, 1)
-        sampler = DurationBatchSampler(utts, self.max_batch_seconds, shuffle, self.seed, rank, world, self.max_batch_size)
+        sampler = DurationBatchSampler(utts, self.max_batch_seconds, shuffle, self.seed, rank, world, self.max_batch_size,
+                                       tag_epoch=shuffle)
         if shuffle and getattr(self, "_resume", None):
             sampler.skip_once(*self._resume)
             self._resume = None
-        return DataLoader(UtteranceDataset(utts, speeds, self.seed + rank), batch_sampler=sampler, collate_fn=collate,
+        return DataLoader(UtteranceDataset(utts, speeds, self.seed + rank, augment), batch_sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_utts, True, self.speeds)
+        return self._loader(self.train_utts, True, self.speeds, self.augment)
 
     def val_dataloader(self):
         return self._loader(self.val_utts, False, [1.0]) if self.val_utts else []

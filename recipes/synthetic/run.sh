@@ -1,36 +1,69 @@
 #!/usr/bin/env bash
-# The offline recipe: synthesise a corpus with espeak-ng -> train the tiny model on CPU -> evaluate streaming.
-# Produces the bundled default model. Usage: recipes/synthetic/run.sh [--stage N] [--stop-stage M]
-#   stage 0: synthesise data/synthetic (LibriSpeech layout + word alignments; ~29 h of audio, ~6 min on 2 cores)
-#   stage 1: prepare: BPE tokenizer + log-mel statistics -> exp/synthetic/prep
-#   stage 2: train (conf/tiny_synthetic.yaml: 4657 steps, 75 min on 2 CPU cores on 2026-12-01; resumes from the last checkpoint)
-#   stage 3: evaluate the streaming session (group mode, chunk 320 ms) at k = 1, 3, 5 on test and test-unseen-voice
-#   stage 4: bundle the model into the package (float16, asr_stream/assets/default_model) and regenerate the sample
+# The offline recipe: synthesise a corpus -> train the tiny model on CPU -> evaluate streaming.
+# Usage: recipes/synthetic/run.sh [--corpus multi|espeak] [--stage N] [--stop-stage M]
+#   --corpus multi (default): espeak-ng voices + Flite awb, rms + Festival ked_diphone for training, with
+#            waveform augmentation and SpecAugment (conf/tiny_synthetic_multi.yaml); data/synthetic_multi,
+#            exp/synthetic_multi. Needs `make corpus-sysdeps` (flite, festival and its voices).
+#            NOT YET RUN as a whole (2026-12-02): the times below for it are estimates, marked so.
+#   --corpus espeak: the espeak-ng-only recipe of the bundled model (conf/tiny_synthetic.yaml; data/synthetic,
+#            exp/synthetic), as measured in RESULTS.md (runs 3-4).
+# Both corpora have the same sentences in every split (same seed) and the test splits test (training voices),
+# test-unseen-voice (espeak-ng en-029+f2) and, with --unseen-speakers, test-kal and test-slt (Flite + Festival
+# voices of kal and slt: evaluation-only speakers, refused in train/dev).
+#   stage 0: synthesise $data (LibriSpeech layout + word alignments; ~29 h of audio; espeak: 6 min 41 s on 2 cores,
+#            measured; multi: not measured, estimate 12-15 min: Festival starts one process per utterance,
+#            ~0.4 s each, for the ~1/18 of the utterances ked speaks)
+#   stage 1: prepare: BPE tokenizer + log-mel statistics -> $exp/prep
+#   stage 2: train ($config: 4657 steps; espeak: 75 min on 2 CPU cores on 2026-12-01; multi: not measured, the
+#            same steps plus ~4 ms of augmentation per utterance in the loader worker; resumes from the last checkpoint)
+#   stage 3: evaluate the streaming session (group mode, chunk 320 ms) at k = 1, 3, 5 on each test split
+#   stage 4: bundle the model into the package (float16, asr_stream/assets/default_model) and regenerate the sample.
+#            Only by asking for it (--stage 4 --stop-stage 4) after comparing stage 3 and 7 with RESULTS.md:
+#            replace the bundled model only if it is better on the unseen sets and <= 9 % on the training voices.
 #   stage 5: the paper's ablation in miniature: fine-tune the group model for 300 steps in each variant
 #            (group, interleaved, batch; group with phi = 0.5, 64, 256), conf/ablation_synthetic.yaml (~6 min each)
 #   stage 6: sweep the variants on the first $ablation_utts test utterances -> exp/synthetic/ablation/sweep-*
+#            (stages 5-6 are the espeak recipe's: conf/ablation_synthetic.yaml starts from exp/synthetic/model)
+#   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
+#            non-speech) -> $data-robust, evaluated at k = 3; then PocketSphinx on every test split and the
+#            robustness set, beside our k = 3 results (skipped in one line without `pip install pocketsphinx`)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 stage=0
-stop_stage=4
-data=data/synthetic
-exp=exp/synthetic
+stop_stage=3
+corpus=multi
 py=${PYTHON:-.venv/bin/python}
+robust_utts=100
 ablation_utts=150
 variants="group:group:0.0 interleaved:interleaved:0.0 batch:batch:0.0 group-phi0.5:group:0.5 group-phi64:group:64.0 group-phi256:group:256.0"
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
+    --corpus) corpus=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+case "$corpus" in
+  multi) data=data/synthetic_multi; exp=exp/synthetic_multi; config=conf/tiny_synthetic_multi.yaml
+         # the espeak-ng default pool (15 voices) + the other engines' training speakers; kal, slt never
+         voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2,flite:awb,flite:rms,festival:ked_diphone"
+         test_splits="test test-unseen-voice test-kal test-slt" ;;
+  espeak) data=data/synthetic; exp=exp/synthetic; config=conf/tiny_synthetic.yaml; voices=""
+          test_splits="test test-unseen-voice" ;;
+  *) echo "unknown corpus $corpus (multi or espeak)" >&2; exit 2 ;;
+esac
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   echo "== stage 0: synthesise $data"
-  $py tools/synth_corpus.py "$data" --seed 0 --top-words 3000 --max-words 16 --num-dev 200 --num-test 300 \
-    --train-voices-per-sentence 3 --extra-train-voices 2 --jobs 2
+  if [ "$corpus" = multi ]; then
+    $py tools/synth_corpus.py "$data" --seed 0 --top-words 3000 --max-words 16 --num-dev 200 --num-test 300 \
+      --train-voices-per-sentence 3 --extra-train-voices 2 --jobs 2 --voices "$voices" --unseen-speakers
+  else
+    $py tools/synth_corpus.py "$data" --seed 0 --top-words 3000 --max-words 16 --num-dev 200 --num-test 300 \
+      --train-voices-per-sentence 3 --extra-train-voices 2 --jobs 2
+  fi
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -42,12 +75,12 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "== stage 2: train"
   resume=()
   if [ -f "$exp/ckpt/last.ckpt" ]; then resume=(--ckpt_path "$exp/ckpt/last.ckpt"); fi
-  $py -m asr_stream.training fit --config conf/tiny_synthetic.yaml "${resume[@]}"
+  $py -m asr_stream.training fit --config "$config" "${resume[@]}"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   echo "== stage 3: evaluate streaming (group, 320 ms chunks)"
-  for split in test test-unseen-voice; do
+  for split in $test_splits; do
     for k in 1 3 5; do
       $py -m asr_stream eval --model "$exp/model" --data "librispeech:$data:$split" --mode group --k $k --phi 0 \
         --output "$exp/eval/$split-k$k"
@@ -62,6 +95,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  if [ "$corpus" != espeak ]; then echo "stage 5 is the espeak recipe's ablation: use --corpus espeak" >&2; exit 2; fi
   echo "== stage 5: ablation fine-tunes from $exp/model"
   for v in $variants; do
     IFS=: read -r name mode phi <<< "$v"
@@ -77,6 +111,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
 fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  if [ "$corpus" != espeak ]; then echo "stage 6 is the espeak recipe's ablation: use --corpus espeak" >&2; exit 2; fi
   echo "== stage 6: ablation sweeps on the first $ablation_utts test utterances"
   a=$exp/ablation
   test_set="librispeech:$data:test"
@@ -92,4 +127,20 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   # phi changed at inference only: the phi = 0 model evaluated at other offsets
   $py -m asr_stream sweep --data "$test_set" --limit $ablation_utts --output "$a/sweep-phi-inference" \
     --model "$a/group/model" --modes group --ks 3 --phis 0 0.5 64 256
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  echo "== stage 7: robustness set and PocketSphinx side by side"
+  robust=$data-robust
+  if [ ! -f "$robust/nonspeech.jsonl" ]; then
+    $py tools/make_robust_set.py "librispeech:$data:test" "$robust" --limit $robust_utts
+  fi
+  sets=()
+  for c in clean lead-silence gain-20db 8khz noise-snr10 nonspeech; do
+    $py -m asr_stream eval --model "$exp/model" --data "$robust/$c.jsonl" --mode group --k 3 --phi 0 \
+      --output "$exp/eval/robust-$c-k3"
+    sets+=("robust-$c-k3=$robust/$c.jsonl")
+  done
+  for split in $test_splits; do sets+=("$split-k3=librispeech:$data:$split"); done
+  $py tools/pocketsphinx_eval.py --output "$exp/pocketsphinx" --ours "$exp/eval" "${sets[@]}"
 fi
