@@ -338,9 +338,9 @@ def test_cli_and_sweep_default_to_training_and_announce_the_rest(phi256_dir, tmp
     main(["transcribe", str(wav), "--model", str(phi256_dir), "--json", str(tmp_path / "a.json")])
     settings = json.loads((tmp_path / "a.json").read_text())["settings"]
     assert (settings["mode"], settings["k"], settings["phi"], settings["as_trained"]) == ("group", 2, 256.0, True)
-    assert "warning" not in capsys.readouterr().err
+    assert "streaming differently" not in capsys.readouterr().err  # (the noise is quiet: that warning may come)
     main(["transcribe", str(wav), str(wav), "--model", str(phi256_dir), "--phi", "0", "--json", str(tmp_path / "b.json")])
-    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line and "quiet" not in line]
     assert err == ["asr-stream: warning: streaming differently from how the model was trained: phi=0 (trained: 256) "
                    "(expect a higher error rate)"]  # one line, once for two files
     assert json.loads((tmp_path / "b.json").read_text())["settings"]["as_trained"] is False
