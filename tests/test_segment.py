@@ -173,7 +173,15 @@ def test_transcribe_keeps_transcribing_a_recording_of_many_sentences(one_minute,
         s.finish()
         hyps.append(s.text)
     utt_wer = wer_details([pc.text for pc in rec.pieces], hyps)["wer"]
-    assert abs(long_wer - utt_wer) <= 0.015, (long_wer, utt_wer)
+    assert abs(long_wer - utt_wer) <= 0.015, (long_wer, utt_wer)  # measured 6.94 % vs 8.33 %
+    # no state crosses segments: each segment's audio alone in a fresh session gives exactly its long-form words
+    for seg in r["segments"]:
+        a = rec.audio[int(seg["start_ms"] * 16) : int(seg["end_ms"] * 16)]
+        s = StreamingSession(model, k=3)
+        for i in range(0, len(a), 1600):
+            s.push(a[i : i + 1600])
+        s.finish()
+        assert s.text == seg["text"]
     assert r["unheard_s"] == 0
 
 
