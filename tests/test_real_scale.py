@@ -19,6 +19,7 @@ from asr_stream.streaming import StreamingSession
 from asr_stream.streaming.batched import BatchedStreams
 
 from .conftest import SENTENCES, noise_audio
+from .test_streaming import stream_logits
 
 TINY_PHI3 = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 
@@ -50,13 +51,7 @@ def forward_logits(model, wave: np.ndarray, tokens, **kw) -> torch.Tensor:
 
 
 def stream_session(model, wave: np.ndarray, tokens, block: int = 3000, **kw) -> StreamingSession:
-    kw.setdefault("max_tokens_per_s", 100.0)  # the length guard must not cut a teacher-forced transcript
-    s = StreamingSession(model, **kw)
-    s.teacher_force(tokens)
-    for i in range(0, len(wave), block):
-        s.push(wave[i : i + block])
-    s.finish()
-    return s
+    return stream_logits(model, wave, tokens, block, **kw)[1]  # teacher-forced, as in test_streaming
 
 
 # -- 1. a bf16 decoder ---------------------------------------------------------------------------------

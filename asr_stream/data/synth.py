@@ -645,6 +645,19 @@ def _make_one(item: PlannedUtterance, root: Path, snr_db: float | None) -> tuple
     return audio.shape[0] / SAMPLE_RATE, words
 
 
+def _write_transcripts(out: Path, plan: Sequence[PlannedUtterance]) -> dict[Path, list[PlannedUtterance]]:
+    """One ``<speaker>-<chapter>.trans.txt`` per chapter folder (LibriSpeech layout), lines in id order; returns the
+    utterances of each chapter folder."""
+    chapters: dict[Path, list[PlannedUtterance]] = {}
+    for p in plan:
+        chapters.setdefault(p.audio_path(out).parent, []).append(p)
+    for d, items in chapters.items():
+        d.mkdir(parents=True, exist_ok=True)
+        lines = "".join(f"{p.id} {p.sentence.text}\n" for p in sorted(items, key=lambda p: p.id))
+        (d / f"{items[0].speaker}-{items[0].chapter}.trans.txt").write_text(lines, encoding="utf-8")
+    return chapters
+
+
 def _prepare_out_dir(out: Path, overwrite: bool, eval_splits: Sequence[str] = ()) -> None:
     ours = [out / s for s in (*SPLITS, *eval_splits)] + [out / "SPEAKERS.TXT", out / "synth_config.json"]
     if out.exists() and not out.is_dir():
@@ -698,13 +711,7 @@ def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | N
     out = Path(cfg.out_dir)
     _prepare_out_dir(out, cfg.overwrite, [n for n, _ in cfg.eval_voices])
     # Transcripts and metadata first: they depend only on the plan, so they are identical for a given seed.
-    chapters: dict[Path, list[PlannedUtterance]] = {}
-    for p in plan:
-        chapters.setdefault(p.audio_path(out).parent, []).append(p)
-    for d, items in chapters.items():
-        d.mkdir(parents=True, exist_ok=True)
-        lines = "".join(f"{p.id} {p.sentence.text}\n" for p in sorted(items, key=lambda p: p.id))
-        (d / f"{items[0].speaker}-{items[0].chapter}.trans.txt").write_text(lines, encoding="utf-8")
+    chapters = _write_transcripts(out, plan)
 
     report = SynthReport(out, train_vocab=len(train_words), train_voices=list(train_voices),
                          unseen_voice=cfg.unseen_voice)
@@ -828,13 +835,7 @@ def synthesize_test_sets(cfg: SynthConfig, splits: Sequence[str], limit: int | N
         raise SynthError(f"cannot use voice(s) {', '.join(bad_voices)} (make corpus-sysdeps)")
     out = Path(cfg.out_dir)
     _prepare_out_dir(out, cfg.overwrite, [n for n, _ in cfg.eval_voices])
-    chapters: dict[Path, list[PlannedUtterance]] = {}
-    for p in chosen:
-        chapters.setdefault(p.audio_path(out).parent, []).append(p)
-    for d, items in chapters.items():
-        d.mkdir(parents=True, exist_ok=True)
-        lines = "".join(f"{p.id} {p.sentence.text}\n" for p in items)
-        (d / f"{items[0].speaker}-{items[0].chapter}.trans.txt").write_text(lines, encoding="utf-8")
+    chapters = _write_transcripts(out, chosen)
     report = SynthReport(out, train_voices=list(train_voices), unseen_voice=cfg.unseen_voice)
     results = _run_plan(chosen, out, cfg.snr_db, cfg.jobs, progress)
     index = {(p.id, p.split): i for i, p in enumerate(chosen)}
