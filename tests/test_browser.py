@@ -110,4 +110,11 @@ def test_page_shows_the_bundled_samples_transcript(tmp_path):
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    assert finals and finals[0] == expected, (finals, status)
+    # Chromium's fake device starts the file at a moment of its own and resamples it (48 kHz -> the page -> 16 kHz):
+    # the samples the model gets move with timing, and "IT'S DARK" came out once as "IT SDARK" (2 of 9 words). A
+    # broken page (half of each frame sent) gave "WHEN SORRY HUSSEE A STARS" (6 of 9), an empty or silent one 9.
+    from asr_stream.evaluation.wer import wer_details
+
+    assert finals, (finals, status)
+    d = wer_details([expected], [finals[0]])
+    assert d["substitutions"] + d["deletions"] + d["insertions"] <= 2, (finals, status)
