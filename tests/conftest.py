@@ -45,6 +45,19 @@ def make_model(codec):
     return make
 
 
+def import_script(folder: str, name: str):
+    """A script of the repository's ``tools/`` or ``benchmarks/`` folder, imported as a module."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 def noise_audio(seconds: float, seed: int = 0) -> np.ndarray:
     """Band-limited noise with a slow envelope: enough structure for the encoder to produce varied outputs."""
     rng = np.random.default_rng(seed)

@@ -1,8 +1,6 @@
 """The streaming benchmark runs end to end on a test-sized model and its counts are consistent."""
 
 import json
-import sys
-from pathlib import Path
 
 import torch
 
@@ -10,15 +8,11 @@ from asr_stream import presets
 from asr_stream.decoder import train_bpe
 from asr_stream.model import SpeechLLM
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import import_script
 
 
 def test_benchmark_smoke(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import streaming as bench
-    finally:
-        sys.path.pop(0)
+    bench = import_script("benchmarks", "streaming")
     codec = train_bpe(bench.sentences(300, seed=1), vocab_size=200)  # covers the benchmark's pseudo-words
     torch.manual_seed(0)
     model_dir = SpeechLLM(presets.test_sized(320, ctc_embed=True), codec).save(tmp_path / "model")

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import import_script
 
 
 def _gpu_check():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.pop(0)
-    return gpu_check
+    return import_script("benchmarks", "gpu_check")
 
 
 def test_gpu_check_tiny_writes_every_section(tmp_path):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import yaml
+
+from .conftest import import_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,12 +16,7 @@ def _load(name: str) -> dict:
 
 
 def _run_config():
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import run_config
-    finally:
-        sys.path.pop(0)
-    return run_config
+    return import_script("tools", "run_config")
 
 
 def test_tiny_twin_config_has_the_real_structure():

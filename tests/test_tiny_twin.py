@@ -6,7 +6,6 @@ through StreamingSession, BatchedStreams, eval and transcribe, with the twin tha
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +18,11 @@ from asr_stream.model import SpeechLLM
 from asr_stream.streaming import StreamingSession
 from asr_stream.streaming.batched import BatchedStreams
 
-from .conftest import SENTENCES, noise_audio
-
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import SENTENCES, import_script, noise_audio
 
 
 def _twin_module():
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import make_tiny_twin
-    finally:
-        sys.path.pop(0)
-    return make_tiny_twin
+    return import_script("tools", "make_tiny_twin")
 
 
 @pytest.fixture(scope="module")

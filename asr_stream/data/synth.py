@@ -676,10 +676,11 @@ def _prepare_out_dir(out: Path, overwrite: bool, eval_splits: Sequence[str] = ()
     out.mkdir(parents=True, exist_ok=True)
 
 
-def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | None = None) -> SynthReport:
-    """Write the corpus described by ``cfg``; ``progress(done, total)`` is called after each utterance."""
-    espeak_binary()
-    sentences = load_sentences(cfg)
+def _resolve_voices(cfg: SynthConfig) -> tuple[SynthConfig, list[str]]:
+    """``cfg`` with every voice in its canonical engine:name form, and the training voices that work here.
+
+    Refuses evaluation-only speakers among the training candidates (before anything is made, installed or not) and
+    voices asked for by name that do not work; only the default pool is filtered silently."""
     try:
         asked = tuple(engines.canonical_voice(v) for v in cfg.voices) if cfg.voices is not None else None
         evals = tuple((n, tuple(engines.canonical_voice(v) for v in vs)) for n, vs in cfg.eval_voices)
@@ -687,12 +688,20 @@ def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | N
     except engines.EngineError as e:
         raise SynthError(str(e)) from None
     candidates = cfg.voices if cfg.voices is not None else DEFAULT_VOICES + MBROLA_VOICES
-    check_training_voices(candidates)  # before anything is made, whether or not those voices are installed
+    check_training_voices(candidates)
     train_voices = available_voices([v for v in candidates if v != cfg.unseen_voice])
     missing = [v for v in (cfg.voices or ()) if v not in train_voices and v != cfg.unseen_voice]
-    if missing:  # voices asked for by name must exist; only the default pool is filtered silently
+    if missing:
         raise SynthError(f"cannot use voice(s) {', '.join(missing)} (see espeak-ng --voices=en, flite -lv, "
                          f"and make sysdeps for flite / festival voices)")
+    return cfg, train_voices
+
+
+def synthesize_corpus(cfg: SynthConfig, progress: Callable[[int, int], None] | None = None) -> SynthReport:
+    """Write the corpus described by ``cfg``; ``progress(done, total)`` is called after each utterance."""
+    espeak_binary()
+    sentences = load_sentences(cfg)
+    cfg, train_voices = _resolve_voices(cfg)
     if not voice_works(cfg.unseen_voice):
         raise SynthError(f"cannot use the unseen voice {cfg.unseen_voice!r}")
     bad_eval = [v for _, vs in cfg.eval_voices for v in vs if not voice_works(v)]
@@ -810,18 +819,7 @@ def synthesize_test_sets(cfg: SynthConfig, splits: Sequence[str], limit: int | N
     if limit is not None and limit < 1:
         raise SynthError("limit must be >= 1")
     espeak_binary()
-    try:
-        asked = tuple(engines.canonical_voice(v) for v in cfg.voices) if cfg.voices is not None else None
-        evals = tuple((n, tuple(engines.canonical_voice(v) for v in vs)) for n, vs in cfg.eval_voices)
-        cfg = replace(cfg, voices=asked, eval_voices=evals, unseen_voice=engines.canonical_voice(cfg.unseen_voice))
-    except engines.EngineError as e:
-        raise SynthError(str(e)) from None
-    candidates = cfg.voices if cfg.voices is not None else DEFAULT_VOICES + MBROLA_VOICES
-    check_training_voices(candidates)
-    train_voices = available_voices([v for v in candidates if v != cfg.unseen_voice])
-    missing = [v for v in (cfg.voices or ()) if v not in train_voices and v != cfg.unseen_voice]
-    if missing:
-        raise SynthError(f"cannot use voice(s) {', '.join(missing)}")
+    cfg, train_voices = _resolve_voices(cfg)
     plan = plan_corpus(cfg, load_sentences(cfg), train_voices, load_extra_train_sentences(cfg))
     known = sorted({p.split for p in plan})
     unknown = [s for s in splits if s not in known]
