@@ -58,6 +58,35 @@ def test_own_limited_left_context_streaming_equals_full():
     assert st.kv[0][0].shape[2] == 2 * enc.frames_per_chunk  # cache bounded by left_chunks
 
 
+@pytest.mark.parametrize("left_chunks", [-1, 2])
+def test_stream_many_equals_separate_streams_at_different_points(left_chunks):
+    """Rows at different chunk counts (cached lengths 0, 1, 3 and 5 chunks) in one call == one stream() per row,
+    outputs and the states carried on (positions, masks, padding and the left-context trim are per row)."""
+    enc = own(160, left_chunks=left_chunks)
+    cs = enc.chunk_samples
+    waves = [torch.from_numpy(noise_audio(1.6, seed=30 + b))[None] for b in range(4)]
+    ahead = [0, 1, 3, 5]  # chunks each stream has read before the shared calls
+    with torch.no_grad():
+        sep, many = [], []
+        for b, w in enumerate(waves):
+            st = enc.init_state(1)
+            for c in range(ahead[b]):
+                _, st = enc.stream(w[:, c * cs : (c + 1) * cs], st)
+            sep.append(st)
+            many.append(st)
+        for step in range(3):  # three shared calls: the states that stream_many returns are carried on
+            rows = [w[:, (ahead[b] + step) * cs : (ahead[b] + step + 1) * cs] for b, w in enumerate(waves)]
+            out, many = enc.stream_many(torch.cat(rows), many)
+            for b in range(4):
+                want, sep[b] = enc.stream(rows[b], sep[b])
+                assert (out[b : b + 1] - want).abs().max().item() <= 1e-5, (step, b)
+                assert many[b].chunks == sep[b].chunks
+                assert many[b].kv[0][0].shape == sep[b].kv[0][0].shape
+                assert (many[b].kv[-1][0] - sep[b].kv[-1][0]).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="2 rows of audio but 4 states"):
+        enc.stream_many(torch.zeros(2, cs), many)
+
+
 def test_chunk_outputs_final_once_computed():
     enc = own(160)
     a = torch.from_numpy(noise_audio(1.6, seed=1))[None]

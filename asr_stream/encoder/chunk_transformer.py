@@ -173,3 +173,57 @@ class ChunkTransformerEncoder(ChunkEncoder):
             kv = [(k[:, :, -keep:] if keep else k[:, :, :0], v[:, :, -keep:] if keep else v[:, :, :0]) for k, v in kv]
         tail = torch.cat([state.tail, wave], dim=1)[:, -self.logmel.context :]
         return out, EncoderStreamState(tail=tail, chunks=state.chunks + n, kv=kv, bufs=bufs)
+
+    def stream_many(self, wave: torch.Tensor, states: list[EncoderStreamState]) -> tuple[torch.Tensor, list[EncoderStreamState]]:
+        """:meth:`stream` for B independent streams at once, whatever their chunk counts and cached lengths.
+
+        ``wave`` (B, n * chunk_samples), ``states``: one batch-1 state per row. Each row's cached keys are
+        left-padded to the longest and the padding is masked; positions (RoPE) and the chunk-causal mask are per
+        row. Equal to B separate :meth:`stream` calls up to the float rounding of batched matmuls (tested). This
+        is what lets a server encode every client's next chunk in one call, not one call per group of clients
+        that happen to be at the same point of their segments.
+        """
+        n = self._check_chunks(wave)
+        B, fpc = wave.shape[0], self.frames_per_chunk
+        if len(states) != B:
+            raise ValueError(f"stream_many: {B} rows of audio but {len(states)} states")
+        x = self._front(wave, torch.cat([st.tail for st in states]))
+        L = x.shape[1]
+        lens = [st.kv[0][0].shape[2] if st.kv else 0 for st in states]
+        P = max(lens)
+        pos = torch.stack([torch.arange(st.chunks * fpc, st.chunks * fpc + L, device=x.device) for st in states])
+        cos, sin = rope_angles(pos.flatten(), self.dim // self.cfg.n_heads, x.dtype)
+        angles = (cos.view(B, 1, L, -1), sin.view(B, 1, L, -1))  # broadcast over heads
+        neg = torch.finfo(torch.float32).min
+        mask = torch.full((B, 1, L, P + L), neg, device=x.device)
+        for b, st in enumerate(states):
+            mask[b, 0, :, P - lens[b] :] = chunk_causal_mask(L, st.chunks, lens[b], fpc, self.cfg.left_chunks, x.device)
+        mask = mask.to(x.dtype)
+        past = None
+        if P:
+            past = []
+            for i in range(len(self.layers)):
+                k0 = next(st.kv[i][0] for st in states if st.kv)
+                # storage with room for this call's L frames, so the layer's append copies nothing
+                kb, vb = k0.new_zeros(B, k0.shape[1], P + L, k0.shape[3]), k0.new_zeros(B, k0.shape[1], P + L, k0.shape[3])
+                for b, st in enumerate(states):
+                    if lens[b]:
+                        kb[b, :, P - lens[b] : P], vb[b, :, P - lens[b] : P] = st.kv[i][0][0], st.kv[i][1][0]
+                past.append(((kb[:, :, :P], vb[:, :, :P]), (kb, vb)))
+        kv = []
+        for i, layer in enumerate(self.layers):
+            x, kv_i, _ = layer(x, angles, mask, past[i][0] if past else None, past[i][1] if past else (None, None))
+            kv.append(kv_i)
+        out = self.norm(x)
+        keep = self.cfg.left_chunks * fpc if self.cfg.left_chunks >= 0 else None
+        tails = torch.cat([torch.cat([st.tail for st in states]), wave], dim=1)[:, -self.logmel.context :]
+        new = []
+        for b, st in enumerate(states):
+            rows = []
+            for k, v in kv:  # row b without its padding, then only what the next chunk may attend to
+                k, v = k[b : b + 1, :, P - lens[b] :], v[b : b + 1, :, P - lens[b] :]
+                if keep is not None:
+                    k, v = (k[:, :, -keep:], v[:, :, -keep:]) if keep else (k[:, :, :0], v[:, :, :0])
+                rows.append((k.contiguous(), v.contiguous()))
+            new.append(EncoderStreamState(tail=tails[b : b + 1], chunks=st.chunks + n, kv=rows))
+        return out, new

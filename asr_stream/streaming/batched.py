@@ -32,15 +32,18 @@ Offline throughput: ``BatchedStreams.run(model, waves, cfg)`` returns the words 
 Costs and limits:
 - A stream that is done (all audio read and EOS / the length guard reached) leaves the batch: its cache
   row is dropped, and cache columns that are PAD for every remaining stream are dropped too. A stream
-  that only waits for audio stays in the batch and pays for PAD queries while others step.
+  that only waits for audio stays in the batch, but a step computes only the rows with work (the others'
+  cache rows are left out of the forward; their new columns are zero PADs): most steps of a server are one
+  or two streams writing the next tokens of a word while the rest wait for audio.
 - The cache is as long as the union of the attached streams' slots plus PADs; with streams in lockstep
   (every stream has audio) PADs are a few percent (a token-only step of one stream next to chunk
   steps of the others), with streams that started far apart they can be more.
 - ``reencode`` must be ``none`` (re-encoding baselines rebuild one stream's cache; they stay per stream).
 - Encoders are batched too, and run ahead of the decoder: at each step every stream's next buffered
-  chunk is encoded, one encoder call per group of streams whose encoder states match (same chunk count
-  and cached lengths; states are stacked along the batch dimension, the ``ChunkEncoder`` contract:
-  ``init_state(batch)``, batch-first tensors). Streams fed in rounds (one chunk each) form one group.
+  chunk is encoded in one call when the encoder has ``stream_many`` (the chunk transformer: per-row
+  positions, cached keys left-padded and masked), else one call per group of streams whose encoder
+  states match (same chunk count and cached lengths; states stacked along the batch dimension, the
+  ``ChunkEncoder`` contract: ``init_state(batch)``, batch-first tensors).
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ class BatchedStreams:
             raise ValueError(f"BatchedStreams needs reencode='none' (got {self.cfg.reencode!r}): re-encoding rebuilds a stream's own cache")
         self.cache = dec.new_cache(model.llm)
         self.length = 0  # cache columns (every attached stream's table has this many rows)
-        self.attached: list[int] = []  # slot of each cache batch row, in row order
+        self.slot_at: list[int | None] = []  # the slot of each cache batch row (None: a free row, reused first)
         self.steps = 0  # batched decoder forwards run
         self.encoder_calls = 0  # encoder calls run
         self.encoder_streams = 0  # chunks encoded by them (/ encoder_calls = mean encoder batch)
@@ -81,6 +84,11 @@ class BatchedStreams:
         self._returned = [0] * n  # words of each slot already returned by push / finish / poll
         for i in range(n):
             self.reset(i)
+
+    @property
+    def attached(self) -> list[int]:
+        """The slots in the batch, in cache row order."""
+        return [i for i in self.slot_at if i is not None]
 
     # -- per-stream API ---------------------------------------------------------------------------
     def feed(self, i: int, samples: np.ndarray | torch.Tensor) -> None:
@@ -199,65 +207,120 @@ class BatchedStreams:
         return Elements.make([PAD] * n, list(range(n)), [-1] * n, [-1] * n, list(range(-a0 - 1, -a0 - 1 - n, -1)), [0.0] * n)
 
     def _forward(self, plans: dict[int, Step]) -> None:
+        """One decoder forward for the streams in ``plans``; every attached stream gets the step's columns.
+
+        Only the rows with work are computed: when some streams wait, their cache rows are left out of the
+        forward (gathered rows in a temporary cache) and their new columns are PAD, whose keys and values
+        nothing ever sees (:func:`~asr_stream.groups.allowed`), so they are stored as zeros. A stream's
+        results do not depend on which others stepped with it (up to batched-matmul rounding).
+        """
         m = self.model
         Q = max(len(st.new) for st in plans.values())
-        B, K = len(self.attached), self.length + Q
+        B, K = len(self.slot_at), self.length + Q
+        rows = [r for r, i in enumerate(self.slot_at) if i in plans]
+        b = len(rows)
         H = next(iter(plans.values())).embeds.shape[-1]
         dtype = next(iter(plans.values())).embeds.dtype
-        x = torch.zeros(B, Q, H, dtype=dtype, device=m.device)
-        mask = torch.empty(B, Q, K, dtype=dtype)
-        pos = torch.zeros(B, Q, dtype=torch.float64)
-        for r, i in enumerate(self.attached):
+        x = torch.zeros(b, Q, H, dtype=dtype, device=m.device)
+        mask = torch.empty(b, Q, K, dtype=dtype)
+        pos = torch.zeros(b, Q, dtype=torch.float64)
+        j = 0
+        for i in self.attached:
             s = self.sessions[i].state
             st = plans.get(i)
             q = len(st.new) if st is not None else 0
             new = st.new if q == Q else self._pad_elements(i, Q) if st is None else Elements.cat([st.new, self._pad_elements(i, Q - q)])
             keys = Elements.cat([s.elements, new])
-            mask[r] = additive_mask(allowed(self.cfg.mode, new, keys), dtype)
-            pos[r] = new.position
-            if q:
-                x[r, :q] = st.embeds
+            if st is not None:
+                mask[j] = additive_mask(allowed(self.cfg.mode, new, keys), dtype)
+                pos[j] = new.position
+                x[j, :q] = st.embeds
+                j += 1
             s.elements = keys
             s.decoder_positions += q
             self.pad_positions += Q - q
-        logits = dec.run(m.llm, x, mask.to(m.device), pos.to(m.device), self.cache)
+        if b == B:
+            logits = dec.run(m.llm, x, mask.to(m.device), pos.to(m.device), self.cache)
+        else:
+            logits = self._forward_rows(rows, x, mask, pos, Q)
         self.length += Q
         self.steps += 1
-        for r, i in enumerate(self.attached):
+        j = 0
+        for i in self.attached:
             st = plans.get(i)
             if st is not None:
-                self.sessions[i]._complete(st, logits[r, : len(st.new)])
+                self.sessions[i]._complete(st, logits[j, : len(st.new)])
+                j += 1
+
+    def _forward_rows(self, rows: list[int], x, mask, pos, Q: int) -> torch.Tensor:
+        """The forward of cache rows ``rows`` only; the other rows get ``Q`` zero (PAD) columns."""
+        m = self.model
+        layers = self.cache.layers
+        idx = torch.tensor(rows, device=m.device)
+        sub = dec.new_cache(m.llm)
+        for ly, full in zip(sub.layers, layers):
+            if getattr(full, "keys", None) is not None and full.keys.numel():
+                ly.lazy_initialization(full.keys, full.values)
+                n, (_, h, k, d) = len(rows), full.keys.shape
+                # gathered into storage with room for the step's Q columns: the append below copies nothing more
+                ly._kbuf, ly._vbuf = full.keys.new_empty(n, h, k + Q, d), full.values.new_empty(n, h, k + Q, d)
+                ly.keys, ly.values = ly._kbuf[:, :, :k], ly._vbuf[:, :, :k]
+                torch.index_select(full.keys, 0, idx, out=ly.keys)
+                torch.index_select(full.values, 0, idx, out=ly.values)
+        logits = dec.run(m.llm, x, mask.to(m.device), pos.to(m.device), sub)
+        for ly, full in zip(sub.layers, layers):
+            k_new, v_new = ly.keys[:, :, -Q:], ly.values[:, :, -Q:]
+            zk = k_new.new_zeros(len(self.slot_at), *k_new.shape[1:])
+            full.update(zk, zk.clone())
+            full.keys[idx, :, -Q:] = k_new
+            full.values[idx, :, -Q:] = v_new
+        return logits
 
     def _encode_ahead(self) -> None:
-        """Encode the next buffered chunk of every stream, one encoder call per group of matching states.
+        """Encode the next buffered chunk of every stream in one encoder call.
 
-        Streams whose audio arrives in step (a serving round gives each stream its next chunk) have
-        matching encoder states, so the whole round is one encoder call. A chunk's encoder output depends
-        on the audio only, so encoding it before the session reads it changes nothing but the batching.
+        An encoder with ``stream_many`` (the chunk transformer) takes every stream at once, whatever the point
+        of its segment (cached keys are padded and masked per row). Other encoders get one call per group of
+        streams whose states match (same chunk count and cached lengths: streams fed in rounds from a common
+        start). A chunk's encoder output depends on the audio only, so encoding it before the session reads it
+        changes nothing but the batching.
         """
         m = self.model
+        many = getattr(m.encoder, "stream_many", None)
         groups: dict[Any, list[tuple[int, np.ndarray]]] = {}
         for i in self.attached:
             chunk = self.sessions[i]._chunk_to_encode()
             if chunk is not None:
-                groups.setdefault(_signature(self.sessions[i].state.enc), []).append((i, chunk))
+                key = "all" if many is not None else _signature(self.sessions[i].state.enc)
+                groups.setdefault(key, []).append((i, chunk))
         for members in groups.values():
             states = [self.sessions[i].state.enc for i, _ in members]
             wave = torch.from_numpy(np.stack([c for _, c in members])).to(m.device)
-            out, st = m.encoder.stream(wave, _stack(states) if len(members) > 1 else states[0])
+            if len(members) == 1:
+                out, st = m.encoder.stream(wave, states[0])
+                new_states = [st]
+            elif many is not None:
+                out, new_states = many(wave, states)
+            else:
+                out, st = m.encoder.stream(wave, _stack(states))
+                new_states = [_row(st, b) for b in range(len(members))]
             emb = m.project(out)
-            mass = None
+            mass: list[float | None] = [None] * len(members)
             if self.sessions[members[0][0]].policy.needs_ctc:  # the ctc policy's evidence, carried frame to frame
-                prev = [self.sessions[i].state.ctc_last for i, _ in members]
-                prev_t = None if prev[0] is None else torch.cat(prev)  # members share the chunk count: all None or none
-                onsets, last = m.boundary_onsets(out, prev_t)
-                mass = onsets.tolist()
+                first = [self.sessions[i].state.ctc_last is None for i, _ in members]
+                for fresh in (True, False):  # a stream's first chunk has no previous frame
+                    rows = [b for b in range(len(members)) if first[b] == fresh]
+                    if not rows:
+                        continue
+                    prev = None if fresh else torch.cat([self.sessions[members[b][0]].state.ctc_last for b in rows])
+                    onsets, last = m.boundary_onsets(out[rows], prev)
+                    for r, b in enumerate(rows):
+                        mass[b] = float(onsets[r])
+                        self.sessions[members[b][0]].state.ctc_last = last[r : r + 1]
             for b, (i, _) in enumerate(members):
                 s = self.sessions[i].state
-                s.encoded.append((s.chunks_read + len(s.encoded), emb[b], None if mass is None else mass[b]))
-                if mass is not None:
-                    s.ctc_last = last[b : b + 1]
-                s.enc = _row(st, b) if len(members) > 1 else st
+                s.encoded.append((s.chunks_read + len(s.encoded), emb[b], mass[b]))
+                s.enc = new_states[b]
             self.encoder_calls += 1
             self.encoder_streams += len(members)
 
@@ -266,27 +329,35 @@ class BatchedStreams:
         return [ly for ly in self.cache.layers if getattr(ly, "keys", None) is not None and ly.keys.numel()]
 
     def _attach(self, i: int) -> None:
-        """Add a cache row for slot ``i``: all PAD so far."""
+        """Give slot ``i`` a cache row, all PAD so far: a free row if there is one (its old keys are never seen
+        again: every column so far is PAD to the new stream), else a new zero row."""
         s = self.sessions[i].state
         s.elements = self._pad_elements(i, self.length)
+        if None in self.slot_at:
+            self.slot_at[self.slot_at.index(None)] = i
+            return
         for ly in self._layers():
             zk = ly.keys.new_zeros((1, *ly.keys.shape[1:]))
             ly.keys, ly.values = torch.cat([ly.keys, zk]), torch.cat([ly.values, zk.clone()])
-        self.attached.append(i)
+        self.slot_at.append(i)
 
     def _detach(self, i: int) -> None:
-        """Drop slot ``i``'s cache row, then every column that is PAD for all remaining streams."""
-        r = self.attached.index(i)
-        self.attached.pop(r)
+        """Free slot ``i``'s cache row. Rows and columns are compacted only when that pays: once free rows are half the
+        batch, and once columns that are PAD for every stream are half the cache (so copies are amortised: a
+        server's streams end segments several times a second)."""
+        self.slot_at[self.slot_at.index(i)] = None
         if not self.attached:
-            self.cache, self.length = dec.new_cache(self.model.llm), 0
+            self.cache, self.length, self.slot_at = dec.new_cache(self.model.llm), 0, []
             return
-        rows = torch.tensor([j for j in range(len(self.attached) + 1) if j != r])
-        for ly in self._layers():
-            ly.keys, ly.values = ly.keys.index_select(0, rows.to(ly.keys.device)), ly.values.index_select(0, rows.to(ly.values.device))
+        free = [r for r, j in enumerate(self.slot_at) if j is None]
+        if 2 * len(free) >= len(self.slot_at):
+            rows = torch.tensor([r for r, j in enumerate(self.slot_at) if j is not None])
+            for ly in self._layers():
+                ly.keys, ly.values = ly.keys.index_select(0, rows.to(ly.keys.device)), ly.values.index_select(0, rows.to(ly.values.device))
+            self.slot_at = [j for j in self.slot_at if j is not None]
         kinds = torch.stack([self.sessions[j].state.elements.kind for j in self.attached])
         keep = torch.nonzero((kinds != PAD).any(0)).flatten()
-        if len(keep) < self.length:
+        if 2 * len(keep) <= self.length:
             dec.cache_keep(self.cache, keep)
             for j in self.attached:
                 self.sessions[j].state.elements = self.sessions[j].state.elements.take(keep)
