@@ -13,10 +13,25 @@ SAMPLE := asr_stream/assets/sample.wav
 # (sounddevice), venv support for Debian's python3, chromium (the browser-page test of `serve`). Installed with
 # apt-get when missing (as root, or through sudo).
 # Festival and its English voices (the synthetic corpus's other engine; ~40 MB) are there so their tests run too.
-APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes fortunes-min \
-	libportaudio2 python3-venv chromium
-# kept as a name for the recipe's instructions: the corpus needs nothing beyond the test packages now
+APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-rablpc16k festvox-don \
+	fortunes fortunes-min libportaudio2 python3-venv chromium
+# The synthetic recipe's corpus also uses the MBROLA voices (espeak-ng mb-us1, mb-us2, mb-us3, mb-en1: diphones
+# recorded from four real speakers). They are in Debian contrib/non-free, which this target adds to apt's sources
+# (a separate file, /etc/apt/sources.list.d/asr-stream-contrib.sources) when no mbrola package is found.
+MBROLA_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
 corpus-sysdeps: sysdeps
+	@missing=""; for p in $(MBROLA_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  if ! apt-cache policy mbrola 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
+	    . /etc/os-release; echo "adding Debian contrib non-free ($$VERSION_CODENAME) to apt sources for the MBROLA voices"; \
+	    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$$VERSION_CODENAME" \
+	      | $$SUDO tee /etc/apt/sources.list.d/asr-stream-contrib.sources >/dev/null; \
+	    $$SUDO apt-get update -qq; \
+	  fi; \
+	  echo "installing system packages:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 sysdeps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -118,6 +118,18 @@ def test_festival_deterministic_with_word_timings() -> None:
         engines.speak(TEXT, "festival:nope")
 
 
+@pytest.mark.parametrize("voice", engines.TRAIN_VOICES_OTHER_ENGINES)
+def test_every_other_engine_training_voice_speaks(voice: str) -> None:
+    """Each non-espeak training voice (Flite awb, rms; Festival ked, rab, don) is installed by `make sysdeps`, speaks
+    the words with timings in order, and is not an evaluation-only speaker."""
+    assert engines.voice_works(voice), f"{voice} is not installed here (make sysdeps installs it)"
+    x, spans = engines.speak(TEXT, voice, 175, 50)
+    assert x.dtype == np.float32 and 0.5 < len(x) / 16000 < 10 and np.abs(x).max() > 0.05
+    assert spans is not None and len(spans) == len(TEXT.split())
+    assert [t for sp in spans for t in sp] == sorted(t for sp in spans for t in sp)
+    assert engines.speaker_of(voice) not in engines.EVAL_ONLY_SPEAKERS
+
+
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "She sells sea shells by the sea shore.",
              "A stitch in time saves nine, they say.", "Every cloud has a silver lining somewhere.",
              "Time flies like an arrow, fruit flies like a banana.", "Actions speak louder than words ever do."]

@@ -60,3 +60,27 @@ def test_scores_with_the_shared_normalisation(tmp_path: Path) -> None:
     assert summary["wer"] == want["wer"] and summary["ref_words"] == 6
     assert summary["words_output"] == sum(len(x["hypothesis"].split()) for x in recs)
     assert "| set | 2 | 6 |" in r.stdout and "| 25.0 |" in r.stdout
+
+
+def test_wer_by_voice_groups_records_by_voice_and_engine(tmp_path, capsys):
+    """tools/wer_by_voice.py: each utterance goes to its speaker's voice (SPEAKERS.TXT) and that voice's engine."""
+    import json
+
+    from .conftest import import_script
+
+    tool = import_script("tools", "wer_by_voice")
+    corpus, run = tmp_path / "corpus", tmp_path / "run"
+    corpus.mkdir()
+    run.mkdir()
+    (corpus / "SPEAKERS.TXT").write_text(";ID  |SEX| SUBSET |MINUTES| NAME\n1000 | M | test | 0.1 | en-us\n"
+                                         "2000 | F | test | 0.1 | mb-us1\n3000 | M | test | 0.1 | festival:ked_diphone\n")
+    recs = [("1000-3-0000", "A B C D", "A B C D"), ("1000-3-0001", "E F", "E X"),
+            ("2000-3-0002", "G H", ""), ("3000-3-0003", "I J", "I J K")]
+    (run / "records.jsonl").write_text("".join(json.dumps({"id": i, "reference": r, "hypothesis": h}) + "\n" for i, r, h in recs))
+    rows = dict(tool.table(corpus, [run]))
+    assert rows["en-us"][0][0] == pytest.approx(100 / 6) and rows["en-us"][0][1:] == (2, 6)
+    assert rows["mb-us1"][0][:2] == (100.0, 1) and rows["[mbrola]"][0][:2] == (100.0, 1)
+    assert rows["[festival]"][0][:2] == (50.0, 1)
+    assert rows["[all]"][0][0] == pytest.approx(40.0) and rows["[all]"][0][1:] == (4, 10)
+    assert tool.main([str(corpus), str(run)]) == 0
+    assert "| [all] | 40.0 (4) |" in capsys.readouterr().out

@@ -51,18 +51,21 @@ EVAL_ONLY_SPEAKERS: frozenset[str] = frozenset({"kal", "slt"})
 
 #: Flite's built-in English voices (``flite -lv``; awb_time is a limited-domain clock voice, left out).
 FLITE_VOICES: tuple[str, ...] = ("kal", "kal16", "awb", "rms", "slt")
-#: Festival's English voices in Debian main (packages festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts).
-FESTIVAL_VOICES: tuple[str, ...] = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+#: Festival's English voices in Debian main (packages festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts,
+#: festvox-rablpc16k (rab, British male) and festvox-don (don, British male, a small old diphone set)).
+FESTIVAL_VOICES: tuple[str, ...] = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts", "rab_diphone", "don_diphone")
 
 #: The speaker behind each non-espeak voice (several voices share one: kal is in Flite twice and in Festival).
 _SPEAKER = {
     "flite:kal": "kal", "flite:kal16": "kal", "flite:awb": "awb", "flite:rms": "rms", "flite:slt": "slt",
     "festival:kal_diphone": "kal", "festival:ked_diphone": "ked", "festival:cmu_us_slt_arctic_hts": "slt",
+    "festival:rab_diphone": "rab", "festival:don_diphone": "don",
 }
 _FEMALE = {"slt"}
 
 #: Non-espeak voices a training pool may use (every one whose speaker is not evaluation-only).
-TRAIN_VOICES_OTHER_ENGINES: tuple[str, ...] = ("flite:awb", "flite:rms", "festival:ked_diphone")
+TRAIN_VOICES_OTHER_ENGINES: tuple[str, ...] = ("flite:awb", "flite:rms", "festival:ked_diphone", "festival:rab_diphone",
+                                                "festival:don_diphone")
 #: The unseen-speaker test splits: split name -> voices (round-robin over the test sentences).
 UNSEEN_SPEAKER_SPLITS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("test-kal", ("flite:kal16", "flite:kal", "festival:kal_diphone")),

@@ -48,7 +48,7 @@ done
 case "$corpus" in
   multi) data=data/synthetic_multi; exp=exp/synthetic_multi; config=conf/tiny_synthetic_multi.yaml
          # the espeak-ng default pool (15 voices) + the other engines' training speakers; kal, slt never
-         voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2,flite:awb,flite:rms,festival:ked_diphone"
+         voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2,mb-us1,mb-us2,mb-us3,mb-en1,flite:awb,flite:rms,festival:ked_diphone,festival:rab_diphone,festival:don_diphone"
          test_splits="test test-unseen-voice test-kal test-slt" ;;
   espeak) data=data/synthetic; exp=exp/synthetic; config=conf/tiny_synthetic.yaml; voices=""
           test_splits="test test-unseen-voice" ;;
