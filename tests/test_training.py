@@ -244,6 +244,11 @@ def test_init_from_a_model_directory_trains_in_train_mode(tiny_setup, tmp_path):
 
     with pytest.raises(ValueError, match="differs"):
         SpeechLLMModule(model=other, init_from=str(tmp_path / "src"))
+    # training-only switches may differ (the multi-engine fine-tune turns SpecAugment on): the new ones apply
+    sa = not mod.cfg.encoder.spec_augment
+    aug = replace(mod.cfg, encoder=replace(mod.cfg.encoder, spec_augment=sa))
+    tuned = SpeechLLMModule(model=aug, init_from=str(tmp_path / "src"))
+    assert tuned.net.encoder.cfg.spec_augment is sa and tuned.net.cfg.encoder.spec_augment is sa
 
 
 def test_export_is_loadable_by_the_session(tiny_setup, tmp_path):

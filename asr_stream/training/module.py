@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 import math
 import random
 from pathlib import Path
@@ -58,9 +59,12 @@ class SpeechLLMModule(L.LightningModule):
         codec = TextCodec.load(tokenizer) if tokenizer else None
         if init_from:
             self.net = SpeechLLM.load(init_from).train()  # load() returns eval mode (dropout off) for inference
-            if self.net.cfg.encoder != model.encoder or self.net.cfg.decoder != model.decoder:
+            # training-only switches (SpecAugment, dropout) may differ: they change no weight
+            enc = replace(self.net.cfg.encoder, spec_augment=model.encoder.spec_augment, dropout=model.encoder.dropout)
+            if enc != model.encoder or self.net.cfg.decoder != model.decoder:
                 raise ValueError(f"{init_from}: its encoder/decoder config differs from the one given")
             self.net.cfg = model
+            self.net.encoder.cfg = model.encoder
         else:
             self.net = SpeechLLM(model, codec)
         if feat_stats and hasattr(self.net.encoder, "feat_mean"):

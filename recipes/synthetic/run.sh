@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # The offline recipe: synthesise a corpus -> train the tiny model on CPU -> evaluate streaming.
 # Usage: recipes/synthetic/run.sh [--corpus multi|espeak] [--stage N] [--stop-stage M]
-#   --corpus multi (default): espeak-ng voices + Flite awb, rms + Festival ked_diphone for training, with
-#            waveform augmentation and SpecAugment (conf/tiny_synthetic_multi.yaml); data/synthetic_multi,
-#            exp/synthetic_multi. Needs `make corpus-sysdeps` (flite, festival and its voices).
-#            NOT YET RUN as a whole (2026-12-02): the times below for it are estimates, marked so.
+#   --corpus multi (default): 24 training voices: espeak-ng (15) + MBROLA us1, us2, us3, en1 (through espeak-ng) +
+#            Flite awb, rms + Festival ked, rab, don, with waveform augmentation and SpecAugment
+#            (conf/tiny_synthetic_multi.yaml); data/synthetic_multi, exp/synthetic_multi. Needs `make corpus-sysdeps`
+#            (flite, festival and its voices; MBROLA from Debian contrib/non-free). Stages 0-3 and 7 run on
+#            2026-12-02 (recipes/synthetic/RESULTS.md); the times below are from that day.
 #   --corpus espeak: the espeak-ng-only recipe of the bundled model (conf/tiny_synthetic.yaml; data/synthetic,
 #            exp/synthetic), as measured in RESULTS.md (runs 3-4).
 # Both corpora have the same sentences in every split (same seed) and the test splits test (training voices),
 # test-unseen-voice (espeak-ng en-029+f2) and, with --unseen-speakers, test-kal and test-slt (Flite + Festival
 # voices of kal and slt: evaluation-only speakers, refused in train/dev).
 #   stage 0: synthesise $data (LibriSpeech layout + word alignments; ~29 h of audio; espeak: 6 min 41 s on 2 cores,
-#            measured; multi: not measured, estimate 12-15 min: Festival starts one process per utterance,
-#            ~0.4 s each, for the ~1/18 of the utterances ked speaks)
+#            measured; multi: 27 min on 2 cores (36,510 utterances; Festival starts one process per utterance and
+#            speaks 1/8 of them), measured while profiling jobs shared the cores)
 #   stage 1: prepare: BPE tokenizer + log-mel statistics -> $exp/prep
-#   stage 2: train ($config: 4657 steps; espeak: 75 min on 2 CPU cores on 2026-12-01; multi: not measured, the
-#            same steps plus ~4 ms of augmentation per utterance in the loader worker; resumes from the last checkpoint)
+#   stage 2: train ($config; espeak: 4,657 steps, 75 min on 2 CPU cores on 2026-12-01; multi: 2,000 steps at
+#            0.44 steps/s on 2026-12-02, about 80 min; resumes from the last checkpoint)
 #   stage 3: evaluate the streaming session (group mode, chunk 320 ms) at k = 1, 3, 5 on each test split
 #   stage 4: bundle the model into the package (float16, asr_stream/assets/default_model) and regenerate the sample.
 #            Only by asking for it (--stage 4 --stop-stage 4) after comparing stage 3 and 7 with RESULTS.md:
@@ -24,6 +25,9 @@
 #            (group, interleaved, batch; group with phi = 0.5, 64, 256), conf/ablation_synthetic.yaml (~6 min each)
 #   stage 6: sweep the variants on the first $ablation_utts test utterances -> exp/synthetic/ablation/sweep-*
 #            (stages 5-6 are the espeak recipe's: conf/ablation_synthetic.yaml starts from exp/synthetic/model)
+#   stage 8: (multi) fine-tune the bundled espeak-only model on $data instead of training from scratch
+#            (conf/tiny_synthetic_multi_ft.yaml: 700 steps, 22 min on 2 cores on 2026-12-02) -> exp/synthetic_multi_ft;
+#            evaluate it as stages 3 and 7 do with --model exp/synthetic_multi_ft/model
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
 #            non-speech) -> $data-robust, evaluated at k = 3; then PocketSphinx on every test split and the
 #            robustness set, beside our k = 3 results (skipped in one line without `pip install pocketsphinx`)
@@ -143,4 +147,12 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   done
   for split in $test_splits; do sets+=("$split-k3=librispeech:$data:$split"); done
   $py tools/pocketsphinx_eval.py --output "$exp/pocketsphinx" --ours "$exp/eval" "${sets[@]}"
+fi
+
+if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
+  if [ "$corpus" != multi ]; then echo "stage 8 fine-tunes on the multi corpus: use --corpus multi" >&2; exit 2; fi
+  echo "== stage 8: fine-tune the bundled model on $data"
+  resume=()
+  if [ -f exp/synthetic_multi_ft/ckpt/last.ckpt ]; then resume=(--ckpt_path exp/synthetic_multi_ft/ckpt/last.ckpt); fi
+  $py -m asr_stream.training fit --config conf/tiny_synthetic_multi_ft.yaml "${resume[@]}"
 fi
