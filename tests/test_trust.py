@@ -137,7 +137,10 @@ def test_ctrl_c_keeps_the_files_transcribed_and_what_was_heard_of_the_current_on
     p = subprocess.Popen([sys.executable, "-m", "asr_stream", "transcribe", str(a), str(b), "--model", str(model_dir),
                           "--realtime", "--json", str(out), "--format", "json", "--output-dir", str(fmt)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         # Ctrl-C as at a terminal: a test run that inherited SIGINT ignored (CI started as a background
+                         # job; it failed so twice) would pass that on, and transcribe rightly respects an ignored SIGINT
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         end = time.monotonic() + 120
         while time.monotonic() < end and not (out.exists() and json.loads(out.read_text())["files"]):
