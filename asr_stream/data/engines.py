@@ -349,6 +349,7 @@ class EspeakEngine:
 
     def speak(self, text: str, voice: str, rate: int = DEFAULT_RATE, pitch: int = DEFAULT_PITCH
               ) -> tuple[np.ndarray, Spans | None]:
+        from ..audio.io import AudioError
         from . import espeak, synth
 
         try:
@@ -357,7 +358,11 @@ class EspeakEngine:
             raise EngineError(str(e)) from None
         if speech.samples.size == 0:
             raise EngineError(f"espeak-ng -v {voice}: no audio for {text[:40]!r}")
-        return _to_16k(speech.samples, speech.sample_rate, f"espeak-ng -v {voice}"), synth._word_spans(text, speech)
+        try:  # int16 -> / 32768, as reading espeak-ng's 16-bit WAV as float does; 22050 Hz (MBROLA 16 kHz)
+            audio = _to_16k(speech.samples, speech.sample_rate, f"espeak-ng -v {voice}")
+        except (AudioError, RuntimeError) as e:
+            raise EngineError(f"espeak-ng -v {voice}: bad output audio ({e})") from None
+        return audio, synth._word_spans(text, speech)
 
 
 _ENGINES: dict[str, Engine] = {}

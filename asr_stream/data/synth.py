@@ -583,30 +583,14 @@ def speak(text: str, voice: str, rate: int = 175, pitch: int = 50, snr_db: float
     and the (start, end) seconds of each space-separated word of ``text`` (None if the engine's word timings
     could not be matched to the words). ``voice`` is an espeak-ng name (bare or ``espeak:NAME``), or a Flite /
     Festival voice (``flite:awb``, ``festival:ked_diphone``; :mod:`asr_stream.data.engines`)."""
-    from ..audio.io import AudioError, to_mono_16k
+    from ..audio.io import AudioError
 
     try:
         engine, name = engines.split_voice(voice)
-    except engines.EngineError as e:
+        audio, spans = engines.speak(text, voice, rate, pitch)
+    except (engines.EngineError, AudioError) as e:
         raise SynthError(str(e)) from None
-    if engine != "espeak":
-        try:
-            audio, spans = engines.speak(text, voice, rate, pitch)
-        except (engines.EngineError, AudioError) as e:
-            raise SynthError(str(e)) from None
-        return _finish(audio, voice, text, snr_db, noise_seed), spans
-    voice = name
-    try:
-        speech = espeak.engine().speak(text, voice, rate, pitch)
-    except espeak.EspeakError as e:
-        raise SynthError(str(e)) from None
-    if speech.samples.size == 0:
-        raise SynthError(f"espeak-ng -v {voice}: no audio for {text[:40]!r}")
-    try:  # int16 -> / 32768, as reading espeak-ng's 16-bit WAV as float does; 22050 Hz (MBROLA 16 kHz)
-        audio = to_mono_16k(speech.samples, speech.sample_rate, f"espeak-ng -v {voice}")
-    except (AudioError, RuntimeError) as e:
-        raise SynthError(f"espeak-ng -v {voice}: bad output audio ({e})") from None
-    return _finish(audio, f"espeak-ng -v {voice}", text, snr_db, noise_seed), _word_spans(text, speech)
+    return _finish(audio, f"espeak-ng -v {name}" if engine == "espeak" else voice, text, snr_db, noise_seed), spans
 
 
 def _finish(audio: np.ndarray, where: str, text: str, snr_db: float | None, noise_seed: int) -> np.ndarray:
