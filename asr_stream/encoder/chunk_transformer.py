@@ -187,7 +187,8 @@ class ChunkTransformerEncoder(ChunkEncoder):
         B, fpc = wave.shape[0], self.frames_per_chunk
         if len(states) != B:
             raise ValueError(f"stream_many: {B} rows of audio but {len(states)} states")
-        x = self._front(wave, torch.cat([st.tail for st in states]))
+        tails = torch.cat([st.tail for st in states])
+        x = self._front(wave, tails)
         L = x.shape[1]
         lens = [st.kv[0][0].shape[2] if st.kv else 0 for st in states]
         P = max(lens)
@@ -216,7 +217,7 @@ class ChunkTransformerEncoder(ChunkEncoder):
             kv.append(kv_i)
         out = self.norm(x)
         keep = self.cfg.left_chunks * fpc if self.cfg.left_chunks >= 0 else None
-        tails = torch.cat([torch.cat([st.tail for st in states]), wave], dim=1)[:, -self.logmel.context :]
+        tails = torch.cat([tails, wave], dim=1)[:, -self.logmel.context :]
         new = []
         for b, st in enumerate(states):
             rows = []

@@ -235,10 +235,10 @@ class BatchedStreams:
                 mask[j] = additive_mask(allowed(self.cfg.mode, new, keys), dtype)
                 pos[j] = new.position
                 x[j, :q] = st.embeds
+                self.pad_positions += Q - q  # waiting rows are not computed (see _forward_rows)
                 j += 1
             s.elements = keys
             s.decoder_positions += q
-            self.pad_positions += Q - q
         if b == B:
             logits = dec.run(m.llm, x, mask.to(m.device), pos.to(m.device), self.cache)
         else:
