@@ -70,7 +70,7 @@ async def stream(url: str, blocks: Iterable[np.ndarray], sample_rate: int = 1600
 
     res = Result()
     try:
-        ws = await connect(url, open_timeout=open_timeout, max_size=None)
+        ws = await connect(url, open_timeout=open_timeout, max_size=None, compression=None)  # PCM: deflate costs, saves little
     except (OSError, asyncio.TimeoutError) as e:
         raise ServerError(f"cannot connect to {url}: {e}") from None
     except Exception as e:  # noqa: BLE001 - e.g. an HTTP error instead of a WebSocket handshake

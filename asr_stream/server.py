@@ -505,9 +505,11 @@ class Server:
 
         self._work = asyncio.Event()
         engine = asyncio.create_task(self.engine())
-        # frames over the library's limit are refused by the library (close 1009); below it, by us with an error
+        # frames over the library's limit are refused by the library (close 1009); below it, by us with an error.
+        # No permessage-deflate: PCM barely compresses, and inflating every client's frames took about a tenth of
+        # the server process's busy time at 40 clients (py-spy, benchmarks/serve.py), time the engine shares.
         async with serve(self.handler, host, port, process_request=self.page, max_size=4 * self.limits.max_frame_bytes,
-                         max_queue=64, ping_interval=20, ping_timeout=20) as srv:
+                         max_queue=64, ping_interval=20, ping_timeout=20, compression=None) as srv:
             bound = srv.sockets[0].getsockname()[1]
             if ready is not None:
                 ready(bound)

@@ -81,6 +81,8 @@ class BatchedStreams:
         self.pad_positions = 0  # PAD slots computed (cost of batching)
         self._pending: dict[int, Step] = {}  # a staged step not yet run (the prompt of a fresh stream)
         self._pads = [0] * n  # PAD slots ever given to each slot: their (negative) arrival numbers
+        self._owed = [0] * n  # PAD columns not yet appended to each slot's table (see _sync)
+        self._idle: dict[int, tuple] = {}  # slots whose last _next_step was None, with what would change that
         self._returned = [0] * n  # words of each slot already returned by push / finish / poll
         for i in range(n):
             self.reset(i)
@@ -165,11 +167,20 @@ class BatchedStreams:
         with torch.inference_mode():
             self._encode_ahead()
             plans: dict[int, Step] = {}
+            waiting = []
             for i in self.attached:
+                s = self.sessions[i].state
+                mark = self._idle.get(i)
+                if mark is not None and mark[0] is s and mark[1] == s.buffer.shape[0] and mark[2] == s.closing:
+                    continue  # nothing it waits for has changed since it last had no work
                 st = self._pending.pop(i, None) or self.sessions[i]._next_step()
                 if st is not None:
                     plans[i] = st
-            for i in [i for i in self.attached if i not in plans and self.done(i)]:
+                    self._idle.pop(i, None)
+                else:
+                    waiting.append(i)
+                    self._idle[i] = (s, s.buffer.shape[0], s.closing)
+            for i in [i for i in waiting if self.done(i)]:
                 self.sessions[i]._flush_word()
                 self._detach(i)
             if not plans:
@@ -201,6 +212,16 @@ class BatchedStreams:
         return [eng.finish(i) for i in range(len(waves))]
 
     # -- the batched forward ---------------------------------------------------------------------
+    def _sync(self, i: int) -> None:
+        """Append the PAD rows owed to slot ``i``'s table: after it, the table has one row per cache column.
+
+        Waiting rows get their PAD columns lazily (one append when the stream next steps, not one per step it
+        waited): the rows and their arrival numbers are the same either way."""
+        if self._owed[i]:
+            s = self.sessions[i].state
+            s.elements = Elements.cat([s.elements, self._pad_elements(i, self._owed[i])])
+            self._owed[i] = 0
+
     def _pad_elements(self, i: int, n: int) -> Elements:
         a0 = self._pads[i]
         self._pads[i] += n
@@ -226,17 +247,20 @@ class BatchedStreams:
         pos = torch.zeros(b, Q, dtype=torch.float64)
         j = 0
         for i in self.attached:
-            s = self.sessions[i].state
             st = plans.get(i)
-            q = len(st.new) if st is not None else 0
-            new = st.new if q == Q else self._pad_elements(i, Q) if st is None else Elements.cat([st.new, self._pad_elements(i, Q - q)])
+            if st is None:  # a waiting row: Q PAD columns, appended to its table when it is next read
+                self._owed[i] += Q
+                continue
+            s = self.sessions[i].state
+            self._sync(i)
+            q = len(st.new)
+            new = st.new if q == Q else Elements.cat([st.new, self._pad_elements(i, Q - q)])
             keys = Elements.cat([s.elements, new])
-            if st is not None:
-                mask[j] = additive_mask(allowed(self.cfg.mode, new, keys), dtype)
-                pos[j] = new.position
-                x[j, :q] = st.embeds
-                self.pad_positions += Q - q  # waiting rows are not computed (see _forward_rows)
-                j += 1
+            mask[j] = additive_mask(allowed(self.cfg.mode, new, keys), dtype)
+            pos[j] = new.position
+            x[j, :q] = st.embeds
+            self.pad_positions += Q - q  # waiting rows are not computed (see _forward_rows)
+            j += 1
             s.elements = keys
             s.decoder_positions += q
         if b == B:
@@ -332,7 +356,8 @@ class BatchedStreams:
         """Give slot ``i`` a cache row, all PAD so far: a free row if there is one (its old keys are never seen
         again: every column so far is PAD to the new stream), else a new zero row."""
         s = self.sessions[i].state
-        s.elements = self._pad_elements(i, self.length)
+        s.elements, self._owed[i] = self._pad_elements(i, 0), self.length
+        self._idle.pop(i, None)
         if None in self.slot_at:
             self.slot_at[self.slot_at.index(None)] = i
             return
@@ -346,6 +371,8 @@ class BatchedStreams:
         batch, and once columns that are PAD for every stream are half the cache (so copies are amortised: a
         server's streams end segments several times a second)."""
         self.slot_at[self.slot_at.index(i)] = None
+        self._sync(i)
+        self._idle.pop(i, None)
         if not self.attached:
             self.cache, self.length, self.slot_at = dec.new_cache(self.model.llm), 0, []
             return
@@ -355,6 +382,8 @@ class BatchedStreams:
             for ly in self._layers():
                 ly.keys, ly.values = ly.keys.index_select(0, rows.to(ly.keys.device)), ly.values.index_select(0, rows.to(ly.values.device))
             self.slot_at = [j for j in self.slot_at if j is not None]
+        for j in self.attached:
+            self._sync(j)
         kinds = torch.stack([self.sessions[j].state.elements.kind for j in self.attached])
         keep = torch.nonzero((kinds != PAD).any(0)).flatten()
         if 2 * len(keep) <= self.length:
