@@ -84,3 +84,37 @@ def test_wer_by_voice_groups_records_by_voice_and_engine(tmp_path, capsys):
     assert rows["[all]"][0][0] == pytest.approx(40.0) and rows["[all]"][0][1:] == (4, 10)
     assert tool.main([str(corpus), str(run)]) == 0
     assert "| [all] | 40.0 (4) |" in capsys.readouterr().out
+
+
+def test_ablation_table_scores_every_model_on_the_same_utterances(tmp_path, capsys):
+    """tools/ablation_table.py: a cell uses the utterances all models have (the first --limit in the first model's
+    order), finds <set> or <set>-k3 folders, splits test by engine, and counts words written on non-speech."""
+    import json
+
+    from .conftest import import_script
+
+    tool = import_script("tools", "ablation_table")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "SPEAKERS.TXT").write_text(";ID  |SEX| SUBSET |MINUTES| NAME\n1000 | M | test | 0.1 | en-us\n"
+                                         "2000 | M | test | 0.1 | flite:awb\n")
+
+    def write(d, recs):
+        d.mkdir(parents=True)
+        (d / "records.jsonl").write_text("".join(json.dumps({"id": i, "reference": r, "hypothesis": h}) + "\n" for i, r, h in recs))
+
+    # model a: 3 test utterances; model b: only the first two (as if stopped early), in a <set>-k3 folder
+    write(tmp_path / "a" / "test", [("1000-1-0000", "A B", "A B"), ("2000-1-0001", "C D", "C"), ("1000-1-0002", "E F", "X Y")])
+    write(tmp_path / "b" / "test-k3", [("2000-1-0001", "C D", "C D"), ("1000-1-0000", "A B", "A Z")])
+    write(tmp_path / "a" / "robust-nonspeech", [("n1", "", "AH AH"), ("n2", "", "")])
+    lines = tool.table([("a", tmp_path / "a"), ("b", tmp_path / "b")], ["test", "robust-nonspeech"], None, corpus)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
+    assert rows["test (2)"] == "| test (2) | 25.0 (0/1/0) | 25.0 (1/0/0) |"  # utterance 0002 is left out: b lacks it
+    assert rows["test, espeak voices (1)"] == "| test, espeak voices (1) | 0.0 (0/0/0) | 50.0 (1/0/0) |"
+    assert rows["test, flite voices (1)"] == "| test, flite voices (1) | 50.0 (0/1/0) | 0.0 (0/0/0) |"
+    assert rows["robust-nonspeech (2)"] == "| robust-nonspeech (2) | 2 words (1 of 2 clips) | – |"
+    assert tool.table([("a", tmp_path / "a")], ["test"], 1, None)[2] == "| test (1) | 0.0 (0/0/0) |"  # --limit
+    assert tool.main(["a=" + str(tmp_path / "a"), "--sets", "test"]) == 0
+    assert "| test (3) | 50.0 (2/1/0) |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="NAME=DIR"):
+        tool.main([str(tmp_path / "a"), "--sets", "test"])

@@ -28,6 +28,11 @@
 #   stage 8: (multi) fine-tune the bundled espeak-only model on $data instead of training from scratch
 #            (conf/tiny_synthetic_multi_ft.yaml: 700 steps, 22 min on 2 cores on 2026-12-02) -> exp/synthetic_multi_ft;
 #            evaluate it as stages 3 and 7 do with --model exp/synthetic_multi_ft/model
+#   stage 9: (multi) ablation of stage 8, one change per variant, each 700 steps like stage 8 (~25 min each):
+#            seed1 (a second seed: seed_everything, data.seed and model.seed (the k draws) 1), espeak-voices
+#            (trained on the 15 espeak-ng voices only: what the other engines bought), no-augment (no waveform
+#            augmentation and no SpecAugment: what augmentation bought); each evaluated at k = 3 on the first $ablation_utts_multi utterances of
+#            every test split and on the robustness set -> exp/synthetic_multi_ft/ablation/<variant>
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
 #            non-speech) -> $data-robust, evaluated at k = 3; then PocketSphinx on every test split and the
 #            robustness set, beside our k = 3 results (skipped in one line without `pip install pocketsphinx`)
@@ -40,6 +45,8 @@ corpus=multi
 py=${PYTHON:-.venv/bin/python}
 robust_utts=100
 ablation_utts=150
+ablation_utts_multi=100
+multi_variants="seed1 espeak-voices no-augment"
 variants="group:group:0.0 interleaved:interleaved:0.0 batch:batch:0.0 group-phi0.5:group:0.5 group-phi64:group:64.0 group-phi256:group:256.0"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,7 +61,9 @@ case "$corpus" in
          # the espeak-ng default pool (15 voices) + the other engines' training speakers; kal, slt never
          voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2,mb-us1,mb-us2,mb-us3,mb-en1,flite:awb,flite:rms,festival:ked_diphone,festival:rab_diphone,festival:don_diphone"
          test_splits="test test-unseen-voice test-kal test-slt" ;;
-  espeak) data=data/synthetic; exp=exp/synthetic; config=conf/tiny_synthetic.yaml; voices=""
+  espeak) data=data/synthetic; exp=exp/synthetic; config=conf/tiny_synthetic.yaml
+          # the bundled model's 15 espeak-ng voices, pinned: without --voices, installed MBROLA voices would join
+          voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2"
           test_splits="test test-unseen-voice" ;;
   *) echo "unknown corpus $corpus (multi or espeak)" >&2; exit 2 ;;
 esac
@@ -66,7 +75,7 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
       --train-voices-per-sentence 3 --extra-train-voices 2 --jobs 2 --voices "$voices" --unseen-speakers
   else
     $py tools/synth_corpus.py "$data" --seed 0 --top-words 3000 --max-words 16 --num-dev 200 --num-test 300 \
-      --train-voices-per-sentence 3 --extra-train-voices 2 --jobs 2
+      --train-voices-per-sentence 3 --extra-train-voices 2 --jobs 2 --voices "$voices"
   fi
 fi
 
@@ -155,4 +164,47 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   resume=()
   if [ -f exp/synthetic_multi_ft/ckpt/last.ckpt ]; then resume=(--ckpt_path exp/synthetic_multi_ft/ckpt/last.ckpt); fi
   $py -m asr_stream.training fit --config conf/tiny_synthetic_multi_ft.yaml "${resume[@]}"
+fi
+
+if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
+  if [ "$corpus" != multi ]; then echo "stage 9 is the multi corpus's ablation: use --corpus multi" >&2; exit 2; fi
+  echo "== stage 9: ablation of the fine-tune (one change per variant)"
+  robust=$data-robust
+  if [ ! -f "$robust/nonspeech.jsonl" ]; then
+    $py tools/make_robust_set.py "librispeech:$data:test" "$robust" --limit $robust_utts
+  fi
+  for name in $multi_variants; do
+    d=exp/synthetic_multi_ft/ablation/$name
+    mkdir -p "$d"
+    sed "s#exp/synthetic_multi_ft#$d#g" conf/tiny_synthetic_multi_ft.yaml > "$d/config.yaml"
+    args=()
+    case "$name" in
+      seed1) args=(--seed_everything 1 --data.seed 1 --model.seed 1) ;;
+      espeak-voices)
+        # the train split with only the espeak-ng speakers (SPEAKERS.TXT names the voice; others have engine: or mb-)
+        sub=$data-espeak-voices
+        mkdir -p "$sub/train"
+        awk -F'|' '$3 ~ /^ *train *$/ { v=$5; gsub(/ /, "", v); s=$1; gsub(/ /, "", s);
+                    if (v !~ /:/ && v !~ /^mb-/) print s }' "$data/SPEAKERS.TXT" | while read -r spk; do
+          ln -sfn "$(realpath "$data/train/$spk")" "$sub/train/$spk"
+        done
+        args=(--data.train "[\"librispeech:$sub:train\"]") ;;
+      no-augment) args=(--data.augment null --model.model.encoder.spec_augment false) ;;
+      *) echo "unknown variant $name" >&2; exit 2 ;;
+    esac
+    if [ ! -f "$d/done" ]; then
+      resume=()
+      if [ -f "$d/ckpt/last.ckpt" ]; then resume=(--ckpt_path "$d/ckpt/last.ckpt"); fi
+      $py -m asr_stream.training fit --config "$d/config.yaml" "${args[@]}" "${resume[@]}"
+      touch "$d/done"
+    fi
+    for split in $test_splits; do
+      $py -m asr_stream eval --model "$d/model" --data "librispeech:$data:$split" --mode group --k 3 --phi 0 \
+        --limit $ablation_utts_multi --output "$d/eval/$split-k3"
+    done
+    for c in clean lead-silence gain-20db 8khz noise-snr10 nonspeech; do
+      $py -m asr_stream eval --model "$d/model" --data "$robust/$c.jsonl" --mode group --k 3 --phi 0 \
+        --output "$d/eval/robust-$c-k3"
+    done
+  done
 fi
