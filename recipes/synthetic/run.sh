@@ -32,8 +32,9 @@
 #            seed1 (a second seed: seed_everything, data.seed and model.seed (the k draws) 1), espeak-voices
 #            (trained on the 15 espeak-ng voices only: what the other engines bought), no-augment (no waveform
 #            augmentation and no SpecAugment: what augmentation bought), continued (stage 8's model fine-tuned for
-#            700 more steps, with a new warm-up and cosine: the trend with more steps); each evaluated at k = 3 on
-#            the first $ablation_utts_multi utterances of every test split and on the robustness set
+#            700 more steps, with a new warm-up and cosine: the trend with more steps), curriculum (the no-augment
+#            model fine-tuned for 700 more steps with augmentation: clean first; compare with continued); each
+#            evaluated at k = 3 on the first $ablation_utts_multi utterances of every test split and on the robustness set
 #            -> exp/synthetic_multi_ft/ablation/<variant>. ABLATION_VARIANTS="seed1 ..." runs only those.
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
 #            non-speech) -> $data-robust, evaluated at k = 3; then PocketSphinx on every test split and the
@@ -48,7 +49,7 @@ py=${PYTHON:-.venv/bin/python}
 robust_utts=100
 ablation_utts=150
 ablation_utts_multi=100
-multi_variants=${ABLATION_VARIANTS:-"seed1 espeak-voices no-augment continued"}  # stage 9; the env var picks some
+multi_variants=${ABLATION_VARIANTS:-"seed1 espeak-voices no-augment continued curriculum"}  # stage 9; the env var picks some
 variants="group:group:0.0 interleaved:interleaved:0.0 batch:batch:0.0 group-phi0.5:group:0.5 group-phi64:group:64.0 group-phi256:group:256.0"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -193,6 +194,7 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
         args=(--data.train "[\"librispeech:$sub:train\"]") ;;
       no-augment) args=(--data.augment null --model.model.encoder.spec_augment false) ;;
       continued) args=(--model.init_from exp/synthetic_multi_ft/model) ;;  # stage 8's model + 700 more steps
+      curriculum) args=(--model.init_from exp/synthetic_multi_ft/ablation/no-augment/model) ;;  # clean 700, then augmented 700
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac
     if [ ! -f "$d/done" ]; then
