@@ -222,7 +222,9 @@ def test_multi_engine_recipe_config() -> None:
 
     repo = Path(__file__).resolve().parents[1]
     run = (repo / "recipes" / "synthetic" / "run.sh").read_text()
-    voices = re.search(r'voices="([^"]+)"', run).group(1).split(",")
+    espeak = re.search(r'espeak_voices="([^"]+)"', run).group(1)
+    voices = re.search(r'\n\s+voices="([^"]+)"', run).group(1).replace("$espeak_voices", espeak).split(",")
+    assert len(voices) == 24 and "en-us" in voices
     engines.check_training_voices(voices)
     assert {"flite:awb", "flite:rms", "festival:ked_diphone"} <= set(voices)
     cfg = yaml.safe_load((repo / "conf" / "tiny_synthetic_multi.yaml").read_text())

@@ -50,6 +50,9 @@ robust_utts=100
 ablation_utts=150
 ablation_utts_multi=100
 multi_variants=${ABLATION_VARIANTS:-"seed1 espeak-voices no-augment continued curriculum"}  # stage 9; the env var picks some
+robust_conditions="clean lead-silence gain-20db 8khz noise-snr10 nonspeech"  # tools/make_robust_set.py's sets
+# the bundled model's 15 espeak-ng voices (DEFAULT_VOICES), pinned: without --voices, installed MBROLA voices would join
+espeak_voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2"
 variants="group:group:0.0 interleaved:interleaved:0.0 batch:batch:0.0 group-phi0.5:group:0.5 group-phi64:group:64.0 group-phi256:group:256.0"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -62,11 +65,10 @@ done
 case "$corpus" in
   multi) data=data/synthetic_multi; exp=exp/synthetic_multi; config=conf/tiny_synthetic_multi.yaml
          # the espeak-ng default pool (15 voices) + the other engines' training speakers; kal, slt never
-         voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2,mb-us1,mb-us2,mb-us3,mb-en1,flite:awb,flite:rms,festival:ked_diphone,festival:rab_diphone,festival:don_diphone"
+         voices="$espeak_voices,mb-us1,mb-us2,mb-us3,mb-en1,flite:awb,flite:rms,festival:ked_diphone,festival:rab_diphone,festival:don_diphone"
          test_splits="test test-unseen-voice test-kal test-slt" ;;
   espeak) data=data/synthetic; exp=exp/synthetic; config=conf/tiny_synthetic.yaml
-          # the bundled model's 15 espeak-ng voices, pinned: without --voices, installed MBROLA voices would join
-          voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2"
+          voices=$espeak_voices
           test_splits="test test-unseen-voice" ;;
   *) echo "unknown corpus $corpus (multi or espeak)" >&2; exit 2 ;;
 esac
@@ -152,7 +154,7 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
     $py tools/make_robust_set.py "librispeech:$data:test" "$robust" --limit $robust_utts
   fi
   sets=()
-  for c in clean lead-silence gain-20db 8khz noise-snr10 nonspeech; do
+  for c in $robust_conditions; do
     $py -m asr_stream eval --model "$exp/model" --data "$robust/$c.jsonl" --mode group --k 3 --phi 0 \
       --output "$exp/eval/robust-$c-k3"
     sets+=("robust-$c-k3=$robust/$c.jsonl")
@@ -184,13 +186,12 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
     case "$name" in
       seed1) args=(--seed_everything 1 --data.seed 1 --model.seed 1) ;;
       espeak-voices)
-        # the train split with only the espeak-ng speakers (SPEAKERS.TXT names the voice; others have engine: or mb-)
+        # the train split with only the espeak-ng speakers (SPEAKERS.TXT names the voice; engine_of tells its engine)
         sub=$data-espeak-voices
         mkdir -p "$sub/train"
-        awk -F'|' '$3 ~ /^ *train *$/ { v=$5; gsub(/ /, "", v); s=$1; gsub(/ /, "", s);
-                    if (v !~ /:/ && v !~ /^mb-/) print s }' "$data/SPEAKERS.TXT" | while read -r spk; do
-          ln -sfn "$(realpath "$data/train/$spk")" "$sub/train/$spk"
-        done
+        $py -c "import sys; sys.path.insert(0, 'tools'); from pathlib import Path; from wer_by_voice import engine_of, voices_of
+print('\n'.join(s for s, v in voices_of(Path('$data')).items() if engine_of(v) == 'espeak' and Path('$data/train', s).is_dir()))" |
+          while read -r spk; do ln -sfn "$(realpath "$data/train/$spk")" "$sub/train/$spk"; done
         args=(--data.train "[\"librispeech:$sub:train\"]") ;;
       no-augment) args=(--data.augment null --model.model.encoder.spec_augment false) ;;
       continued) args=(--model.init_from exp/synthetic_multi_ft/model) ;;  # stage 8's model + 700 more steps
@@ -207,7 +208,7 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
       $py -m asr_stream eval --model "$d/model" --data "librispeech:$data:$split" --mode group --k 3 --phi 0 \
         --limit $ablation_utts_multi --output "$d/eval/$split-k3"
     done
-    for c in clean lead-silence gain-20db 8khz noise-snr10 nonspeech; do
+    for c in $robust_conditions; do
       $py -m asr_stream eval --model "$d/model" --data "$robust/$c.jsonl" --mode group --k 3 --phi 0 \
         --output "$d/eval/robust-$c-k3"
     done
