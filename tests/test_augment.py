@@ -232,3 +232,70 @@ def test_multi_engine_recipe_config() -> None:
     assert aug.silence_prob > 0 and aug.gain_db == (-35.0, 6.0) and aug.active
     assert cfg["model"]["model"]["encoder"]["spec_augment"] is True
     assert cfg["data"]["speed_perturb"] == [0.9, 1.0, 1.1]
+
+
+def test_nonspeech_examples_replace_audio_and_transcript(tmp_path: Path) -> None:
+    """nonspeech_prob: silence or noise of the utterance's length at nonspeech_dbfs, with an empty transcript;
+    seeded, and switching it on changes no other augmentation's draws."""
+    cfg = A.AugmentConfig(nonspeech_prob=1.0, nonspeech_dbfs=(-40.0, -20.0))
+    kinds = set()
+    for i in range(30):
+        x = A.nonspeech(8000, cfg, A.utterance_rng(0, 0, i))
+        assert x is not None and len(x) == 8000 and x.dtype == np.float32
+        if not x.any():
+            kinds.add("silence")
+            continue
+        assert -40.5 <= _db(x) <= -19.5
+        low = np.abs(np.fft.rfft(x))[1:400].mean() / np.abs(np.fft.rfft(x))[2000:].mean()  # < 500 Hz over > 2 kHz
+        kinds.add("pink" if low > 3 else "white")
+    assert kinds == set(A.NONSPEECH_KINDS)
+    assert A.nonspeech(8000, A.AugmentConfig(nonspeech_prob=0.0), A.utterance_rng(0, 0, 1)) is None
+    assert np.array_equal(A.nonspeech(8000, cfg, A.utterance_rng(0, 0, 5)), A.nonspeech(8000, cfg, A.utterance_rng(0, 0, 5)))
+    with pytest.raises(ValueError, match="nonspeech_dbfs must be <= 0"):
+        A.AugmentConfig(nonspeech_dbfs=(-10.0, 3.0))
+
+    from asr_stream.data import read_manifest
+    from asr_stream.training.data import UtteranceDataset
+
+    utts = read_manifest(_manifest(tmp_path))
+    chain = dict(silence_prob=1, gain_prob=1)
+    plain = UtteranceDataset(utts, seed=2, augment=A.AugmentConfig(**chain))
+    half = UtteranceDataset(utts, seed=2, augment=A.AugmentConfig(**chain, nonspeech_prob=0.5))
+    texts = []
+    for e in range(8):
+        for i in range(3):
+            (a, ta), (b, tb) = plain[(i, e)], half[(i, e)]
+            assert ta == f"WORD {i}" and len(a) == len(b)  # same chain draws: the same (padded) length
+            assert tb in ("", ta) and (tb == "") == (not np.array_equal(a, b))
+            texts.append(tb)
+    assert 0 < texts.count("") < len(texts)
+
+
+def test_an_empty_transcript_trains_eos_and_streams_like_training(make_model, codec) -> None:
+    """An empty target is one row (BOS -> EOS) that sees k chunks; its loss is finite, it has gradients, and a
+    teacher-forced session gives the same logits."""
+    from asr_stream.model import Batch
+    from asr_stream.streaming import StreamingSession
+
+    from .conftest import SENTENCES, TOL, noise_audio
+
+    model = make_model(320)
+    wave = noise_audio(2.3, seed=4)
+    full = [codec.encode(SENTENCES[0]), []]
+    batch = Batch(torch.from_numpy(np.stack([wave, wave])), torch.tensor([len(wave)] * 2), full)
+    model.train()
+    try:
+        out = model(batch, mode="group", k=2, phi=0.0)
+        out.loss.backward()
+    finally:
+        model.eval()
+        model.zero_grad(set_to_none=True)
+    assert torch.isfinite(out.loss) and out.n_tokens == len(full[0]) + 1 + 1
+    assert out.target_logits[1].shape == (1, len(codec))
+    with torch.no_grad():
+        ref = model(Batch(torch.from_numpy(wave)[None], torch.tensor([len(wave)]), [[]]), mode="group", k=2, phi=0.0)
+    s = StreamingSession(model, mode="group", k=2, phi=0.0)
+    s.teacher_force([])
+    s.push(wave)
+    s.finish()
+    assert len(s.logits) == 1 and (s.logits[0] - ref.target_logits[0][0]).abs().max().item() <= TOL

@@ -35,7 +35,8 @@ LEAD_SILENCE_S = 0.4
 CONDITIONS = ("clean", "lead-silence", "gain-20db", "8khz", "noise-snr10", "nonspeech")
 
 
-def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Pink (1/f power) noise of unit RMS."""
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1 / SR)
     spec[1:] /= np.sqrt(f[1:])
@@ -54,7 +55,7 @@ def nonspeech_clips(seed: int = 0) -> list[tuple[str, np.ndarray]]:
         out.append((f"hiss-70dbfs-{seconds}s", rng.standard_normal(n) * 10 ** (-70 / 20)))
         for dbfs in (-40, -25, -10):
             out.append((f"white{dbfs}dbfs-{seconds}s", rng.standard_normal(n) * 10 ** (dbfs / 20)))
-            out.append((f"pink{dbfs}dbfs-{seconds}s", _pink(n, rng) * 10 ** (dbfs / 20)))
+            out.append((f"pink{dbfs}dbfs-{seconds}s", pink_noise(n, rng) * 10 ** (dbfs / 20)))
     return [(name, np.clip(x, -1, 1).astype(np.float32)) for name, x in out]
 
 

@@ -11,6 +11,11 @@ Reproducibility: :func:`utterance_rng` makes one generator per (seed, epoch, utt
 seed gives the same augmented audio whatever the number of DataLoader workers or the order the batches
 are loaded in, and each epoch draws anew.
 
+Non-speech examples (``nonspeech_prob``) are not an effect on the audio: the utterance is replaced, after the
+chain, by silence or noise of its own length, and its transcript by the empty one (:func:`nonspeech`). The model
+then learns to write nothing on what is not speech; without them it had never seen an empty transcript, and
+every augmented fine-tune wrote words on every noise clip of the robustness set.
+
 SpecAugment-style masking of the features is the encoder's: ``model.model.encoder.spec_augment: true``
 (:func:`asr_stream.audio.features.spec_augment`, drawn from torch's generator, which ``seed_everything`` seeds).
 
@@ -56,6 +61,11 @@ class AugmentConfig:
     clip_prob: float = 0.0
     """Chance of hard clipping at ``clip_level`` times the utterance's peak."""
     clip_level: tuple[float, float] = (0.1, 0.6)
+    nonspeech_prob: float = 0.0
+    """Chance of replacing the utterance by non-speech of the same length with an empty transcript: one kind of
+    ``NONSPEECH_KINDS`` (digital silence, white or pink noise), drawn uniformly; the noise at ``nonspeech_dbfs``
+    (RMS, dB full scale)."""
+    nonspeech_dbfs: tuple[float, float] = (-70.0, -10.0)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -68,6 +78,8 @@ class AugmentConfig:
         for name, lo in (("rt60_s", 0.01), ("lead_silence_s", 0.0), ("trail_silence_s", 0.0), ("reverb_wet", 0.0)):
             if getattr(self, name)[0] < lo:
                 raise ValueError(f"augment: {name} must be >= {lo}, got {getattr(self, name)!r}")
+        if self.nonspeech_dbfs[1] > 0.0:
+            raise ValueError(f"augment: nonspeech_dbfs must be <= 0 dB full scale, got {self.nonspeech_dbfs!r}")
         if not (0.0 < self.clip_level[0] and self.clip_level[1] <= 1.0):
             raise ValueError(f"augment: clip_level must lie in (0, 1], got {self.clip_level!r}")
 
@@ -84,6 +96,9 @@ class AugmentConfig:
     @property
     def active(self) -> bool:
         return any(v > 0 for k, v in asdict(self).items() if k.endswith("_prob"))
+
+
+NONSPEECH_KINDS = ("silence", "white", "pink")
 
 
 def utterance_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -203,3 +218,20 @@ def augment(wave: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> n
     if u[6] < cfg.clip_prob:
         x = clip(x, level)
     return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+def nonspeech(n: int, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray | None:
+    """Non-speech of ``n`` samples in place of an utterance (its transcript becomes empty), or None when the
+    ``nonspeech_prob`` coin says keep it. Call it after :func:`augment` with the same ``rng``: it makes its draws
+    whether or not it fires, after all of the chain's, so switching it on changes no other augmentation."""
+    coin, kind = rng.random(), int(rng.integers(len(NONSPEECH_KINDS)))
+    dbfs, seed = rng.uniform(*cfg.nonspeech_dbfs), int(rng.integers(2**32))
+    if coin >= cfg.nonspeech_prob:
+        return None
+    if NONSPEECH_KINDS[kind] == "silence":
+        return np.zeros(n, np.float32)
+    from ..data.robust import pink_noise
+
+    g = np.random.default_rng(seed)
+    x = g.standard_normal(n) if NONSPEECH_KINDS[kind] == "white" else pink_noise(n, g)
+    return np.clip(x * 10 ** (dbfs / 20), -1.0, 1.0).astype(np.float32)

@@ -11,12 +11,13 @@ from torch.utils.data import Dataset, Sampler
 
 from ..audio.io import load_audio
 from ..data import Utterance, duration_batches
-from .augment import AugmentConfig, augment, speed, utterance_rng
+from .augment import AugmentConfig, augment, nonspeech, speed, utterance_rng
 
 
 class UtteranceDataset(Dataset):
     """Loads audio lazily; optional speed perturbation (a factor drawn from ``speeds`` per utterance) and the
-    waveform augmentations of ``augment`` (:mod:`asr_stream.training.augment`).
+    waveform augmentations of ``augment`` (:mod:`asr_stream.training.augment`), which may also replace an
+    utterance by non-speech with an empty transcript (``nonspeech_prob``).
 
     Items are asked for by index, or by (index, epoch) as :class:`DurationBatchSampler` yields them with
     ``tag_epoch``: the random draws come from (seed, epoch, index) alone, so they do not depend on the number
@@ -42,9 +43,13 @@ class UtteranceDataset(Dataset):
         rng = utterance_rng(self.seed, epoch, i)
         factor = self.speeds[int(rng.integers(len(self.speeds)))]  # drawn even for [1.0]: same stream either way
         wave = speed(wave, factor)
+        text = u.text
         if self.augment is not None:
             wave = augment(wave, self.augment, rng)
-        return wave.astype(np.float32), u.text
+            quiet = nonspeech(len(wave), self.augment, rng)
+            if quiet is not None:
+                wave, text = quiet, ""
+        return wave.astype(np.float32), text
 
 
 @dataclass
