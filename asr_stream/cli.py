@@ -359,7 +359,7 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
           idle_timeout_s: float = 30.0, max_frame_bytes: int = 1 << 20, send_queue: int = 256,
           min_silence_ms: float = 300.0, max_segment_s: float = 20.0, tick_ms: Optional[float] = None,
           scheduler: Literal["batched", "per-client"] = "batched", policy: Literal["waitk", "ctc", "confidence"] = "waitk",
-          policy_args: list[str] = []) -> None:  # noqa: B006
+          policy_args: list[str] = [], threads: int = 1, decoder_threads: int = 1) -> None:  # noqa: B006
     """Serve live transcription over WebSocket (docs/protocol.md) and a browser page at http://HOST:PORT/.
 
     One model and one engine task: each tick advances every stream that has audio in one batched decoder step;
@@ -387,14 +387,22 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
         policy: read/write policy of every stream: waitk, ctc or confidence (see transcribe --policy); a client's own
             k is its wait-k k, or its adaptive policy's default k_max.
         policy_args: parameters of the policy as NAME=VALUE (see transcribe --policy-args).
+        threads: CPU threads for the encoder's call of each tick, which encodes every stream's chunk at once (with
+            --device cpu). Above 1, idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE, unless
+            set), so that they do not take the CPU from the network side. On 2 cores, 2 held more clients (docs/design.md).
+        decoder_threads: CPU threads for the decoder's steps, which are small (a few rows each); on 2 cores 1 was best.
     """
     import asyncio
+    import os
 
+    if threads > 1 and "torch" not in sys.modules:  # read once, when the OpenMP runtime loads with torch
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .server import Server, ServerConfig
     from .streaming.defaults import stream_config_for
 
     limits = ServerConfig(max_clients=max_clients, max_session_s=max_session_s, idle_timeout_s=idle_timeout_s,
-                          max_frame_bytes=max_frame_bytes, send_queue=send_queue, tick_ms=tick_ms)
+                          max_frame_bytes=max_frame_bytes, send_queue=send_queue, tick_ms=tick_ms,
+                          threads=threads, decoder_threads=decoder_threads)
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {port}")
     endpoint = _endpoint(False, min_silence_ms, max_segment_s)

@@ -29,6 +29,7 @@ from importlib import resources
 from typing import Callable, Literal, Optional
 
 import numpy as np
+import torch
 
 from .audio.io import MAX_INPUT_RATE, MIN_INPUT_RATE, SAMPLE_RATE
 
@@ -54,6 +55,10 @@ class ServerConfig:
     meanwhile waits, so streams whose chunks complete at different moments step together: one batched step for
     all of them, and cache columns shared instead of one stream's slots padded into every other row. The price is
     up to one tick of added latency when the server is idle. 0: tick as soon as anything arrives."""
+    threads: int = 1
+    """CPU threads for the encoder's call of a tick (every stream's next chunk at once)."""
+    decoder_threads: int = 1
+    """CPU threads for the decoder's steps (set in the engine thread at every tick: OpenMP counts are per thread)."""
 
     def __post_init__(self) -> None:
         if self.max_clients < 1:
@@ -64,6 +69,10 @@ class ServerConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
         if self.tick_ms is not None and not (math.isfinite(self.tick_ms) and 0 <= self.tick_ms <= 10_000):
             raise ValueError(f"tick_ms must be from 0 to 10000, got {self.tick_ms!r}")
+        for name in ("threads", "decoder_threads"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and 1 <= v <= 1024):
+                raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {v!r}")
         if self.max_frame_bytes < 1024 or self.send_queue < 1:
             raise ValueError("max_frame_bytes must be >= 1024 and send_queue >= 1")
 
@@ -227,6 +236,7 @@ class Server:
 
         self.model, self.cfg, self.endpoint, self.limits, self.model_name = model, cfg, endpoint, limits, model_name
         self.scheduler = scheduler
+        model.encoder.threads = limits.threads
         self._finals: dict[int, list] = {}  # slot -> segments closed during the current tick
         if scheduler == "batched":
             self.streams = SegmentedStreams(model, limits.max_clients, cfg, endpoint, on_segment=self._on_segment)
@@ -251,6 +261,7 @@ class Server:
     def _tick(self, releases: list[int], jobs: list[tuple[_Conn, list, bool, bool]]) -> dict[int, list[dict]]:
         """Engine thread: release the slots of connections that are gone (before a new connection's reset of the same
         slot), apply every connection's inbox, one drain, collect events per connection id."""
+        torch.set_num_threads(self.limits.decoder_threads)  # this thread's own count; the encoder sets its own
         for slot in releases:
             self.streams.release(slot)
         for c, audio, start, end in jobs:

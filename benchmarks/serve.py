@@ -54,9 +54,10 @@ def recordings(n: int, seconds: float) -> list[tuple[np.ndarray, str]]:
     return out
 
 
-def start_server(scheduler: str, max_clients: int, tick_ms: float | None) -> tuple[subprocess.Popen, str]:
+def start_server(scheduler: str, max_clients: int, tick_ms: float | None, threads: int = 1) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "asr_stream", "serve", "--port", "0", "--max-clients", str(max_clients),
-           "--scheduler", scheduler, "--idle-timeout-s", "120"] + ([] if tick_ms is None else ["--tick-ms", str(tick_ms)])
+           "--scheduler", scheduler, "--idle-timeout-s", "120", "--threads", str(threads)]
+    cmd += [] if tick_ms is None else ["--tick-ms", str(tick_ms)]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 180
@@ -89,11 +90,14 @@ def main(argv=None) -> None:
     ap.add_argument("--output", default=None, help="folder for serve.json / serve.md")
     ap.add_argument("--compare-with", default=None, help="serve.json of an earlier run (the other scheduler): count identical transcripts")
     ap.add_argument("--tick-ms", type=float, default=None, help="the server's --tick-ms (default: its default)")
+    ap.add_argument("--threads", default="batched=1,per-client=1",
+                    help="the server's --threads (the encoder's CPU threads) per scheduler, as SCHED=N,...")
     a = ap.parse_args(argv)
+    threads = {k: int(v) for k, v in (kv.split("=") for kv in a.threads.split(","))}
     recs = recordings(max(a.clients), a.seconds)
     rows, texts = [], {}
     for sched in a.schedulers:
-        proc, url = start_server(sched, max(a.clients), a.tick_ms)
+        proc, url = start_server(sched, max(a.clients), a.tick_ms, threads.get(sched, 1))
         try:
             asyncio.run(run_clients(url, recs, 1, 100))  # warm-up
             for n in a.clients:
@@ -103,7 +107,7 @@ def main(argv=None) -> None:
                 lags = np.array([x for r in results for x in r.lags_ms()])
                 server_lag = max((e.get("lag_ms", 0) for r in results for e in r.events), default=0)
                 texts[(sched, n)] = [r.text for r in results]
-                row = {"scheduler": sched, "clients": n, "words": int(lags.size),
+                row = {"scheduler": sched, "threads": threads.get(sched, 1), "clients": n, "words": int(lags.size),
                        "p50_ms": float(np.percentile(lags, 50)), "p95_ms": float(np.percentile(lags, 95)),
                        "max_ms": float(lags.max()), "server_lag_max_ms": server_lag, "wall_s": wall,
                        "held": bool(np.percentile(lags, 95) <= 1000.0)}
@@ -127,9 +131,9 @@ def main(argv=None) -> None:
             if t1 and t2:
                 same[n] = sum(x == y for x, y in zip(t1, t2))
     best = {s: max([r["clients"] for r in rows if r["scheduler"] == s and r["held"]], default=0) for s in a.schedulers}
-    lines = ["| scheduler | clients | words | p50 lag ms | p95 lag ms | max lag ms | held (p95 <= 1 s) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| scheduler | threads | clients | words | p50 lag ms | p95 lag ms | max lag ms | held (p95 <= 1 s) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['scheduler']} | {r['clients']} | {r['words']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['max_ms']:.0f} | {'yes' if r['held'] else 'no'} |")
+        lines.append(f"| {r['scheduler']} | {r.get('threads', 1)} | {r['clients']} | {r['words']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['max_ms']:.0f} | {'yes' if r['held'] else 'no'} |")
     lines.append("")
     lines.append("Most real-time clients held (of those tried): " + ", ".join(f"{s}: {b}" for s, b in best.items()))
     if same:

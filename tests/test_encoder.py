@@ -162,3 +162,54 @@ def test_append_kv_reuses_spare_storage_and_copies_when_it_must():
     trimmed = abc[:, :, -8:]  # a left_chunks trim is not a prefix of the storage: the next append starts a new one
     t2, buf3 = append_kv(trimmed, a, buf)
     assert buf3 is not buf and torch.equal(t2, torch.cat([c, a], 2)) and torch.equal(abc, torch.cat([a, b, c], 2))
+
+
+def test_stream_many_padding_never_reads_uninitialised_memory():
+    """Rows with less cached context than the longest are padded in new storage that is not zero-filled as a whole;
+    with torch filling uninitialised memory with NaN, the outputs still equal separate calls."""
+    enc = own(160)
+    cs = enc.chunk_samples
+    waves = [torch.from_numpy(noise_audio(0.8, seed=40 + b))[None] for b in range(3)]
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # torch.empty then fills floats with NaN
+    try:
+        with torch.no_grad():
+            states = [enc.init_state(1) for _ in waves]
+            for c in range(2):  # rows 1 and 2 read 1 and 2 chunks ahead; row 0 has none cached
+                for b in range(1, 3):
+                    if c < b:
+                        _, states[b] = enc.stream(waves[b][:, c * cs : (c + 1) * cs], states[b])
+            rows = [w[:, b * cs : (b + 1) * cs] for b, w in enumerate(waves)]
+            out, _ = enc.stream_many(torch.cat(rows), states)
+            assert not out.isnan().any()
+            for b in range(3):
+                want, _ = enc.stream(rows[b], states[b])
+                assert (out[b : b + 1] - want).abs().max().item() <= 1e-5
+    finally:
+        torch.use_deterministic_algorithms(prev)
+
+
+def test_encoder_threads_apply_to_its_calls_only():
+    """encoder.threads: the streaming call runs with that many torch threads and gives the same output; the
+    caller's thread count is restored."""
+    from asr_stream.encoder.base import cpu_threads
+
+    enc = own(160)
+    w = torch.from_numpy(noise_audio(0.64, seed=3))[None]
+    before = torch.get_num_threads()
+    seen = []
+    hook = enc.layers[0].register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+    try:
+        with torch.no_grad():
+            one, _ = enc.stream(w, enc.init_state(1))
+            enc.threads = before + 1
+            two, _ = enc.stream(w, enc.init_state(1))
+            many, _ = enc.stream_many(torch.cat([w, w]), [enc.init_state(1), enc.init_state(1)])
+    finally:
+        hook.remove()
+        enc.threads = None
+    assert seen == [before, before + 1, before + 1] and torch.get_num_threads() == before
+    assert (one - two).abs().max().item() <= 1e-5 and (many[1:] - one).abs().max().item() <= 1e-5
+    with cpu_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before

@@ -382,3 +382,32 @@ def test_server_runs_an_adaptive_policy_like_lone_sessions(make_model):
         check_matches(res, ref)
     wk = alone(model, stream_config_for(model, mode="group", k=3), ws_[0])
     assert as_pairs(wk.words) != as_pairs(refs[0].words)  # the policy changed what was written, or when
+
+
+def test_engine_thread_counts(model, cfg):
+    """The engine sets its own thread counts: --decoder-threads in the thread that ticks (OpenMP counts are per
+    thread; torch's default of every core made the per-client baseline miss real time with 16 clients), --threads
+    on the encoder. Bad counts are a one-line error."""
+    import torch
+
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="--threads must be a whole number >= 1"):
+            ServerConfig(threads=bad)
+    with pytest.raises(ValueError, match="--decoder-threads must be"):
+        ServerConfig(decoder_threads=0)
+    before = torch.get_num_threads()
+    server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=1, threads=before + 1, decoder_threads=before + 2))
+    try:
+        assert model.encoder.threads == before + 1
+        seen = []
+
+        def tick() -> None:
+            server._tick([], [])
+            seen.append(torch.get_num_threads())
+
+        t = threading.Thread(target=tick)
+        t.start()
+        t.join(60)
+        assert seen == [before + 2] and torch.get_num_threads() == before  # set in the engine's thread only
+    finally:
+        model.encoder.threads = None

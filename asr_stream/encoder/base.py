@@ -11,7 +11,8 @@ once computed: streaming never re-encodes.
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
@@ -20,10 +21,30 @@ from ..audio.io import SAMPLE_RATE
 from ..config import EncoderConfig
 
 
+@contextmanager
+def cpu_threads(n: Optional[int]) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: as set), then restore the count.
+
+    The count is the calling thread's own (OpenMP keeps it per thread), so it is set in the thread that computes.
+    """
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class ChunkEncoder(nn.Module):
     chunk_samples: int
     frames_per_chunk: int
     dim: int
+    threads: Optional[int] = None
+    """CPU threads for one streaming call (None: torch's current setting). ``asr-stream serve --threads`` sets it:
+    the encoder's batched call is the one large computation of a tick, the decoder's steps are small."""
 
     def init_state(self, batch: int = 1) -> Any:  # pragma: no cover - interface
         raise NotImplementedError

@@ -18,7 +18,7 @@ from torch import nn
 from ..audio.features import LogMel, spec_augment
 from ..config import EncoderConfig
 from ..kv import append_kv
-from .base import ChunkEncoder, chunk_samples_for
+from .base import ChunkEncoder, chunk_samples_for, cpu_threads
 
 SUBSAMPLE = 4  # two stride-2 convolutions
 
@@ -165,6 +165,10 @@ class ChunkTransformerEncoder(ChunkEncoder):
         return EncoderStreamState(tail=torch.zeros(batch, self.logmel.context, device=p.device, dtype=p.dtype))
 
     def stream(self, wave: torch.Tensor, state: EncoderStreamState) -> tuple[torch.Tensor, EncoderStreamState]:
+        with cpu_threads(self.threads if wave.device.type == "cpu" else None):
+            return self._stream(wave, state)
+
+    def _stream(self, wave: torch.Tensor, state: EncoderStreamState) -> tuple[torch.Tensor, EncoderStreamState]:
         n = self._check_chunks(wave)
         x = self._front(wave, state.tail)
         out, kv, bufs = self._layers(x, state.chunks, state.kv or None, state.bufs or None)
@@ -183,6 +187,10 @@ class ChunkTransformerEncoder(ChunkEncoder):
         is what lets a server encode every client's next chunk in one call, not one call per group of clients
         that happen to be at the same point of their segments.
         """
+        with cpu_threads(self.threads if wave.device.type == "cpu" else None):
+            return self._stream_many(wave, states)
+
+    def _stream_many(self, wave: torch.Tensor, states: list[EncoderStreamState]) -> tuple[torch.Tensor, list[EncoderStreamState]]:
         n = self._check_chunks(wave)
         B, fpc = wave.shape[0], self.frames_per_chunk
         if len(states) != B:
@@ -206,8 +214,10 @@ class ChunkTransformerEncoder(ChunkEncoder):
             for i in range(len(self.layers)):
                 k0 = next(st.kv[i][0] for st in states if st.kv)
                 # storage with room for this call's L frames, so the layer's append copies nothing
-                kb, vb = k0.new_zeros(B, k0.shape[1], P + L, k0.shape[3]), k0.new_zeros(B, k0.shape[1], P + L, k0.shape[3])
+                kb, vb = k0.new_empty(B, k0.shape[1], P + L, k0.shape[3]), k0.new_empty(B, k0.shape[1], P + L, k0.shape[3])
                 for b, st in enumerate(states):
+                    if lens[b] < P:  # masked, but zeroed: garbage could hold NaN, and 0 * NaN is NaN
+                        kb[b, :, : P - lens[b]], vb[b, :, : P - lens[b]] = 0.0, 0.0
                     if lens[b]:
                         kb[b, :, P - lens[b] : P], vb[b, :, P - lens[b] : P] = st.kv[i][0][0], st.kv[i][1][0]
                 past.append(((kb[:, :, :P], vb[:, :, :P]), (kb, vb)))
