@@ -118,3 +118,30 @@ def test_ablation_table_scores_every_model_on_the_same_utterances(tmp_path, caps
     assert "| test (3) | 50.0 (2/1/0) |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="NAME=DIR"):
         tool.main([str(tmp_path / "a"), "--sets", "test"])
+
+
+def test_ablation_table_plot(tmp_path):
+    """--plot draws the table's numbers (WER and non-speech words) into a new PNG and never overwrites one."""
+    import json
+
+    from .conftest import import_script
+
+    tool = import_script("tools", "ablation_table")
+    for m, hyp in (("a", "A B"), ("b", "A")):
+        d = tmp_path / m / "test"
+        d.mkdir(parents=True)
+        (d / "records.jsonl").write_text(json.dumps({"id": "1-1-0", "reference": "A B", "hypothesis": hyp}) + "\n")
+        d = tmp_path / m / "robust-nonspeech"
+        d.mkdir(parents=True)
+        (d / "records.jsonl").write_text(json.dumps({"id": "n", "reference": "", "hypothesis": hyp}) + "\n")
+    values: dict = {}
+    tool.table([("a", tmp_path / "a"), ("b", tmp_path / "b")], ["test", "robust-nonspeech"], None, None, values)
+    assert values == {"test (1)": (False, [0.0, 50.0]), "robust-nonspeech (1)": (True, [2.0, 1.0])}
+    png = tmp_path / "out" / "ablation.png"
+    args = ["a=" + str(tmp_path / "a"), "b=" + str(tmp_path / "b"), "--sets", "test,robust-nonspeech", "--plot", str(png)]
+    assert tool.main(args) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    before = png.read_bytes()
+    with pytest.raises(SystemExit, match="exists"):
+        tool.main(args)
+    assert png.read_bytes() == before

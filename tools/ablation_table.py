@@ -33,7 +33,8 @@ def find_run(model_dir: Path, name: str) -> Path | None:
     return None
 
 
-def cell(records: list[dict], ids: list[str], nonspeech: bool) -> str:
+def score(records: list[dict], ids: list[str], nonspeech: bool) -> tuple[str, float]:
+    """(the table's cell, its number: WER % or, for non-speech, words written)."""
     from asr_stream.evaluation.wer import wer_details
 
     by_id = {r["id"]: r for r in records}
@@ -41,13 +42,19 @@ def cell(records: list[dict], ids: list[str], nonspeech: bool) -> str:
     hyps = [by_id[i].get("hypothesis") or "" for i in ids]
     if nonspeech:
         words = sum(len(h.split()) for h in hyps)
-        return f"{words} words ({sum(bool(h.strip()) for h in hyps)} of {len(ids)} clips)"
+        return f"{words} words ({sum(bool(h.strip()) for h in hyps)} of {len(ids)} clips)", float(words)
     d = wer_details(refs, hyps)
-    return f"{100 * d['wer']:.1f} ({d['substitutions']}/{d['deletions']}/{d['insertions']})"
+    return f"{100 * d['wer']:.1f} ({d['substitutions']}/{d['deletions']}/{d['insertions']})", 100 * d["wer"]
 
 
-def table(models: list[tuple[str, Path]], sets: list[str], limit: int | None, corpus: Path | None) -> list[str]:
-    """Markdown lines: a header, then one row per set (and per engine of ``test`` with a corpus)."""
+def cell(records: list[dict], ids: list[str], nonspeech: bool) -> str:
+    return score(records, ids, nonspeech)[0]
+
+
+def table(models: list[tuple[str, Path]], sets: list[str], limit: int | None, corpus: Path | None,
+          values: dict | None = None) -> list[str]:
+    """Markdown lines: a header, then one row per set (and per engine of ``test`` with a corpus). ``values``, if
+    given, receives row label -> (non-speech?, [number per model, None where missing]) for :func:`plot`."""
     lines = ["| set (utterances) | " + " | ".join(name for name, _ in models) + " |", "|---|" + "---|" * len(models)]
     voices = voices_of(corpus) if corpus is not None else None
     for s in sets:
@@ -65,9 +72,44 @@ def table(models: list[tuple[str, Path]], sets: list[str], limit: int | None, co
                 engines.setdefault(engine_of(voices.get(i.split("-")[0], "?")), []).append(i)
             rows += [(f"{s}, {e} voices ({len(v)})", v) for e, v in sorted(engines.items())]
         for label, sub in rows:
-            cells = ["–" if x is None else cell(x, sub, "nonspeech" in s) for x in recs]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            scored = [None if x is None else score(x, sub, "nonspeech" in s) for x in recs]
+            lines.append(f"| {label} | " + " | ".join("–" if c is None else c[0] for c in scored) + " |")
+            if values is not None:
+                values[label] = ("nonspeech" in s, [None if c is None else c[1] for c in scored])
     return lines
+
+
+def plot(models: list[str], values: dict, path: Path) -> None:
+    """Grouped horizontal bars, one group per row of the table, one bar per model: WER on the left panel, words
+    written on non-speech on the right (if any)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [(False, "WER % (k = 3; lower is better)"), (True, "words on non-speech (goal 0)")]
+    panels = [(ns, title) for ns, title in panels if any(v[0] == ns for v in values.values())]
+    heights = [sum(v[0] == ns for v in values.values()) for ns, _ in panels]
+    rows = max(heights)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 + 3 * (len(panels) - 1), 0.12 * rows * (len(models) + 1) + 1.5),
+                             squeeze=False, gridspec_kw={"width_ratios": [3, 2][: len(panels)]})
+    width = 0.8 / len(models)
+    for ax, (ns, title) in zip(axes[0], panels):
+        labels = [k for k, v in values.items() if v[0] == ns][::-1]
+        y = np.arange(rows - len(labels), rows)  # rows from the top, the same height in both panels
+        for m, name in enumerate(models):  # the first model on top of each group, as in the legend
+            xs = [values[k][1][m] for k in labels]
+            ax.barh(y + ((len(models) - 1) / 2 - m) * width, [np.nan if x is None else x for x in xs], width, label=name)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_ylim(-0.6, rows - 0.4)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -76,6 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", required=True, help="comma-separated set names, e.g. test,test-kal,robust-nonspeech")
     ap.add_argument("--limit", type=int, default=None, help="score the first N common utterances of each set")
     ap.add_argument("--corpus", type=Path, default=None, help="the corpus root (SPEAKERS.TXT): per-engine rows for test")
+    ap.add_argument("--plot", type=Path, default=None, help="also draw the table as grouped bars into this PNG")
     a = ap.parse_args(argv)
     models = []
     for m in a.models:
@@ -83,7 +126,13 @@ def main(argv=None) -> int:
         if not sep or not name or not Path(d).is_dir():
             raise SystemExit(f"error: {m!r}: expected NAME=DIR with an existing folder")
         models.append((name, Path(d)))
-    print("\n".join(table(models, [x.strip() for x in a.sets.split(",") if x.strip()], a.limit, a.corpus)))
+    values: dict = {}
+    print("\n".join(table(models, [x.strip() for x in a.sets.split(",") if x.strip()], a.limit, a.corpus, values)))
+    if a.plot is not None:
+        if a.plot.exists():
+            raise SystemExit(f"error: {a.plot}: exists; choose a new file (nothing is overwritten)")
+        plot([n for n, _ in models], values, a.plot)
+        print(f"plot: {a.plot}", file=sys.stderr)
     return 0
 
 
