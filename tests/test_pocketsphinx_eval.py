@@ -138,7 +138,11 @@ def test_ablation_table_plot(tmp_path):
     tool.table([("a", tmp_path / "a"), ("b", tmp_path / "b")], ["test", "robust-nonspeech"], None, None, values)
     assert values == {"test (1)": (False, [0.0, 50.0]), "robust-nonspeech (1)": (True, [2.0, 1.0])}
     png = tmp_path / "out" / "ablation.png"
-    args = ["a=" + str(tmp_path / "a"), "b=" + str(tmp_path / "b"), "--sets", "test,robust-nonspeech", "--plot", str(png)]
+    # b's sets in two folders (e.g. eval and eval-robust): NAME=DIR,DIR2 finds each in the first that has it
+    (tmp_path / "b2").mkdir()
+    (tmp_path / "b" / "robust-nonspeech").rename(tmp_path / "b2" / "robust-nonspeech")
+    assert tool.find_run([tmp_path / "b", tmp_path / "b2"], "robust-nonspeech") == tmp_path / "b2" / "robust-nonspeech"
+    args = ["a=" + str(tmp_path / "a"), f"b={tmp_path / 'b'},{tmp_path / 'b2'}", "--sets", "test,robust-nonspeech", "--plot", str(png)]
     assert tool.main(args) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     before = png.read_bytes()

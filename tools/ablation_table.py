@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One table of several models' ``asr-stream eval`` results: WER per test set, on the same utterances.
 
-Each model is ``NAME=DIR``; DIR holds one eval output folder per set, named ``<set>`` or ``<set>-k3`` (what
+Each model is ``NAME=DIR`` (or ``NAME=DIR,DIR2``: the first that has a set); DIR holds one eval output folder per set, named ``<set>`` or ``<set>-k3`` (what
 ``recipes/synthetic/run.sh`` writes). A cell is scored on the utterances every model has for that set, the first
 ``--limit`` of them in the first model's order, so a model evaluated on 300 utterances and one on 100 are compared
 on the same 100. Sets whose name contains ``nonspeech`` have no words to find: the cell counts the words the model
@@ -26,10 +26,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 from wer_by_voice import engine_of, read_records, voices_of  # noqa: E402
 
 
-def find_run(model_dir: Path, name: str) -> Path | None:
-    for d in (model_dir / name, model_dir / f"{name}-k3"):
-        if (d / "records.jsonl").is_file():
-            return d
+def find_run(model_dir: Path | list[Path], name: str) -> Path | None:
+    for root in model_dir if isinstance(model_dir, list) else [model_dir]:
+        for d in (root / name, root / f"{name}-k3"):
+            if (d / "records.jsonl").is_file():
+                return d
     return None
 
 
@@ -114,7 +115,8 @@ def plot(models: list[str], values: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="+", help="NAME=DIR: a model's folder of eval outputs (<set> or <set>-k3)")
+    ap.add_argument("models", nargs="+", help="NAME=DIR[,DIR...]: a model's folders of eval outputs (<set> or <set>-k3; the "
+                    "first folder that has a set is used)")
     ap.add_argument("--sets", required=True, help="comma-separated set names, e.g. test,test-kal,robust-nonspeech")
     ap.add_argument("--limit", type=int, default=None, help="score the first N common utterances of each set")
     ap.add_argument("--corpus", type=Path, default=None, help="the corpus root (SPEAKERS.TXT): per-engine rows for test")
@@ -123,9 +125,10 @@ def main(argv=None) -> int:
     models = []
     for m in a.models:
         name, sep, d = m.partition("=")
-        if not sep or not name or not Path(d).is_dir():
-            raise SystemExit(f"error: {m!r}: expected NAME=DIR with an existing folder")
-        models.append((name, Path(d)))
+        dirs = [Path(x) for x in d.split(",")]
+        if not sep or not name or not all(x.is_dir() for x in dirs):
+            raise SystemExit(f"error: {m!r}: expected NAME=DIR[,DIR...] with existing folders")
+        models.append((name, dirs if len(dirs) > 1 else dirs[0]))
     values: dict = {}
     print("\n".join(table(models, [x.strip() for x in a.sets.split(",") if x.strip()], a.limit, a.corpus, values)))
     if a.plot is not None:
