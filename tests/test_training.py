@@ -357,3 +357,33 @@ def test_training_cli_refuses_a_bad_config_in_one_line(tiny_setup, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "asr-stream train: error: decay_steps (5) must be larger than warmup_steps (5)", err
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_training_cli_fails_when_max_time_stops_before_max_steps(tiny_setup, tmp_path, capsys):
+    """max_time is a safety stop: a run it ends before max_steps exits with status 3 and says how to resume, so a
+    recipe does not go on to evaluate a model of fewer steps than it configured."""
+    from asr_stream.training.cli import main
+
+    root, manifest = tiny_setup
+
+    def conf(max_time: str | None, name: str):
+        c = {"trainer": {"accelerator": "cpu", "max_steps": 4, "logger": False, "default_root_dir": str(tmp_path / name),
+                         "enable_progress_bar": False, "enable_model_summary": False,
+                         "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                        "init_args": {"dirpath": str(tmp_path / name / "ckpt"), "save_last": True}}]},
+             "model": {"model": asdict(test_sized(160)), "tokenizer": str(root / "tok"), "warmup_steps": 1,
+                       "decay_steps": 5, "export_dir": str(tmp_path / name / "model")},
+             "data": {"train": [str(manifest)], "num_workers": 0, "max_batch_seconds": 2.0}}
+        c["model"]["model"]["train_k"] = list(c["model"]["model"]["train_k"])
+        if max_time is not None:
+            c["trainer"]["max_time"] = max_time
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(c))
+        return str(tmp_path / f"{name}.yaml")
+
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", conf("00:00:00:00", "cut")])  # zero seconds: stops before the first step
+    assert e.value.code == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("asr-stream train: error: max_time") and "at step 0 of max_steps 4" in err, err
+    main(["fit", "--config", conf("00:01:00:00", "whole")])  # reaches max_steps within its time: no error
+    main(["fit", "--config", conf(None, "untimed")])

@@ -45,6 +45,21 @@ class TrainCLI(LightningCLI):
             sys.exit(2)
 
 
+    def after_fit(self) -> None:
+        # max_time is a safety stop. It counts wall time, pauses included (a SIGSTOP, a busy machine). A run it
+        # stopped before max_steps has exported a model of fewer steps than configured. A recipe must not carry on
+        # and evaluate that as if it were the run it asked for, so exit with status 3: resumable, nothing lost.
+        from lightning.pytorch.callbacks import Timer
+
+        t = self.trainer
+        timer = next((cb for cb in t.callbacks if isinstance(cb, Timer)), None)
+        if t.max_steps > 0 and t.global_step < t.max_steps and timer is not None and timer.time_remaining() <= 0:
+            print(f"asr-stream train: error: max_time ({timer.time_elapsed():.0f} s) stopped the run at step "
+                  f"{t.global_step} of max_steps {t.max_steps}: any model it exported has {t.global_step} steps. Resume "
+                  "with --ckpt_path <checkpoint dir>/last.ckpt and a longer --trainer.max_time", file=sys.stderr)
+            sys.exit(3)
+
+
 def main(args: list[str] | None = None) -> None:
     TrainCLI(SpeechLLMModule, SpeechDataModule, args=args, save_config_kwargs={"overwrite": True})
 
