@@ -35,7 +35,8 @@
 #            700 more steps, with a new warm-up and cosine: the trend with more steps), curriculum (the no-augment
 #            model fine-tuned for 700 more steps with augmentation: clean first; compare with continued), nonspeech
 #            (10 % of the training utterances replaced by silence or noise with an empty transcript), oversample
-#            (the 9 Flite / Festival / MBROLA voices read twice per epoch: a second source linking their speakers); each
+#            (the 9 Flite / Festival / MBROLA voices read twice per epoch: a second source linking their speakers),
+#            curriculum-nonspeech (curriculum with nonspeech's empty-transcript examples: the two stacked); each
 #            evaluated at k = 3 on the first $ablation_utts_multi utterances of every test split and on the robustness set
 #            -> exp/synthetic_multi_ft/ablation/<variant>. ABLATION_VARIANTS="seed1 ..." runs only those.
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
@@ -51,7 +52,7 @@ py=${PYTHON:-.venv/bin/python}
 robust_utts=100
 ablation_utts=150
 ablation_utts_multi=100
-multi_variants=${ABLATION_VARIANTS:-"seed1 espeak-voices no-augment continued curriculum nonspeech oversample"}  # stage 9; the env var picks some
+multi_variants=${ABLATION_VARIANTS:-"seed1 espeak-voices no-augment continued curriculum nonspeech oversample curriculum-nonspeech"}  # stage 9; the env var picks some
 robust_conditions="clean lead-silence gain-20db 8khz noise-snr10 nonspeech"  # tools/make_robust_set.py's sets
 # the bundled model's 15 espeak-ng voices (DEFAULT_VOICES), pinned: without --voices, installed MBROLA voices would join
 espeak_voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2"
@@ -206,6 +207,9 @@ print('\n'.join(s for s, v in voices_of(Path('$data')).items() if engine_of(v) !
           while read -r spk; do ln -sfn "$(realpath "$data/train/$spk")" "$sub/train/$spk"; done
         args=(--data.train "[\"librispeech:$data:train\", \"librispeech:$sub:train\"]") ;;
       nonspeech) sed -i 's/^  augment:$/  augment:\n    nonspeech_prob: 0.1/' "$d/config.yaml" ;;  # empty-transcript examples
+      curriculum-nonspeech)
+        sed -i 's/^  augment:$/  augment:\n    nonspeech_prob: 0.1/' "$d/config.yaml"
+        args=(--model.init_from exp/synthetic_multi_ft/ablation/no-augment/model) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac
     if [ ! -f "$d/done" ]; then
