@@ -389,7 +389,8 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
         policy_args: parameters of the policy as NAME=VALUE (see transcribe --policy-args).
         threads: CPU threads for the encoder's call of each tick, which encodes every stream's chunk at once (with
             --device cpu). Above 1, idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE, unless
-            set), so that they do not take the CPU from the network side. On 2 cores, 2 held more clients (docs/design.md).
+            set), so that they do not take the CPU from the network side. On 2 cores, 2 were not reliably better
+            than 1 (docs/design.md).
         decoder_threads: CPU threads for the decoder's steps, which are small (a few rows each); on 2 cores 1 was best.
     """
     import asyncio

@@ -48,11 +48,7 @@ def score(records: list[dict], ids: list[str], nonspeech: bool) -> tuple[str, fl
     return f"{100 * d['wer']:.1f} ({d['substitutions']}/{d['deletions']}/{d['insertions']})", 100 * d["wer"]
 
 
-def cell(records: list[dict], ids: list[str], nonspeech: bool) -> str:
-    return score(records, ids, nonspeech)[0]
-
-
-def table(models: list[tuple[str, Path]], sets: list[str], limit: int | None, corpus: Path | None,
+def table(models: list[tuple[str, Path | list[Path]]], sets: list[str], limit: int | None, corpus: Path | None,
           values: dict | None = None) -> list[str]:
     """Markdown lines: a header, then one row per set (and per engine of ``test`` with a corpus). ``values``, if
     given, receives row label -> (non-speech?, [number per model, None where missing]) for :func:`plot`."""
@@ -128,7 +124,7 @@ def main(argv=None) -> int:
         dirs = [Path(x) for x in d.split(",")]
         if not sep or not name or not all(x.is_dir() for x in dirs):
             raise SystemExit(f"error: {m!r}: expected NAME=DIR[,DIR...] with existing folders")
-        models.append((name, dirs if len(dirs) > 1 else dirs[0]))
+        models.append((name, dirs))
     values: dict = {}
     print("\n".join(table(models, [x.strip() for x in a.sets.split(",") if x.strip()], a.limit, a.corpus, values)))
     if a.plot is not None:

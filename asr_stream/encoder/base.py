@@ -46,6 +46,10 @@ class ChunkEncoder(nn.Module):
     """CPU threads for one streaming call (None: torch's current setting). ``asr-stream serve --threads`` sets it:
     the encoder's batched call is the one large computation of a tick, the decoder's steps are small."""
 
+    def _threads_for(self, wave: torch.Tensor):
+        """The context a streaming call runs in: ``threads`` on the CPU; nothing to set on an accelerator."""
+        return cpu_threads(self.threads if wave.device.type == "cpu" else None)
+
     def init_state(self, batch: int = 1) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 

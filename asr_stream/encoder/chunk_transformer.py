@@ -18,7 +18,7 @@ from torch import nn
 from ..audio.features import LogMel, spec_augment
 from ..config import EncoderConfig
 from ..kv import append_kv
-from .base import ChunkEncoder, chunk_samples_for, cpu_threads
+from .base import ChunkEncoder, chunk_samples_for
 
 SUBSAMPLE = 4  # two stride-2 convolutions
 
@@ -165,7 +165,7 @@ class ChunkTransformerEncoder(ChunkEncoder):
         return EncoderStreamState(tail=torch.zeros(batch, self.logmel.context, device=p.device, dtype=p.dtype))
 
     def stream(self, wave: torch.Tensor, state: EncoderStreamState) -> tuple[torch.Tensor, EncoderStreamState]:
-        with cpu_threads(self.threads if wave.device.type == "cpu" else None):
+        with self._threads_for(wave):
             return self._stream(wave, state)
 
     def _stream(self, wave: torch.Tensor, state: EncoderStreamState) -> tuple[torch.Tensor, EncoderStreamState]:
@@ -187,7 +187,7 @@ class ChunkTransformerEncoder(ChunkEncoder):
         is what lets a server encode every client's next chunk in one call, not one call per group of clients
         that happen to be at the same point of their segments.
         """
-        with cpu_threads(self.threads if wave.device.type == "cpu" else None):
+        with self._threads_for(wave):
             return self._stream_many(wave, states)
 
     def _stream_many(self, wave: torch.Tensor, states: list[EncoderStreamState]) -> tuple[torch.Tensor, list[EncoderStreamState]]:

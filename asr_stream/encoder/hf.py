@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..config import EncoderConfig
-from .base import ChunkEncoder, chunk_samples_for, cpu_threads
+from .base import ChunkEncoder, chunk_samples_for
 
 
 def conv_geometry(config) -> tuple[int, int]:
@@ -87,7 +87,7 @@ class HFChunkEncoder(ChunkEncoder):
 
     def stream(self, wave: torch.Tensor, state: HFStreamState) -> tuple[torch.Tensor, HFStreamState]:
         n = self._check_chunks(wave)
-        with cpu_threads(self.threads if wave.device.type == "cpu" else None):
+        with self._threads_for(wave):
             out = self._encode_windows(self._windows(state.past, wave)).reshape(wave.shape[0], n * self.frames_per_chunk, self.dim)
         past = torch.cat([state.past, wave], dim=1)[:, wave.shape[1] + state.past.shape[1] - self.context :]
         return out, HFStreamState(past=past)

@@ -181,6 +181,15 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
   if [ ! -f "$robust/nonspeech.jsonl" ]; then
     $py tools/make_robust_set.py "librispeech:$data:test" "$robust" --limit $robust_utts
   fi
+  link_speakers() {  # $1: a test on engine_of(voice), e.g. "== 'espeak'"; $2: a new root whose train/ links those speakers
+    mkdir -p "$2/train"
+    $py -c "import sys; sys.path.insert(0, 'tools'); from pathlib import Path; from wer_by_voice import engine_of, voices_of
+print('\n'.join(s for s, v in voices_of(Path('$data')).items() if engine_of(v) $1 and Path('$data/train', s).is_dir()))" |
+      while read -r spk; do ln -sfn "$(realpath "$data/train/$spk")" "$2/train/$spk"; done
+  }
+  with_nonspeech() {  # 10 % of the training utterances become silence or noise with an empty transcript
+    sed -i 's/^  augment:$/  augment:\n    nonspeech_prob: 0.1/' "$1"
+  }
   for name in $multi_variants; do
     d=exp/synthetic_multi_ft/ablation/$name
     mkdir -p "$d"
@@ -189,26 +198,19 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
     case "$name" in
       seed1) args=(--seed_everything 1 --data.seed 1 --model.seed 1) ;;
       espeak-voices)
-        # the train split with only the espeak-ng speakers (SPEAKERS.TXT names the voice; engine_of tells its engine)
         sub=$data-espeak-voices
-        mkdir -p "$sub/train"
-        $py -c "import sys; sys.path.insert(0, 'tools'); from pathlib import Path; from wer_by_voice import engine_of, voices_of
-print('\n'.join(s for s, v in voices_of(Path('$data')).items() if engine_of(v) == 'espeak' and Path('$data/train', s).is_dir()))" |
-          while read -r spk; do ln -sfn "$(realpath "$data/train/$spk")" "$sub/train/$spk"; done
+        link_speakers "== 'espeak'" "$sub"
         args=(--data.train "[\"librispeech:$sub:train\"]") ;;
       no-augment) args=(--data.augment null --model.model.encoder.spec_augment false) ;;
       continued) args=(--model.init_from exp/synthetic_multi_ft/model) ;;  # stage 8's model + 700 more steps
       curriculum) args=(--model.init_from exp/synthetic_multi_ft/ablation/no-augment/model) ;;  # clean 700, then augmented 700
       oversample)
         sub=$data-other-engines
-        mkdir -p "$sub/train"
-        $py -c "import sys; sys.path.insert(0, 'tools'); from pathlib import Path; from wer_by_voice import engine_of, voices_of
-print('\n'.join(s for s, v in voices_of(Path('$data')).items() if engine_of(v) != 'espeak' and Path('$data/train', s).is_dir()))" |
-          while read -r spk; do ln -sfn "$(realpath "$data/train/$spk")" "$sub/train/$spk"; done
+        link_speakers "!= 'espeak'" "$sub"
         args=(--data.train "[\"librispeech:$data:train\", \"librispeech:$sub:train\"]") ;;
-      nonspeech) sed -i 's/^  augment:$/  augment:\n    nonspeech_prob: 0.1/' "$d/config.yaml" ;;  # empty-transcript examples
+      nonspeech) with_nonspeech "$d/config.yaml" ;;
       curriculum-nonspeech)
-        sed -i 's/^  augment:$/  augment:\n    nonspeech_prob: 0.1/' "$d/config.yaml"
+        with_nonspeech "$d/config.yaml"
         args=(--model.init_from exp/synthetic_multi_ft/ablation/no-augment/model) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac
