@@ -34,8 +34,9 @@ def masks(mode: Literal["group", "interleaved", "batch"] = "group", k: int = 1, 
     print(render(mode, els))
 
 
-def _load_model(model: Optional[str], device: str, chunk_ms: Optional[int]):
-    """The model to run: ``model`` or the bundled default, on ``device``, with an optional chunk override."""
+def _load_model(model: Optional[str], device: str, chunk_ms: Optional[int], encoder_dtype: str = "float32"):
+    """The model to run: ``model`` or the bundled default, on ``device``, with an optional chunk override and the
+    dtype its encoder streams in."""
     import torch
 
     from . import default_model_dir
@@ -56,7 +57,27 @@ def _load_model(model: Optional[str], device: str, chunk_ms: Optional[int]):
 
         warnings.warn(f"streaming differently from how the model was trained: chunk_ms={chunk_ms} (trained: "
                       f"{m.cfg.encoder.chunk_ms}) (expect a higher error rate)", TrainingMismatchWarning, stacklevel=2)
+    set_encoder_dtype(m, encoder_dtype)
     return m
+
+
+def set_encoder_dtype(m, name: str) -> None:
+    """Stream ``m``'s encoder in ``name`` (float32 or bfloat16); warn where bfloat16 has no hardware support."""
+    import warnings
+
+    import torch
+
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"--encoder-dtype must be float32 or bfloat16, got {name!r}")
+    if name == "float32":
+        m.encoder.compute_dtype = None
+        return
+    dev = m.device
+    native = torch.cuda.is_bf16_supported() if dev.type == "cuda" else torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if not native:
+        warnings.warn(f"--encoder-dtype bfloat16: this {dev.type.upper()} has no bfloat16 instructions, so the encoder "
+                      "will be slower, not faster", stacklevel=2)
+    m.encoder.compute_dtype = torch.bfloat16
 
 
 def check_device(device: str) -> None:
@@ -148,7 +169,8 @@ def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tup
 def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] = None, phi: Optional[float] = None,
                mode: Optional[Literal["group", "interleaved", "batch"]] = None,
                reencode: Literal["none", "position", "kv"] = "none", chunk_ms: Optional[int] = None,
-               device: str = "cpu", block_ms: int = 100, realtime: bool = False,
+               device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32", block_ms: int = 100,
+               realtime: bool = False,
                format: list[Literal["txt", "json", "srt", "vtt"]] = [],  # noqa: B006
                output_dir: Optional[str] = None, json: Optional[str] = None, no_segment: bool = False,
                min_silence_ms: float = 300.0, max_segment_s: float = 20.0,
@@ -168,6 +190,8 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
         reencode: batch mode only: none, position or kv.
         chunk_ms: override the model's chunk length in ms.
         device: cpu or cuda.
+        encoder_dtype: float32, or bfloat16 for the encoder's matrix products (about twice as fast on CPUs with bfloat16
+            instructions, slower on others; the decoder stays in its own dtype).
         block_ms: size of the audio blocks pushed into the session, in ms.
         realtime: release the blocks at the pace of a microphone (one block every block_ms) instead of at once.
         format: write each file's transcript in these formats (txt, json, srt, vtt) as <output-dir>/<name>.<format>.
@@ -207,7 +231,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
                 raise ValueError(f"--output-dir {out_dir}: folder {out_dir.expanduser().resolve().parent} does not exist")
             out_dir.mkdir()
     check_outputs(files, [p for ps in targets.values() for p in ps] + ([json] if json is not None else []))
-    m = _load_model(model, device, chunk_ms)
+    m = _load_model(model, device, chunk_ms, encoder_dtype)
     from .streaming.policy import parse_policy_args
 
     cfg = stream_config_for(m, mode=mode, k=k, phi=phi, reencode=reencode,  # unset: the training values
@@ -273,7 +297,8 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
 def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_devices: bool = False,
         k: Optional[int] = None, phi: Optional[float] = None,
         mode: Optional[Literal["group", "interleaved", "batch"]] = None, chunk_ms: Optional[int] = None,
-        device: str = "cpu", output: Optional[str] = None, block_ms: int = 100, min_silence_ms: float = 300.0,
+        device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32", output: Optional[str] = None,
+        block_ms: int = 100, min_silence_ms: float = 300.0,
         max_segment_s: float = 20.0, url: Optional[str] = None, policy: Literal["waitk", "ctc", "confidence"] = "waitk",
         policy_args: list[str] = []) -> None:  # noqa: B006
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
@@ -287,6 +312,8 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         mode: group, interleaved or batch (default: the model's training mode).
         chunk_ms: override the model's chunk length in ms.
         device: cpu or cuda (where the model runs).
+        encoder_dtype: float32, or bfloat16 for the encoder's matrix products (about twice as fast on CPUs with bfloat16
+            instructions, slower on others; the decoder stays in its own dtype).
         output: also write the transcript to this file, word by word as they are emitted (any stop keeps them).
         block_ms: audio per microphone block, in ms.
         min_silence_ms: a pause this long (ms) after speech ends an utterance (the session restarts, text goes on).
@@ -322,9 +349,11 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
     if url is not None:
         if policy != "waitk" or policy_args:
             raise ValueError("--policy and --policy-args choose a local model's policy; with --url the server's applies")
+        if encoder_dtype != "float32":
+            raise ValueError("--encoder-dtype sets a local model's encoder; with --url the server's applies")
         _remote_mic(url, blocks, k, output)
         return
-    m = _load_model(model, device, chunk_ms)
+    m = _load_model(model, device, chunk_ms, encoder_dtype)
     stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi, policy=policy, policy_args=args),
                               endpoint)  # unset: the training values
     out = open(output, "w") if output is not None else None  # noqa: SIM115 - kept open while listening
@@ -355,7 +384,8 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
 
 def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765, k: Optional[int] = None,
           phi: Optional[float] = None, mode: Optional[Literal["group", "interleaved", "batch"]] = None,
-          chunk_ms: Optional[int] = None, device: str = "cpu", max_clients: int = 8, max_session_s: float = 3600.0,
+          chunk_ms: Optional[int] = None, device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32",
+          max_clients: int = 8, max_session_s: float = 3600.0,
           idle_timeout_s: float = 30.0, max_frame_bytes: int = 1 << 20, send_queue: int = 256,
           min_silence_ms: float = 300.0, max_segment_s: float = 20.0, tick_ms: Optional[float] = None,
           scheduler: Literal["batched", "per-client"] = "batched", policy: Literal["waitk", "ctc", "confidence"] = "waitk",
@@ -374,6 +404,8 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
         mode: group, interleaved or batch (default: the model's training mode).
         chunk_ms: override the model's chunk length in ms.
         device: cpu or cuda (where the model runs).
+        encoder_dtype: float32, or bfloat16 for the encoder's matrix products (about twice as fast on CPUs with bfloat16
+            instructions, slower on others; the decoder stays in its own dtype).
         max_clients: concurrent streams; one more gets a busy error.
         max_session_s: seconds of audio per connection; at the limit the rest is ignored, what came is decoded.
         idle_timeout_s: close a connection that sends nothing for this many seconds.
@@ -414,13 +446,14 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
     from .streaming.policy import parse_policy_args
 
     args = parse_policy_args(policy_args)
-    m = _load_model(model, device, chunk_ms)
+    m = _load_model(model, device, chunk_ms, encoder_dtype)
     cfg = stream_config_for(m, mode=mode, k=k, phi=phi, policy=policy, policy_args=args)  # unset: the training values
     server = Server(m, cfg, endpoint, limits, scheduler, model_name=str(model) if model is not None else "default")
 
     def ready(bound: int) -> None:
         print(f"asr-stream: serving on ws://{host}:{bound}/ (page: http://{host}:{bound}/) mode={cfg.mode} k={cfg.k} "
-              f"policy={cfg.policy} phi={cfg.phi:g} chunk_ms={m.chunk_ms} max_clients={max_clients} scheduler={scheduler}", file=sys.stderr, flush=True)
+              f"policy={cfg.policy} phi={cfg.phi:g} chunk_ms={m.chunk_ms} max_clients={max_clients} scheduler={scheduler} "
+              f"encoder_dtype={encoder_dtype}", file=sys.stderr, flush=True)
 
     try:
         asyncio.run(server.serve(host, port, ready))

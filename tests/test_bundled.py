@@ -43,6 +43,16 @@ def test_transcribe_cli_uses_the_bundled_model_and_matches_the_library():
     assert cli_final_text() == s.text
 
 
+def test_transcribe_cli_encoder_in_bfloat16():
+    """--encoder-dtype bfloat16 reaches the encoder (tests/test_encoder.py checks that it computes in bf16) and the
+    bundled sample still comes out as its reference text; an unknown dtype is refused by the parser."""
+    ref = (SAMPLE.parent / "sample.txt").read_text().strip()
+    assert cli_final_text("--encoder-dtype", "bfloat16") == ref
+    r = subprocess.run([sys.executable, "-m", "asr_stream", "transcribe", str(SAMPLE), "--encoder-dtype", "float16"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "invalid choice: 'float16'" in r.stderr
+
+
 def test_transcribe_cli_runs_the_ctc_policy_like_the_library(tmp_path):
     """--policy / --policy-args reach the session: same words and emission times as the library, recorded in --json."""
     model = SpeechLLM.load(asr_stream.default_model_dir())

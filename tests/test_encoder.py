@@ -213,3 +213,28 @@ def test_encoder_threads_apply_to_its_calls_only():
     with cpu_threads(before + 1):
         assert torch.get_num_threads() == before + 1
     assert torch.get_num_threads() == before
+
+
+def test_encoder_compute_dtype_bfloat16():
+    """encoder.compute_dtype = bfloat16: streaming calls compute under autocast and hand on float32. The output
+    moves (it is really computed in bf16) but stays close to float32's, the cache works across calls, one call for
+    many streams matches the one-stream calls as closely, and whole-utterance forward (training) is untouched."""
+    enc = own(160)
+    w = torch.from_numpy(noise_audio(0.96, seed=4))[None]
+    with torch.no_grad():
+        ref = stream_all(enc, w, [1, 1, 1, 1, 1, 1])
+        full32 = enc(w)
+        enc.compute_dtype = torch.bfloat16
+        try:
+            got = stream_all(enc, w, [1, 1, 1, 1, 1, 1])
+            one, st1 = enc.stream(w[:, : 2 * enc.chunk_samples], enc.init_state(1))
+            many, st2 = enc.stream_many(torch.cat([w[:, : 2 * enc.chunk_samples]] * 2), [enc.init_state(1)] * 2)
+            full = enc(w)
+        finally:
+            enc.compute_dtype = None
+    assert got.dtype == torch.float32 and one.dtype == torch.float32 and many.dtype == torch.float32
+    rel = (got - ref).abs().max().item() / ref.abs().max().item()
+    assert 0 < rel < 0.05, rel  # bf16 keeps 8 bits of mantissa: differences of about 1 %, never none
+    assert st1.kv[0][0].dtype == torch.bfloat16  # the cache is kept in the compute dtype
+    assert (many - torch.cat([one, one])).abs().max().item() / one.abs().max().item() < 0.05
+    assert torch.equal(full, full32)

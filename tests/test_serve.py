@@ -359,6 +359,9 @@ def test_client_and_remote_mic_commands(model, cfg, tmp_path, capsys, monkeypatc
         main(["mic", "--url", url, "--output", str(tmp_path / "mic.txt")])
         assert capsys.readouterr().out.splitlines()[-1] == f"final: {refs[0].text}"
         assert (tmp_path / "mic.txt").read_text() == refs[0].text + "\n"
+        with pytest.raises(SystemExit) as e:  # a local model's option with a remote model: refused, not ignored
+            main(["mic", "--url", url, "--encoder-dtype", "bfloat16"])
+        assert e.value.code == 2 and "--encoder-dtype sets a local model's encoder" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # the server is gone
         main(["client", str(paths[0]), "--url", url])
     assert e.value.code == 1 and "cannot connect" in capsys.readouterr().err

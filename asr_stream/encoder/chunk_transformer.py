@@ -165,8 +165,9 @@ class ChunkTransformerEncoder(ChunkEncoder):
         return EncoderStreamState(tail=torch.zeros(batch, self.logmel.context, device=p.device, dtype=p.dtype))
 
     def stream(self, wave: torch.Tensor, state: EncoderStreamState) -> tuple[torch.Tensor, EncoderStreamState]:
-        with self._threads_for(wave):
-            return self._stream(wave, state)
+        with self._streaming(wave):
+            out, state = self._stream(wave, state)
+        return self._handed_on(out), state
 
     def _stream(self, wave: torch.Tensor, state: EncoderStreamState) -> tuple[torch.Tensor, EncoderStreamState]:
         n = self._check_chunks(wave)
@@ -187,8 +188,9 @@ class ChunkTransformerEncoder(ChunkEncoder):
         is what lets a server encode every client's next chunk in one call, not one call per group of clients
         that happen to be at the same point of their segments.
         """
-        with self._threads_for(wave):
-            return self._stream_many(wave, states)
+        with self._streaming(wave):
+            out, states = self._stream_many(wave, states)
+        return self._handed_on(out), states
 
     def _stream_many(self, wave: torch.Tensor, states: list[EncoderStreamState]) -> tuple[torch.Tensor, list[EncoderStreamState]]:
         n = self._check_chunks(wave)

@@ -87,7 +87,8 @@ class HFChunkEncoder(ChunkEncoder):
 
     def stream(self, wave: torch.Tensor, state: HFStreamState) -> tuple[torch.Tensor, HFStreamState]:
         n = self._check_chunks(wave)
-        with self._threads_for(wave):
+        with self._streaming(wave):
             out = self._encode_windows(self._windows(state.past, wave)).reshape(wave.shape[0], n * self.frames_per_chunk, self.dim)
+        out = self._handed_on(out)
         past = torch.cat([state.past, wave], dim=1)[:, wave.shape[1] + state.past.shape[1] - self.context :]
         return out, HFStreamState(past=past)
