@@ -64,19 +64,23 @@ def test_resume_refuses_other_settings_and_repairs_a_torn_line(tmp_path, make_mo
         kw = {**dict(model=model, utts=corpus, setting=Setting("group", 3)), **other}
         with pytest.raises(ValueError, match=f"holds results of other settings .*{what}"):
             evaluate(kw["model"], kw["utts"], kw["setting"], out, progress=False)
-    # the encoder's compute dtype decides the records too, either way round (a folder from before the option
-    # has no such key and stays float32's)
+    # the encoder's compute dtype decides the records too, either way round; a folder written before the key
+    # existed holds float32's results
     import torch
+
+    key = json.loads((out / "settings.json").read_text())
+    assert key.pop("encoder_dtype") == "float32"
+    (out / "settings.json").write_text(json.dumps(key))
 
     model.encoder.compute_dtype = torch.bfloat16
     try:
-        with pytest.raises(ValueError, match="holds results of other settings .*encoder_dtype: None -> bfloat16"):
+        with pytest.raises(ValueError, match="holds results of other settings .*encoder_dtype: float32 -> bfloat16"):
             evaluate(model, corpus, Setting("group", 3), out, progress=False)
         bf = evaluate(model, corpus, Setting("group", 3), tmp_path / "bf16", progress=False)
     finally:
         model.encoder.compute_dtype = None
     assert bf["encoder_dtype"] == "bfloat16"
-    with pytest.raises(ValueError, match="encoder_dtype: bfloat16 -> None"):
+    with pytest.raises(ValueError, match="encoder_dtype: bfloat16 -> float32"):
         evaluate(model, corpus, Setting("group", 3), tmp_path / "bf16", progress=False)
     # a kill mid-write leaves half a line: it is dropped (with a warning naming the file) and evaluated again
     rec = out / "records.jsonl"

@@ -225,17 +225,19 @@ def model_digest(model) -> str:
 
 def run_key(model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Setting, segment: str) -> dict:
     """Everything that decides an evaluation's records: model (by content), data (ids, texts, audio paths: the
-    --limit is in there), stream settings, chunk length, segmentation and the encoder's compute dtype (only when
-    it is not the weights' own, so that folders written before it existed still resume). A resumed run must match it."""
+    --limit is in there), stream settings, chunk length, segmentation and the encoder's compute dtype. A resumed run
+    must match it."""
     import hashlib
 
     data = hashlib.sha256("\n".join(f"{u.id}\t{u.text}\t{u.audio_path}" for u in utts).encode()).hexdigest()
-    key = {"model": model_digest(model), "data": data, "utterances": len(utts), "stream": asdict(cfg),
-           "chunk_ms": model.chunk_ms, "segment": segment}
     dtype = getattr(model.encoder, "compute_dtype", None)
-    if dtype is not None:
-        key["encoder_dtype"] = str(dtype).removeprefix("torch.")
-    return key
+    return {"model": model_digest(model), "data": data, "utterances": len(utts), "stream": asdict(cfg),
+            "chunk_ms": model.chunk_ms, "segment": segment,
+            "encoder_dtype": str(dtype).removeprefix("torch.") if dtype is not None else "float32"}
+
+
+# keys added to the run key after folders were written without them: their value in those folders
+_KEY_DEFAULTS = {"encoder_dtype": "float32"}
 
 
 def check_resume(out: Path, key: dict) -> None:
@@ -246,7 +248,8 @@ def check_resume(out: Path, key: dict) -> None:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise ValueError(f"{path}: unreadable; delete it (and the records beside it) or choose another --output") from None
-        diff = [k for k in dict.fromkeys([*key, *old]) if old.get(k) != key.get(k)]  # either side may lack a key
+        old = {**_KEY_DEFAULTS, **old}  # a folder from before a key existed holds that key's default
+        diff = [k for k in dict.fromkeys([*key, *old]) if old.get(k) != key.get(k)]
         if diff:
             what = ", ".join(f"{k}: {_short(old.get(k))} -> {_short(key.get(k))}" for k in diff)
             raise ValueError(f"{out}: holds results of other settings ({what}); choose another --output or delete it")
