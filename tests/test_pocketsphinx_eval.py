@@ -149,3 +149,33 @@ def test_ablation_table_plot(tmp_path):
     with pytest.raises(SystemExit, match="exists"):
         tool.main(args)
     assert png.read_bytes() == before
+
+
+def test_trajectory_plot_scores_models_and_reference_on_the_same_utterances(tmp_path, capsys):
+    """tools/trajectory_plot.py: per set, every model and the reference are scored on the utterances all of them
+    have; the table has one row per model (steps, voices) plus the reference and the goal; the plot is a new file."""
+    import json
+
+    from .conftest import import_script
+
+    tool = import_script("tools", "trajectory_plot")
+
+    def write(d, recs):
+        d.mkdir(parents=True)
+        (d / "records.jsonl").write_text("".join(json.dumps({"id": i, "reference": r, "hypothesis": h}) + "\n" for i, r, h in recs))
+
+    write(tmp_path / "m0" / "test-kal", [("k1", "A B", "A"), ("k2", "C D", "X Y"), ("k3", "E F", "E F")])
+    write(tmp_path / "m1" / "test-kal-k3", [("k1", "A B", "A B"), ("k2", "C D", "C Y")])
+    write(tmp_path / "ps" / "test-kal", [("k2", "C D", "C D"), ("k1", "A B", "A B")])
+    png = tmp_path / "t.png"
+    args = [f"scratch:0:15={tmp_path / 'm0'}", f"ft:700:24={tmp_path / 'm1'}", "--sets", "test-kal",
+            "--reference", f"PS={tmp_path / 'ps'}", "--goal", "30", "--output", str(png)]
+    assert tool.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| model | fine-tuning steps | training voices | test-kal (2) |"  # k3: only m0 has it
+    assert out[2:] == ["| scratch | 0 | 15 | 75.0 |", "| ft | 700 | 24 | 25.0 |", "| PS | – | – | 0.0 |", "| goal | | | ≤ 30 |"]
+    assert png.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="exists"):
+        tool.main(args)
+    with pytest.raises(SystemExit, match="LABEL:STEPS:VOICES=DIR"):
+        tool.main([f"ft:700={tmp_path / 'm1'}"])
