@@ -172,8 +172,9 @@ def test_trajectory_plot_scores_models_and_reference_on_the_same_utterances(tmp_
             "--reference", f"PS={tmp_path / 'ps'}", "--goal", "30", "--output", str(png)]
     assert tool.main(args) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "| model | fine-tuning steps | training voices | test-kal (2) |"  # k3: only m0 has it
-    assert out[2:] == ["| scratch | 0 | 15 | 75.0 |", "| ft | 700 | 24 | 25.0 |", "| PS | – | – | 0.0 |", "| goal | | | ≤ 30 |"]
+    assert out[0] == "| # | model | fine-tuning steps | training voices | test-kal (2) |"  # k3: only m0 has it
+    assert out[2:] == ["| 1 | scratch | 0 | 15 | 75.0 |", "| 2 | ft | 700 | 24 | 25.0 |", "| | PS | – | – | 0.0 |",
+                       "| | goal | | | ≤ 30 |"]
     assert png.stat().st_size > 10_000
     with pytest.raises(SystemExit, match="exists"):
         tool.main(args)

@@ -68,17 +68,22 @@ def plot(models, reference, values: dict, goal: float | None, path: Path) -> Non
     markers = {v: m for v, m in zip(sorted({m[2] for m in models}), "so^Dv")}
     for ax, s in zip(axes[0], sets):
         v = values[s]
-        for (label, steps, voices, _), w in zip(models, v["models"]):
+        best: dict[int, float] = {}
+        for j, ((label, steps, voices, _), w) in enumerate(zip(models, v["models"])):
             if w is None:
                 continue
-            ax.plot(steps, w, markers[voices], color="C0" if voices == min(markers) else "C1", ms=7)
-            ax.annotate(label, (steps, w), textcoords="offset points", xytext=(5, 3), fontsize=7)
+            ax.plot(steps, w, markers[voices], color="C0" if voices == min(markers) else "C1", ms=6, alpha=0.8)
+            ax.annotate(str(j + 1), (steps, w), textcoords="offset points", xytext=(6, -3), fontsize=7)  # the table's #
+            best[steps] = min(w, best.get(steps, w))
+        xs = sorted(best)
+        ax.plot(xs, [best[x] for x in xs], "-", color="0.4", lw=1, label="best at each step count")
         if v["reference"] is not None:
             ax.axhline(v["reference"], color="C2", ls=":", label=f"{reference[0]} ({v['reference']:.1f} %)")
         if goal is not None:
             ax.axhline(goal, color="C3", ls="--", label=f"goal ({goal:g} %)")
         ax.set_title(f"{s} ({v['ids']} utterances)", fontsize=9)
-        ax.set_xlabel("fine-tuning steps")
+        ax.set_xlabel("fine-tuning steps (points: the table's #)")
+        ax.margins(x=0.15)
         ax.set_ylim(0, 105)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
@@ -111,15 +116,15 @@ def main(argv=None) -> int:
         raise SystemExit(f"{out} exists; choose another --output or delete it")
     values = points(models, reference, a.sets.split(","), a.limit)
     sets = list(values)
-    print("| model | fine-tuning steps | training voices | " + " | ".join(f"{s} ({values[s]['ids']})" for s in sets) + " |")
-    print("|---|---|---|" + "---|" * len(sets))
+    print("| # | model | fine-tuning steps | training voices | " + " | ".join(f"{s} ({values[s]['ids']})" for s in sets) + " |")
+    print("|---|---|---|---|" + "---|" * len(sets))
     f = lambda w: "–" if w is None else f"{w:.1f}"  # noqa: E731
     for j, (label, steps, voices, _) in enumerate(models):
-        print(f"| {label} | {steps} | {voices} | " + " | ".join(f(values[s]["models"][j]) for s in sets) + " |")
+        print(f"| {j + 1} | {label} | {steps} | {voices} | " + " | ".join(f(values[s]["models"][j]) for s in sets) + " |")
     if reference:
-        print(f"| {reference[0]} | – | – | " + " | ".join(f(values[s]["reference"]) for s in sets) + " |")
+        print(f"| | {reference[0]} | – | – | " + " | ".join(f(values[s]["reference"]) for s in sets) + " |")
     if a.goal is not None:
-        print(f"| goal | | | " + " | ".join(f"≤ {a.goal:g}" for _ in sets) + " |")
+        print("| | goal | | | " + " | ".join(f"≤ {a.goal:g}" for _ in sets) + " |")
     if out is not None:
         plot(models, reference, values, a.goal, out)
     return 0
