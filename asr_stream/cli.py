@@ -476,7 +476,7 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     import asyncio
     import json as jsonlib
 
-    from .audio.io import load_audio
+    from .audio.io import LevelCheck, audio_info, load_audio
     from .client import ServerError, blocks_of, stream
     from .transcript import atomic_write, check_outputs
 
@@ -488,6 +488,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     results, failed = [], []
     for f in files:
         samples = load_audio(f)  # a bad file fails here, one line
+        check = LevelCheck(audio_info(f)[0])  # what transcribe warns about (narrow band, clipping, a quiet file)
+        check.push(samples)
         print(f"{f}: ", end="", flush=True)
 
         def show(ev) -> None:
@@ -503,6 +505,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
             continue
         print()
         print(f"final: {res.text}", flush=True)
+        for w in check.warnings():
+            print(f"asr-stream: warning: {f}: {w}", file=sys.stderr)
         eof = res.events[-1]
         results.append({"file": str(f), "text": res.text, "finals": res.finals,
                         "words": res.words, "audio_ms": eof.get("audio_ms"), "settings": res.events[0]})

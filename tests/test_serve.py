@@ -350,6 +350,13 @@ def test_client_and_remote_mic_commands(model, cfg, tmp_path, capsys, monkeypatc
         assert [f["text"] for f in r["files"]] == [ref.text for ref in refs] and not r["failed"]
         assert [f["text"] for f in r["files"][1]["finals"]] == [s.text for s in refs[1].segments]
 
+        # the audio checks transcribe makes: an 8 kHz file is transcribed, with transcribe's warning
+        import librosa
+
+        sf.write(tmp_path / "tel.wav", librosa.resample(ws_[0], orig_sr=16000, target_sr=8000), 8000)
+        main(["client", str(tmp_path / "tel.wav"), "--url", url])
+        assert "tel.wav: sampled at 8000 Hz: the model hears only up to 4000 Hz" in capsys.readouterr().err
+
         (tmp_path / "bad.wav").write_bytes(b"not audio")
         with pytest.raises(SystemExit) as e:
             main(["client", str(tmp_path / "bad.wav"), "--url", url])
