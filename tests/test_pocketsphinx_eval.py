@@ -86,6 +86,12 @@ def test_wer_by_voice_groups_records_by_voice_and_engine(tmp_path, capsys):
     assert "| [all] | 40.0 (4) |" in capsys.readouterr().out
 
 
+def write(d: Path, recs) -> None:
+    """An eval folder's records.jsonl: (id, reference, hypothesis) per utterance."""
+    d.mkdir(parents=True)
+    (d / "records.jsonl").write_text("".join(json.dumps({"id": i, "reference": r, "hypothesis": h}) + "\n" for i, r, h in recs))
+
+
 def test_ablation_table_scores_every_model_on_the_same_utterances(tmp_path, capsys):
     """tools/ablation_table.py: a cell uses the utterances all models have (the first --limit in the first model's
     order), finds <set> or <set>-k3 folders, splits test by engine, and counts words written on non-speech."""
@@ -98,10 +104,6 @@ def test_ablation_table_scores_every_model_on_the_same_utterances(tmp_path, caps
     corpus.mkdir()
     (corpus / "SPEAKERS.TXT").write_text(";ID  |SEX| SUBSET |MINUTES| NAME\n1000 | M | test | 0.1 | en-us\n"
                                          "2000 | M | test | 0.1 | flite:awb\n")
-
-    def write(d, recs):
-        d.mkdir(parents=True)
-        (d / "records.jsonl").write_text("".join(json.dumps({"id": i, "reference": r, "hypothesis": h}) + "\n" for i, r, h in recs))
 
     # model a: 3 test utterances; model b: only the first two (as if stopped early), in a <set>-k3 folder
     write(tmp_path / "a" / "test", [("1000-1-0000", "A B", "A B"), ("2000-1-0001", "C D", "C"), ("1000-1-0002", "E F", "X Y")])
@@ -154,15 +156,9 @@ def test_ablation_table_plot(tmp_path):
 def test_trajectory_plot_scores_models_and_reference_on_the_same_utterances(tmp_path, capsys):
     """tools/trajectory_plot.py: per set, every model and the reference are scored on the utterances all of them
     have; the table has one row per model (steps, voices) plus the reference and the goal; the plot is a new file."""
-    import json
-
     from .conftest import import_script
 
     tool = import_script("tools", "trajectory_plot")
-
-    def write(d, recs):
-        d.mkdir(parents=True)
-        (d / "records.jsonl").write_text("".join(json.dumps({"id": i, "reference": r, "hypothesis": h}) + "\n" for i, r, h in recs))
 
     write(tmp_path / "m0" / "test-kal", [("k1", "A B", "A"), ("k2", "C D", "X Y"), ("k3", "E F", "E F")])
     write(tmp_path / "m1" / "test-kal-k3", [("k1", "A B", "A B"), ("k2", "C D", "C Y")])
