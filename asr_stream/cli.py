@@ -270,7 +270,8 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
         print(f"final: {stream.text}", flush=True)
         unheard_s, unheard_idx = stream.unheard
         if unheard_s:
-            warns.append(f"{unheard_s:.1f} s of speech in {len(unheard_idx)} segment(s) produced no words "
+            warns.append(f"{unheard_s:.1f} s of sound above the endpointer's level (speech, or noise) in "
+                         f"{len(unheard_idx)} segment(s) produced no words "
                          f"(segments {', '.join(map(str, unheard_idx[:10]))}{' ...' if len(unheard_idx) > 10 else ''})")
         for w in warns:
             print(f"asr-stream: warning: {f}: {w}", file=sys.stderr)
