@@ -34,6 +34,12 @@ def find_run(model_dir: Path | list[Path], name: str) -> Path | None:
     return None
 
 
+def shared_ids(present: list[list[dict]], limit: int | None) -> list[str]:
+    """The utterances every record list has: the first ``limit`` of them, in the first list's order."""
+    common = set.intersection(*({r["id"] for r in x} for x in present))
+    return [r["id"] for r in present[0] if r["id"] in common][:limit]
+
+
 def score(records: list[dict], ids: list[str], nonspeech: bool) -> tuple[str, float]:
     """(the table's cell, its number: WER % or, for non-speech, words written)."""
     from asr_stream.evaluation.wer import wer_details
@@ -60,8 +66,7 @@ def table(models: list[tuple[str, Path | list[Path]]], sets: list[str], limit: i
         present = [r for r in recs if r is not None]
         if not present:
             continue
-        common = set.intersection(*({r["id"] for r in x} for x in present))
-        ids = [r["id"] for r in present[0] if r["id"] in common][:limit]
+        ids = shared_ids(present, limit)
         rows = [(f"{s} ({len(ids)})", ids)]
         if s == "test" and voices is not None:
             engines: dict[str, list[str]] = {}

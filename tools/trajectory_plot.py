@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from ablation_table import find_run, score  # noqa: E402
+from ablation_table import find_run, score, shared_ids  # noqa: E402
 from wer_by_voice import read_records  # noqa: E402
 
 
@@ -50,8 +50,7 @@ def points(models, reference, sets: list[str], limit: int | None) -> dict[str, d
         if not present:
             out[s] = {"ids": 0, "models": [None] * len(models), "reference": None}
             continue
-        common = set.intersection(*({r["id"] for r in rs} for rs in present))
-        ids = [r["id"] for r in present[0] if r["id"] in common][:limit]
+        ids = shared_ids(present, limit)
         out[s] = {"ids": len(ids), "models": [score(r, ids, False)[1] if r is not None else None for r in recs],
                   "reference": score(ref_recs, ids, False)[1] if ref_recs is not None else None}
     return out
@@ -65,14 +64,14 @@ def plot(models, reference, values: dict, goal: float | None, path: Path) -> Non
 
     sets = list(values)
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 4.0), sharey=True, squeeze=False)
-    markers = {v: m for v, m in zip(sorted({m[2] for m in models}), "so^Dv")}
+    style = {v: (m, f"C{i}") for i, (v, m) in enumerate(zip(sorted({m[2] for m in models}), "so^Dv"))}  # per voice count
     for ax, s in zip(axes[0], sets):
         v = values[s]
         best: dict[int, float] = {}
         for j, ((label, steps, voices, _), w) in enumerate(zip(models, v["models"])):
             if w is None:
                 continue
-            ax.plot(steps, w, markers[voices], color="C0" if voices == min(markers) else "C1", ms=6, alpha=0.8)
+            ax.plot(steps, w, style[voices][0], color=style[voices][1], ms=6, alpha=0.8)
             ax.annotate(str(j + 1), (steps, w), textcoords="offset points", xytext=(6, -3), fontsize=7)  # the table's #
             best[steps] = min(w, best.get(steps, w))
         xs = sorted(best)
@@ -88,8 +87,7 @@ def plot(models, reference, values: dict, goal: float | None, path: Path) -> Non
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     axes[0][0].set_ylabel("WER %")
-    handles = [plt.Line2D([], [], ls="", marker=m, color="C0" if v == min(markers) else "C1", label=f"{v} training voices")
-               for v, m in markers.items()]
+    handles = [plt.Line2D([], [], ls="", marker=m, color=c, label=f"{v} training voices") for v, (m, c) in style.items()]
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=110)

@@ -165,9 +165,7 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
     rows = [records[u.id] for u in utts if u.id in records]
     summary = summarize(rows)
     mc = model.cfg
-    dtype = getattr(model.encoder, "compute_dtype", None)
-    summary.update({"setting": asdict(setting), "name": setting.name,
-                    "encoder_dtype": str(dtype).removeprefix("torch.") if dtype is not None else "float32",
+    summary.update({"setting": asdict(setting), "name": setting.name, "encoder_dtype": encoder_dtype_name(model),
                     "training": {"mode": mc.train_mode, "k": list(mc.train_k), "phi": mc.phi,
                                  "differences": training_differences(mc, cfg)}})
     if out is not None:
@@ -230,10 +228,14 @@ def run_key(model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Settin
     import hashlib
 
     data = hashlib.sha256("\n".join(f"{u.id}\t{u.text}\t{u.audio_path}" for u in utts).encode()).hexdigest()
-    dtype = getattr(model.encoder, "compute_dtype", None)
     return {"model": model_digest(model), "data": data, "utterances": len(utts), "stream": asdict(cfg),
-            "chunk_ms": model.chunk_ms, "segment": segment,
-            "encoder_dtype": str(dtype).removeprefix("torch.") if dtype is not None else "float32"}
+            "chunk_ms": model.chunk_ms, "segment": segment, "encoder_dtype": encoder_dtype_name(model)}
+
+
+def encoder_dtype_name(model) -> str:
+    """The dtype the model's encoder streams in, as ``--encoder-dtype`` names it (float32: the weights' own)."""
+    dtype = getattr(model.encoder, "compute_dtype", None)
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
 
 # keys added to the run key after folders were written without them: their value in those folders
