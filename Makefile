@@ -12,15 +12,17 @@ SAMPLE := asr_stream/assets/sample.wav
 # System packages the tests use: espeak-ng, flite (~3 MB) + fortunes (synthetic speech and text), PortAudio
 # (sounddevice), venv support for Debian's python3, chromium (the browser-page test of `serve`). Installed with
 # apt-get when missing (as root, or through sudo).
-# Festival and its English voices (the synthetic corpus's other engine; ~40 MB) are there so their tests run too.
-APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-rablpc16k festvox-don \
+# Festival and its English voices in Debian main (the synthetic corpus's other engine; ~40 MB) are there so their
+# tests run too.
+APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
 	fortunes fortunes-min libportaudio2 python3-venv chromium
 # The synthetic recipe's corpus also uses the MBROLA voices (espeak-ng mb-us1, mb-us2, mb-us3, mb-en1: diphones
 # recorded from four real speakers). They are in Debian contrib/non-free, which this target adds to apt's sources
-# (a separate file, /etc/apt/sources.list.d/asr-stream-contrib.sources) when no mbrola package is found.
-MBROLA_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
+# (a separate file, /etc/apt/sources.list.d/asr-stream-contrib.sources) when no mbrola package is found. So are
+# two of its Festival training voices, rab and don (festvox-rablpc16k, festvox-don: non-free); no test needs them.
+CORPUS_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-rablpc16k festvox-don
 corpus-sysdeps: sysdeps
-	@missing=""; for p in $(MBROLA_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(CORPUS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  if ! apt-cache policy mbrola 2>/dev/null | grep -q 'Candidate: [0-9]'; then \

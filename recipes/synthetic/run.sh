@@ -37,8 +37,9 @@
 #            (10 % of the training utterances replaced by silence or noise with an empty transcript), oversample
 #            (the 9 Flite / Festival / MBROLA voices read twice per epoch: a second source linking their speakers),
 #            curriculum-nonspeech (curriculum with nonspeech's empty-transcript examples: the two stacked),
-#            no-gain, no-noise, no-telephone (one augmentation left out, its probability 0: what it bought on the
-#            robustness set's -20 dB, noise and 8 kHz conditions); each
+#            no-gain, no-noise, no-telephone, no-silence, no-pitch, no-reverb, no-clipping, no-speed,
+#            no-specaugment (one augmentation left out: its probability 0, speed_perturb [1.0], or spec_augment
+#            false; what it bought on the unseen speakers and the robustness set); each
 #            evaluated at k = 3 on the first $ablation_utts_multi utterances of every test split and on the robustness set
 #            -> exp/synthetic_multi_ft/ablation/<variant>. ABLATION_VARIANTS="seed1 ..." runs only those.
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
@@ -54,7 +55,7 @@ py=${PYTHON:-.venv/bin/python}
 robust_utts=100
 ablation_utts=150
 ablation_utts_multi=100
-multi_variants=${ABLATION_VARIANTS:-"seed1 espeak-voices no-augment continued curriculum nonspeech oversample curriculum-nonspeech no-gain no-noise no-telephone"}  # stage 9; the env var picks some
+multi_variants=${ABLATION_VARIANTS:-"seed1 espeak-voices no-augment continued curriculum nonspeech oversample curriculum-nonspeech no-gain no-noise no-telephone no-silence no-pitch no-reverb no-clipping no-speed no-specaugment"}  # stage 9; the env var picks some
 robust_conditions="clean lead-silence gain-20db 8khz noise-snr10 nonspeech"  # tools/make_robust_set.py's sets
 # the bundled model's 15 espeak-ng voices (DEFAULT_VOICES), pinned: without --voices, installed MBROLA voices would join
 espeak_voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2"
@@ -221,6 +222,12 @@ print('\n'.join(s for s, v in voices_of(Path('$data')).items() if engine_of(v) $
       no-gain) without gain_prob "$d/config.yaml" ;;
       no-noise) without noise_prob "$d/config.yaml" ;;
       no-telephone) without telephone_prob "$d/config.yaml" ;;
+      no-silence) without silence_prob "$d/config.yaml" ;;
+      no-pitch) without pitch_prob "$d/config.yaml" ;;
+      no-reverb) without reverb_prob "$d/config.yaml" ;;
+      no-clipping) without clip_prob "$d/config.yaml" ;;
+      no-speed) args=(--data.speed_perturb "[1.0]") ;;
+      no-specaugment) args=(--model.model.encoder.spec_augment false) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac
     if [ ! -f "$d/done" ]; then
