@@ -121,6 +121,12 @@ def _endpoint(no_segment: bool, min_silence_ms: float, max_segment_s: float):
     return None if no_segment else EndpointConfig(min_silence_ms=min_silence_ms, max_segment_s=max_segment_s)
 
 
+def _warn(where: str, warnings: list[str]) -> None:
+    """Print each warning about ``where`` (a file, the microphone) as one line on stderr."""
+    for w in warnings:
+        print(f"asr-stream: warning: {where}: {w}", file=sys.stderr, flush=True)
+
+
 def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tuple[float, list[str]]:
     """Push one file through ``stream`` (a SegmentedSession) in ``block_ms`` blocks, then finish it.
 
@@ -273,8 +279,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
             warns.append(f"{unheard_s:.1f} s of sound above the endpointer's level (speech, or noise) in "
                          f"{len(unheard_idx)} segment(s) produced no words "
                          f"(segments {', '.join(map(str, unheard_idx[:10]))}{' ...' if len(unheard_idx) > 10 else ''})")
-        for w in warns:
-            print(f"asr-stream: warning: {f}: {w}", file=sys.stderr)
+        _warn(f, warns)
         audio_s = stream.samples_in / 16000.0
         result = {"file": str(f), "text": stream.text, "segments": [s.as_dict() for s in stream.segments],
                   "words": [{"text": w.text, "time_ms": w.time_ms} for w in stream.words],
@@ -330,8 +335,9 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
     import os
     import signal
 
+    from .audio.io import LevelCheck
     from .audio.sources import list_input_devices, microphone_blocks
-    from .live import run_live
+    from .live import run_live, watch_level
     from .streaming import StreamingSession
     from .streaming.segment import SegmentedSession
     from .transcript import atomic_write, check_outputs
@@ -347,12 +353,18 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
     if output is not None:
         check_outputs([], [output])
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
+    # a muted or quiet microphone is said live, and the level checks are said again at the end
+    check = LevelCheck(remedy="raise the microphone's input gain (or speak closer to it)")
+    blocks = watch_level(blocks, check, lambda w: _warn("microphone", [w]))
     if url is not None:
         if policy != "waitk" or policy_args:
             raise ValueError("--policy and --policy-args choose a local model's policy; with --url the server's applies")
         if encoder_dtype != "float32":
             raise ValueError("--encoder-dtype sets a local model's encoder; with --url the server's applies")
-        _remote_mic(url, blocks, k, output)
+        try:
+            _remote_mic(url, blocks, k, output)
+        finally:
+            _warn("microphone", check.warnings())
         return
     m = _load_model(model, device, chunk_ms, encoder_dtype)
     stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi, policy=policy, policy_args=args),
@@ -381,6 +393,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
             atomic_write(output, stream.text + "\n")
     print()
     print(f"final: {text}", flush=True)
+    _warn("microphone", check.warnings())
 
 
 def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765, k: Optional[int] = None,
@@ -506,8 +519,7 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
             continue
         print()
         print(f"final: {res.text}", flush=True)
-        for w in check.warnings():
-            print(f"asr-stream: warning: {f}: {w}", file=sys.stderr)
+        _warn(f, check.warnings())
         eof = res.events[-1]
         results.append({"file": str(f), "text": res.text, "finals": res.finals,
                         "words": res.words, "audio_ms": eof.get("audio_ms"), "settings": res.events[0]})

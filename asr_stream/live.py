@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -99,4 +99,28 @@ def run_live(stream: SegmentedSession, blocks: Iterable[np.ndarray], on_words: C
     return stream.text
 
 
-__all__ = ["run_live"]
+def watch_level(blocks: Iterable[np.ndarray], check, on_quiet: Callable[[str], None],
+                quiet_after_s: float = 10.0) -> Iterator[np.ndarray]:
+    """Pass ``blocks`` through unchanged, feeding each to ``check`` (an :class:`~asr_stream.audio.io.LevelCheck`).
+
+    Once ``quiet_after_s`` seconds have gone by with no second louder than ``check.quiet_db`` dBFS, call
+    ``on_quiet`` once with a message: a muted microphone or a low input gain is otherwise an empty transcript
+    with no word of why. Closing the returned iterator closes ``blocks`` (a microphone stops recording).
+    """
+    warned = False
+    try:
+        for block in blocks:
+            check.push(block)
+            if not warned and check.samples >= quiet_after_s * 16000 and check.loudest_db < check.quiet_db:
+                warned = True
+                on_quiet(f"quiet: nothing louder than {check.loudest_db:.0f} dBFS in {check.samples / 16000:.0f} s "
+                         f"(the bundled model hears speech at about -18 dBFS); is the microphone muted or its "
+                         f"input gain low?")
+            yield block
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
+
+
+__all__ = ["run_live", "watch_level"]

@@ -575,6 +575,53 @@ def test_error_bad_audio_and_output_folder(monkeypatch, capsys, tmp_path, model_
                     "t.txt", "does not exist")
 
 
+def test_watch_level_says_once_and_live_that_the_microphone_is_quiet():
+    """A muted microphone or a low input gain is said while the user speaks, once, after quiet_after_s seconds; the
+    blocks pass through unchanged, and closing the watch closes the source (the microphone stops)."""
+    from asr_stream.audio.io import LevelCheck
+    from asr_stream.live import watch_level
+
+    closed = []
+
+    def source(level: float, seconds: int = 14):
+        rng = np.random.default_rng(0)
+        try:
+            for _ in range(seconds):
+                yield (level * rng.standard_normal(16000)).astype(np.float32)
+        finally:
+            closed.append(level)
+
+    said, when = [], []
+    blocks = []
+    for b in watch_level(source(1e-3), LevelCheck(), said.append):  # -60 dBFS: a muted microphone's hiss
+        blocks.append(b)
+        when.extend([len(blocks)] * (len(said) - len(when)))
+    assert when == [10] and "nothing louder than -60 dBFS in 10 s" in said[0], (when, said)
+    assert np.array_equal(np.concatenate(blocks), np.concatenate(list(source(1e-3))))
+    said.clear()
+    assert len(list(watch_level(source(0.1), LevelCheck(), said.append))) == 14 and said == []  # -20 dBFS: fine
+    w = watch_level(source(0.2), LevelCheck(), said.append)
+    next(w)
+    w.close()
+    assert closed[-1] == 0.2
+
+
+def test_mic_warns_about_a_quiet_microphone(monkeypatch, capsys, tmp_path, model_dir):
+    from asr_stream.cli import main
+
+    wav = tmp_path / "quiet.wav"
+    sf.write(wav, noise_audio(1.5) * 0.02, 16000)  # about -40 dBFS
+    monkeypatch.setenv(sources.FAKE_MIC_ENV, str(wav))
+    main(["mic", "--model", str(model_dir)])
+    out, err = capsys.readouterr()
+    assert "final: " in out
+    lines = [line for line in err.splitlines() if line.startswith("asr-stream: warning: microphone: quiet")]
+    assert len(lines) == 1 and "input gain" in lines[0] and "sox" not in lines[0], err
+    sf.write(wav, noise_audio(1.5) * 3, 16000)  # about -14 dBFS
+    main(["mic", "--model", str(model_dir)])
+    assert "quiet" not in capsys.readouterr().err
+
+
 # -- transcribe: --json and --realtime ---------------------------------------------------------------
 def test_transcribe_json_and_realtime(make_model, model_dir, tmp_path, capsys):
     from asr_stream.cli import main

@@ -159,9 +159,11 @@ class LevelCheck:
 
     # The bundled model's training speech has its loudest second at about -18 dBFS; on held-out sentences its WER
     # goes 7 % -> 32 % at -6 dB and 93 % at -10 dB (its features are not level-normalised), so warn from -24.
-    def __init__(self, native_rate: int = SAMPLE_RATE, quiet_db: float = -24.0) -> None:
+    def __init__(self, native_rate: int = SAMPLE_RATE, quiet_db: float = -24.0,
+                 remedy: str = "raise the level, e.g. sox in.wav out.wav norm -1") -> None:
         self.native_rate = native_rate
         self.quiet_db = quiet_db
+        self.remedy = remedy  # what the quiet warning tells the user to do
         self.samples = 0
         self.clipped = 0
         self.loudest_db = -200.0
@@ -187,5 +189,5 @@ class LevelCheck:
             out.append(f"clipping: {100 * self.clipped / self.samples:.1f} % of samples at full scale; expect errors")
         if self.samples and self.loudest_db < self.quiet_db:
             out.append(f"quiet: loudest second at {self.loudest_db:.0f} dBFS (the bundled model was trained at about "
-                       f"-18 dBFS and misses most words 10 dB below that); raise the level, e.g. sox in.wav out.wav norm -1")
+                       f"-18 dBFS and misses most words 10 dB below that); {self.remedy}")
         return out
