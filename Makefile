@@ -19,7 +19,8 @@ APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-
 # The synthetic recipe's corpus also uses the MBROLA voices (espeak-ng mb-us1, mb-us2, mb-us3, mb-en1: diphones
 # recorded from four real speakers). They are in Debian contrib/non-free, which this target adds to apt's sources
 # (a separate file, /etc/apt/sources.list.d/asr-stream-contrib.sources) when no mbrola package is found. So are
-# two of its Festival training voices, rab and don (festvox-rablpc16k, festvox-don: non-free); no test needs them.
+# two of its Festival training voices, rab and don (festvox-rablpc16k, festvox-don: Debian contrib); no test
+# needs them.
 CORPUS_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-rablpc16k festvox-don
 corpus-sysdeps: sysdeps
 	@missing=""; for p in $(CORPUS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -51,8 +51,8 @@ EVAL_ONLY_SPEAKERS: frozenset[str] = frozenset({"kal", "slt"})
 
 #: Flite's built-in English voices (``flite -lv``; awb_time is a limited-domain clock voice, left out).
 FLITE_VOICES: tuple[str, ...] = ("kal", "kal16", "awb", "rms", "slt")
-#: Festival's English voices in Debian main (packages festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts,
-#: festvox-rablpc16k (rab, British male) and festvox-don (don, British male, a small old diphone set)).
+#: Festival's English voices in Debian (packages festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts in main;
+#: festvox-rablpc16k (rab, British male) and festvox-don (don, British male, a small old diphone set) in contrib).
 FESTIVAL_VOICES: tuple[str, ...] = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts", "rab_diphone", "don_diphone")
 
 #: The speaker behind each non-espeak voice (several voices share one: kal is in Flite twice and in Festival).
