@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .audio.io import SAMPLE_RATE
 from .streaming import Word
 from .streaming.segment import SegmentedSession
 
@@ -111,11 +112,11 @@ def watch_level(blocks: Iterable[np.ndarray], check, on_quiet: Callable[[str], N
     try:
         for block in blocks:
             check.push(block)
-            if not warned and check.samples >= quiet_after_s * 16000 and check.loudest_db < check.quiet_db:
+            if not warned and check.samples >= quiet_after_s * SAMPLE_RATE and check.loudest_db < check.quiet_db:
                 warned = True
-                on_quiet(f"quiet: nothing louder than {check.loudest_db:.0f} dBFS in {check.samples / 16000:.0f} s "
-                         f"(the bundled model hears speech at about -18 dBFS); is the microphone muted or its "
-                         f"input gain low?")
+                on_quiet(f"quiet: nothing louder than {check.loudest_db:.0f} dBFS in "
+                         f"{check.samples / SAMPLE_RATE:.0f} s (the bundled model hears speech at about -18 dBFS); "
+                         f"is the microphone muted or its input gain low?")
             yield block
     finally:
         close = getattr(blocks, "close", None)
