@@ -153,6 +153,33 @@ def test_ablation_table_plot(tmp_path):
     assert png.read_bytes() == before
 
 
+def test_ablation_table_takes_the_columns_of_an_earlier_table(tmp_path, capsys):
+    """--earlier: a table whose eval folders are gone gives its columns first, copied by row label, and their
+    numbers to the plot; a row it lacks is '-'; a file that is not such a table is refused."""
+    from .conftest import import_script
+
+    tool = import_script("tools", "ablation_table")
+    write(tmp_path / "a" / "test", [("1-1-0", "A B", "A B"), ("1-1-1", "C D", "C")])
+    write(tmp_path / "a" / "robust-nonspeech", [("n", "", "AH AH AH")])
+    assert tool.main(["a=" + str(tmp_path / "a"), "--sets", "test,robust-nonspeech"]) == 0
+    old = tmp_path / "old.md"
+    old.write_text(capsys.readouterr().out)
+    write(tmp_path / "c" / "test", [("1-1-0", "A B", "X B"), ("1-1-1", "C D", "C D")])
+    write(tmp_path / "c" / "robust-8khz", [("1-1-0", "A B", "A B")])
+    values: dict = {}
+    lines = tool.table([("c", tmp_path / "c")], ["test", "robust-nonspeech", "robust-8khz"], None, None, values,
+                       tool.read_table(old))
+    assert lines[0] == "| set (utterances) | a | c |"
+    assert lines[2:] == ["| test (2) | 25.0 (0/1/0) | 25.0 (1/0/0) |",
+                         "| robust-nonspeech (1) | 3 words (1 of 1 clips) | – |",  # c has no such set: '-' (copied)
+                         "| robust-8khz (1) | – | 0.0 (0/0/0) |"]  # the earlier table has no such row
+    assert values == {"test (2)": (False, [25.0, 25.0]), "robust-nonspeech (1)": (True, [3.0, None]),
+                      "robust-8khz (1)": (False, [None, 0.0])}
+    (tmp_path / "notes.md").write_text("| a | b |\n|---|---|\n")
+    with pytest.raises(SystemExit, match="not a table of tools/ablation_table.py"):
+        tool.read_table(tmp_path / "notes.md")
+
+
 def test_trajectory_plot_scores_models_and_reference_on_the_same_utterances(tmp_path, capsys):
     """tools/trajectory_plot.py: per set, every model and the reference are scored on the utterances all of them
     have; the table has one row per model (steps, voices) plus the reference and the goal; the plot is a new file."""

@@ -54,17 +54,43 @@ def score(records: list[dict], ids: list[str], nonspeech: bool) -> tuple[str, fl
     return f"{100 * d['wer']:.1f} ({d['substitutions']}/{d['deletions']}/{d['insertions']})", 100 * d["wer"]
 
 
+def read_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """An earlier table of this tool: (its model names, row label -> its cells)."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in path.read_text().splitlines()
+            if line.startswith("|")]
+    if len(rows) < 2 or rows[0][0] != "set (utterances)":
+        raise SystemExit(f"error: {path}: not a table of tools/ablation_table.py")
+    return rows[0][1:], {r[0]: r[1:] for r in rows[2:]}
+
+
+def number(cell: str) -> float | None:
+    """A cell's number (WER %, or words on non-speech); None for a missing one."""
+    return None if cell == "–" else float(cell.split()[0])
+
+
 def table(models: list[tuple[str, Path | list[Path]]], sets: list[str], limit: int | None, corpus: Path | None,
-          values: dict | None = None) -> list[str]:
+          values: dict | None = None, earlier: tuple[list[str], dict[str, list[str]]] | None = None) -> list[str]:
     """Markdown lines: a header, then one row per set (and per engine of ``test`` with a corpus). ``values``, if
-    given, receives row label -> (non-speech?, [number per model, None where missing]) for :func:`plot`."""
-    lines = ["| set (utterances) | " + " | ".join(name for name, _ in models) + " |", "|---|" + "---|" * len(models)]
+    given, receives row label -> (non-speech?, [number per model, None where missing]) for :func:`plot`.
+    ``earlier`` (:func:`read_table`): columns of an earlier table put first, copied by row label as they are."""
+    old_names, old_rows = earlier if earlier is not None else ([], {})
+    names = old_names + [name for name, _ in models]
+    lines = ["| set (utterances) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     voices = voices_of(corpus) if corpus is not None else None
+
+    def add(label: str, nonspeech: bool, copied: list[str], scored: list[tuple[str, float] | None]) -> None:
+        lines.append(f"| {label} | " + " | ".join(copied + ["–" if c is None else c[0] for c in scored]) + " |")
+        if values is not None:
+            values[label] = (nonspeech, [number(c) for c in copied] + [None if c is None else c[1] for c in scored])
+
     for s in sets:
         runs = [find_run(d, s) for _, d in models]
         recs = [read_records(r) if r is not None else None for r in runs]
         present = [r for r in recs if r is not None]
-        if not present:
+        if not present:  # only the earlier table's columns have this set (if they have it)
+            for label, copied in old_rows.items():
+                if label.split(" (")[0].split(",")[0] == s:
+                    add(label, "nonspeech" in s, copied, [None] * len(models))
             continue
         ids = shared_ids(present, limit)
         rows = [(f"{s} ({len(ids)})", ids)]
@@ -74,10 +100,8 @@ def table(models: list[tuple[str, Path | list[Path]]], sets: list[str], limit: i
                 engines.setdefault(engine_of(voices.get(i.split("-")[0], "?")), []).append(i)
             rows += [(f"{s}, {e} voices ({len(v)})", v) for e, v in sorted(engines.items())]
         for label, sub in rows:
-            scored = [None if x is None else score(x, sub, "nonspeech" in s) for x in recs]
-            lines.append(f"| {label} | " + " | ".join("–" if c is None else c[0] for c in scored) + " |")
-            if values is not None:
-                values[label] = ("nonspeech" in s, [None if c is None else c[1] for c in scored])
+            add(label, "nonspeech" in s, old_rows.get(label, ["–"] * len(old_names)),
+                [None if x is None else score(x, sub, "nonspeech" in s) for x in recs])
     return lines
 
 
@@ -122,6 +146,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="score the first N common utterances of each set")
     ap.add_argument("--corpus", type=Path, default=None, help="the corpus root (SPEAKERS.TXT): per-engine rows for test")
     ap.add_argument("--plot", type=Path, default=None, help="also draw the table as grouped bars into this PNG")
+    ap.add_argument("--earlier", type=Path, default=None, help="an earlier table of this tool whose eval folders are "
+                    "gone: its columns come first, copied by row label (the same --sets, --limit and corpus give the "
+                    "same rows; a row it lacks shows -)")
     a = ap.parse_args(argv)
     models = []
     for m in a.models:
@@ -131,11 +158,13 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: {m!r}: expected NAME=DIR[,DIR...] with existing folders")
         models.append((name, dirs))
     values: dict = {}
-    print("\n".join(table(models, [x.strip() for x in a.sets.split(",") if x.strip()], a.limit, a.corpus, values)))
+    earlier = read_table(a.earlier) if a.earlier is not None else None
+    print("\n".join(table(models, [x.strip() for x in a.sets.split(",") if x.strip()], a.limit, a.corpus, values,
+                           earlier)))
     if a.plot is not None:
         if a.plot.exists():
             raise SystemExit(f"error: {a.plot}: exists; choose a new file (nothing is overwritten)")
-        plot([n for n, _ in models], values, a.plot)
+        plot((earlier[0] if earlier else []) + [n for n, _ in models], values, a.plot)
         print(f"plot: {a.plot}", file=sys.stderr)
     return 0
 
