@@ -18,31 +18,33 @@ APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-
 	fortunes fortunes-min libportaudio2 python3-venv chromium
 # The synthetic recipe's corpus also uses the MBROLA voices (espeak-ng mb-us1, mb-us2, mb-us3, mb-en1: diphones
 # recorded from four real speakers). They are in Debian contrib/non-free, which this target adds to apt's sources
-# (a separate file, /etc/apt/sources.list.d/asr-stream-contrib.sources) when no mbrola package is found. So are
+# (a separate file, /etc/apt/sources.list.d/asr-stream-contrib.sources) when apt cannot find a missing one. So are
 # two of its Festival training voices, rab and don (festvox-rablpc16k, festvox-don: Debian contrib); no test
 # needs them.
 CORPUS_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-rablpc16k festvox-don
+CONTRIB_SOURCES = if [ "$$(apt-cache policy $$missing 2>/dev/null | grep -c 'Candidate: [0-9]')" -lt "$$(echo $$missing | wc -w)" ]; then \
+	  . /etc/os-release; echo "adding Debian contrib non-free ($$VERSION_CODENAME) to apt sources for the MBROLA voices"; \
+	  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$$VERSION_CODENAME" \
+	    | $$SUDO tee /etc/apt/sources.list.d/asr-stream-contrib.sources >/dev/null; \
+	fi;
+
+# $(call apt_install,PACKAGES[,SETUP]): apt-get install those of PACKAGES that dpkg does not have (as root, or
+# through sudo); SETUP is shell run first when some are missing ($$SUDO is set).
+define apt_install
+missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+if [ -n "$$missing" ]; then \
+  if ! command -v apt-get >/dev/null; then echo "please install:$$missing" >&2; exit 1; fi; \
+  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+  $(2) \
+  echo "installing system packages:$$missing"; \
+  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+fi
+endef
+
 corpus-sysdeps: sysdeps
-	@missing=""; for p in $(CORPUS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  if ! apt-cache policy mbrola 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
-	    . /etc/os-release; echo "adding Debian contrib non-free ($$VERSION_CODENAME) to apt sources for the MBROLA voices"; \
-	    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$$VERSION_CODENAME" \
-	      | $$SUDO tee /etc/apt/sources.list.d/asr-stream-contrib.sources >/dev/null; \
-	    $$SUDO apt-get update -qq; \
-	  fi; \
-	  echo "installing system packages:$$missing"; \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@$(call apt_install,$(CORPUS_PKGS),$(CONTRIB_SOURCES))
 sysdeps:
-	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if ! command -v apt-get >/dev/null; then echo "please install:$$missing" >&2; exit 1; fi; \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  echo "installing system packages:$$missing"; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@$(call apt_install,$(APT_PKGS))
 
 $(BIN)/asr-stream: pyproject.toml
 	$(PY) -m venv $(VENV)
