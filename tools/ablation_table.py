@@ -121,12 +121,14 @@ def plot(models: list[str], values: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 + 3 * (len(panels) - 1), 0.12 * rows * (len(models) + 1) + 1.5),
                              squeeze=False, gridspec_kw={"width_ratios": [3, 2][: len(panels)]})
     width = 0.8 / len(models)
+    cycle = plt.get_cmap("tab10" if len(models) <= 10 else "tab20").colors  # a colour per model, none repeated
     for ax, (ns, title) in zip(axes[0], panels):
         labels = [k for k, v in values.items() if v[0] == ns][::-1]
         y = np.arange(rows - len(labels), rows)  # rows from the top, the same height in both panels
         for m, name in enumerate(models):  # the first model on top of each group, as in the legend
             xs = [values[k][1][m] for k in labels]
-            ax.barh(y + ((len(models) - 1) / 2 - m) * width, [np.nan if x is None else x for x in xs], width, label=name)
+            ax.barh(y + ((len(models) - 1) / 2 - m) * width, [np.nan if x is None else x for x in xs], width, label=name,
+                    color=cycle[m % len(cycle)])
         ax.set_yticks(y, labels, fontsize=8)
         ax.set_ylim(-0.6, rows - 0.4)
         ax.set_title(title, fontsize=9)

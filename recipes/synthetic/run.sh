@@ -13,7 +13,7 @@
 # voices of kal and slt: evaluation-only speakers, refused in train/dev).
 #   stage 0: synthesise $data (LibriSpeech layout + word alignments; ~29 h of audio; espeak: 6 min 41 s on 2 cores,
 #            measured; multi: 27 min on 2 cores (36,510 utterances; Festival starts one process per utterance and
-#            speaks 1/8 of them), measured while profiling jobs shared the cores)
+#            speaks 1/8 of them), measured while profiling jobs shared the cores; 13 min on idle cores on 2026-12-05)
 #   stage 1: prepare: BPE tokenizer + log-mel statistics -> $exp/prep
 #   stage 2: train ($config; espeak: 4,657 steps, 75 min on 2 CPU cores on 2026-12-01; multi: 2,000 steps at
 #            0.44 steps/s on 2026-12-02, about 80 min; resumes from the last checkpoint)
@@ -28,7 +28,8 @@
 #   stage 8: (multi) fine-tune the bundled espeak-only model on $data instead of training from scratch
 #            (conf/tiny_synthetic_multi_ft.yaml: 700 steps, 22 min on 2 cores on 2026-12-02) -> exp/synthetic_multi_ft;
 #            evaluate it as stages 3 and 7 do with --model exp/synthetic_multi_ft/model
-#   stage 9: (multi) ablation of stage 8, one change per variant, each 700 steps like stage 8 (~25 min each):
+#   stage 9: (multi) ablation of stage 8, one change per variant, each 700 steps like stage 8 (15-25 min of
+#            training each, by the machine's load, + 2 min of evaluation; 2 h for the 7 leave-one-outs on 2026-12-05):
 #            seed1 (a second seed: seed_everything, data.seed and model.seed (the k draws) 1), espeak-voices
 #            (trained on the 15 espeak-ng voices only: what the other engines bought), no-augment (no waveform
 #            augmentation and no SpecAugment: what augmentation bought), continued (stage 8's model fine-tuned for
