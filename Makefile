@@ -23,7 +23,7 @@ APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-
 # needs them.
 CORPUS_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-rablpc16k festvox-don
 CONTRIB_SOURCES = if [ "$$(apt-cache policy $$missing 2>/dev/null | grep -c 'Candidate: [0-9]')" -lt "$$(echo $$missing | wc -w)" ]; then \
-	  . /etc/os-release; echo "adding Debian contrib non-free ($$VERSION_CODENAME) to apt sources for the MBROLA voices"; \
+	  . /etc/os-release; echo "adding Debian contrib non-free ($$VERSION_CODENAME) to apt sources for the MBROLA, rab and don voices"; \
 	  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$$VERSION_CODENAME" \
 	    | $$SUDO tee /etc/apt/sources.list.d/asr-stream-contrib.sources >/dev/null; \
 	fi;
