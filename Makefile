@@ -59,11 +59,13 @@ install: $(BIN)/asr-stream
 demo: install
 	$(BIN)/asr-stream transcribe $(SAMPLE) --realtime
 
+# ASR_STREAM_STRICT_SYSDEPS=1: a test whose system package `make sysdeps` should have installed fails instead of
+# skipping (tests/sysdeps.py).
 test: sysdeps install
-	$(BIN)/pytest -q
+	ASR_STREAM_STRICT_SYSDEPS=1 $(BIN)/pytest -q
 
 test-all: sysdeps install
-	$(BIN)/pytest -q -m ""
+	ASR_STREAM_STRICT_SYSDEPS=1 $(BIN)/pytest -q -m ""
 
 # Deliberate bugs in the core (floored positions, φ dropped, off-by-one positions and visibility, source
 # seeing target, skipped re-encoding), each applied to a temporary copy: every one must fail a test.

@@ -10,6 +10,8 @@ from asr_stream.decoder import train_bpe
 from asr_stream.model import SpeechLLM
 from asr_stream.presets import test_sized
 
+from .sysdeps import check_item
+
 SENTENCES = [
     "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG",
     "STREAMING SPEECH RECOGNITION WITH LARGE LANGUAGE MODELS",
@@ -65,3 +67,7 @@ def noise_audio(seconds: float, seed: int = 0) -> np.ndarray:
     x = rng.standard_normal(n).astype(np.float32)
     env = 0.5 + 0.5 * np.sin(np.linspace(0, 12 * np.pi, n, dtype=np.float32))
     return (0.1 * x * env).astype(np.float32)
+
+
+def pytest_runtest_setup(item):
+    check_item(item)  # @needs(...) system requirements: skip with the make target that installs them (tests/sysdeps.py)

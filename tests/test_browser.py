@@ -17,8 +17,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from websockets.asyncio.client import connect  # noqa: E402
 
 from asr_stream import default_model_dir  # noqa: E402
@@ -27,6 +25,7 @@ from asr_stream.server import Server, ServerConfig  # noqa: E402
 from asr_stream.streaming.defaults import stream_config_for  # noqa: E402
 from asr_stream.streaming.segment import EndpointConfig  # noqa: E402
 
+from .sysdeps import needs  # noqa: E402
 from .test_serve import running  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +55,7 @@ async def cdp_eval(ws_url: str, expressions: list[str], screenshot: str | None =
         return out
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+@needs("chromium")
 def test_page_shows_the_bundled_samples_transcript(tmp_path):
     expected = (REPO / "asr_stream" / "assets" / "sample.txt").read_text().strip()
     model = SpeechLLM.load(default_model_dir())

@@ -1,17 +1,17 @@
 """The bundled default model and sample: present, small, loadable, and used by the CLI by default."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 import asr_stream
 from asr_stream.audio import load_audio
 from asr_stream.model import SpeechLLM
 from asr_stream.streaming import StreamingSession
+
+from .sysdeps import needs
 
 SAMPLE = asr_stream.DEFAULT_MODEL_DIR.parent / "sample.wav"
 
@@ -76,7 +76,7 @@ def test_transcribe_cli_runs_the_ctc_policy_like_the_library(tmp_path):
 HELDOUT = Path(__file__).parent / "data" / "heldout.json"
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+@needs("espeak-ng")
 def test_bundled_model_transcribes_held_out_sentences():
     """Quality of the bundled model, on the first 40 utterances of the synthetic corpus's test split (sentences
     never trained on, training voices), spoken again by espeak-ng from their recorded settings

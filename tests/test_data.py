@@ -6,7 +6,6 @@ import importlib.util
 import json
 import logging
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,11 @@ from asr_stream.data import (
 )
 from asr_stream.data import synth
 
+from .sysdeps import needs
+
 SR = 16_000
 REPO = Path(__file__).resolve().parents[1]
-HAVE_ESPEAK = shutil.which("espeak-ng") is not None
-needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+needs_espeak = needs("espeak-ng")
 
 
 def _flac(path: Path, seconds: float = 0.25, seed: int = 0) -> Path:
@@ -304,8 +304,7 @@ def test_split_sentences_keeps_abbreviations() -> None:
                                            "Did J. R. R. Tolkien write it?", "Yes."]
 
 
-@pytest.mark.skipif(not (synth.FORTUNE_DIR / "fortunes").is_file(),
-                    reason="Debian fortunes files are not installed (apt-get install fortunes fortunes-min)")
+@needs("fortunes")
 def test_fortunes_text_is_big_enough() -> None:
     sents = synth.clean_sentences(synth.fortune_sentences())
     train = sents[600:]  # what is left after the default 300 dev + 300 test

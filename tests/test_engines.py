@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +14,7 @@ import soundfile as sf
 from asr_stream.audio.io import to_mono_16k
 from asr_stream.data import engines, read_librispeech, synth
 
-HAVE_ESPEAK = shutil.which("espeak-ng") is not None
-HAVE_FLITE = shutil.which("flite") is not None and engines.voice_works("flite:awb")
-HAVE_FESTIVAL = engines.voice_works("festival:ked_diphone")
-needs_flite = pytest.mark.skipif(not (HAVE_FLITE and HAVE_ESPEAK), reason="flite / espeak-ng not installed (make sysdeps)")
-needs_festival = pytest.mark.skipif(not HAVE_FESTIVAL,
-                                    reason="festival + festvox-kdlpc16k not installed (make corpus-sysdeps)")
+from .sysdeps import needs
 
 TEXT = "well, i don't know, ask the long forgotten one, she said!"
 
@@ -68,7 +62,7 @@ def test_eval_splits_must_be_unseen_speakers(tmp_path: Path) -> None:
             synth.SynthConfig(out_dir=tmp_path / "o", eval_voices=bad)
 
 
-@needs_flite
+@needs("flite:awb", "flite:kal")
 @pytest.mark.parametrize("voice", ["awb", "kal"])  # awb: clustergen (rand() excitation), kal: 8 kHz diphone
 def test_flite_library_is_the_command_line(tmp_path: Path, voice: str) -> None:
     """Same samples as ``flite -voice V -o``, call after call and whatever rand() calls happen in between."""
@@ -88,7 +82,7 @@ def test_flite_library_is_the_command_line(tmp_path: Path, voice: str) -> None:
     assert spans[comma + 1][0] - spans[comma][1] > 0.05  # the pause after "know," belongs to no word
 
 
-@needs_flite
+@needs("flite:awb")
 def test_flite_rate_and_pitch() -> None:
     import librosa
 
@@ -103,7 +97,7 @@ def test_flite_rate_and_pitch() -> None:
     assert np.array_equal(again, base)
 
 
-@needs_festival
+@needs("festival:ked_diphone")
 def test_festival_deterministic_with_word_timings() -> None:
     a, sa = engines.speak(TEXT, "festival:ked_diphone", 160, 60)
     b, sb = engines.speak(TEXT, "festival:ked_diphone", 160, 60)
@@ -118,11 +112,11 @@ def test_festival_deterministic_with_word_timings() -> None:
         engines.speak(TEXT, "festival:nope")
 
 
-@pytest.mark.parametrize("voice", engines.TRAIN_VOICES_OTHER_ENGINES)
+@pytest.mark.parametrize("voice", [pytest.param(v, marks=needs(v)) for v in engines.TRAIN_VOICES_OTHER_ENGINES])
 def test_every_other_engine_training_voice_speaks(voice: str) -> None:
-    """Each non-espeak training voice (Flite awb, rms; Festival ked, rab, don) is installed by `make sysdeps`, speaks
-    the words with timings in order, and is not an evaluation-only speaker."""
-    assert engines.voice_works(voice), f"{voice} is not installed here (make sysdeps installs it)"
+    """Each non-espeak training voice (Flite awb, rms; Festival ked; rab and don from `make corpus-sysdeps`, Debian
+    contrib) speaks the words with timings in order, and is not an evaluation-only speaker."""
+    assert engines.voice_works(voice)
     x, spans = engines.speak(TEXT, voice, 175, 50)
     assert x.dtype == np.float32 and 0.5 < len(x) / 16000 < 10 and np.abs(x).max() > 0.05
     assert spans is not None and len(spans) == len(TEXT.split())
@@ -135,7 +129,7 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog.", "She sells sea shel
              "Time flies like an arrow, fruit flies like a banana.", "Actions speak louder than words ever do."]
 
 
-@needs_flite
+@needs("espeak-ng", "flite:awb", "flite:kal", "flite:kal16", "flite:slt")
 def test_corpus_with_flite_voices_and_unseen_speaker_splits(tmp_path: Path) -> None:
     """Training voices of two engines; kal / slt splits speak the test sentences; adding those splits leaves
     every other file of the corpus exactly as it was; the same seed gives the same corpus."""

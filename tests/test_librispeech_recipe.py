@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .sysdeps import needs
+
 ROOT = Path(__file__).resolve().parents[1]
 PHIS = ("0", "256")
 TESTS = ("test", "test-unseen-voice")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng for the synthetic corpus")
+@needs("espeak-ng")
 def test_librispeech_recipe_runs_the_tiny_twin_end_to_end(tmp_path):
     from asr_stream.model import SpeechLLM
 

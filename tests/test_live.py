@@ -7,8 +7,6 @@ The tiny random model emits arbitrary but deterministic words: equal words mean 
 from __future__ import annotations
 
 import copy
-import ctypes.util
-import importlib.util
 import json
 import os
 import signal
@@ -29,6 +27,7 @@ from asr_stream.streaming import StreamingSession
 from asr_stream.streaming.segment import EndpointConfig, SegmentedSession
 
 from .conftest import noise_audio
+from .sysdeps import needs
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = dict(mode="group", k=3, phi=0.0)  # the session settings of both paths compared below
@@ -52,10 +51,6 @@ def words_of(session_or_words) -> list[tuple[str, float]]:
 def quiet(seconds: float, seed: int = 0) -> np.ndarray:
     """Background hiss at about -80 dBFS: a pause in speech."""
     return (1e-4 * np.random.default_rng(seed).standard_normal(int(seconds * 16000))).astype(np.float32)
-
-
-def portaudio_available() -> bool:
-    return importlib.util.find_spec("sounddevice") is not None and ctypes.util.find_library("portaudio") is not None
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -364,7 +359,7 @@ def alsa_home(tmp: Path) -> Path:
     return home
 
 
-needs_portaudio = pytest.mark.skipif(not portaudio_available(), reason="no PortAudio/ALSA here")
+needs_portaudio = needs("portaudio")
 
 
 @needs_portaudio

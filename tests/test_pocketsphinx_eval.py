@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
+from .sysdeps import needs
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "pocketsphinx_eval.py"
@@ -40,8 +41,9 @@ def test_skips_in_one_line_without_pocketsphinx(tmp_path: Path) -> None:
     assert "skipped: pocketsphinx is not installed" in r.stdout and not (tmp_path / "o").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pocketsphinx") is None or shutil.which("espeak-ng") is None,
-                    reason="pocketsphinx (pip install pocketsphinx) or espeak-ng not installed")
+@needs("espeak-ng")
+@pytest.mark.skipif(importlib.util.find_spec("pocketsphinx") is None,
+                    reason="pocketsphinx is not installed (the dev extra has it: make install)")
 def test_scores_with_the_shared_normalisation(tmp_path: Path) -> None:
     m = _manifest(tmp_path)
     ours = tmp_path / "ours" / "set"

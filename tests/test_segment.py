@@ -5,7 +5,6 @@ first sentence)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ import pytest
 import soundfile as sf
 
 from asr_stream.streaming.segment import EndpointConfig, Endpointer
+
+from .sysdeps import needs
 
 REPO = Path(__file__).resolve().parents[1]
 HELDOUT = REPO / "tests" / "data" / "heldout.json"
@@ -121,7 +122,7 @@ def test_endpoint_config_refuses_nonsense():
 
 
 # -- the bundled model on long recordings -------------------------------------------------------------------
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+needs_espeak = needs("espeak-ng")
 
 
 @pytest.fixture(scope="module")
