@@ -46,11 +46,14 @@ corpus-sysdeps: sysdeps
 sysdeps:
 	@$(call apt_install,$(APT_PKGS))
 
-$(BIN)/asr-stream: pyproject.toml
+# requirements/*.txt: packages that ship pretrained weights inside the wheel, pinned by hash (silero-vad: the
+# endpointer's speech detector).
+$(BIN)/asr-stream: pyproject.toml requirements/silero-vad.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/silero-vad.txt
 	touch $@
 
 install: $(BIN)/asr-stream
