@@ -16,6 +16,7 @@ the window is speech; the LSTM state and the 64-sample context carry over from s
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 from typing import Optional
@@ -90,6 +91,12 @@ class SileroVAD(nn.Module):
         """Speech probability of every whole 512-sample window of a 16 kHz signal, as :class:`VADStream` gives."""
         stream = VADStream(self)
         return stream.push(samples)
+
+
+@functools.lru_cache(maxsize=1)
+def shared_model() -> SileroVAD:
+    """One loaded network per process (streams keep their own state in :class:`VADStream`)."""
+    return SileroVAD.load()
 
 
 class VADStream:

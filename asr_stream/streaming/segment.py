@@ -6,8 +6,9 @@ same stream (the session's caches drop back to the prompt), and word times stay 
 of the stream). This is the one segmentation mechanism of the project: ``transcribe``, ``mic``, ``eval`` /
 ``sweep`` on long recordings and :class:`~asr_stream.streaming.batched.BatchedStreams` all use it.
 
-The rules, in the spirit of sherpa-onnx's and WeNet's endpoint rules, on 10 ms frames
-(:class:`EnergyDetector` says which frames are silent):
+The rules, in the spirit of sherpa-onnx's and WeNet's endpoint rules, on 10 ms frames (a detector says which frames
+are silent: :class:`EnergyDetector`, the frame level against an adaptive noise floor, or ``detector="silero"``, the
+Silero VAD network of :mod:`asr_stream.audio.vad`, which decides a frame up to 32 ms after it arrived):
 
 1. **Trailing silence.** ``min_silence_ms`` of silence after speech closes the segment.
 2. **Maximum length.** A segment is closed after ``max_segment_s`` of audio even without a pause.
@@ -69,6 +70,11 @@ class EndpointConfig:
     """The noise floor never goes below this level (digital silence)."""
     floor_rise_db_per_s: float = 3.0
     """The noise floor follows a rising background this fast; it drops at once to any quieter frame."""
+    detector: str = "energy"
+    """Which frames are silent: ``energy`` (the settings above) or ``silero`` (the Silero VAD network; needs the
+    silero-vad package, see requirements/silero-vad.txt)."""
+    vad_threshold: float = 0.5
+    """``silero``: speech probability that starts speech (it lasts while above threshold - 0.15)."""
 
     def __post_init__(self) -> None:
         for name in ("min_silence_ms", "max_segment_s", "eos_silence_ms", "min_speech_ms"):
@@ -77,6 +83,10 @@ class EndpointConfig:
                 raise ValueError(f"endpoint {name} must be a finite number > 0, got {v!r}")
         if not (math.isfinite(self.pre_roll_ms) and self.pre_roll_ms >= 0):
             raise ValueError(f"endpoint pre_roll_ms must be >= 0, got {self.pre_roll_ms!r}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"endpoint detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
+        if not 0.15 < self.vad_threshold < 1.0:
+            raise ValueError(f"endpoint vad_threshold must be in (0.15, 1), got {self.vad_threshold!r}")
 
     def frames(self, ms: float) -> int:
         return max(1, int(round(ms / 10.0)))
@@ -103,6 +113,13 @@ class EnergyDetector:
         f = frames.astype(np.float64)
         return 10.0 * np.log10(np.mean(f * f, axis=1) + 1e-20)
 
+    def push(self, frames: np.ndarray) -> np.ndarray:
+        """(n, FRAME) samples -> n silence decisions (each frame is decided as it comes)."""
+        return np.fromiter((self.silent(v) for v in self.levels(frames)), dtype=bool, count=frames.shape[0])
+
+    def flush(self) -> np.ndarray:
+        return np.zeros(0, dtype=bool)
+
     def silent(self, level: float) -> bool:
         c = self.cfg
         if c.threshold_db is not None:
@@ -114,6 +131,27 @@ class EnergyDetector:
         else:
             self.floor += self.rise
         return level < max(self.floor + c.margin_db, c.speech_min_db)
+
+
+class Detector(Protocol):
+    """Silence decisions per 10 ms frame, in order; a detector may decide a frame later than it arrives."""
+
+    def push(self, frames: np.ndarray) -> np.ndarray:
+        """(n, FRAME) samples -> the silence decisions (bool) of the next frames it can decide."""
+
+    def flush(self) -> np.ndarray:
+        """The end of the stream: decisions for every frame still waiting."""
+
+
+DETECTORS = ("energy", "silero")
+
+
+def make_detector(cfg: EndpointConfig) -> Detector:
+    if cfg.detector == "silero":
+        from ..audio.vad import SileroDetector, shared_model
+
+        return SileroDetector(shared_model(), cfg.vad_threshold, FRAME)
+    return EnergyDetector(cfg)
 
 
 class Sink(Protocol):
@@ -140,7 +178,8 @@ class Endpointer:
     def __init__(self, cfg: EndpointConfig, sink: Sink, feed_samples: int = 5120) -> None:
         self.cfg = cfg
         self.sink = sink
-        self.detector = EnergyDetector(cfg)
+        self.detector = make_detector(cfg)
+        self._waiting: deque[np.ndarray] = deque()  # frames the detector has not decided yet
         self.feed_samples = feed_samples
         self._min_silence = cfg.frames(cfg.min_silence_ms)
         self._eos_silence = cfg.frames(cfg.eos_silence_ms)
@@ -172,9 +211,8 @@ class Endpointer:
         if n == 0:
             return
         frames = buf[: n * FRAME].reshape(n, FRAME)
-        levels = self.detector.levels(frames)
-        for i in range(n):
-            self._frame(frames[i], float(levels[i]))
+        self._waiting.extend(frames)
+        self._decided(self.detector.push(frames))
         if self.in_segment:
             self._feed()
 
@@ -183,6 +221,7 @@ class Endpointer:
         if self.closed:
             return
         self.closed = True
+        self._decided(self.detector.flush())
         if self.in_segment:
             if self._rest.size:
                 self._pending.append(self._rest)
@@ -192,10 +231,13 @@ class Endpointer:
         self._rest = np.zeros(0, np.float32)
 
     # -- the rules ----------------------------------------------------------------------------------------
-    def _frame(self, frame: np.ndarray, level: float) -> None:
+    def _decided(self, silent: np.ndarray) -> None:
+        for s in silent:
+            self._frame(self._waiting.popleft(), bool(s))
+
+    def _frame(self, frame: np.ndarray, silent: bool) -> None:
         start = self.pos
         self.pos += FRAME
-        silent = self.detector.silent(level)
         if not self.in_segment:
             self._idle.append((start, frame, silent))
             while len(self._idle) > self._idle_keep:
@@ -582,4 +624,4 @@ class SegmentedStreams:
         return eng
 
 
-__all__ = ["EndpointConfig", "EnergyDetector", "Endpointer", "Segment", "SegmentedSession", "SegmentedStreams", "unheard"]
+__all__ = ["DETECTORS", "EndpointConfig", "EnergyDetector", "Endpointer", "Segment", "SegmentedSession", "SegmentedStreams", "unheard"]
