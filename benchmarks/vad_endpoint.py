@@ -11,9 +11,11 @@ the drivers are fed), in 320 ms blocks. Per detector and condition:
 - cut: words not wholly inside one segment (a cut through the word, or a segment that starts inside it);
 - split / merged: sentences spread over several segments / segments holding several sentences;
 - noise fed: seconds of segment audio outside every sentence (what the model reads of the background);
-- detector CPU: seconds of detection per second of audio (one thread).
+- detector CPU: seconds of detection per second of audio (one thread);
+- with ``--wer``: the bundled model's WER (k = 3) on the whole recording through that endpointer (slow: about a
+  minute per row).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vad_endpoint.py --sentences 40 --output benchmarks/results/vad
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vad_endpoint.py --sentences 40 --wer --output benchmarks/results/vad
 Writes results.json, results.md and results.png in --output.
 """
 
@@ -35,7 +37,8 @@ CONDITIONS = ("clean", "-20dB", "white-20dB", "white-10dB", "babble-20dB", "babb
 
 
 def build(n: int, seed: int):
-    """(audio, sentence spans [(start, end)], word spans [(start, end)], babble noise) in samples."""
+    """(audio, sentence spans [(start, end)], word spans [(start, end)], babble noise, reference text), spans in
+    samples."""
     from asr_stream.data import engines
 
     items = json.loads((ROOT / "tests" / "data" / "heldout.json").read_text())
@@ -64,7 +67,7 @@ def build(n: int, seed: int):
         off = int(rng.integers(0, s.size - audio.size + 1))
         talkers.append(s[off : off + audio.size])
     babble = np.sum(talkers, axis=0).astype(np.float32)
-    return audio, sents, words, babble
+    return audio, sents, words, babble, " ".join(it["text"] for it in use)
 
 
 def condition(name: str, audio: np.ndarray, sents, babble: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -112,6 +115,25 @@ def endpoint(wave: np.ndarray, detector: str) -> tuple[list[list[int]], float]:
     return sink.segments, time.process_time() - t
 
 
+def transcribe(wave: np.ndarray, detector: str) -> str:
+    from asr_stream import default_model_dir
+    from asr_stream.model import SpeechLLM
+    from asr_stream.streaming import StreamingSession
+    from asr_stream.streaming.segment import EndpointConfig, SegmentedSession
+
+    global _MODEL
+    if _MODEL is None:
+        _MODEL = SpeechLLM.load(default_model_dir())
+    s = SegmentedSession(StreamingSession(_MODEL, k=3), EndpointConfig(detector=detector))
+    for i in range(0, wave.size, 5120):
+        s.push(wave[i : i + 5120])
+    s.finish()
+    return s.text
+
+
+_MODEL = None
+
+
 def score(segments, sents, words, n_samples: int) -> dict:
     inside = np.zeros(n_samples + 1, np.int32)  # segment index + 1 per sample, 0 outside
     for i, (a, b) in enumerate(segments):
@@ -136,13 +158,14 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--detectors", nargs="+", default=["energy", "silero"])
+    ap.add_argument("--wer", action="store_true", help="also the bundled model's WER through each endpointer")
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args()
     import torch
     from rich.progress import track
 
     torch.set_num_threads(1)
-    audio, sents, words, babble = build(args.sentences, args.seed)
+    audio, sents, words, babble, ref = build(args.sentences, args.seed)
     seconds = audio.size / SR
     rows = []
     for cond in track(CONDITIONS, description="conditions"):
@@ -151,15 +174,21 @@ def main() -> None:
             segs, cpu = endpoint(wave, det)
             rows.append({"condition": cond, "detector": det, **score(segs, sents, words, audio.size),
                          "cpu_per_audio_s": round(cpu / seconds, 4)})
+            if args.wer:
+                from asr_stream.evaluation.wer import wer_details
+
+                rows[-1]["wer"] = round(100 * wer_details([ref], [transcribe(wave, det)])["wer"], 1)
     args.output.mkdir(parents=True, exist_ok=True)
     meta = {"sentences": len(sents), "words": len(words), "audio_s": round(seconds, 1), "seed": args.seed}
     (args.output / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     head = "| condition | detector | segments | lost words | cut words | split sentences | merged segments | noise fed (s) | detector CPU / audio s |"
+    wer = args.wer
     lines = [f"{meta['sentences']} sentences, {meta['words']} words, {meta['audio_s']} s (seed {args.seed}); "
-             "the endpointer alone, 320 ms blocks.", "", head, "|" + "---|" * 9]
+             "the endpointer alone, 320 ms blocks" + ("; WER: the bundled model, k = 3." if wer else "."), "",
+             head + (" WER % |" if wer else ""), "|" + "---|" * (10 if wer else 9)]
     for r in rows:
         lines.append(f"| {r['condition']} | {r['detector']} | {r['segments']} | {r['lost']} | {r['cut']} | {r['split']} | "
-                     f"{r['merged']} | {r['noise_fed_s']} | {r['cpu_per_audio_s']} |")
+                     f"{r['merged']} | {r['noise_fed_s']} | {r['cpu_per_audio_s']} |" + (f" {r['wer']} |" if wer else ""))
     (args.output / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(rows, args.output / "results.png", meta)
