@@ -72,6 +72,10 @@ MUTANTS = (
            "        if s.rows:\n            parts.append(target_elements(range(s.rows), [n] * s.rows",
            "        if False:\n            parts.append(target_elements(range(s.rows), [n] * s.rows",
            ("tests/test_streaming.py",)),
+    Mutant("onsets-ignore-prev", "ctc policy evidence: a chunk's first frame ignores the previous chunk's last frame "
+           "(every chunk counts onsets as if the stream started there)",
+           "asr_stream/model.py", "prev[:, None] if prev is not None else torch.zeros_like(post[:, :1])",
+           "torch.zeros_like(post[:, :1])", ("tests/test_policy.py",)),
 )
 
 
