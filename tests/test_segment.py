@@ -45,8 +45,8 @@ def tone(seconds: float, level: float = 0.1) -> np.ndarray:
     return (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
-def run(wave: np.ndarray, cfg: EndpointConfig, sink: Recorder, block: int = 1000) -> Recorder:
-    ep = Endpointer(cfg, sink, feed_samples=2560)
+def run(wave: np.ndarray, cfg: EndpointConfig, sink: Recorder, block: int = 1000, feed: int = 2560) -> Recorder:
+    ep = Endpointer(cfg, sink, feed_samples=feed)
     for i in range(0, len(wave), block):
         ep.push(wave[i : i + block])
     ep.close()
@@ -65,10 +65,19 @@ def segments_fed(sink: Recorder) -> list[np.ndarray]:
     return out
 
 
-def test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_dropped():
+# The audio-conservation tests run at two feed sizes: 160 ms (the test models' chunk) and 320 ms (the bundled model's:
+# production feeds the sink a model chunk at a time, Endpointer(..., model.chunk_samples)); and with pushes smaller than a
+# feed (every push ends in a feed: transcribe's and the client's 100 ms blocks) and larger (a feed every feed_samples
+# inside a push: a client or --block-ms sending whole seconds). With 1000-sample pushes alone, feed_samples never mattered.
+FEEDS = pytest.mark.parametrize("feed,block", [(2560, 1000), (5120, 1000), (2560, 16000), (5120, 16000)],
+                                ids=["feed160ms-push1000", "feed320ms-push1000", "feed160ms-push16000", "feed320ms-push16000"])
+
+
+@FEEDS
+def test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_dropped(feed, block):
     z = lambda s: np.zeros(int(s * 16000), np.float32)  # noqa: E731
     wave = np.concatenate([z(0.5), tone(1.0), z(0.8), tone(2.0), z(0.2), tone(0.5), z(1.0)])
-    sink = run(wave, EndpointConfig(), Recorder())
+    sink = run(wave, EndpointConfig(), Recorder(), block=block, feed=feed)
     s1, e1 = 8000, 24000  # first tone
     s2 = e1 + 12800
     assert [c[2] for c in sink.cuts] == ["silence", "silence"]
@@ -94,9 +103,10 @@ def test_a_click_does_not_open_a_segment_and_a_stream_that_starts_with_speech_st
     assert sink.fed[0][0] == 0 and sink.cuts[0][:2] == (16000 + 4800, 16000)
 
 
-def test_max_length_cuts_in_speech_and_the_next_segment_goes_on_without_a_gap():
+@FEEDS
+def test_max_length_cuts_in_speech_and_the_next_segment_goes_on_without_a_gap(feed, block):
     wave = tone(5.0)
-    sink = run(wave, EndpointConfig(max_segment_s=2.0), Recorder())
+    sink = run(wave, EndpointConfig(max_segment_s=2.0), Recorder(), block=block, feed=feed)
     assert [(c[0], c[2]) for c in sink.cuts] == [(32000, "max_length"), (64000, "max_length"), (80000, "end")]
     assert np.array_equal(np.concatenate([x for _, x in sink.fed]), wave)
 
