@@ -157,6 +157,9 @@ def test_transcribe_keeps_transcribing_a_recording_of_many_sentences(one_minute,
     from asr_stream.evaluation.wer import wer_details
     from asr_stream.model import SpeechLLM
     from asr_stream.streaming import StreamingSession
+    from asr_stream.transcript import render
+
+    from .test_subtitles import check_readable, parse_srt
 
     rec, path = one_minute
     out = tmp_path / "r.json"
@@ -193,11 +196,14 @@ def test_transcribe_keeps_transcribing_a_recording_of_many_sentences(one_minute,
         s.finish()
         assert s.text == seg["text"]
     assert r["unheard_s"] == 0
+    check_readable(parse_srt(render(r, "srt")), r["segments"])  # its subtitles: every cue within the limits
 
 
 @needs_espeak
 def test_transcribe_formats_are_written_per_file_and_inputs_are_never_overwritten(one_minute, tmp_path):
     from asr_stream.cli import main
+
+    from .test_subtitles import check_readable, parse_srt, parse_vtt
 
     rec, path = one_minute
     wav = tmp_path / "talk.wav"
@@ -215,10 +221,10 @@ def test_transcribe_formats_are_written_per_file_and_inputs_are_never_overwritte
     r = json.loads((out / "talk.json").read_text())
     texts = [s["text"] for s in r["segments"] if s["text"]]
     assert len(texts) >= 3 and (out / "talk.txt").read_text() == "".join(t + "\n" for t in texts)
-    srt = (out / "talk.srt").read_text().split("\n\n")
-    assert srt[0].splitlines()[0] == "1" and " --> " in srt[0].splitlines()[1] and srt[0].splitlines()[2] == texts[0]
-    vtt = (out / "talk.vtt").read_text()
-    assert vtt.startswith("WEBVTT\n\n") and texts[-1] in vtt
+    # subtitles: readable cues (two lines of <= 42 characters, 0.7-7 s, no overlaps) that say exactly the transcript
+    srt = parse_srt((out / "talk.srt").read_text())
+    check_readable(srt, r["segments"])
+    assert parse_vtt((out / "talk.vtt").read_text()) == srt
     assert sorted(p.name for p in out.iterdir()) == ["talk.json", "talk.srt", "talk.txt", "talk.vtt"]  # no temp files
 
 
