@@ -46,8 +46,8 @@ def tone(seconds: float, level: float = 0.1) -> np.ndarray:
     return (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
-def run(wave: np.ndarray, cfg: EndpointConfig, sink: Recorder, block: int = 1000) -> Recorder:
-    ep = Endpointer(cfg, sink, feed_samples=2560)
+def run(wave: np.ndarray, cfg: EndpointConfig, sink: Recorder, block: int = 1000, feed: int = 2560) -> Recorder:
+    ep = Endpointer(cfg, sink, feed_samples=feed)
     for i in range(0, len(wave), block):
         ep.push(wave[i : i + block])
     ep.close()
@@ -66,10 +66,19 @@ def segments_fed(sink: Recorder) -> list[np.ndarray]:
     return out
 
 
-def test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_dropped():
+# The audio-conservation tests run at two feed sizes: 160 ms (the test models' chunk) and 320 ms (the bundled model's:
+# production feeds the sink a model chunk at a time, Endpointer(..., model.chunk_samples)); and with pushes smaller than a
+# feed (every push ends in a feed: transcribe's and the client's 100 ms blocks) and larger (a feed every feed_samples
+# inside a push: a client or --block-ms sending whole seconds). With 1000-sample pushes alone, feed_samples never mattered.
+FEEDS = pytest.mark.parametrize("feed,block", [(2560, 1000), (5120, 1000), (2560, 16000), (5120, 16000)],
+                                ids=["feed160ms-push1000", "feed320ms-push1000", "feed160ms-push16000", "feed320ms-push16000"])
+
+
+@FEEDS
+def test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_dropped(feed, block):
     z = lambda s: np.zeros(int(s * 16000), np.float32)  # noqa: E731
     wave = np.concatenate([z(0.5), tone(1.0), z(0.8), tone(2.0), z(0.2), tone(0.5), z(1.0)])
-    sink = run(wave, EndpointConfig(), Recorder())
+    sink = run(wave, EndpointConfig(), Recorder(), block=block, feed=feed)
     s1, e1 = 8000, 24000  # first tone
     s2 = e1 + 12800
     assert [c[2] for c in sink.cuts] == ["silence", "silence"]
@@ -95,9 +104,10 @@ def test_a_click_does_not_open_a_segment_and_a_stream_that_starts_with_speech_st
     assert sink.fed[0][0] == 0 and sink.cuts[0][:2] == (16000 + 4800, 16000)
 
 
-def test_max_length_cuts_in_speech_and_the_next_segment_goes_on_without_a_gap():
+@FEEDS
+def test_max_length_cuts_in_speech_and_the_next_segment_goes_on_without_a_gap(feed, block):
     wave = tone(5.0)
-    sink = run(wave, EndpointConfig(max_segment_s=2.0), Recorder())
+    sink = run(wave, EndpointConfig(max_segment_s=2.0), Recorder(), block=block, feed=feed)
     assert [(c[0], c[2]) for c in sink.cuts] == [(32000, "max_length"), (64000, "max_length"), (80000, "end")]
     assert np.array_equal(np.concatenate([x for _, x in sink.fed]), wave)
 
@@ -148,6 +158,9 @@ def test_transcribe_keeps_transcribing_a_recording_of_many_sentences(one_minute,
     from asr_stream.evaluation.wer import wer_details
     from asr_stream.model import SpeechLLM
     from asr_stream.streaming import StreamingSession
+    from asr_stream.transcript import render
+
+    from .test_subtitles import check_readable, parse_srt
 
     rec, path = one_minute
     out = tmp_path / "r.json"
@@ -184,11 +197,14 @@ def test_transcribe_keeps_transcribing_a_recording_of_many_sentences(one_minute,
         s.finish()
         assert s.text == seg["text"]
     assert r["unheard_s"] == 0
+    check_readable(parse_srt(render(r, "srt")), r["segments"])  # its subtitles: every cue within the limits
 
 
 @needs_espeak
 def test_transcribe_formats_are_written_per_file_and_inputs_are_never_overwritten(one_minute, tmp_path):
     from asr_stream.cli import main
+
+    from .test_subtitles import check_readable, parse_srt, parse_vtt
 
     rec, path = one_minute
     wav = tmp_path / "talk.wav"
@@ -206,10 +222,10 @@ def test_transcribe_formats_are_written_per_file_and_inputs_are_never_overwritte
     r = json.loads((out / "talk.json").read_text())
     texts = [s["text"] for s in r["segments"] if s["text"]]
     assert len(texts) >= 3 and (out / "talk.txt").read_text() == "".join(t + "\n" for t in texts)
-    srt = (out / "talk.srt").read_text().split("\n\n")
-    assert srt[0].splitlines()[0] == "1" and " --> " in srt[0].splitlines()[1] and srt[0].splitlines()[2] == texts[0]
-    vtt = (out / "talk.vtt").read_text()
-    assert vtt.startswith("WEBVTT\n\n") and texts[-1] in vtt
+    # subtitles: readable cues (two lines of <= 42 characters, 0.7-7 s, no overlaps) that say exactly the transcript
+    srt = parse_srt((out / "talk.srt").read_text())
+    check_readable(srt, r["segments"])
+    assert parse_vtt((out / "talk.vtt").read_text()) == srt
     assert sorted(p.name for p in out.iterdir()) == ["talk.json", "talk.srt", "talk.txt", "talk.vtt"]  # no temp files
 
 

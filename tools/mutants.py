@@ -72,6 +72,17 @@ MUTANTS = (
            "        if s.rows:\n            parts.append(target_elements(range(s.rows), [n] * s.rows",
            "        if False:\n            parts.append(target_elements(range(s.rows), [n] * s.rows",
            ("tests/test_streaming.py",)),
+    Mutant("onsets-ignore-prev", "ctc policy evidence: a chunk's first frame ignores the previous chunk's last frame "
+           "(every chunk counts onsets as if the stream started there)",
+           "asr_stream/model.py", "prev[:, None] if prev is not None else torch.zeros_like(post[:, :1])",
+           "torch.zeros_like(post[:, :1])", ("tests/test_policy.py",)),
+    Mutant("pending-holds-160ms", "endpointer: the audio waiting to be fed holds at most 16 frames (160 ms, the test "
+           "models' chunk); at the bundled model's 320 ms feed, a push longer than a feed loses half of every feed",
+           "asr_stream/streaming/segment.py",
+           "x = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]",
+           "x = np.concatenate(self._pending[-16:])",
+           ("tests/test_segment.py::test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_dropped",
+            "tests/test_segment.py::test_max_length_cuts_in_speech_and_the_next_segment_goes_on_without_a_gap")),
 )
 
 
