@@ -392,15 +392,16 @@ def wait_for(path: Path, needle: str, proc: subprocess.Popen, timeout: float = 6
 
 
 def interrupt_mic(tmp: Path, args: list[str], env: dict[str, str], sig: int = signal.SIGINT,
-                  wait_for_words: bool = False) -> tuple[int, str, str]:
-    """Start `asr_stream mic`, wait until it listens (and, if asked, until it has printed words), then send ``sig``
-    (Ctrl-C by default) after 1.5 s; return (exit code, stdout, stderr)."""
+                  wait_for_words: bool = False, sigint=signal.SIG_DFL) -> tuple[int, str, str]:
+    """Start `asr_stream mic` (with SIGINT at ``sigint``, as a terminal leaves it by default), wait until it listens
+    (and, if asked, until it has printed words), then send ``sig`` (Ctrl-C by default) after 1.5 s; return (exit
+    code, stdout, stderr)."""
     out, err = tmp / "stdout.txt", tmp / "stderr.txt"
     with out.open("w") as fo, err.open("w") as fe:  # files, not pipes: a full pipe would block the child
         # a job started in the background by a non-interactive shell inherits SIGINT ignored, which the mic
         # command rightly respects; a person at a terminal has it at its default, as the child gets here
         proc = subprocess.Popen([sys.executable, "-m", "asr_stream", "mic", *args], stdout=fo, stderr=fe, env=env, cwd=tmp,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
         try:
             wait_for(err, "listening", proc)
             time.sleep(1.5)
@@ -452,6 +453,18 @@ def test_sigterm_and_sigkill_keep_the_mic_transcript(model_dir, tmp_path):
     on_disk = killed.read_text().split()
     assert len(on_disk) >= 2 and on_disk == out.split()[: len(on_disk)], (on_disk, out)
     assert printed is not None
+
+
+def test_sigterm_stops_the_mic_started_as_a_background_job(model_dir, tmp_path):
+    """A job started in the background has SIGINT ignored; SIGTERM must still stop the mic as Ctrl-C does (finish,
+    final line, --output complete) rather than run on to the end of the two-minute recording."""
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, noise_audio(120.0, seed=7), 16000)
+    output = tmp_path / "transcript.txt"
+    rc, out, err = interrupt_mic(tmp_path, ["--model", str(model_dir), "--output", str(output)],
+                                 child_env(**{sources.FAKE_MIC_ENV: str(wav)}), signal.SIGTERM, wait_for_words=True,
+                                 sigint=signal.SIG_IGN)
+    check_interrupted(rc, out, err, output)
 
 
 @needs_portaudio

@@ -159,6 +159,50 @@ def test_ctrl_c_keeps_the_files_transcribed_and_what_was_heard_of_the_current_on
     assert json.loads((fmt / "b.json").read_text())["text"] == r["files"][1]["text"]
 
 
+def wait_for_words(stdout: Path, prefix: str, proc: subprocess.Popen, n: int = 2, timeout: float = 120) -> list[str]:
+    """Wait until the child has printed ``n`` words on its line that starts with ``prefix``; return them."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        for line in stdout.read_text().splitlines():
+            rest = line[len(prefix):]
+            words = rest[: rest.rfind(" ") + 1].split()  # each word is printed with a space after it: none cut off
+            if line.startswith(prefix) and len(words) >= n:
+                return words
+        time.sleep(0.1)
+    raise AssertionError(f"no {n} words after {prefix!r}: {stdout.read_text()[-2000:]}")
+
+
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["at-a-terminal", "background-job"])
+def test_sigterm_keeps_what_was_heard_as_ctrl_c_does(model_dir, tmp_path, sigint):
+    """SIGTERM (what timeout, systemd and container runtimes send) once the second file's words are coming: as with
+    Ctrl-C, the first file's result and the heard part of the second are in --json and in the per-file outputs;
+    exit status 143. Also when the run inherited SIGINT ignored (a background job): SIGTERM does not go through it."""
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    sf.write(a, noise_audio(1.0, seed=5), 16000)
+    sf.write(b, noise_audio(30.0, seed=6), 16000)
+    out, fmt, stdout, stderr = tmp_path / "all.json", tmp_path / "fmt", tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with stdout.open("w") as fo, stderr.open("w") as fe:  # files, not pipes: a full pipe would block the child
+        p = subprocess.Popen([sys.executable, "-m", "asr_stream", "transcribe", str(a), str(b), "--model", str(model_dir),
+                              "--realtime", "--json", str(out), "--format", "json", "txt", "--output-dir", str(fmt)],
+                             stdout=fo, stderr=fe, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+        try:
+            heard = wait_for_words(stdout, f"{b}: ", p)  # b is being heard (paced in real time)
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert rc == 143, stderr.read_text()[-2000:]
+    r = json.loads(out.read_text())
+    assert [f["file"] for f in r["files"]] == [str(a), str(b)] and not r["failed"]
+    assert r["files"][0]["complete"] is True and r["files"][1]["complete"] is False
+    assert 0 < r["files"][1]["audio_s"] < 30
+    assert r["files"][1]["text"].split()[: len(heard)] == heard
+    assert json.loads((fmt / "b.json").read_text())["text"] == r["files"][1]["text"]
+    assert (fmt / "b.txt").read_text().split() == r["files"][1]["text"].split()
+
+
 def test_an_output_that_cannot_be_written_fails_before_any_work(model_dir, wav, capsys):
     one_line_error(["transcribe", str(wav), "--model", str(model_dir), "--json", "/proc/asr-stream.json"], capsys,
                    "cannot write in /proc")
