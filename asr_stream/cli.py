@@ -195,7 +195,10 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
 
     Recordings of any length: the stream is cut into utterances at pauses (see --min-silence-ms,
     --max-segment-s) and word times stay absolute. Each file's results are written as soon as it is done; a bad
-    file is reported and skipped (exit status 1 at the end); Ctrl-C keeps what was heard.
+    file, or one whose outputs cannot be written (a full disk), is reported and the next one goes on (exit status 1
+    at the end; a failed file gets no output files); Ctrl-C and SIGTERM keep what was heard (exit status 130 / 143).
+    Outputs are regular files or new paths (a symbolic link is written through); a FIFO, device or directory is
+    refused before any work. Audio the model serves badly is said on stderr and in the JSON's warnings.
 
     Args:
         files: audio files (wav/flac/ogg/mp3; any rate; mono or multi-channel; any length).
@@ -229,6 +232,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
 
     from .audio import AudioError
     from .audio.io import audio_info
+    from .signals import StepGuard
     from .streaming import StreamingSession
     from .streaming.segment import SegmentedSession
     from .transcript import atomic_write, check_outputs, render, repetition_warning
@@ -312,16 +316,18 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
                   "audio_s": audio_s, "compute_s": compute, "rtf": compute / audio_s if audio_s else None,
                   "unheard_s": unheard_s, "unheard_segments": unheard_idx, "warnings": warns,
                   "complete": error is None and interrupted is None and complete}
-        if error is not None:  # a failed file gets no output files (only its entries in --json)
-            print(f"asr-stream: error: {error}", file=sys.stderr)
-        else:
-            error = next(filter(None, [save(path, render(result, path.suffix[1:])) for path in targets[f]]), None)
-        if error is not None:
-            failed.append({"file": str(f), "error": error})
-        results.append(result)
-        save_combined()
+        with StepGuard() as held:  # Ctrl-C or SIGTERM now waits until this file's results are on disk
+            if error is not None:  # a failed file gets no output files (only its entries in --json)
+                print(f"asr-stream: error: {error}", file=sys.stderr)
+            else:
+                error = next(filter(None, [save(path, render(result, path.suffix[1:])) for path in targets[f]]), None)
+            if error is not None:
+                failed.append({"file": str(f), "error": error})
+            results.append(result)
+            save_combined()
         if interrupted is not None:
             raise interrupted
+        held.reraise()
     if failed or unsaved:
         print(f"asr-stream: {len(failed)} of {len(files)} file(s) failed"
               + (f"; not written: {', '.join(sorted(unsaved))}" if unsaved else ""), file=sys.stderr)

@@ -107,7 +107,7 @@ class LiveOutput:
 def _same(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's Path.resolve on a link loop
         return False
 
 
@@ -119,13 +119,13 @@ def check_outputs(inputs: Sequence[str | os.PathLike], outputs: Iterable[str | o
     ins = [Path(i) for i in inputs]
     for out in outputs:
         o = Path(out)
+        folder = output_target(o).parent  # refuses a FIFO, device, directory, socket or link loop first
         for i in ins:
             if _same(o, i):
                 raise ValueError(f"output {o} is also an input: refusing to write over it")
         if any(_same(o, s) for s in seen):
             raise ValueError(f"output {o} would be written twice (two inputs with the same name?)")
         seen.append(o)
-        folder = output_target(o).parent
         if not folder.is_dir():
             raise ValueError(f"output {o}: folder {folder} does not exist")
         try:  # a real write, not os.access: root passes os.access on read-only mounts and /proc

@@ -140,6 +140,11 @@ def test_links_are_written_through_and_an_input_behind_a_link_is_refused(model_d
     to_input.symlink_to(wav)
     code, _, err = run(["transcribe", str(wav), "--model", str(model_dir), "--json", str(to_input)], capsys)
     assert code == 2 and "is also an input: refusing to write over it" in err and to_input.is_symlink()
+    l1, l2 = tmp_path / "l1.json", tmp_path / "l2.json"  # a loop of links: one line, no traceback
+    l1.symlink_to(l2)
+    l2.symlink_to(l1)
+    code, _, err = run(["transcribe", str(wav), "--model", str(model_dir), "--json", str(l1)], capsys)
+    assert code == 2 and err.strip() == f"asr-stream: error: output {l1}: Too many levels of symbolic links"
     # mic --output through a link: the words go to the target, the link stays
     monkeypatch.setenv(sources.FAKE_MIC_ENV, str(wav))
     words, mic_link = tmp_path / "words.txt", tmp_path / "mic-link.txt"
