@@ -408,14 +408,17 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
             out.add([w.text for w in words])
 
     print("listening... (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    saved = True
     try:  # SIGTERM stops as Ctrl-C does (main's sigterm_as_interrupt; run_live holds both during a decoder step)
         text = run_live(stream, blocks, on_words)
     finally:
         if out is not None:
-            out.close(stream.text)
+            saved = out.close(stream.text)
     print()
     print(f"final: {text}", flush=True)
     _warn("microphone", check.warnings())
+    if not saved:
+        sys.exit(1)
 
 
 def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765, k: Optional[int] = None,
@@ -620,6 +623,7 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> No
         stop.set()
 
     old = signal.signal(signal.SIGINT, on_signal), signal.signal(signal.SIGTERM, on_signal)
+    saved = True
     print(f"listening... decoding on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         asyncio.run(stream(url, until_stopped(), 16000, k, None, show))
@@ -628,10 +632,12 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> No
     finally:
         signal.signal(signal.SIGINT, old[0])
         signal.signal(signal.SIGTERM, old[1])
-        if out is not None:
-            out.close(" ".join(words))
+        if out is not None and not out.close(" ".join(words)):
+            saved = False
     print()
     print(f"final: {' '.join(words)}", flush=True)
+    if not saved:
+        sys.exit(1)
 
 
 def export(ckpt: str, like: str, output: str, weights: Literal["average", "live"] = "average") -> None:

@@ -71,7 +71,7 @@ class LiveOutput:
     emitted, so any stop, even SIGKILL, keeps the words printed so far; :meth:`close` then replaces the file with
     the final text through :func:`atomic_write`. The path follows :func:`output_target` (a link is written through).
     A failed append (a full disk) is reported once through ``on_error`` with a message naming the file, and
-    appending stops; the transcript goes on."""
+    appending stops; the transcript goes on. A failed final write is reported the same way (close returns False)."""
 
     def __init__(self, path: str | os.PathLike, on_error: Callable[[str], None]) -> None:
         self.path = path
@@ -99,9 +99,15 @@ class LiveOutput:
         except OSError:
             pass
 
-    def close(self, text: str) -> None:
+    def close(self, text: str) -> bool:
+        """Replace the file with ``text``; False (said through ``on_error``) when that cannot be written."""
         self._drop()
-        atomic_write(self.path, text + "\n")
+        try:
+            atomic_write(self.path, text + "\n")
+            return True
+        except (OSError, ValueError) as e:
+            self.on_error(str(e))
+            return False
 
 
 def _same(a: Path, b: Path) -> bool:

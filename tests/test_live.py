@@ -467,6 +467,32 @@ def test_sigterm_stops_the_mic_started_as_a_background_job(model_dir, tmp_path):
     check_interrupted(rc, out, err, output)
 
 
+def test_mic_output_that_cannot_grow_names_the_file_and_the_words_go_on(model_dir, tmp_path):
+    """A real write error (the child may not grow a file past 8 bytes: RLIMIT_FSIZE, EFBIG, as a full disk fails):
+    the error names --output, once while listening and once at the end; the words go on to the final line; the
+    file keeps what fitted; no temporary file is left; exit status 1."""
+    import resource
+
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, noise_audio(3.0, seed=7), 16000)
+    output = tmp_path / "transcript.txt"
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8, 8))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the child
+
+    p = subprocess.run([sys.executable, "-m", "asr_stream", "mic", "--model", str(model_dir), "--output", str(output)],
+                       capture_output=True, text=True, env=child_env(**{sources.FAKE_MIC_ENV: str(wav)}), cwd=tmp_path,
+                       timeout=120, preexec_fn=small_files)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("asr-stream: error: ")]
+    assert p.returncode == 1 and errors == [
+        f"asr-stream: error: cannot write {output}: File too large (the words go on on the screen)",
+        f"asr-stream: error: cannot write {output}: File too large"], p.stderr[-2000:]
+    final = [line for line in p.stdout.splitlines() if line.startswith("final: ")][0][len("final: "):]
+    assert len(final) > 8 and final.startswith(output.read_text()) and len(output.read_text()) == 8
+    assert [f.name for f in tmp_path.iterdir() if f.name.endswith(".tmp")] == []
+
+
 @needs_portaudio
 def test_sigint_mid_stream_alsa_device(model_dir, tmp_path):
     home = alsa_home(tmp_path)
