@@ -173,12 +173,15 @@ class AudioFile:
     def _choose_channel(self) -> None:
         """One pass over a multi-channel file's powers: average the channels, unless they cancel (see the class)."""
         power, mix = np.zeros(self.channels), 0.0
-        for block in self._raw():
-            if not np.isfinite(block).all():
-                return  # said, with its position, by blocks()
-            b = block.astype(np.float64)
-            power += np.sum(b * b, axis=0)
-            mix += float(np.sum(np.mean(b, axis=1) ** 2))
+        try:
+            for block in self._raw():
+                if not np.isfinite(block).all():
+                    return  # said, with its position, by blocks() (which transcribes what comes before)
+                b = block.astype(np.float64)
+                power += np.sum(b * b, axis=0)
+                mix += float(np.sum(np.mean(b, axis=1) ** 2))
+        except AudioError:
+            return  # a decoding error halfway: the same
         mean = float(np.mean(power))
         if mean > 0 and mix < mean * 10 ** (-self.cancel_db / 10):
             self.channel = int(np.argmax(power))
@@ -242,6 +245,9 @@ class LevelCheck:
     chords 2-19.5 dB. A single chord left to ring out into silence (25-33 dB) is not caught.
     """
 
+    _FRAME = 320  # samples: 20 ms frames for the steady-sound check
+    _BINS = np.arange(-90.0, 0.01, 0.5)  # frame dBFS bin edges
+
     # The bundled model's training speech has its loudest second at about -18 dBFS; on held-out sentences its WER
     # goes 7 % -> 32 % at -6 dB and 93 % at -10 dB (its features are not level-normalised), so warn from -24.
     def __init__(self, native_rate: int = SAMPLE_RATE, quiet_db: float = -24.0,
@@ -274,9 +280,6 @@ class LevelCheck:
             db = db[db > self._BINS[0]]  # digital silence (-90 dBFS and below) is neither speech nor noise
             self._frames += np.bincount(np.searchsorted(self._BINS, db), minlength=len(self._frames))[: len(self._frames)]
         self._rest = buf[n * self._FRAME :].copy()
-
-    _FRAME = 320  # 20 ms
-    _BINS = np.arange(-90.0, 0.01, 0.5)  # frame dBFS bin edges
 
     def steady_gap_db(self) -> float | None:
         """dB between the loudest 5 % and the quietest 2 % of the 20 ms frames that are not digital silence (None
