@@ -381,6 +381,8 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
 
     endpoint = _endpoint(False, min_silence_ms, max_segment_s)
     args = parse_policy_args(policy_args)  # a bad parameter fails before the microphone opens
+    if block_ms <= 0:
+        raise ValueError(f"--block-ms must be > 0, got {block_ms}")
     if output is not None:
         check_outputs([], [output])
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads

@@ -210,6 +210,12 @@ def test_an_output_that_cannot_be_written_fails_before_any_work(model_dir, wav, 
                    "cannot write in /proc")
 
 
+@pytest.mark.parametrize("value", ["0", "-100"])
+def test_mic_and_client_block_ms_must_be_positive(value, capsys):
+    one_line_error(["mic", "--block-ms", value], capsys, f"--block-ms must be > 0, got {value}")
+    one_line_error(["client", "x.wav", "--block-ms", value], capsys, f"--block-ms must be > 0, got {value}")
+
+
 @pytest.mark.parametrize("words", ["1 x 1", "1 0 1", "2 -1", "1.5"])
 def test_masks_words_that_are_not_token_counts_are_one_line_errors(words, capsys):
     one_line_error(["masks", "--words", words], capsys, "--words must be tokens per word as positive integers", words)
