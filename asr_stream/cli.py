@@ -1,6 +1,7 @@
 """``asr-stream`` command line. Subcommands import their heavy dependencies lazily.
 
-Errors a person can cause (bad files, devices, models, options) print one line and exit 2.
+Errors a person can cause (bad files, devices, models, options) print one line and exit 2. ``transcribe``,
+``client`` and ``mic`` stop on SIGTERM as on Ctrl-C, keeping what was heard (exit status 128 + the signal).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ def masks(mode: Literal["group", "interleaved", "batch"] = "group", k: int = 1, 
     """
     from .groups import render, training_layout, units_done
 
-    lengths = [int(w) for w in words.split()]
+    try:
+        lengths = [int(w) for w in words.split()]
+    except ValueError:
+        lengths = []
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"--words must be tokens per word as positive integers, e.g. \"1 2 1\"; got {words!r}")
     flags = [i == n - 1 for n in lengths for i in range(n)]
     units = units_done(flags)
     els = training_layout(mode, prompt_tokens, chunks, embeds_per_chunk, units, None if mode == "batch" else k, phi)
@@ -110,6 +116,10 @@ def _check_writable(path: Optional[str], option: str) -> None:
             raise ValueError(f"{option} {path}: folder {parent} does not exist")
 
 
+def _say_error(message: str) -> None:
+    print(f"asr-stream: error: {message}", file=sys.stderr, flush=True)
+
+
 def _print_words(words) -> None:
     print(" ".join(w.text for w in words), end=" ", flush=True)
 
@@ -127,27 +137,28 @@ def _warn(where: str, warnings: list[str]) -> None:
         print(f"asr-stream: warning: {where}: {w}", file=sys.stderr, flush=True)
 
 
-def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tuple[float, list[str]]:
+def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tuple[float, list[str], bool]:
     """Push one file through ``stream`` (a SegmentedSession) in ``block_ms`` blocks, then finish it.
 
     Reads the file block by block (memory does not grow with its length). Returns (compute seconds: time inside
-    push/finish only, audio-quality warnings). Ctrl-C finishes what was heard, then re-raises.
+    push/finish only, warnings about the audio, whether the file held all the audio its header declares). Ctrl-C
+    (and SIGTERM, under sigterm_as_interrupt) finishes what was heard, then re-raises.
     """
     import time
 
     import numpy as np
 
-    from .audio.io import LevelCheck, audio_blocks, audio_info
+    from .audio.io import AudioFile, LevelCheck
     from .audio.sources import paced_blocks
-    from .live import _SigintDeferred
+    from .signals import StepGuard
 
-    rate, _, _ = audio_info(f)
-    check = LevelCheck(rate)
+    audio = AudioFile(f)
+    check = LevelCheck(audio.rate)
     step = max(1, block_ms * 16)
     spent = 0.0
 
     def blocks():
-        for big in audio_blocks(f):
+        for big in audio.blocks():
             for i in range(0, big.shape[0], step):
                 yield big[i : i + step]
 
@@ -156,20 +167,19 @@ def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tup
         for block in source:
             check.push(block)
             t0 = time.perf_counter()
-            with _SigintDeferred() as d:  # Ctrl-C completes the step under way, so finish() below is safe
+            with StepGuard() as d:  # Ctrl-C completes the step under way, so finish() below is safe
                 words = stream.push(block)
             spent += time.perf_counter() - t0
             if words:
                 on_words(words)
-            if d.hit:
-                raise KeyboardInterrupt
+            d.reraise()
     finally:  # the end of the file, a bad block or Ctrl-C: what was heard is finished and kept
         t0 = time.perf_counter()
         words = stream.finish()
         spent += time.perf_counter() - t0
         if words:
             on_words(words)
-    return spent, check.warnings()
+    return spent, audio.warnings + check.warnings(), audio.complete
 
 
 def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] = None, phi: Optional[float] = None,
@@ -185,7 +195,10 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
 
     Recordings of any length: the stream is cut into utterances at pauses (see --min-silence-ms,
     --max-segment-s) and word times stay absolute. Each file's results are written as soon as it is done; a bad
-    file is reported and skipped (exit status 1 at the end); Ctrl-C keeps what was heard.
+    file, or one whose outputs cannot be written (a full disk), is reported and the next one goes on (exit status 1
+    at the end; a failed file gets no output files); Ctrl-C and SIGTERM keep what was heard (exit status 130 / 143).
+    Outputs are regular files or new paths (a symbolic link is written through); a FIFO, device or directory is
+    refused before any work. Audio the model serves badly is said on stderr and in the JSON's warnings.
 
     Args:
         files: audio files (wav/flac/ogg/mp3; any rate; mono or multi-channel; any length).
@@ -219,11 +232,14 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
 
     from .audio import AudioError
     from .audio.io import audio_info
+    from .signals import StepGuard
     from .streaming import StreamingSession
     from .streaming.segment import SegmentedSession
-    from .transcript import atomic_write, check_outputs, render
+    from .transcript import atomic_write, check_outputs, render, repetition_warning
     from .streaming.defaults import stream_config_for, training_differences
 
+    if block_ms <= 0:
+        raise ValueError(f"--block-ms must be > 0, got {block_ms}")
     endpoint = _endpoint(no_segment, min_silence_ms, max_segment_s)
     out_dir = Path(output_dir) if output_dir is not None else Path(".")
     targets = {f: [out_dir / f"{Path(f).stem}.{fmt}" for fmt in dict.fromkeys(format)] for f in files}
@@ -249,12 +265,24 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
                 "device": device, "segmentation": None if endpoint is None else {"min_silence_ms": endpoint.min_silence_ms,
                                                                                   "max_segment_s": endpoint.max_segment_s}}
     results, failed = [], []
+    unsaved: set[str] = set()  # outputs whose last write failed (a full disk): the run ends with exit status 1
+
+    def save(path, text: str) -> Optional[str]:
+        """Write one output; a failure (named, one line) is printed and returned, and the batch goes on."""
+        try:
+            atomic_write(path, text)
+            unsaved.discard(str(path))
+            return None
+        except (OSError, ValueError) as e:
+            print(f"asr-stream: error: {e}", file=sys.stderr, flush=True)
+            unsaved.add(str(path))
+            return str(e)
 
     def save_combined() -> None:
         if json is not None:
-            atomic_write(json, jsonlib.dumps({"settings": settings, "files": results, "failed": failed}, indent=2) + "\n")
+            save(json, jsonlib.dumps({"settings": settings, "files": results, "failed": failed}, indent=2) + "\n")
 
-    interrupted = False
+    interrupted: Optional[KeyboardInterrupt] = None
     for f in files:
         try:
             audio_info(f)  # a bad file fails here, before its session starts
@@ -265,13 +293,13 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
             continue
         stream = SegmentedSession(StreamingSession(m, cfg), endpoint)
         print(f"{f}: ", end="", flush=True)
-        error = None
+        error, complete = None, True
         try:
-            compute, warns = _stream_file(stream, f, block_ms, realtime, _print_words)
+            compute, warns, complete = _stream_file(stream, f, block_ms, realtime, _print_words)
         except AudioError as e:  # e.g. NaN samples halfway: what came before is kept
             error, compute, warns = str(e).splitlines()[0], 0.0, []
-        except KeyboardInterrupt:
-            interrupted, compute, warns = True, 0.0, []
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what was heard is kept
+            interrupted, compute, warns = e, 0.0, []
         print()
         print(f"final: {stream.text}", flush=True)
         unheard_s, unheard_idx = stream.unheard
@@ -279,24 +307,30 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
             warns.append(f"{unheard_s:.1f} s of sound above the endpointer's level (speech, or noise) in "
                          f"{len(unheard_idx)} segment(s) produced no words "
                          f"(segments {', '.join(map(str, unheard_idx[:10]))}{' ...' if len(unheard_idx) > 10 else ''})")
+        repeated = repetition_warning([w.text for w in stream.words])
+        warns += [repeated] if repeated else []
         _warn(f, warns)
         audio_s = stream.samples_in / 16000.0
         result = {"file": str(f), "text": stream.text, "segments": [s.as_dict() for s in stream.segments],
                   "words": [{"text": w.text, "time_ms": w.time_ms} for w in stream.words],
                   "audio_s": audio_s, "compute_s": compute, "rtf": compute / audio_s if audio_s else None,
                   "unheard_s": unheard_s, "unheard_segments": unheard_idx, "warnings": warns,
-                  "complete": error is None and not interrupted}
-        for path in targets[f]:
-            atomic_write(path, render(result, path.suffix[1:]))
-        if error is not None:
-            print(f"asr-stream: error: {error}", file=sys.stderr)
-            failed.append({"file": str(f), "error": error})
-        results.append(result)
-        save_combined()
-        if interrupted:
-            raise KeyboardInterrupt
-    if failed:
-        print(f"asr-stream: {len(failed)} of {len(files)} file(s) failed", file=sys.stderr)
+                  "complete": error is None and interrupted is None and complete}
+        with StepGuard() as held:  # Ctrl-C or SIGTERM now waits until this file's results are on disk
+            if error is not None:  # a failed file gets no output files (only its entries in --json)
+                print(f"asr-stream: error: {error}", file=sys.stderr)
+            else:
+                error = next(filter(None, [save(path, render(result, path.suffix[1:])) for path in targets[f]]), None)
+            if error is not None:
+                failed.append({"file": str(f), "error": error})
+            results.append(result)
+            save_combined()
+        if interrupted is not None:
+            raise interrupted
+        held.reraise()
+    if failed or unsaved:
+        print(f"asr-stream: {len(failed)} of {len(files)} file(s) failed"
+              + (f"; not written: {', '.join(sorted(unsaved))}" if unsaved else ""), file=sys.stderr)
         sys.exit(1)
 
 
@@ -332,15 +366,12 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         policy_args: parameters of the policy as NAME=VALUE: ctc: threshold (0.5), margin (0 chunks), k_max;
             confidence: threshold (0.9), k_max.
     """
-    import os
-    import signal
-
     from .audio.io import LevelCheck
     from .audio.sources import list_input_devices, microphone_blocks
     from .live import run_live, watch_level
     from .streaming import StreamingSession
     from .streaming.segment import SegmentedSession
-    from .transcript import atomic_write, check_outputs
+    from .transcript import LiveOutput, check_outputs
 
     if list_devices:
         for d in list_input_devices():
@@ -350,6 +381,8 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
 
     endpoint = _endpoint(False, min_silence_ms, max_segment_s)
     args = parse_policy_args(policy_args)  # a bad parameter fails before the microphone opens
+    if block_ms <= 0:
+        raise ValueError(f"--block-ms must be > 0, got {block_ms}")
     if output is not None:
         check_outputs([], [output])
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
@@ -369,31 +402,25 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
     m = _load_model(model, device, chunk_ms, encoder_dtype)
     stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi, policy=policy, policy_args=args),
                               endpoint)  # unset: the training values
-    out = open(output, "w") if output is not None else None  # noqa: SIM115 - kept open while listening
+    out = LiveOutput(output, _say_error) if output is not None else None
 
     def on_words(words) -> None:
         _print_words(words)
         if out is not None:  # each word on disk as soon as it is printed: SIGKILL or a crash keep them too
-            out.write("".join(w.text + " " for w in words))
-            out.flush()
+            out.add([w.text for w in words])
 
-    def on_term(signum, frame) -> None:
-        # SIGTERM stops like Ctrl-C (finish, write, exit): passed on as SIGINT, so a decoder step under way is
-        # completed first (run_live defers SIGINT across steps), never left half done
-        os.kill(os.getpid(), signal.SIGINT)
-
-    old_term = signal.signal(signal.SIGTERM, on_term)
     print("listening... (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    try:
+    saved = True
+    try:  # SIGTERM stops as Ctrl-C does (main's sigterm_as_interrupt; run_live holds both during a decoder step)
         text = run_live(stream, blocks, on_words)
     finally:
-        signal.signal(signal.SIGTERM, old_term)
         if out is not None:
-            out.close()
-            atomic_write(output, stream.text + "\n")
+            saved = out.close(stream.text)
     print()
     print(f"final: {text}", flush=True)
     _warn("microphone", check.warnings())
+    if not saved:
+        sys.exit(1)
 
 
 def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765, k: Optional[int] = None,
@@ -490,23 +517,39 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     import asyncio
     import json as jsonlib
 
-    from .audio.io import LevelCheck, audio_info, load_audio
+    import numpy as np
+
+    from .audio.io import AudioFile, LevelCheck
     from .client import ServerError, blocks_of, stream
-    from .transcript import atomic_write, check_outputs
+    from .transcript import atomic_write, check_outputs, repetition_warning
 
     if not url.startswith(("ws://", "wss://")):
         raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
     if block_ms <= 0:
         raise ValueError(f"--block-ms must be > 0, got {block_ms}")
     check_outputs(files, [json] if json is not None else [])
-    results, failed = [], []
+    results, failed, unsaved = [], [], False
+
+    def save() -> None:
+        nonlocal unsaved
+        if json is not None:
+            try:
+                atomic_write(json, jsonlib.dumps({"url": url, "files": results, "failed": failed}, indent=2) + "\n")
+                unsaved = False
+            except (OSError, ValueError) as e:  # a full disk: said, naming the file; the next files go on
+                _say_error(str(e))
+                unsaved = True
+
     for f in files:
-        samples = load_audio(f)  # a bad file fails here, one line
-        check = LevelCheck(audio_info(f)[0])  # what transcribe warns about (narrow band, clipping, a quiet file)
+        audio = AudioFile(f)  # a bad file fails here, one line; what transcribe reads and warns about, the same way
+        samples = np.concatenate(list(audio.blocks()))
+        check = LevelCheck(audio.rate)
         check.push(samples)
         print(f"{f}: ", end="", flush=True)
+        got: list[dict] = []  # the events received, kept when Ctrl-C or SIGTERM stops the stream
 
         def show(ev) -> None:
+            got.append(ev)
             if ev["type"] == "partial":
                 print(" ".join(w["text"] for w in ev["words"]), end=" ", flush=True)
 
@@ -517,18 +560,29 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
             print(f"asr-stream: error: {f}: {e}", file=sys.stderr)
             failed.append({"file": str(f), "error": str(e)})
             continue
+        except KeyboardInterrupt:  # keep what the server sent for this file so far
+            words = [w for ev in got if ev["type"] == "partial" for w in ev["words"]]
+            results.append({"file": str(f), "text": " ".join(w["text"] for w in words),
+                            "finals": [ev for ev in got if ev["type"] == "final"], "words": words, "audio_ms": None,
+                            "settings": got[0] if got else None, "warnings": [], "complete": False})
+            print()
+            save()
+            raise
         print()
         print(f"final: {res.text}", flush=True)
-        _warn(f, check.warnings())
+        warns = audio.warnings + check.warnings()
+        repeated = repetition_warning([w["text"] for w in res.words])
+        warns += [repeated] if repeated else []
+        _warn(f, warns)
         eof = res.events[-1]
-        results.append({"file": str(f), "text": res.text, "finals": res.finals,
-                        "words": res.words, "audio_ms": eof.get("audio_ms"), "settings": res.events[0]})
-        if json is not None:
-            atomic_write(json, jsonlib.dumps({"url": url, "files": results, "failed": failed}, indent=2) + "\n")
-    if json is not None:
-        atomic_write(json, jsonlib.dumps({"url": url, "files": results, "failed": failed}, indent=2) + "\n")
-    if failed:
-        print(f"asr-stream: {len(failed)} of {len(files)} file(s) failed", file=sys.stderr)
+        results.append({"file": str(f), "text": res.text, "finals": res.finals, "words": res.words,
+                        "audio_ms": eof.get("audio_ms"), "settings": res.events[0], "warnings": warns,
+                        "complete": audio.complete})
+        save()
+    save()
+    if failed or unsaved:
+        print(f"asr-stream: {len(failed)} of {len(files)} file(s) failed" + (f"; not written: {json}" if unsaved else ""),
+              file=sys.stderr)
         sys.exit(1)
 
 
@@ -540,12 +594,12 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> No
     import threading
 
     from .client import ServerError, stream
-    from .transcript import atomic_write
+    from .transcript import LiveOutput
 
     if not url.startswith(("ws://", "wss://")):
         raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
     stop = threading.Event()
-    out = open(output, "w") if output is not None else None  # noqa: SIM115 - kept open while listening
+    out = LiveOutput(output, _say_error) if output is not None else None
     words: list[str] = []
 
     def until_stopped():
@@ -563,8 +617,7 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> No
             words.extend(new)
             print(" ".join(new), end=" ", flush=True)
             if out is not None:
-                out.write("".join(w + " " for w in new))
-                out.flush()
+                out.add(new)
 
     def on_signal(signum, frame) -> None:
         if stop.is_set():
@@ -572,6 +625,7 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> No
         stop.set()
 
     old = signal.signal(signal.SIGINT, on_signal), signal.signal(signal.SIGTERM, on_signal)
+    saved = True
     print(f"listening... decoding on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         asyncio.run(stream(url, until_stopped(), 16000, k, None, show))
@@ -580,11 +634,12 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> No
     finally:
         signal.signal(signal.SIGINT, old[0])
         signal.signal(signal.SIGTERM, old[1])
-        if out is not None:
-            out.close()
-            atomic_write(output, " ".join(words) + "\n")
+        if out is not None and not out.close(" ".join(words)):
+            saved = False
     print()
     print(f"final: {' '.join(words)}", flush=True)
+    if not saved:
+        sys.exit(1)
 
 
 def export(ckpt: str, like: str, output: str, weights: Literal["average", "live"] = "average") -> None:
@@ -729,11 +784,16 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(build_parser().parse_args(argv))
     _announce_training_mismatches()
     fn = args.pop("_fn")
-    args.pop("command")
+    command = args.pop("command")
+    from contextlib import nullcontext
+
+    from .signals import sigterm_as_interrupt
+
     try:
-        fn(**args)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        with sigterm_as_interrupt() if command in ("transcribe", "client", "mic") else nullcontext():
+            fn(**args)
+    except KeyboardInterrupt as e:  # Ctrl-C: 130; SIGTERM (signals.Terminated): 143
+        sys.exit(128 + int(getattr(e, "signum", 2)))
     except Exception as e:  # noqa: BLE001 - filtered right below; anything else keeps its traceback
         if not isinstance(e, _user_errors()):
             raise

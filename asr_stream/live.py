@@ -12,55 +12,14 @@ bounded however long the session runs. The text continues across segments.
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from .audio.io import SAMPLE_RATE
+from .signals import StepGuard
 from .streaming import Word
 from .streaming.segment import SegmentedSession
-
-
-class _SigintDeferred:
-    """Hold Ctrl-C while a session step runs, so the step is never left half done.
-
-    An interrupt in the middle of a decoder step could leave some layers' caches extended and others
-    not; ``finish()`` on that state would fail. After the block, :attr:`hit` tells whether Ctrl-C came,
-    and the caller raises KeyboardInterrupt once its bookkeeping is done. A SIGINT handler other than
-    Python's default is called at exit instead. Signals can only be handled in the main thread, so
-    elsewhere this does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.hit = False
-        self._pending = False
-        self._installed = False
-        self._old = None  # previous handler; None when it was not installed from Python
-
-    def __enter__(self) -> "_SigintDeferred":
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
-        return self
-
-    def _handler(self, signum, frame) -> None:
-        self._pending = True
-
-    def __exit__(self, *exc) -> None:
-        if not self._installed:
-            return
-        signal.signal(signal.SIGINT, self._old if self._old is not None else signal.SIG_DFL)
-        if not self._pending:
-            return
-        if self._old is signal.default_int_handler:
-            self.hit = True
-        elif callable(self._old):
-            self._old(signal.SIGINT, None)
-        elif self._old == signal.SIG_DFL:
-            os.kill(os.getpid(), signal.SIGINT)  # what would have happened without us: terminate
 
 
 def run_live(stream: SegmentedSession, blocks: Iterable[np.ndarray], on_words: Callable[[list[Word]], None]) -> str:
@@ -71,8 +30,9 @@ def run_live(stream: SegmentedSession, blocks: Iterable[np.ndarray], on_words: C
     blocks: 16 kHz mono float32 arrays of any length; the loop ends when they do, or on Ctrl-C.
     on_words: called with each non-empty list of newly emitted words, in order (append-only).
 
-    On Ctrl-C (KeyboardInterrupt) or the end of ``blocks``, the block source is closed, the stream finished,
-    and the transcript returned; a second Ctrl-C during that last ``finish()`` aborts.
+    On Ctrl-C (KeyboardInterrupt; SIGTERM too under :func:`~asr_stream.signals.sigterm_as_interrupt`) or the end
+    of ``blocks``, the block source is closed, the stream finished, and the transcript returned; a second signal
+    during that last ``finish()`` aborts.
     """
 
     def emit(words: list[Word]) -> None:
@@ -85,13 +45,12 @@ def run_live(stream: SegmentedSession, blocks: Iterable[np.ndarray], on_words: C
             a = np.asarray(block, dtype=np.float32).reshape(-1)
             if not a.size:
                 continue
-            with _SigintDeferred() as d:
+            with StepGuard() as d:
                 words = stream.push(a)
             emit(words)
-            if d.hit:
-                raise KeyboardInterrupt
+            d.reraise()
     except KeyboardInterrupt:
-        pass  # Ctrl-C: stop listening, keep what was heard
+        pass  # Ctrl-C or SIGTERM (under sigterm_as_interrupt): stop listening, keep what was heard
     finally:
         close = getattr(it, "close", None)
         if close is not None:

@@ -1,8 +1,10 @@
 """Transcripts on disk: txt / json / srt / vtt from segments and word times, written safely.
 
 Every result file is written under a temporary name in its folder and renamed into place, so a reader (or
-an interrupted run) never sees half a file, and :func:`check_outputs` refuses, before any work, an output
-path that is one of the inputs.
+an interrupted run) never sees half a file. One rule says what an output path may be (:func:`output_target`):
+a regular file or a new path, or a symbolic link to one (written through: the link's target is replaced, the
+link stays). A directory, FIFO, device or socket is refused, never replaced. :func:`check_outputs` applies it
+before any work, and refuses an output path that is one of the inputs (also through a link).
 """
 
 from __future__ import annotations
@@ -11,48 +13,127 @@ import itertools
 import json
 import math
 import os
+import stat
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import IO, Callable, Iterable, Mapping, Sequence
 
 FORMATS = ("txt", "json", "srt", "vtt")
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def output_target(path: str | os.PathLike) -> Path:
+    """The file that writing ``path`` replaces: ``path`` itself (absolute, links resolved) when it is a regular file
+    or does not exist yet; a symbolic link's final target when that is a regular file or a new path. Anything else
+    (a directory, FIFO, device, socket, a link loop, through a link or not) raises ValueError (one line): renaming
+    a result over it would destroy it, and writing into it is not writing a file."""
+    p = Path(path).expanduser()
+    via = " (through a symbolic link)" if p.is_symlink() else ""
+    try:
+        mode = os.stat(p).st_mode  # follows links
+    except FileNotFoundError:
+        return Path(os.path.realpath(p))  # a new path, or a link to one: the file will be created at the target
+    except OSError as e:  # a link loop, a name too long ...
+        raise ValueError(f"output {path}: {e.strerror or type(e).__name__}") from None
+    if stat.S_ISREG(mode):
+        return Path(os.path.realpath(p))
+    kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+    raise ValueError(f"output {path} is {kind}{via}: refusing to replace it (give a regular file or a new path)")
+
+
+class WriteError(OSError):
+    """An output could not be written (a full disk, a lost mount): the one-line message names the output."""
+
+    def __str__(self) -> str:
+        return str(self.args[-1])
+
 
 def atomic_write(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write ``text`` to :func:`output_target` of ``path`` through a temporary file in the target's folder and a
+    rename; returns the target. An existing target keeps its permission bits. A failed write (a full disk) leaves
+    the target as it was and no temporary file, and raises :class:`WriteError` naming ``path``."""
+    target = output_target(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text)
-        os.replace(tmp, path)
+        if target.exists():
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        os.replace(tmp, target)
+    except OSError as e:
+        raise WriteError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
+    return target
+
+
+class LiveOutput:
+    """A transcript file written word by word (``mic --output``): each word is appended and flushed as it is
+    emitted, so any stop, even SIGKILL, keeps the words printed so far; :meth:`close` then replaces the file with
+    the final text through :func:`atomic_write`. The path follows :func:`output_target` (a link is written through).
+    A failed append (a full disk) is reported once through ``on_error`` with a message naming the file, and
+    appending stops; the transcript goes on. A failed final write is reported the same way (close returns False)."""
+
+    def __init__(self, path: str | os.PathLike, on_error: Callable[[str], None]) -> None:
+        self.path = path
+        self.on_error = on_error
+        try:
+            self._f: IO[str] | None = open(output_target(path), "w")  # noqa: SIM115 - kept open while listening
+        except OSError as e:
+            raise WriteError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+
+    def add(self, words: Sequence[str]) -> None:
+        if self._f is None:
+            return
+        try:
+            self._f.write("".join(w + " " for w in words))
+            self._f.flush()
+        except OSError as e:
+            self._drop()
+            self.on_error(f"cannot write {self.path}: {e.strerror or e} (the words go on on the screen)")
+
+    def _drop(self) -> None:
+        f, self._f = self._f, None
+        try:
+            if f is not None:
+                f.close()
+        except OSError:
+            pass
+
+    def close(self, text: str) -> bool:
+        """Replace the file with ``text``; False (said through ``on_error``) when that cannot be written."""
+        self._drop()
+        try:
+            atomic_write(self.path, text + "\n")
+            return True
+        except (OSError, ValueError) as e:
+            self.on_error(str(e))
+            return False
 
 
 def _same(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's Path.resolve on a link loop
         return False
 
 
 def check_outputs(inputs: Sequence[str | os.PathLike], outputs: Iterable[str | os.PathLike]) -> None:
-    """Refuse (ValueError, one line) an output that is an input, appears twice, is a directory, or whose folder
-    cannot be written. Called before the model loads, so nothing is computed for a run that cannot save."""
+    """Refuse (ValueError, one line) an output that is an input (also through a link), appears twice, is not a
+    regular file or a new path (:func:`output_target`), or whose folder cannot be written. Called before the model
+    loads, so nothing is computed for a run that cannot save."""
     seen: list[Path] = []
     ins = [Path(i) for i in inputs]
     for out in outputs:
         o = Path(out)
+        folder = output_target(o).parent  # refuses a FIFO, device, directory, socket or link loop first
         for i in ins:
             if _same(o, i):
                 raise ValueError(f"output {o} is also an input: refusing to write over it")
         if any(_same(o, s) for s in seen):
             raise ValueError(f"output {o} would be written twice (two inputs with the same name?)")
         seen.append(o)
-        if o.is_dir():
-            raise ValueError(f"output {o} is a directory")
-        folder = o.expanduser().resolve().parent
         if not folder.is_dir():
             raise ValueError(f"output {o}: folder {folder} does not exist")
         try:  # a real write, not os.access: root passes os.access on read-only mounts and /proc
@@ -61,6 +142,20 @@ def check_outputs(inputs: Sequence[str | os.PathLike], outputs: Iterable[str | o
             probe.unlink()
         except OSError as e:
             raise ValueError(f"output {o}: cannot write in {folder} ({e.strerror or type(e).__name__})") from None
+
+
+def repetition_warning(words: Sequence[str], least: int = 4) -> str | None:
+    """A warning when one word is written ``least`` or more times in a row: what the models write on noise and
+    music ("ASH ASH ASH ...", "AH AH AH ..."), seldom on speech. None otherwise."""
+    best, run, word = 1, 1, None
+    for i in range(1, len(words)):
+        run = run + 1 if words[i].lower() == words[i - 1].lower() else 1
+        if run > best:
+            best, word = run, words[i]
+    if best < least:
+        return None
+    return (f"repetition: {word} written {best} times in a row, what the model writes on noise or music rather than "
+            f"speech; the transcript is probably wrong")
 
 
 def _clock(ms: float, sep: str) -> str:
@@ -185,4 +280,5 @@ def render(result: Mapping, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r} (expected one of {FORMATS})")
 
 
-__all__ = ["FORMATS", "atomic_write", "check_outputs", "render", "to_srt", "to_txt", "to_vtt"]
+__all__ = ["FORMATS", "LiveOutput", "WriteError", "atomic_write", "check_outputs", "output_target", "render", "repetition_warning",
+           "to_srt", "to_txt", "to_vtt"]

@@ -387,15 +387,16 @@ def wait_for(path: Path, needle: str, proc: subprocess.Popen, timeout: float = 6
 
 
 def interrupt_mic(tmp: Path, args: list[str], env: dict[str, str], sig: int = signal.SIGINT,
-                  wait_for_words: bool = False) -> tuple[int, str, str]:
-    """Start `asr_stream mic`, wait until it listens (and, if asked, until it has printed words), then send ``sig``
-    (Ctrl-C by default) after 1.5 s; return (exit code, stdout, stderr)."""
+                  wait_for_words: bool = False, sigint=signal.SIG_DFL) -> tuple[int, str, str]:
+    """Start `asr_stream mic` (with SIGINT at ``sigint``, as a terminal leaves it by default), wait until it listens
+    (and, if asked, until it has printed words), then send ``sig`` (Ctrl-C by default) after 1.5 s; return (exit
+    code, stdout, stderr)."""
     out, err = tmp / "stdout.txt", tmp / "stderr.txt"
     with out.open("w") as fo, err.open("w") as fe:  # files, not pipes: a full pipe would block the child
         # a job started in the background by a non-interactive shell inherits SIGINT ignored, which the mic
         # command rightly respects; a person at a terminal has it at its default, as the child gets here
         proc = subprocess.Popen([sys.executable, "-m", "asr_stream", "mic", *args], stdout=fo, stderr=fe, env=env, cwd=tmp,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
         try:
             wait_for(err, "listening", proc)
             time.sleep(1.5)
@@ -447,6 +448,44 @@ def test_sigterm_and_sigkill_keep_the_mic_transcript(model_dir, tmp_path):
     on_disk = killed.read_text().split()
     assert len(on_disk) >= 2 and on_disk == out.split()[: len(on_disk)], (on_disk, out)
     assert printed is not None
+
+
+def test_sigterm_stops_the_mic_started_as_a_background_job(model_dir, tmp_path):
+    """A job started in the background has SIGINT ignored; SIGTERM must still stop the mic as Ctrl-C does (finish,
+    final line, --output complete) rather than run on to the end of the two-minute recording."""
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, noise_audio(120.0, seed=7), 16000)
+    output = tmp_path / "transcript.txt"
+    rc, out, err = interrupt_mic(tmp_path, ["--model", str(model_dir), "--output", str(output)],
+                                 child_env(**{sources.FAKE_MIC_ENV: str(wav)}), signal.SIGTERM, wait_for_words=True,
+                                 sigint=signal.SIG_IGN)
+    check_interrupted(rc, out, err, output)
+
+
+def test_mic_output_that_cannot_grow_names_the_file_and_the_words_go_on(model_dir, tmp_path):
+    """A real write error (the child may not grow a file past 8 bytes: RLIMIT_FSIZE, EFBIG, as a full disk fails):
+    the error names --output, once while listening and once at the end; the words go on to the final line; the
+    file keeps what fitted; no temporary file is left; exit status 1."""
+    import resource
+
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, noise_audio(3.0, seed=7), 16000)
+    output = tmp_path / "transcript.txt"
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8, 8))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the child
+
+    p = subprocess.run([sys.executable, "-m", "asr_stream", "mic", "--model", str(model_dir), "--output", str(output)],
+                       capture_output=True, text=True, env=child_env(**{sources.FAKE_MIC_ENV: str(wav)}), cwd=tmp_path,
+                       timeout=120, preexec_fn=small_files)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("asr-stream: error: ")]
+    assert p.returncode == 1 and errors == [
+        f"asr-stream: error: cannot write {output}: File too large (the words go on on the screen)",
+        f"asr-stream: error: cannot write {output}: File too large"], p.stderr[-2000:]
+    final = [line for line in p.stdout.splitlines() if line.startswith("final: ")][0][len("final: "):]
+    assert len(final) > 8 and final.startswith(output.read_text()) and len(output.read_text()) == 8
+    assert [f.name for f in tmp_path.iterdir() if f.name.endswith(".tmp")] == []
 
 
 @needs_portaudio

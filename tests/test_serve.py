@@ -421,3 +421,40 @@ def test_engine_thread_counts(model, cfg):
         assert seen == [before + 2] and torch.get_num_threads() == before  # set in the engine's thread only
     finally:
         model.encoder.threads = None
+
+
+def test_client_sigterm_keeps_what_the_server_sent(model, cfg, tmp_path):
+    """`client` stopped by SIGTERM (or Ctrl-C) once words are coming: --json keeps the words received for the file
+    in progress (complete: false); exit status 143 for SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import soundfile as sf
+
+    wav, out, stdout = tmp_path / "long.wav", tmp_path / "r.json", tmp_path / "stdout.txt"
+    sf.write(wav, noise_audio(30.0, seed=3), 16000, subtype="FLOAT")
+    repo = Path(__file__).resolve().parents[1]
+    with running(Server(model, cfg, ENDPOINT, ServerConfig(max_clients=2))) as url, stdout.open("w") as fo:
+        p = subprocess.Popen([sys.executable, "-m", "asr_stream", "client", str(wav), "--url", url, "--realtime",
+                              "--json", str(out)], stdout=fo, stderr=subprocess.DEVNULL, cwd=repo,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            end, heard = time.monotonic() + TIMEOUT, []
+            while time.monotonic() < end and p.poll() is None and len(heard) < 2:  # words have come (paced audio)
+                printed = stdout.read_text()
+                heard = printed[: printed.rfind(" ") + 1].split()[1:]  # words end with a space: none cut off
+                time.sleep(0.1)
+            assert len(heard) >= 2, stdout.read_text()
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(timeout=TIMEOUT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert rc == 143
+    (f,) = json.loads(out.read_text())["files"]
+    assert f["file"] == str(wav) and f["complete"] is False
+    assert f["text"].split()[: len(heard)] == heard
