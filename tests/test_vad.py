@@ -143,3 +143,33 @@ def test_endpointer_with_silero_keeps_every_word_and_loses_no_sample(block) -> N
         (next(st for st, _ in sink.fed if st >= sink.cuts[i - 1][0]), sink.cuts[i][0]) for i in (1, 2)]
     for (seg_start, seg_end), words in zip(bounds, spans):
         assert seg_start <= words[0][0] and words[-1][1] <= seg_end
+
+
+def test_cli_vad_silero_transcribes_the_sample_and_records_it(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "o.json"
+    r = subprocess.run([sys.executable, "-m", "asr_stream", "transcribe", str(repo / "asr_stream/assets/sample.wav"),
+                        "--vad", "silero", "--json", str(out)], capture_output=True, text=True, cwd=repo,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert result["settings"]["segmentation"]["vad"] == "silero"
+    assert result["files"][0]["text"] == (repo / "asr_stream/assets/sample.txt").read_text().strip()
+
+
+def test_cli_vad_silero_without_the_package_fails_before_any_work(monkeypatch) -> None:
+    from asr_stream import cli
+
+    vad.shared_model.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    try:
+        with pytest.raises(ValueError, match=r"^--vad silero: the silero VAD needs the package silero-vad==6.2.3"):
+            cli._endpoint(False, 300.0, 20.0, "silero")
+    finally:
+        vad.shared_model.cache_clear()
+    assert cli._endpoint(False, 300.0, 20.0, "energy").detector == "energy"

@@ -67,8 +67,9 @@ class SileroVAD(nn.Module):
         from safetensors.torch import load_file
 
         model = cls()
+        path = path or weights_path()
         try:
-            state = load_file(str(path or weights_path()))
+            state = load_file(str(path))
             model.load_state_dict(state, strict=True)
         except (RuntimeError, OSError, ValueError) as e:
             raise VADError(f"cannot load the silero VAD weights: {str(e).splitlines()[0]}") from None
