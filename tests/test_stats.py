@@ -127,6 +127,10 @@ def test_eval_and_sweep_report_intervals_and_paired_differences(tmp_path, make_m
     assert "against" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no records.jsonl"):
         eval_cmd(str(manifest), model=str(model_dir), k=3, baseline=str(tmp_path / "nowhere"))
+    eval_cmd(str(write_manifest(utts[:2], tmp_path / "m2.jsonl")), model=str(model_dir), k=3, output=str(tmp_path / "two"))
+    with pytest.raises(ValueError, match="not an eval of this data .2 of these 4 utterances missing"):
+        eval_cmd(str(manifest), model=str(model_dir), k=1, output=str(tmp_path / "never"), baseline=str(tmp_path / "two"))
+    assert not (tmp_path / "never").exists()  # refused before anything was evaluated
 
     cells = grid(["group"], [1, 2, 3], [0.0], [None])
     rows = run_sweep(lambda mode: model, utts, cells, tmp_path / "sw", progress=False, baseline="group-k3-phi0")

@@ -84,6 +84,12 @@ def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[ModeName] = 
         if not path.is_file():
             raise ValueError(f"--baseline {baseline}: no records.jsonl there (the --output folder of an eval)")
         base = list(read_records(path).values())
+        by_id = {r["id"]: r["reference"] for r in base}
+        missing = [u.id for u in utts if u.id not in by_id]
+        other = [u.id for u in utts if u.id in by_id and by_id[u.id] != u.text]
+        if missing or other:
+            raise ValueError(f"--baseline {baseline}: not an eval of this data ({len(missing)} of these {len(utts)} utterances "
+                             f"missing there, {len(other)} with other transcripts)")
     rows: list[dict] = []
     s = evaluate(_load(model, device, encoder_dtype), utts, setting, output, segment=segment, rows_out=rows)
     _print_summary(s)
@@ -91,7 +97,7 @@ def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[ModeName] = 
         from .stats import compare, format_interval
 
         ids = {r["id"] for r in rows}
-        c = compare([r for r in base if r["id"] in ids] if ids <= {r["id"] for r in base} else base, rows)
+        c = compare([r for r in base if r["id"] in ids], rows)  # the baseline may hold more utterances (a larger --limit)
         s["vs_baseline"] = {"baseline": str(baseline), **c}
         print(f"against {baseline} on the same {c['utterances']} utterances (this run minus the baseline; 95 % paired "
               f"bootstrap): WER {100 * c['wer_diff']:+.2f} points {format_interval(*c['wer_diff_ci'], 100, 2, True)}, "

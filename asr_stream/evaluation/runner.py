@@ -280,8 +280,8 @@ def stale_records(out: Path, utts: Sequence[Utterance], records: dict[str, dict]
         elif r["audio"] != audio_identity(u.audio_path):
             changed.append(u.id)
     for ids, why in ((changed, "audio changed since their records were written"),
-                     (unchecked, "their records predate audio identity (asr-stream before the audio was recorded with "
-                                 "each record) and cannot be checked against the audio")):
+                     (unchecked, "their records predate audio identity (written before records kept their audio's "
+                                 "size, time and hash) and cannot be checked against the audio")):
         if ids:
             warnings.warn(f"{out}: {len(ids)} utterances re-scored: {why} (e.g. {ids[0]})", stacklevel=3)
             for i in ids:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from .runner import Setting, evaluate, read_records
+from .stats import compare
 
 COLUMNS = ["name", "mode", "k", "phi", "chunk_ms", "policy", "as_trained", "train_mode", "train_k", "train_phi", "utterances",
            "wer", "substitutions", "deletions", "insertions", "AL", "LAAL", "AL_CA", "LAAL_CA", "first_word_delay",
@@ -92,6 +93,7 @@ def run_sweep(load_model, utts, settings: Sequence[Setting], out_dir: str | Path
     base = baseline_index(baseline, settings, lambda: [s.resolved(load_model(s.mode), warn=False)[0] for s in settings])
     rows: list[dict] = []
     records: list[list[dict]] = []
+    vs: list[Optional[dict]] = []  # each row's comparison with the baseline row (stats.compare)
     with Progress(disable=not progress) as bar:
         task = bar.add_task("sweep", total=len(settings))
         for s in settings:
@@ -101,24 +103,19 @@ def run_sweep(load_model, utts, settings: Sequence[Setting], out_dir: str | Path
             rows.append(evaluate(model, utts, s, cell, progress=progress))
             recs = read_records(cell / "records.jsonl")
             records.append([recs[u.id] for u in utts if u.id in recs])
+            if len(records) == base + 1:  # the baseline is in: compare every row so far with it
+                vs = [compare(records[base], r) for r in records[:-1]] + [{"baseline": True}]
+            else:  # a row after the baseline is compared with it; before it, not yet
+                vs.append(compare(records[base], records[-1]) if len(records) > base + 1 else None)
             bar.advance(task)
-            write_tables(rows, out, comparisons(records, base))  # after every cell: partial results always on disk
+            write_tables(rows, out, vs)  # after every cell, so partial results are always on disk
     plot(rows, out)
     return rows
 
 
-def comparisons(records: Sequence[Sequence[dict]], base: int) -> list[Optional[dict]]:
-    """Each row's :func:`stats.compare` with row ``base`` (None for rows not run yet, or all while the baseline is
-    not); the baseline's own entry says ``baseline: True``."""
-    from .stats import compare
-
-    if base >= len(records):
-        return [None] * len(records)
-    return [{"baseline": True} if i == base else compare(records[base], r) for i, r in enumerate(records)]
-
-
 def flat(row: Mapping, vs: Optional[Mapping] = None) -> dict:
-    """One table row of a cell's summary; ``vs``: its comparison with the baseline row (:func:`comparisons`)."""
+    """One table row of a cell's summary; ``vs``: its comparison with the baseline row (:func:`stats.compare`, or
+    ``{"baseline": True}`` for the baseline itself)."""
     s = row["setting"]
     t = row.get("training")  # absent in cells written before it was recorded
     trained = {"as_trained": None, "train_mode": None, "train_k": None, "train_phi": None} if t is None else {
