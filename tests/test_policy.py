@@ -240,3 +240,7 @@ def test_adaptive_policies_default_k_min_to_the_smallest_trained_k(make_model):
     s.finish()
     vis = s.state.elements.chunk[s.state.elements.kind == TARGET].tolist()
     assert vis and min(vis) >= 3
+    # a served stream's own k below the filled k_min: k_min follows it down (it raised "need k_min <= k_max" before)
+    eng = BatchedStreams(model, 1, policy="ctc", k=5)
+    eng.reset(0, k=1)
+    assert (eng.sessions[0].policy.k_min, eng.sessions[0].policy.k_max) == (1, 1)
