@@ -166,7 +166,8 @@ class StreamConfig:
     j at the latest after k_max + j chunks (k_max defaults to ``k``) and never before the first chunk."""
     policy_args: dict[str, float] = field(default_factory=dict)
     """Parameters of the adaptive policies: ctc: threshold (boundary mass, default 0.5), margin (chunks, default 0),
-    k_max; confidence: threshold (probability, default 0.9), k_max."""
+    k_max, k_min; confidence: threshold (probability, default 0.9), k_max, k_min. k_min unset: the smallest k the
+    model was trained with (filled in when the settings are resolved for a model)."""
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

@@ -140,13 +140,12 @@ class PerClientStreams:
         self.new: list[list] = [[] for _ in range(n)]
 
     def reset(self, i: int, k: Optional[int] = None) -> None:
-        from dataclasses import replace
-
         from .streaming import StreamingSession
+        from .streaming.defaults import with_k
         from .streaming.segment import SegmentedSession
 
         cb = (lambda seg, i=i: self.on_segment(i, seg)) if self.on_segment else None
-        cfg = replace(self.cfg, k=k) if k is not None else self.cfg
+        cfg = with_k(self.cfg, k) if k is not None else self.cfg
         self.sessions[i] = SegmentedSession(StreamingSession(self.model, cfg), self.endpoint, cb)
         self.inbox[i], self.ending[i], self.new[i] = [], False, []
 

@@ -53,6 +53,51 @@ def test_evaluate_resumes_from_records(tmp_path, make_model, corpus):
     assert resumed["wer"] == full["wer"]
 
 
+def test_resume_rescores_utterances_whose_audio_changed(tmp_path, make_model, corpus):
+    """A rerun into the same folder after the audio at the same paths was replaced reports the new audio's result
+    (as a fresh run does), not the old records; only the changed utterance is streamed again, and it says so."""
+    import os
+    import warnings
+
+    model = make_model(160)
+    wav = [tmp_path / f"w{i}.wav" for i in range(3)]  # WAV: the same duration gives the same size
+    for i, (u, p) in enumerate(zip(corpus, wav)):
+        sf.write(p, noise_audio(u.duration, seed=i), 16000)
+    utts = [Utterance(u.id, p, u.text, u.duration) for u, p in zip(corpus, wav)]
+    out = tmp_path / "e"
+    old = evaluate(model, utts, Setting("group", 2), out, progress=False)
+    rec = out / "records.jsonl"
+    kept = rec.read_text()
+
+    sf.write(wav[1], noise_audio(2.5, seed=7), 16000)  # other audio, longer, at the same path
+    with pytest.warns(UserWarning, match=r"1 utterances re-scored: audio changed .*\(e\.g\. u1\)"):
+        new = evaluate(model, utts, Setting("group", 2), out, progress=False)
+    fresh = evaluate(model, utts, Setting("group", 2), tmp_path / "fresh", progress=False)
+    assert rec.read_text().startswith(kept) and len(rec.read_text().splitlines()) == 4  # only u1 streamed again
+    assert new["audio_s"] > old["audio_s"] + 1.5  # the longer audio is in the result
+    for key in ("wer", "audio_s", "LAAL", "substitutions", "deletions", "insertions"):
+        assert new[key] == fresh[key]
+
+    # the same size, and its old modification time put back: the hash of the file's ends still tells
+    before = os.stat(wav[2])
+    sf.write(wav[2], noise_audio(utts[2].duration, seed=8), 16000)
+    os.utime(wav[2], ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(wav[2]).st_size == before.st_size
+    with pytest.warns(UserWarning, match="1 utterances re-scored: audio changed"):
+        evaluate(model, utts, Setting("group", 2), out, progress=False)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        again = evaluate(model, utts, Setting("group", 2), out, progress=False)
+    assert not [w for w in said if "re-scored" in str(w.message)]  # nothing changed: nothing re-scored, nothing said
+    assert len(rec.read_text().splitlines()) == 5 and again["utterances"] == 3
+
+    # records written before the audio was recorded with them cannot be checked: re-scored, and said so
+    lines = [json.loads(x) for x in rec.read_text().splitlines()]
+    rec.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "audio"}) + "\n" for r in lines))
+    with pytest.warns(UserWarning, match="3 utterances re-scored: their records predate audio identity"):
+        evaluate(model, utts, Setting("group", 2), out, progress=False)
+
+
 def test_resume_refuses_other_settings_and_repairs_a_torn_line(tmp_path, make_model, corpus):
     """A folder's records are reused only for the settings that made them (k, φ, mode, data, --limit, model by
     content); a mismatch is a one-line error, never the old numbers under a new title."""
@@ -172,7 +217,8 @@ def test_sweep_with_policy_grid(tmp_path, make_model, corpus):
         ("ctc", None, (("k_max", 3.0), ("threshold", 1.0)))]
     rows = run_sweep(lambda mode: model, timed, cells, tmp_path / "sw", progress=False)
     table = json.loads((tmp_path / "sw" / "results.json").read_text())
-    assert [t["policy"] for t in table] == ["waitk", "waitk", "ctc-k_max3-threshold0.5", "ctc-k_max3-threshold1"]
+    # the adaptive cells' k_min is the model's smallest training k (this test model: trained with k = 3 only)
+    assert [t["policy"] for t in table] == ["waitk", "waitk", "ctc-k_max3-k_min3-threshold0.5", "ctc-k_max3-k_min3-threshold1"]
     for row, k in zip(rows[:2], (1, 2)):  # wait-k: lag k, more only after an early EOS (k grows by one each)
         assert min(map(int, row["lag_share"])) == k and row["lag_share"][str(k)] > 0.5
     assert (tmp_path / "sw" / "wer_vs_laal.png").stat().st_size > 0
@@ -182,6 +228,6 @@ def test_sweep_with_policy_grid(tmp_path, make_model, corpus):
     rows = [dict(r, PR90=100.0 * i) for i, r in enumerate(rows)]  # as a trained model's cells would have
     assert tmp_path / "sw" / "wer_vs_pr90.png" in plot(rows, tmp_path / "sw")
     assert {k: v[0] for k, v in _by([flat(r) for r in rows], "PR90").items()} == {"group waitk": [0.0, 100.0], "group ctc": [200.0, 300.0]}
-    assert "ctc-k_max3-threshold0.5" in (tmp_path / "sw" / "results.md").read_text()
+    assert "ctc-k_max3-k_min3-threshold0.5" in (tmp_path / "sw" / "results.md").read_text()
     with pytest.raises(ValueError, match="unknown or unselected"):
         policy_settings(cells[:1], ["waitk"], {"ctc": {"threshold": [0.5]}})

@@ -3,7 +3,8 @@
 Audio is pushed one chunk at a time (as a live stream delivers it, but as fast as possible), so each
 word's delay is the audio (ms) read when it was emitted; computation-aware delays add the wall-clock
 compute spent up to that emission. Records are appended per utterance to ``records.jsonl``, so a killed
-run continues where it stopped.
+run continues where it stopped; a record is reused only while its audio file is the one it was computed from
+(:func:`audio_identity`), and only for the settings in ``settings.json`` (:func:`run_key`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..config import StreamConfig
 from ..streaming.defaults import stream_config_for, training_differences
 from ..data import Utterance
 from .latency import LatencyRecord, aggregate, pr_summary, real_time_factor, word_lags
+from .stats import record_intervals
 from .wer import normalize_text, wer_details
 
 SETTINGS = ("group", "interleaved", "batch", "batch-position", "batch-kv")
@@ -51,11 +53,12 @@ class Setting:
                             policy=self.policy, policy_args=dict(self.policy_args))  # type: ignore[arg-type]
 
     def resolved(self, model, warn: bool = True) -> tuple["Setting", StreamConfig]:
-        """This setting with the model's training values filled in, and its stream config (an explicit
-        value that differs from the training raises a TrainingMismatchWarning unless ``warn`` is False)."""
+        """This setting with the model's training values filled in (an adaptive policy's default k_min too, so it is
+        in the name), and its stream config (an explicit value that differs from the training raises a
+        TrainingMismatchWarning unless ``warn`` is False)."""
         cfg = stream_config_for(model, self.stream_config(), warn=warn)
         mode = cfg.mode if cfg.reencode == "none" else f"{cfg.mode}-{cfg.reencode}"
-        return Setting(mode, cfg.k, cfg.phi, self.chunk_ms, self.policy, self.policy_args), cfg
+        return Setting(mode, cfg.k, cfg.phi, self.chunk_ms, self.policy, policy_args_tuple(cfg.policy_args)), cfg
 
     @property
     def policy_name(self) -> str:
@@ -107,12 +110,13 @@ LONG_S = 30.0  # segment="auto": utterances longer than this (s) are endpointed;
 
 
 def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Optional[str | Path] = None,
-             progress: bool = True, segment: str = "auto") -> dict:
+             progress: bool = True, segment: str = "auto", rows_out: Optional[list] = None) -> dict:
     """Evaluate one setting; returns the summary (also written to ``out_dir/summary.json``).
 
     segment: ``auto`` cuts utterances longer than LONG_S seconds into segments with the endpoint rules of
     :mod:`asr_stream.streaming.segment` (long recordings; word times stay absolute) and streams shorter ones
     whole, as they are trained; ``on`` / ``off`` do it for every utterance / none.
+    rows_out: if given, the per-utterance records (in ``utts`` order) are appended to it.
     """
     from ..streaming import StreamingSession
     from ..streaming.segment import EndpointConfig, SegmentedSession
@@ -132,6 +136,8 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
         rec_path = out / "records.jsonl"
         records = read_records(rec_path)  # resume: keep what a killed run finished
         rec_file = rec_path.open("a")
+    if records:
+        stale_records(out, utts, records)  # a record is reused only for the audio it was computed from
     todo = [u for u in utts if u.id not in records]
     try:
         from rich.progress import Progress
@@ -139,6 +145,7 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"eval {setting.name}", total=len(todo))
             for u in todo:
+                ident = audio_identity(u.audio_path)  # before reading: a file replaced meanwhile is re-scored next time
                 wave = load_audio(u.audio_path)
                 cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * 16000)
                 session = SegmentedSession(StreamingSession(model, cfg), EndpointConfig() if cut else None)
@@ -146,7 +153,8 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
                 audio_ms = len(wave) / 16.0
                 ref_len = len(normalize_text(u.text).split())
                 lat = LatencyRecord.compute([w.time_ms for w in words], audio_ms, ref_len, compute_at)
-                r = {"id": u.id, "reference": u.text, "hypothesis": " ".join(w.text for w in words),
+                r = {"id": u.id, "audio": ident, "reference": u.text,
+                     "hypothesis": " ".join(w.text for w in words),
                      "segments": len(session.segments) if cut else None,
                      "words": [{"text": w.text, "time_ms": w.time_ms, "compute_ms": c} for w, c in zip(words, compute_at)],
                      "audio_ms": audio_ms, "compute_s": spent, **{f"lat_{k}": v for k, v in lat.as_dict().items()}}
@@ -163,6 +171,8 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
         if rec_file:
             rec_file.close()
     rows = [records[u.id] for u in utts if u.id in records]
+    if rows_out is not None:
+        rows_out.extend(rows)
     summary = summarize(rows)
     mc = model.cfg
     summary.update({"setting": asdict(setting), "name": setting.name, "encoder_dtype": encoder_dtype_name(model),
@@ -224,12 +234,59 @@ def model_digest(model) -> str:
 def run_key(model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Setting, segment: str) -> dict:
     """Everything that decides an evaluation's records: model (by content), data (ids, texts, audio paths: the
     --limit is in there), stream settings, chunk length, segmentation and the encoder's compute dtype. A resumed run
-    must match it."""
+    must match it. The audio itself is checked per record (:func:`stale_records`): a changed file re-scores only its
+    utterance."""
     import hashlib
 
     data = hashlib.sha256("\n".join(f"{u.id}\t{u.text}\t{u.audio_path}" for u in utts).encode()).hexdigest()
     return {"model": model_digest(model), "data": data, "utterances": len(utts), "stream": asdict(cfg),
             "chunk_ms": model.chunk_ms, "segment": segment, "encoder_dtype": encoder_dtype_name(model)}
+
+
+AUDIO_ENDS = 1 << 16  # bytes hashed at each end of an audio file for its identity
+
+
+def audio_identity(path: str | Path) -> dict:
+    """What a record's audio must still be for the record to be reused: the file's size, modification time (ns) and
+    SHA-256 of its first and last 64 KiB (cheap; catches a file replaced by one of the same size with its old
+    modification time restored, unless the change is only in the middle)."""
+    import hashlib
+
+    p = Path(path)
+    st = p.stat()
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        h.update(f.read(AUDIO_ENDS))
+        if st.st_size > 2 * AUDIO_ENDS:
+            f.seek(st.st_size - AUDIO_ENDS)
+        h.update(f.read(AUDIO_ENDS))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_ends": h.hexdigest()}
+
+
+def stale_records(out: Path, utts: Sequence[Utterance], records: dict[str, dict]) -> list[str]:
+    """Drop (from ``records``, so they are evaluated again) the records whose audio is not what they were computed
+    from: the file's :func:`audio_identity` changed, or the record has none (written before it was recorded: it
+    cannot be checked, so it is not trusted). Says so in one warning per cause; returns the ids dropped. The new
+    records are appended and win over the old lines on the next read (the last line of an id counts)."""
+    import warnings
+
+    changed, unchecked = [], []
+    for u in utts:
+        r = records.get(u.id)
+        if r is None:
+            continue
+        if "audio" not in r:
+            unchecked.append(u.id)
+        elif r["audio"] != audio_identity(u.audio_path):
+            changed.append(u.id)
+    for ids, why in ((changed, "audio changed since their records were written"),
+                     (unchecked, "their records predate audio identity (written before records kept their audio's "
+                                 "size, time and hash) and cannot be checked against the audio")):
+        if ids:
+            warnings.warn(f"{out}: {len(ids)} utterances re-scored: {why} (e.g. {ids[0]})", stacklevel=3)
+            for i in ids:
+                del records[i]
+    return changed + unchecked
 
 
 def encoder_dtype_name(model) -> str:
@@ -309,6 +366,7 @@ def summarize(rows: Sequence[dict]) -> dict:
         out[key] = lat[key]
     out.update(pr_summary(lag for r in rows if "ref_word_end_ms" in r for lag in record_word_lags(r)))
     out.update(schedule_summary(rows))
+    out.update(record_intervals(rows))  # 95 % bootstrap intervals of WER and LAAL over these utterances
     return out
 
 

@@ -13,11 +13,15 @@ import math
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from .runner import Setting, evaluate
+from .runner import Setting, evaluate, read_records
+from .stats import compare
 
 COLUMNS = ["name", "mode", "k", "phi", "chunk_ms", "policy", "as_trained", "train_mode", "train_k", "train_phi", "utterances",
            "wer", "substitutions", "deletions", "insertions", "AL", "LAAL", "AL_CA", "LAAL_CA", "first_word_delay",
-           "last_word_delay", "PR50", "PR90", "lag_mean", "rtf"]
+           "last_word_delay", "PR50", "PR90", "lag_mean", "rtf", "wer_lo", "wer_hi", "LAAL_lo", "LAAL_hi", "baseline", "dwer",
+           "dwer_lo", "dwer_hi", "dLAAL", "dLAAL_lo", "dLAAL_hi", "better", "worse"]
+CI = ("wer_lo", "wer_hi", "LAAL_lo", "LAAL_hi")  # the row's own 95 % intervals (from its summary)
+VS = ("baseline", "dwer", "dwer_lo", "dwer_hi", "dLAAL", "dLAAL_lo", "dLAAL_hi", "better", "worse")  # against the baseline row
 TRAINING = ("as_trained", "train_mode", "train_k", "train_phi")  # from the cell's model (``summary["training"]``)
 
 
@@ -56,26 +60,62 @@ def policy_settings(base: Sequence[Setting], policies: Sequence[str], policy_gri
     return out
 
 
-def run_sweep(load_model, utts, settings: Sequence[Setting], out_dir: str | Path, progress: bool = True) -> list[dict]:
-    """``load_model(mode) -> SpeechLLM`` lets each mode use the model trained with its own layout."""
+def baseline_index(baseline: Optional[str], settings: Sequence[Setting], resolved=None) -> int:
+    """The row the others are compared with: None -> the first; a row number (1-based, the order of the tables) or a
+    cell's name (``group-k3-phi0``, the ``name`` column; for an adaptive policy the name with or without the k_min
+    filled in). ``resolved()`` gives the settings with the defaults filled in; it is called only when the name is not
+    found otherwise. One-line error when there is no such row."""
+    if baseline is None:
+        return 0
+    b = baseline.strip()
+    if b.isdigit() and 1 <= int(b) <= len(settings):
+        return int(b) - 1
+    names = [s.name for s in settings]
+    if b not in names and resolved is not None:
+        names = [r.name if b == r.name else n for n, r in zip(names, resolved())]
+    if b in names:
+        return names.index(b)
+    shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+    raise ValueError(f"--baseline {baseline!r}: no such cell (a row number 1-{len(settings)} or a name: {shown})")
+
+
+def run_sweep(load_model, utts, settings: Sequence[Setting], out_dir: str | Path, progress: bool = True,
+              baseline: Optional[str] = None) -> list[dict]:
+    """``load_model(mode) -> SpeechLLM`` lets each mode use the model trained with its own layout.
+
+    Cells are named with the model's defaults filled in (an adaptive policy's k_min). Every row is compared with the
+    ``baseline`` row (:func:`baseline_index`; default the first) on the same utterances: its WER and LAAL difference
+    with a 95 % paired-bootstrap interval (:func:`asr_stream.evaluation.stats.compare`), columns ``dwer`` and
+    ``dLAAL`` of the tables."""
     from rich.progress import Progress
 
     out = Path(out_dir)
-    rows = []
+    base = baseline_index(baseline, settings, lambda: [s.resolved(load_model(s.mode), warn=False)[0] for s in settings])
+    rows: list[dict] = []
+    records: list[list[dict]] = []
+    vs: list[Optional[dict]] = []  # each row's comparison with the baseline row (stats.compare)
     with Progress(disable=not progress) as bar:
         task = bar.add_task("sweep", total=len(settings))
         for s in settings:
-            cell = out / "cells" / s.name
+            model = load_model(s.mode)
+            cell = out / "cells" / s.resolved(model, warn=False)[0].name
             # a finished cell is not recomputed: evaluate() checks its settings and reads its records back
-            summary = evaluate(load_model(s.mode), utts, s, cell, progress=progress)
-            rows.append(summary)
+            rows.append(evaluate(model, utts, s, cell, progress=progress))
+            recs = read_records(cell / "records.jsonl")
+            records.append([recs[u.id] for u in utts if u.id in recs])
+            if len(records) == base + 1:  # the baseline is in: compare every row so far with it
+                vs = [compare(records[base], r) for r in records[:-1]] + [{"baseline": True}]
+            else:  # a row after the baseline is compared with it; before it, not yet
+                vs.append(compare(records[base], records[-1]) if len(records) > base + 1 else None)
             bar.advance(task)
-            write_tables(rows, out)  # after every cell, so partial results are always on disk
+            write_tables(rows, out, vs)  # after every cell, so partial results are always on disk
     plot(rows, out)
     return rows
 
 
-def flat(row: Mapping) -> dict:
+def flat(row: Mapping, vs: Optional[Mapping] = None) -> dict:
+    """One table row of a cell's summary; ``vs``: its comparison with the baseline row (:func:`stats.compare`, or
+    ``{"baseline": True}`` for the baseline itself)."""
     s = row["setting"]
     t = row.get("training")  # absent in cells written before it was recorded
     trained = {"as_trained": None, "train_mode": None, "train_k": None, "train_phi": None} if t is None else {
@@ -83,8 +123,19 @@ def flat(row: Mapping) -> dict:
         "train_phi": t["phi"]}
     policy = "-".join([s.get("policy", "waitk")] + [f"{a}{v:g}" for a, v in s.get("policy_args", ())])
     return {"name": row["name"], "mode": s["mode"], "k": s["k"], "phi": s["phi"], "chunk_ms": s["chunk_ms"] or "", "policy": policy,
-            **trained, **{c: row.get(c) for c in COLUMNS if c not in ("name", "mode", "k", "phi", "chunk_ms", "policy") + TRAINING},
-            "differences": "; ".join(t["differences"]) if t else None}
+            **trained, **{c: row.get(c) for c in COLUMNS if c not in ("name", "mode", "k", "phi", "chunk_ms", "policy") + TRAINING + CI + VS},
+            **dict(zip(CI, (row.get("wer_ci") or [None] * 2) + (row.get("LAAL_ci") or [None] * 2))),
+            **_vs_columns(vs), "differences": "; ".join(t["differences"]) if t else None}
+
+
+def _vs_columns(vs: Optional[Mapping]) -> dict:
+    if vs is None:
+        return dict.fromkeys(VS)
+    if vs.get("baseline"):
+        return {**dict.fromkeys(VS), "baseline": True}
+    return {"baseline": False, "dwer": vs["wer_diff"], "dwer_lo": vs["wer_diff_ci"][0], "dwer_hi": vs["wer_diff_ci"][1],
+            "dLAAL": vs["LAAL_diff"], "dLAAL_lo": vs["LAAL_diff_ci"][0], "dLAAL_hi": vs["LAAL_diff_ci"][1],
+            "better": vs["better"], "worse": vs["worse"]}
 
 
 def _fmt(v) -> str:
@@ -95,23 +146,51 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_tables(rows: Sequence[Mapping], out: Path) -> None:
+def _ci(lo, hi, scale: float = 1.0, digits: int = 1, signed: bool = False) -> str:
+    from .stats import format_interval
+
+    return "–" if lo is None or hi is None else format_interval(lo, hi, scale, digits, signed)
+
+
+def _vs_cells(t: Mapping) -> tuple[str, str]:
+    """The markdown ΔWER and ΔLAAL cells of a row: ``-0.7 [-1.6, +0.1]``, ``baseline``, or – (not compared)."""
+    if t["baseline"] is None:
+        return "–", "–"
+    if t["baseline"]:
+        return "baseline", "baseline"
+    return (f"{100 * t['dwer']:+.2f} {_ci(t['dwer_lo'], t['dwer_hi'], 100, 2, True)}",
+            f"{t['dLAAL']:+.0f} {_ci(t['dLAAL_lo'], t['dLAAL_hi'], 1, 0, True)}")
+
+
+def write_tables(rows: Sequence[Mapping], out: Path, vs: Optional[Sequence[Optional[Mapping]]] = None) -> None:
+    """results.csv / .json / .md of the rows so far; ``vs``: each row's comparison with the baseline row."""
     out.mkdir(parents=True, exist_ok=True)
-    table = [flat(r) for r in rows]
+    table = [flat(r, v) for r, v in zip(rows, vs or [None] * len(rows))]
     with (out / "results.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS + ["differences"])
         w.writeheader()
         w.writerows(table)
     (out / "results.json").write_text(json.dumps(table, indent=2))
-    lines = ["| mode | k | φ | chunk ms | policy | as trained | WER % | S/D/I | AL ms | LAAL ms | LAAL-CA ms | first ms "
-             "| last ms | PR50 ms | PR90 ms | mean lag | RTF |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| mode | k | φ | chunk ms | policy | as trained | WER % [95 %] | ΔWER pts [95 %] | S/D/I | AL ms | LAAL ms "
+             "| ΔLAAL ms [95 %] | LAAL-CA ms | first ms | last ms | PR50 ms | PR90 ms | mean lag | RTF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in table:
         trained = "–" if t["as_trained"] is None else "yes" if t["as_trained"] else f"no: {t['differences']}"
-        lines.append(f"| {t['mode']} | {t['k']} | {t['phi']:g} | {t['chunk_ms']} | {t['policy']} | {trained} | {100 * t['wer']:.1f} | "
-                     f"{t['substitutions']}/{t['deletions']}/{t['insertions']} | {_fmt(t['AL'])} | {_fmt(t['LAAL'])} | "
+        dwer, dlaal = _vs_cells(t)
+        lines.append(f"| {t['mode']} | {t['k']} | {t['phi']:g} | {t['chunk_ms']} | {t['policy']} | {trained} | "
+                     f"{100 * t['wer']:.1f} {_ci(t['wer_lo'], t['wer_hi'], 100)} | {dwer} | "
+                     f"{t['substitutions']}/{t['deletions']}/{t['insertions']} | {_fmt(t['AL'])} | {_fmt(t['LAAL'])} | {dlaal} | "
                      f"{_fmt(t['LAAL_CA'])} | {_fmt(t['first_word_delay'])} | {_fmt(t['last_word_delay'])} | "
                      f"{_fmt(t['PR50'])} | {_fmt(t['PR90'])} | {_fmt(t['lag_mean'])} | {_fmt(t['rtf'])} |")
+    base = [i for i, t in enumerate(table) if t["baseline"]]
+    if base:
+        from .stats import RESAMPLES, SEED
+
+        b = table[base[0]]
+        lines += ["", f"Δ: the row minus row {base[0] + 1} ({b['name']}), on the same {b['utterances']} utterances "
+                  f"(negative ΔWER: fewer errors); [95 %]: percentile intervals of a bootstrap over utterances, paired for Δ "
+                  f"({RESAMPLES} resamples, seed {SEED}; asr_stream/evaluation/stats.py). An interval that holds 0: no "
+                  "difference shown on this data."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 

@@ -103,3 +103,25 @@ def wer_details(
     else:
         wer = math.inf if errors else math.nan
     return {"wer": wer, **counts, "ref_words": ref_words}
+
+
+def utterance_errors(references: Sequence[str], hypotheses: Sequence[str], normalize: bool = True) -> tuple[list[int], list[int]]:
+    """Per utterance: (errors S + D + I, reference words), with :func:`wer_details`'s normalisation, alignment and
+    edge cases, so that ``sum(errors) / sum(ref_words)`` is its corpus WER (jiwer aligns each pair on its own).
+    What :mod:`asr_stream.evaluation.stats` resamples."""
+    if isinstance(references, str) or isinstance(hypotheses, str):
+        raise TypeError("references and hypotheses must be lists of strings, not str")
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    prep = normalize_text if normalize else (lambda x: " ".join(x.split()))
+    refs = [prep(r) for r in references]
+    hyps = [prep(h) for h in hypotheses]
+    errors = [len(h.split()) if not r else 0 for r, h in zip(refs, hyps)]  # empty reference: all insertions
+    words = [len(r.split()) for r in refs]
+    aligned = [i for i, r in enumerate(refs) if r]
+    if aligned:
+        out = jiwer.process_words([refs[i] for i in aligned], [hyps[i] for i in aligned])
+        for i, chunks in zip(aligned, out.alignments):
+            errors[i] = sum(max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
+                            for c in chunks if c.type != "equal")
+    return errors, words

@@ -58,6 +58,7 @@ import torch
 from .. import decoder as dec
 from ..config import StreamConfig
 from ..groups import PAD, Elements, additive_mask, allowed
+from .defaults import with_k
 from .session import Step, StreamingSession, Word
 
 
@@ -141,7 +142,7 @@ class BatchedStreams:
         if k is not None:
             if k < 1:
                 raise ValueError(f"k must be >= 1, got {k}")
-            sess.cfg = replace(self.cfg, k=k)
+            sess.cfg = with_k(self.cfg, k)  # an adaptive policy's k_min never above the new k_max
         sess.state = sess._fresh_state()
         sess.state.cache = None  # the stream lives in self.cache
         self._pending.pop(i, None)

@@ -7,9 +7,14 @@ used to stream at φ = 0 by default), so every entry point (``StreamingSession``
 
 - a setting left at None takes the training value: mode = ``train_mode``, φ = ``phi``, and k = 3 when the
   model was trained with k = 3, else the training k closest to 3 (the larger on a tie: more audio per word);
+- the adaptive policies' (ctc, confidence) ``k_min`` left unset is the smallest training k (at most their k_max):
+  word j is then never written with fewer than k_min + j chunks, a lag the training masks showed the model
+  (with k_min = 0 the bundled model wrote 20 % of its words one chunk earlier than anything it was trained on).
+  A batch model is trained offline: its default is the policy's own, 1;
 - a setting given explicitly is used as it is, and announced with a :class:`TrainingMismatchWarning` when
-  the mode differs, φ differs (group mode), or k is not among the training k values (group / interleaved
-  training; a batch model is trained offline, so any k is as good as another).
+  the mode differs, φ differs (group mode), k is not among the training k values, or an adaptive policy's
+  k_min is below the smallest of them (group / interleaved training; a batch model is trained offline, so any
+  k is as good as another).
 """
 
 from __future__ import annotations
@@ -33,6 +38,25 @@ def default_k(train_k: tuple[int, ...] | list[int]) -> int:
     return min(train_k, key=lambda k: (abs(k - PREFERRED_K), -k))
 
 
+ADAPTIVE = ("ctc", "confidence")  # the policies with a k_min
+
+
+def default_k_min(model_cfg: ModelConfig, k_max: int) -> int:
+    """An adaptive policy's k_min when none is given: the smallest training k (group / interleaved training), at most
+    ``k_max``; 1 (the policy's own default) for a batch model."""
+    floor = min(model_cfg.train_k) if model_cfg.train_mode != "batch" and model_cfg.train_k else 1
+    return max(0, min(floor, k_max))
+
+
+def with_k(cfg: StreamConfig, k: int) -> StreamConfig:
+    """``cfg`` (resolved) with wait-k ``k`` (an adaptive policy's k_max unless its parameters set one), as a server's
+    client may ask for its own: a k_min above the new k_max is lowered to it (the client's k is the bound it chose)."""
+    args = dict(cfg.policy_args)
+    if cfg.policy in ADAPTIVE and "k_max" not in args and args.get("k_min", 0) > k:
+        args["k_min"] = float(k)
+    return replace(cfg, k=k, policy_args=args)
+
+
 def training_differences(model_cfg: ModelConfig, cfg: StreamConfig) -> list[str]:
     """How a resolved ``cfg`` differs from the model's training, e.g. ``["phi=0 (trained: 256)"]``; [] if it does not."""
     out = []
@@ -42,6 +66,10 @@ def training_differences(model_cfg: ModelConfig, cfg: StreamConfig) -> list[str]
         out.append(f"phi={cfg.phi:g} (trained: {model_cfg.phi:g})")
     if cfg.mode != "batch" and model_cfg.train_mode != "batch" and cfg.k not in model_cfg.train_k:
         out.append(f"k={cfg.k} (trained: {' '.join(str(k) for k in model_cfg.train_k)})")
+    k_min = cfg.policy_args.get("k_min")
+    if (cfg.policy in ADAPTIVE and k_min is not None and cfg.mode != "batch" and model_cfg.train_mode != "batch"
+            and model_cfg.train_k and k_min < min(model_cfg.train_k)):
+        out.append(f"k_min={k_min:g} (trained: k >= {min(model_cfg.train_k)}; words at lags never trained)")
     return out
 
 
@@ -72,7 +100,10 @@ def stream_config_for(model: Any, cfg: StreamConfig | None = None, warn: bool = 
                        k=cfg.k if cfg.k is not None else default_k(mc.train_k),
                        phi=cfg.phi if cfg.phi is not None else mc.phi)
     _check(resolved)
-    resolved = replace(resolved, policy_args={a: float(v) for a, v in resolved.policy_args.items()})  # "1" -> 1.0 (command line)
+    args = {a: float(v) for a, v in resolved.policy_args.items()}  # "1" -> 1.0 (command line)
+    if resolved.policy in ADAPTIVE and "k_min" not in args:
+        args["k_min"] = float(default_k_min(mc, int(args.get("k_max", resolved.k))))
+    resolved = replace(resolved, policy_args=args)
     if warn:
         diffs = training_differences(mc, resolved)  # values filled in from the training never differ from it
         if diffs:

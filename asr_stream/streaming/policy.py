@@ -4,8 +4,11 @@ A policy answers one question per step: given what the stream has read and writt
 write the pending target row now, or read the next chunk? Every policy keeps the same hard bounds
 (:func:`bounded`): nothing is written before the first chunk, and target unit j is written at the latest
 once ``k_max + j`` chunks are read (wait-k with ``k_max``); after the end of the audio every row is written.
-The adaptive policies also take ``k_min`` (default 0): unit j never before ``k_min + j`` chunks (k_min = 1
-keeps every row within the lags the multi-k training masks showed the model, k >= 1).
+The adaptive policies also take ``k_min``: unit j never before ``k_min + j`` chunks. Its default here is 1, the
+smallest k any wait-k training shows; a session streaming a model fills in the smallest k that model was trained
+with (:func:`asr_stream.streaming.defaults.stream_config_for`), so no row is written at a lag its training masks
+never showed. k_min = 0 (unit j after j chunks, the first after one) is allowed and announced as a difference
+from the training.
 
 - :class:`WaitK` (``waitk``): write unit j once ``k + j`` chunks are read. The fixed schedule of the paper.
 - :class:`CtcTriggered` (``ctc``): write unit j once the CTC head says that unit j's boundary has been
@@ -149,7 +152,7 @@ class CtcTriggered(Policy):
     k_max: int = 5  # type: ignore[misc]
     threshold: float = 0.5
     margin: int = 0
-    k_min: int = 0
+    k_min: int = 1  # the smallest trained k is filled in for a model (streaming.defaults)
     name = "ctc"
     needs_ctc = True
 
@@ -178,7 +181,7 @@ class ConfidenceTriggered(Policy):
 
     k_max: int = 5  # type: ignore[misc]
     threshold: float = 0.9
-    k_min: int = 0
+    k_min: int = 1  # the smallest trained k is filled in for a model (streaming.defaults)
     name = "confidence"
 
     def __post_init__(self) -> None:
