@@ -76,7 +76,8 @@ test-all: sysdeps install
 	$(BIN)/pytest -q -m ""
 
 # Deliberate bugs in the core (floored positions, φ dropped, off-by-one positions and visibility, source
-# seeing target, skipped re-encoding), each applied to a temporary copy: every one must fail a test.
+# seeing target, skipped re-encoding, Whisper's window positions and context off by one), each applied to a
+# temporary copy: every one must fail a test.
 # Not part of `make test` (about 2 minutes on 2 CPU cores); exits 1 if a mutant survives.
 mutants: install
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python tools/mutants.py

