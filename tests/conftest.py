@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from asr_stream.config import EncoderConfig
 from asr_stream.decoder import train_bpe
 from asr_stream.model import SpeechLLM
 from asr_stream.presets import test_sized
@@ -33,15 +36,46 @@ def codec():
     return train_bpe(SENTENCES * 4, vocab_size=60)
 
 
+# A tiny Whisper encoder (transformers WhisperEncoder, saved as a hub download is laid out): the real conv front end
+# and 80 mel bands, hidden 32, 2 layers. Weights at 10x Whisper's init scale (0.2): attention is sharp, so a window
+# or a position off by one frame moves the outputs far beyond the tolerances.
+TINY_WHISPER = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, decoder_layers=1,
+                    decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80, init_std=0.2)
+WHISPER_CONTEXT_MS = 200  # left context of the tiny Whisper in test models: 10 frames, not a whole number of chunks
+
+
+def save_tiny_whisper(path, seed: int = 0, **config) -> str:
+    """A random tiny WhisperEncoder saved with save_pretrained (config.json + model.safetensors)."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    torch.manual_seed(seed)
+    WhisperEncoder(WhisperConfig(**{**TINY_WHISPER, **config})).save_pretrained(str(path))
+    return str(path)
+
+
 @pytest.fixture(scope="session")
-def make_model(codec):
+def tiny_whisper_dir(tmp_path_factory) -> str:
+    return save_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper"))
+
+
+@pytest.fixture(scope="session")
+def make_model(codec, tiny_whisper_dir):
     cache: dict = {}
 
-    def make(chunk_ms: int = 160, prompt: str = "", mode: str = "group", seed: int = 0, ctc_embed: bool = False) -> SpeechLLM:
-        key = (chunk_ms, prompt, mode, seed, ctc_embed)
+    def make(chunk_ms: int = 160, prompt: str = "", mode: str = "group", seed: int = 0, ctc_embed: bool = False,
+             encoder: str = "own") -> SpeechLLM:
+        """The test-sized model; ``encoder="whisper"``: with the tiny Whisper encoder (200 ms left context)."""
+        key = (chunk_ms, prompt, mode, seed, ctc_embed, encoder)
         if key not in cache:
+            cfg = test_sized(chunk_ms, prompt, mode, ctc_embed)
+            if encoder == "whisper":
+                cfg = replace(cfg, encoder=EncoderConfig(kind="whisper", hf_name_or_path=tiny_whisper_dir, chunk_ms=chunk_ms,
+                                                         hf_left_context_ms=WHISPER_CONTEXT_MS))
+            elif encoder != "own":
+                raise ValueError(encoder)
             torch.manual_seed(seed)
-            cache[key] = SpeechLLM(test_sized(chunk_ms, prompt, mode, ctc_embed), codec).eval()
+            cache[key] = SpeechLLM(cfg, codec).eval()
         return cache[key]
 
     return make

@@ -116,12 +116,13 @@ def confidence_threshold(model, wave, tokens) -> float:
     return float(torch.stack(s.logits).softmax(-1).max(-1).values.median())
 
 
+@pytest.mark.parametrize("encoder", ["own", "whisper"])
 @pytest.mark.parametrize("mode", ["group", "interleaved"])
 @pytest.mark.parametrize("policy", ["ctc", "confidence"])
-def test_adaptive_schedule_streams_like_training_forward(make_model, codec, mode, policy):
+def test_adaptive_schedule_streams_like_training_forward(make_model, codec, mode, policy, encoder):
     """Teacher-forced: the session's logits (written rows) equal the masked training forward built with exactly
     the per-row visibilities the policy gave, and that schedule is not any wait-k schedule."""
-    model = make_model(320, mode=mode, ctc_embed=True)
+    model = make_model(320, mode=mode, ctc_embed=True, encoder=encoder)
     wave = noise_audio(3.1, seed=4)
     tokens = codec.encode(SENTENCES[1])
     # k_min 0 (below the test model's training k): any schedule, the widest range of lags, must equal its forward
@@ -159,10 +160,11 @@ def test_training_layout_takes_an_explicit_schedule():
         training_layout("group", 0, 4, 1, [0, 0, 1, 2], k=None, vis=[2, 2])
 
 
+@pytest.mark.parametrize("encoder", ["own", "whisper"])
 @pytest.mark.parametrize("policy", ["ctc", "confidence"])
-def test_batched_streams_run_the_adaptive_policy_like_sessions(make_model, policy):
+def test_batched_streams_run_the_adaptive_policy_like_sessions(make_model, policy, encoder):
     """Greedy (not forced): BatchedStreams gives every stream the words, times and schedule of its own session."""
-    model = make_model(320, ctc_embed=True)
+    model = make_model(320, ctc_embed=True, encoder=encoder)
     waves = [noise_audio(sec, seed=20 + b) for b, sec in enumerate((2.3, 3.1, 1.5))]
     args = {"threshold": 0.6, "k_max": 4, "k_min": 0} if policy == "ctc" else {"threshold": 0.08, "k_max": 4, "k_min": 0}
     kw = dict(policy=policy, policy_args=args, max_tokens_per_s=6.0)

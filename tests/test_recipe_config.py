@@ -37,6 +37,15 @@ def test_tiny_twin_config_has_the_real_structure():
     assert set(tiny["data"]) == set(real["data"]) and set(tiny["model"]) >= set(real["model"]) - {"decay_steps"}
 
 
+def test_whisper_config_is_the_hubert_config_with_whisper_s_encoder():
+    """conf/phi3_librispeech_whisper.yaml offers Whisper beside HuBERT: every setting but the encoder's kind and
+    checkpoint is the HuBERT config's (chunk, context, frozen included), so results compare encoder to encoder."""
+    hubert, whisper = _load("phi3_librispeech.yaml"), _load("phi3_librispeech_whisper.yaml")
+    h_enc, w_enc = hubert["model"]["model"].pop("encoder"), whisper["model"]["model"].pop("encoder")
+    assert whisper == hubert
+    assert w_enc == {**h_enc, "kind": "whisper", "hf_name_or_path": "openai/whisper-small"}
+
+
 def test_run_config_moves_every_output_into_the_run(tmp_path):
     rc = _run_config()
     out = tmp_path / "phi256" / "config.yaml"

@@ -28,12 +28,13 @@ def stream_logits(model, wave: np.ndarray, tokens, block: int, **kw) -> tuple[to
     return torch.stack(s.logits), s
 
 
+@pytest.mark.parametrize("encoder", ["own", "whisper"])
 @pytest.mark.parametrize("chunk_ms", [160, 320])
 @pytest.mark.parametrize("phi", [0.0, 0.5, 256.0])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("mode", ["group", "interleaved"])
-def test_teacher_forced_streaming_equals_training_forward(make_model, codec, mode, k, phi, chunk_ms):
-    model = make_model(chunk_ms)
+def test_teacher_forced_streaming_equals_training_forward(make_model, codec, mode, k, phi, chunk_ms, encoder):
+    model = make_model(chunk_ms, encoder=encoder)
     wave = noise_audio(1.9, seed=k)  # not a whole number of chunks: exercises tail padding
     tokens = codec.encode(SENTENCES[1])
     assert len(tokens) > len(SENTENCES[1].split())  # some words span several tokens

@@ -3,6 +3,9 @@
 
     <out>/hubert/   HubertModel (HuBERT-large's layout: layer-norm conv front end, stable layer norm,
                     7 convolutions with strides 5,2,2,2,2,2,2 = 320 samples = 20 ms per frame), save_pretrained
+    <out>/whisper/  WhisperForConditionalGeneration (openai/whisper-small's layout, as its hub checkpoint is
+                    stored: encoder and decoder, 80 mel bands, 1,500 positions, 20 ms per encoder frame) with
+                    its preprocessor_config.json, for conf/phi3_librispeech_whisper.yaml (encoder kind whisper)
     <out>/phi3/     Phi3ForCausalLM in bfloat16 (as Phi-3-mini is stored), pretrained for a few seconds as a
                     language model of the transcripts (a random frozen decoder can only write EOS), with a
                     SentencePiece-style word-start tokenizer ("▁" marks a word's first piece; <unk>=0, <s>=1,
@@ -10,8 +13,8 @@
                     of 64 like Phi-3-mini's (32,011 tokens, 32,064 rows)
 
 Both load with ``from_pretrained(<dir>)`` exactly as a hub download does, so ``encoder.hf_name_or_path`` and
-``decoder.name_or_path`` in a config take these directories in place of ``facebook/hubert-large-ll60k`` and
-``microsoft/Phi-3-mini-4k-instruct``. No network is used. The real sizes (``benchmarks/gpu_check.py``) come from
+``decoder.name_or_path`` in a config take these directories in place of ``facebook/hubert-large-ll60k`` (or
+``openai/whisper-small``) and ``microsoft/Phi-3-mini-4k-instruct``. No network is used. The real sizes (``benchmarks/gpu_check.py``) come from
 the same functions with other keyword arguments.
 
     python tools/make_tiny_twin.py exp/librispeech-tiny/twin --text librispeech:data/synth:train
@@ -31,6 +34,13 @@ HUBERT_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=
                     conv_dim=(512,) * 7, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16)
 HUBERT_COMMON = dict(conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_bias=True,
                      feat_extract_norm="layer", do_stable_layer_norm=True, layerdrop=0.1, mask_time_prob=0.05)
+# Whisper-small (openai/whisper-small) shrunk: same front end (80 mel bands, two convolutions), same 1,500 sinusoidal
+# positions; only the widths and depths differ
+TINY_WHISPER = dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, decoder_layers=1,
+                    decoder_attention_heads=4, decoder_ffn_dim=128)
+WHISPER_SMALL = dict(d_model=768, encoder_layers=12, encoder_attention_heads=12, encoder_ffn_dim=3072, decoder_layers=12,
+                     decoder_attention_heads=12, decoder_ffn_dim=3072)
+WHISPER_COMMON = dict(num_mel_bins=80, max_source_positions=1500, max_target_positions=448, vocab_size=51865)
 # Phi-3-mini-4k (microsoft/Phi-3-mini-4k-instruct) shrunk; vocab_size comes from the tokenizer (padded to 64)
 TINY_PHI3 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=4, max_position_embeddings=4096, original_max_position_embeddings=4096)
@@ -68,6 +78,21 @@ def make_hubert(out: str | Path, seed: int = 0, device: str = "cpu", **sizes) ->
     with torch.device(device):
         model = HubertModel(cfg)
     model.save_pretrained(str(out))
+    return Path(out)
+
+
+def make_whisper(out: str | Path, seed: int = 0, device: str = "cpu", **sizes) -> Path:
+    """A random WhisperForConditionalGeneration (TINY_WHISPER unless ``sizes`` say otherwise) and Whisper's feature
+    extractor settings, saved with save_pretrained: the files of a hub Whisper checkpoint."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = WhisperConfig(**{**WHISPER_COMMON, **(sizes or TINY_WHISPER)})
+    with torch.device(device):
+        model = WhisperForConditionalGeneration(cfg)
+    model.save_pretrained(str(out))
+    WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(str(out))
     return Path(out)
 
 
@@ -135,21 +160,21 @@ def make_phi3(out: str | Path, tokenizer, seed: int = 0, device: str = "cpu", te
 
 def make_twin(out: str | Path, texts: Iterable[str], vocab_size: int = 256, seed: int = 0,
               pretrain_steps: int = 150) -> dict[str, Path]:
-    """Both tiny models under ``out`` (``hubert/``, ``phi3/``); returns their directories. The decoder is first
-    pretrained as a language model of ``texts`` for ``pretrain_steps`` (:func:`pretrain_lm`)."""
+    """The tiny models under ``out`` (``hubert/``, ``whisper/``, ``phi3/``); returns their directories. The decoder is
+    first pretrained as a language model of ``texts`` for ``pretrain_steps`` (:func:`pretrain_lm`)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Writing model shards" bars: noise in recipe logs
     out = Path(out)
     texts = [t for t in texts if t.strip()]
     tok = train_word_start_tokenizer(texts, vocab_size)
-    return {"hubert": make_hubert(out / "hubert", seed),
+    return {"hubert": make_hubert(out / "hubert", seed), "whisper": make_whisper(out / "whisper", seed),
             "phi3": make_phi3(out / "phi3", tok, seed, texts=texts, pretrain_steps=pretrain_steps)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out_dir", type=Path, help="folder to write hubert/ and phi3/ into")
+    p.add_argument("out_dir", type=Path, help="folder to write hubert/, whisper/ and phi3/ into")
     p.add_argument("--text", required=True, action="append",
                    help="tokenizer training text: a corpus (manifest.jsonl or librispeech:ROOT:SPLIT) or a .txt file "
                         "with one sentence per line; repeatable")
@@ -171,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"make_tiny_twin: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
-    print(f"tiny twin: {dirs['hubert']} (HubertModel), {dirs['phi3']} (Phi3ForCausalLM, bfloat16, word-start "
-          f"tokenizer) from {len(texts)} sentences")
+    print(f"tiny twin: {dirs['hubert']} (HubertModel), {dirs['whisper']} (WhisperForConditionalGeneration), "
+          f"{dirs['phi3']} (Phi3ForCausalLM, bfloat16, word-start tokenizer) from {len(texts)} sentences")
     return 0
 
 

@@ -40,6 +40,8 @@ class Mutant:
 
 
 CORE = ("tests/test_groups.py", "tests/test_positions.py", "tests/test_streaming.py")
+WHISPER = ("tests/test_whisper.py::test_chunk_windows_and_positions_follow_the_rule",
+           "tests/test_whisper.py::test_streaming_equals_the_training_forward_and_chunks_are_final")
 
 MUTANTS = (
     Mutant("floor-positions", "every position is floored before RoPE (a silently integer φ)",
@@ -83,6 +85,11 @@ MUTANTS = (
            "x = np.concatenate(self._pending[-16:])",
            ("tests/test_segment.py::test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_dropped",
             "tests/test_segment.py::test_max_length_cuts_in_speech_and_the_next_segment_goes_on_without_a_gap")),
+    Mutant("whisper-pos+1", "Whisper encoder: window positions 1, 2, ... instead of 0, 1, ... (off by one)",
+           "asr_stream/encoder/whisper.py", "return (slot - before[:, None]).clamp(min=0)",
+           "return (slot - before[:, None] + 1).clamp(min=0)", WHISPER),
+    Mutant("whisper-context-1", "Whisper encoder: a stream carries one frame of left context too few",
+           "asr_stream/encoder/whisper.py", "keep = max(C - 1, 0)", "keep = max(C - 2, 0)", WHISPER),
 )
 
 

@@ -96,4 +96,8 @@ def build_encoder(cfg: EncoderConfig) -> ChunkEncoder:
         from .hf import HFChunkEncoder
 
         return HFChunkEncoder(cfg)
-    raise ValueError(f"unknown encoder kind {cfg.kind!r} (expected 'chunk_transformer' or 'hf')")
+    if cfg.kind == "whisper":
+        from .whisper import WhisperChunkEncoder
+
+        return WhisperChunkEncoder(cfg)
+    raise ValueError(f"unknown encoder kind {cfg.kind!r} (expected 'chunk_transformer', 'hf' or 'whisper')")

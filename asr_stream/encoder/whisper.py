@@ -1,0 +1,254 @@
+"""OpenAI Whisper's audio encoder (transformers ``WhisperEncoder``) run chunk-wise, with outputs final once computed.
+
+Whisper encodes 30 s windows: log-mel frames every 10 ms, normalised by the window's loudest value, two
+convolutions (the second with stride 2: 50 frames/s) with sinusoidal positions, then a transformer that attends
+both ways. Here each chunk is encoded on its own short window instead, and three things are changed so that a
+chunk's frames depend only on its audio and the audio before it (docs/design.md, "Encoders"):
+
+- **Log-mel, causally framed.** Frame t covers samples [160 t - 240, 160 t + 160) (Whisper centres frame t on
+  sample 160 t; ours ends at the end of its 10 ms hop, 2.5 ms later), with Whisper's Hann window, FFT size and
+  mel filters (``WhisperFeatureExtractor``'s). Whisper floors log10 mel power at the window's maximum - 8 and
+  maps it by (x + 4) / 4; the maximum of a 30 s window is not known while it streams, so the floor is fixed at
+  ``LOG10_FLOOR`` = -8 (as if every window peaked at 0). Measured with Whisper tiny.en on 30 s padded passes of
+  four synthetic sentences at full level and at -20 dB: cosine of the encoder outputs to Whisper's own rule
+  0.991-0.9999 (mean 0.995); a floor of -7 gave 0.970-0.9999, -6 gave 0.93.
+- **The convolutions are computed once per frame, on the continuous stream.** Output frame j (20 ms) depends on
+  mel frames 2j - 2 .. 2j + 2, so the last frame of a chunk needs the first mel frame of the next chunk. Each
+  window takes its last frame *provisionally*, with the convolution's zero padding in place of that mel frame
+  (what Whisper's window end sees), and every other frame exactly; the exact value of the provisional frame is
+  computed with the next chunk and serves as its left context from then on. The stream carries the last 4 mel
+  frames and the exact frames of the left context, so no convolution output is computed twice.
+- **Window and positions.** Chunk c (F = chunk_ms / 20 frames) is encoded on the window of the C = context_ms / 20
+  frames before it and its own F frames, but never reaching before the stream: the first chunks' windows are
+  shorter, and start with the stream as Whisper's window starts with the audio. The window's frames take the
+  sinusoidal positions of their place in it, 0, 1, ... (Whisper's table sliced); the transformer runs on the window
+  and the chunk's F outputs are kept. Training (:meth:`forward`) computes exactly this for every chunk (the same
+  code, as one batch of windows of C + F slots, the slots before a stream masked), so streaming equals the
+  training forward.
+
+Cost per chunk: the transformer over C + F frames ((C + F) / F times its work per frame of one pass; 4.0 at 960 /
+320 ms), the convolutions over the chunk's frames plus one (the provisional frame), the log-mel over its samples.
+The transformer's work on the context cannot be reused: attention inside the window is bidirectional and each
+frame's position changes with every window. Whisper tiny.en on one CPU thread: 10 ms per 320 ms chunk without
+context, 19 ms with 960 ms, 47 ms with 3.84 s (``benchmarks/whisper_encoder.py``, benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import EncoderConfig
+from .base import ChunkEncoder, chunk_samples_for
+
+LOG10_FLOOR = -8.0
+"""log10 mel power is floored here (Whisper: at the 30 s window's maximum - 8, which a stream cannot know yet)."""
+CONV_PAST = 4
+"""Mel frames before a chunk that its first (exact) conv output frame needs: conv1 (3 wide), then conv2 (3 wide,
+stride 2) centred one output frame before the chunk."""
+_ENCODER_KEYS = {r"^(model\.)?encoder\.": ""}  # WhisperForConditionalGeneration / WhisperModel -> WhisperEncoder names
+
+
+class WhisperLogMel(nn.Module):
+    """(B, 240 + T) samples at 16 kHz -> (B, T / 160, n_mels) Whisper log-mel, normalised, causally framed.
+
+    Frame t of the output covers input samples [160 t, 160 t + 400): the first 240 samples are the previous
+    chunk's (zeros at the start of a stream). Values: (max(log10(max(mel power, 1e-10)), LOG10_FLOOR) + 4) / 4.
+    """
+
+    def __init__(self, n_fft: int, hop: int, mel_filters) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("filters", torch.as_tensor(mel_filters, dtype=torch.float32), persistent=False)
+        self.n_mels = self.filters.shape[1]
+
+    @property
+    def context(self) -> int:
+        """Samples of past audio a frame needs beyond its own hop (n_fft - hop = 240)."""
+        return self.n_fft - self.hop
+
+    @property
+    def silence(self) -> float:
+        """The normalised value of digital silence (every band at the floor)."""
+        return (LOG10_FLOOR + 4.0) / 4.0
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(wave.device.type, enabled=False):  # features stay float32 under a bf16 encoder
+            frames = wave.float().unfold(-1, self.n_fft, self.hop)  # (B, T', n_fft)
+            spec = torch.fft.rfft(frames * self.window, n=self.n_fft)
+            power = spec.real.square() + spec.imag.square()
+            logmel = torch.clamp(power @ self.filters, min=1e-10).log10()
+            return (torch.clamp(logmel, min=LOG10_FLOOR) + 4.0) / 4.0
+
+
+@dataclass
+class WhisperStreamState:
+    """Per-stream carry of the Whisper encoder: everything of the past that a chunk's window needs, computed once."""
+
+    tail: torch.Tensor  # (B, 240) last samples: the first mel frame of the next chunk starts in them
+    mel: torch.Tensor  # (B, CONV_PAST, n_mels) last mel frames: the next chunk's first conv outputs need them
+    ctx: torch.Tensor  # (B, max(C - 1, 0), d) exact conv outputs of the left context before the last chunk's end
+    chunks: torch.Tensor  # (B,) chunks encoded (a tensor, so states of streams at different points stack)
+
+
+def load_whisper_encoder(name_or_path: str):
+    """(WhisperEncoder in float32, WhisperFeatureExtractor) from a hub id or a local directory.
+
+    Takes a ``WhisperEncoder`` directory (what ``tools/convert_whisper_ct2.py`` writes) or a whole Whisper
+    checkpoint (``WhisperForConditionalGeneration`` / ``WhisperModel``, e.g. ``openai/whisper-small``), whose
+    encoder weights are renamed on loading. Every encoder weight must be in the checkpoint: a missing one, or a
+    weight that is neither the encoder's nor the decoder's, is a one-line ValueError. The feature extractor's
+    settings (FFT size, hop, mel bands) come from ``preprocessor_config.json`` when there is one.
+    """
+    from transformers import WhisperConfig, WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    try:
+        config = WhisperConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{name_or_path}: cannot load a Whisper encoder ({str(e).splitlines()[0]})") from None
+    if config.model_type != "whisper":
+        raise ValueError(f"{name_or_path}: a {config.model_type} model, not Whisper")
+    try:
+        model, info = WhisperEncoder.from_pretrained(name_or_path, config=config, key_mapping=_ENCODER_KEYS,
+                                                     output_loading_info=True, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{name_or_path}: cannot load a Whisper encoder ({str(e).splitlines()[0]})") from None
+    missing = sorted(info["missing_keys"])
+    foreign = sorted(k for k in info["unexpected_keys"] if not k.startswith(("decoder.", "model.decoder.", "proj_out.")))
+    bad = sorted(info["mismatched_keys"] or [], key=str)
+    if missing or foreign or bad:
+        what = (f"{len(missing)} encoder weight(s) missing (e.g. {missing[0]})" if missing else
+                f"unexpected weight(s) (e.g. {foreign[0]})" if foreign else f"weights of the wrong shape (e.g. {bad[0]})")
+        raise ValueError(f"{name_or_path}: not a complete Whisper encoder checkpoint: {what}")
+    try:
+        fe = WhisperFeatureExtractor.from_pretrained(name_or_path)
+    except OSError:  # no preprocessor_config.json: Whisper's defaults at the model's mel count
+        fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+    if fe.feature_size != config.num_mel_bins:
+        raise ValueError(f"{name_or_path}: the feature extractor makes {fe.feature_size} mel bands, the encoder takes {config.num_mel_bins}")
+    if fe.sampling_rate != 16000 or fe.hop_length != 160 or fe.n_fft <= fe.hop_length:
+        raise ValueError(f"{name_or_path}: feature extractor at {fe.sampling_rate} Hz, hop {fe.hop_length}, FFT "
+                         f"{fe.n_fft}; this encoder kind streams 16 kHz audio with 10 ms hops")
+    return model, fe
+
+
+class WhisperChunkEncoder(ChunkEncoder):
+    """``kind: whisper``: a pretrained Whisper encoder (``hf_name_or_path``) with ``hf_left_context_ms`` of context."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        if not cfg.hf_name_or_path:
+            raise ValueError("encoder kind 'whisper' needs hf_name_or_path (a hub id or a local directory)")
+        if not cfg.hf_normalize:
+            raise ValueError("hf_normalize applies to encoder kind 'hf' only (Whisper normalises its log-mel itself)")
+        self.cfg = cfg
+        self.model, fe = load_whisper_encoder(cfg.hf_name_or_path)
+        self.logmel = WhisperLogMel(fe.n_fft, fe.hop_length, fe.mel_filters)
+        self.dim = self.model.config.d_model
+        self.set_chunk_ms(cfg.chunk_ms)
+
+    def set_chunk_ms(self, chunk_ms: int) -> None:
+        """Change the chunk length (the window follows: context + chunk frames); weights are unchanged."""
+        samples = chunk_samples_for(chunk_ms)
+        if samples % (2 * self.logmel.hop):
+            raise ValueError(f"chunk_ms={chunk_ms} must be a multiple of 20 ms (one Whisper encoder frame)")
+        context = self.cfg.hf_left_context_ms // 20
+        limit = self.model.config.max_source_positions
+        if context + samples // (2 * self.logmel.hop) > limit:
+            raise ValueError(f"a window of {self.cfg.hf_left_context_ms} ms context + {chunk_ms} ms chunk exceeds "
+                             f"Whisper's {limit} positions ({limit * 20} ms)")
+        self.chunk_samples = samples
+        self.mel_frames = samples // self.logmel.hop
+        self.frames_per_chunk = self.mel_frames // 2
+        self.context_frames = context
+
+    @property
+    def window_frames(self) -> int:
+        """Frames the transformer runs on per chunk: context + the chunk's own."""
+        return self.context_frames + self.frames_per_chunk
+
+    # -- the convolutions, once per frame ---------------------------------------------------------
+    def _conv_front(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mel (B, CONV_PAST + n*M, n_mels) -> (exact frames (B, n*F, d), provisional last frames (B, n, d)).
+
+        The exact frames are output frames -1 .. n*F - 2 (0 = the first of these chunks). The provisional frame of
+        chunk c is its last frame, c*F + F - 1, computed with the convolution's zero padding in place of the mel
+        frame after the chunk; for the last chunk that is the only value there is yet.
+        """
+        conv1, conv2 = self.model.conv1, self.model.conv2
+        M = self.mel_frames
+        x = mel.transpose(1, 2)  # (B, n_mels, P + n*M)
+        c1 = F.gelu(F.conv1d(F.pad(x, (0, 1)), conv1.weight, conv1.bias))  # centred on mel -3 .. n*M - 1
+        out = F.gelu(F.conv1d(c1, conv2.weight, conv2.bias, stride=2))  # frames -1 .. n*F - 1
+        # each chunk's last conv1 frame without the mel frame after it (the right zero padding)
+        prev, last = x[:, :, CONV_PAST + M - 2 :: M], x[:, :, CONV_PAST + M - 1 :: M]  # (B, n_mels, n)
+        w1 = conv1.weight
+        c1_end = F.gelu(torch.einsum("om,bmn->bon", w1[:, :, 0], prev) + torch.einsum("om,bmn->bon", w1[:, :, 1], last)
+                        + conv1.bias[:, None])
+        i = 3 + M - 3  # index in c1 of each chunk's mel frame M - 3 (the first conv1 input of its last frame)
+        a, b = c1[:, :, i :: M][..., : c1_end.shape[2]], c1[:, :, i + 1 :: M][..., : c1_end.shape[2]]
+        w2 = conv2.weight
+        prov = F.gelu(torch.einsum("oc,bcn->bon", w2[:, :, 0], a) + torch.einsum("oc,bcn->bon", w2[:, :, 1], b)
+                      + torch.einsum("oc,bcn->bon", w2[:, :, 2], c1_end) + conv2.bias[:, None])
+        return out[:, :, :-1].transpose(1, 2), prov.transpose(1, 2)
+
+    def _encode(self, wave: torch.Tensor, state: WhisperStreamState) -> tuple[torch.Tensor, WhisperStreamState]:
+        """n chunks of every row after ``state`` -> ((B, n*F, d), the state after them). Training and streaming."""
+        n = self._check_chunks(wave)
+        B, Fc, C = wave.shape[0], self.frames_per_chunk, self.context_frames
+        W = C + Fc
+        samples = torch.cat([state.tail, wave], dim=1)
+        mel = torch.cat([state.mel.to(torch.float32), self.logmel(samples)], dim=1)  # (B, P + n*M, n_mels)
+        exact, prov = self._conv_front(mel)
+        frames = torch.cat([state.ctx.to(exact.dtype), exact], dim=1)  # frames -C .. n*F - 2 (C >= 1); -1 .. (C = 0)
+        if C == 0:
+            frames = frames[:, 1:]
+        windows = frames.unfold(1, W - 1, Fc).transpose(2, 3)  # (B, n, C + F - 1, d): up to each chunk's end
+        windows = torch.cat([windows, prov[:, :, None].to(windows.dtype)], dim=2).flatten(0, 1)  # (B*n, C + F, d)
+        # a window starts with the stream at the latest: its slots before the stream's first frame are left out
+        chunk = state.chunks[:, None] + torch.arange(n, device=wave.device)  # (B, n) index of each chunk in its stream
+        before = (C - chunk * Fc).clamp(min=0).flatten()  # (B*n,) slots before the stream
+        hidden = windows + self.model.embed_positions.weight[self._positions(chunk.flatten(), before)].to(windows.dtype)
+        mask = None
+        if int(before.max()) > 0:
+            slot = torch.arange(W, device=wave.device)
+            mask = torch.zeros(B * n, 1, 1, W, device=wave.device).masked_fill(
+                (slot < before[:, None])[:, None, None], torch.finfo(torch.float32).min)
+        hidden = F.dropout(hidden, p=self.model.dropout, training=self.training)
+        for layer in self.model.layers:
+            hidden = layer(hidden, mask)
+        out = self.model.layer_norm(hidden)[:, -Fc:].reshape(B, n * Fc, self.dim)
+        keep = max(C - 1, 0)
+        new = WhisperStreamState(tail=samples[:, -self.logmel.context :], mel=mel[:, -CONV_PAST:],
+                                 ctx=frames[:, frames.shape[1] - keep :] if keep else frames[:, :0], chunks=state.chunks + n)
+        return out, new
+
+    def _positions(self, chunk: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        """Position ids (M, C + F) of the window slots of chunks ``chunk`` (M,) with ``before`` (M,) slots before the
+        stream: each frame's place in its window, 0, 1, ... from the window's first frame (slots before it: 0,
+        masked)."""
+        slot = torch.arange(self.window_frames, device=chunk.device)
+        return (slot - before[:, None]).clamp(min=0)
+
+    # -- whole utterances (training) and streaming --------------------------------------------------
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self._encode(wave, self.init_state(wave.shape[0]))[0]
+
+    def init_state(self, batch: int = 1) -> WhisperStreamState:
+        """The state before a stream: digital silence (mel frames at the floor) before its first sample; no frames
+        of context (a window never reaches before the stream)."""
+        p = self.model.layer_norm.weight
+        silence = torch.full((batch, CONV_PAST, self.logmel.n_mels), self.logmel.silence, device=p.device)
+        return WhisperStreamState(tail=torch.zeros(batch, self.logmel.context, device=p.device, dtype=p.dtype), mel=silence,
+                                  ctx=p.new_zeros(batch, max(self.context_frames - 1, 0), self.dim),
+                                  chunks=torch.zeros(batch, dtype=torch.long, device=p.device))
+
+    def stream(self, wave: torch.Tensor, state: WhisperStreamState) -> tuple[torch.Tensor, WhisperStreamState]:
+        with self._streaming(wave):
+            out, state = self._encode(wave, state)
+        return self._handed_on(out), state
