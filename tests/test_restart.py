@@ -96,6 +96,33 @@ def test_a_session_that_stops_writing_stops_reading_for_a_restart(make_model, co
     assert free.state.restart_at == -1 and free.state.chunks_read == 3 * 16000 // model.chunk_samples
 
 
+def test_a_finished_segment_whose_speech_goes_on_after_its_last_word_is_read_again_once(make_model, codec):
+    """Rule 3: the model wrote two words and then only asked to end (the stall rule is off here); when the pause closes
+    the segment, the speech after its last word is read again as a fresh utterance, once; what that leaves unread is
+    reported. SegmentedStreams does the same."""
+    model = make_model(160, ctc_embed=True)
+    rule = RestartRule(max_s=60.0, stall_chunks=1000)
+    quiet = (1e-4 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    wave = np.concatenate([noise_audio(3.0, seed=7), quiet])
+    s = SegmentedSession(stall_session(model, codec, rule), EndpointConfig(restart_s=60.0))
+    s.session.restart = rule
+    s.push(wave)
+    s.finish()
+    first, second = s.segments
+    assert [w.text for w in first.words] == [w.text for w in second.words] == ["THE", "QUICK"]
+    assert first.rule == "restart" and first.end == second.start == first.heard_end < 16000
+    assert second.rule == "pause" and second.speech_end == 48000 and second.heard_end < second.speech_end - 8000
+    assert s.unheard == (pytest.approx((second.speech_end - second.heard_end) / 16000), [1])
+    eng = SegmentedStreams(model, 1, endpoint=EndpointConfig(restart_s=60.0), mode="group", k=2)
+    eng.engine.sessions[0] = stall_session(model, codec, rule)
+    eng.engine.reset(0)
+    eng.feed(0, wave)
+    eng.end(0)
+    eng.drain()
+    assert [(g.start, g.end, g.rule, g.heard_end) for g in eng.segments(0)] == [(g.start, g.end, g.rule, g.heard_end) for g in s.segments]
+    assert [(w.text, w.time_ms) for w in eng.words(0)] == [(w.text, w.time_ms) for w in s.words]
+
+
 class Recording(StreamingSession):
     """Records the audio pushed into each utterance (between resets)."""
 

@@ -14,7 +14,8 @@ goes unread. The session's rules (:meth:`RestartRule.due`), checked before each 
    fires in speech.
 
 and one more when a segment is closed: 3. **Unread tail.** The model has finished the segment but its last
-word ends ``reread_ms`` or more before the segment's speech does: the rest is read again as a fresh utterance.
+word ends ``reread_ms`` or more before the segment's speech does: the rest is read again as a fresh utterance
+(once; what that leaves is reported as unheard).
 
 Once a rule fires the session reads nothing more (``state.restart_at``: where to restart, in samples from the
 utterance start), so the decision depends on the audio and the model only, never on block sizes or on which

@@ -223,7 +223,7 @@ class SegmentedSession:
             return
         self._take(self.session.finish())
         self._restarts(finishing=True)
-        while self.session.stop_for_reread(speech_end - self._segs.current.start):
+        if self.session.stop_for_reread(speech_end - self._segs.current.start):  # once: it leaves what it leaves
             self._restarts(finishing=True)
         heard = self.session.heard_to()
         if rule != "end":  # the stream goes on: a fresh utterance (at the end the final state stays readable)
@@ -262,6 +262,7 @@ class _Slot:
         self.owner, self.i = owner, i
         self.segs = _Segments(on_segment)
         self.closing: Optional[tuple[int, int, str]] = None  # (end, speech_end, rule) of the segment being finished
+        self.reread = False  # the segment being finished has been read again once (restart rule 3)
         self.carry: list[tuple] = []
         self.new: list[Word] = []
 
@@ -315,9 +316,11 @@ class _Slot:
         end, speech_end, rule = self.closing
         self.collect()
         sess = self.owner.engine.sessions[self.i]
-        if sess.stop_for_reread(speech_end - self.segs.current.start):
-            self.restart()  # the rest is read again; this completes when that is done
+        if not self.reread and sess.stop_for_reread(speech_end - self.segs.current.start):
+            self.reread = True
+            self.restart()  # the rest is read again (once); this completes when that is done
             return
+        self.reread = False
         self.closing = None
         self.segs.closed(self.segs.current, end, speech_end, rule, sess.heard_to())
         if rule != "end":

@@ -166,7 +166,7 @@ class StreamingSession:
         if s.ctc_ids:
             end = word_end(s.texts, s.ctc_ids, self.codec.pad_id, self._ctc_text,
                            self.model.chunk_samples // self.model.encoder.frames_per_chunk)
-            if end is not None:
+            if end:  # (0: the alignment puts the end before the first frame; a word was written, so not so)
                 return min(end, read)
         return read
 
