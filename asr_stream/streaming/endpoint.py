@@ -1,4 +1,4 @@
-"""The endpointer: where the segments of a long stream start and end (rules 1-3 of :mod:`~asr_stream.streaming.segment`).
+"""The endpointer: where the segments of a long stream start and end (rules 1-3 of :mod:`.segment`).
 
 It decides on 10 ms frames (:class:`EnergyDetector` says which are silent) and sends audio and cuts to a
 :class:`Sink` (a segment driver); it knows nothing of models except what the sink answers to :meth:`Sink.wants_end`

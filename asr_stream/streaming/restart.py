@@ -73,7 +73,8 @@ class RestartRule:
         return k_extra > 0 and chunks_read - last_word_chunk >= self.stall_chunks
 
 
-def ctc_chars(ids: Sequence[int], blank: int, text: Callable[[int], str]) -> tuple[str, list[int], list[tuple[int, int]]]:
+def ctc_chars(ids: Sequence[int], blank: int,
+              text: Callable[[int], str]) -> tuple[str, list[int], list[tuple[int, int]]]:
     """Greedy CTC over per-frame tokens ``ids``: (transcript, the token index of each character, (first, last) frame
     of each token). ``text(t)``: token t's characters, with a space where a word ends or starts."""
     chars: list[str] = []
