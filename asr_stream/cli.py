@@ -319,8 +319,8 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
         unheard_s, unheard_idx = stream.unheard
         if unheard_s:
             warns.append(f"{unheard_s:.1f} s of sound above the endpointer's level (speech, or noise) in "
-                         f"{len(unheard_idx)} segment(s) produced no words "
-                         f"(segments {', '.join(map(str, unheard_idx[:10]))}{' ...' if len(unheard_idx) > 10 else ''})")
+                         f"{len(unheard_idx)} segment(s) produced no words (after a segment's last word, or in all "
+                         f"of it) (segments {', '.join(map(str, unheard_idx[:10]))}{' ...' if len(unheard_idx) > 10 else ''})")
         repeated = repetition_warning([w.text for w in stream.words])
         warns += [repeated] if repeated else []
         _warn(f, warns)

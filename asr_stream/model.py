@@ -145,6 +145,13 @@ class SpeechLLM(nn.Module):
         before = torch.cat([prev[:, None] if prev is not None else torch.zeros_like(post[:, :1]), post[:, :-1]], 1)
         return (post * (1 - before)).sum((-1, -2)), post[:, -1]
 
+    def ctc_tokens(self, enc: torch.Tensor) -> torch.Tensor:
+        """Encoder frames (B, L, D) -> the CTC head's most likely token per frame (B, L) (the pad id is CTC's blank):
+        the segment drivers align it with the decoder's words to find where the last word ends (streaming.restart)."""
+        if self.ctc_head is None:
+            raise ValueError("this model has no CTC head (ctc_weight = 0)")
+        return self.ctc_head(enc).argmax(-1)
+
     def embed_tokens(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         return dec.embed_tokens(self.llm)(t)

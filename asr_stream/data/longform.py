@@ -46,12 +46,25 @@ class LongRecording:
         return self.audio.shape[0] / SAMPLE_RATE
 
 
+def trim_silence(wave: np.ndarray, below_peak_db: float = 40.0) -> np.ndarray:
+    """``wave`` without its leading and trailing silence: from the first to the last 10 ms frame whose level is
+    within ``below_peak_db`` of the loudest frame's (espeak-ng ends its sentences with 0.1-0.5 s of silence, so a
+    "0 ms pause" between untrimmed sentences is not fluent speech)."""
+    n = wave.shape[0] // 160
+    if n == 0:
+        return wave
+    level = 10.0 * np.log10(np.mean(wave[: n * 160].astype(np.float64).reshape(n, 160) ** 2, axis=1) + 1e-20)
+    loud = np.nonzero(level >= level.max() - below_peak_db)[0]
+    return wave[loud[0] * 160 : (loud[-1] + 1) * 160]
+
+
 def join_utterances(items: Sequence[tuple[str, str]], load: Callable[[int], np.ndarray], seconds: float,
-                    pause_range: tuple[float, float] = (0.2, 1.5), seed: int = 0) -> LongRecording:
+                    pause_range: tuple[float, float] = (0.2, 1.5), seed: int = 0, trim: bool = False) -> LongRecording:
     """Join utterances (``items[i]`` = (id, text), audio ``load(i)``) with uniform random pauses until the
     recording is ``seconds`` long (the last utterance completes it). Utterances are taken in a seeded random
     order, and the list is gone through again (in a new order) when a long recording needs more than it has.
-    Pauses are digital silence, one before the first utterance too.
+    Pauses are digital silence, one before the first utterance too. ``trim``: each utterance's own leading and
+    trailing silence is cut off first (:func:`trim_silence`), so the pauses are exactly the pauses drawn.
     """
     if not items:
         raise ValueError("no utterances to join")
@@ -71,6 +84,7 @@ def join_utterances(items: Sequence[tuple[str, str]], load: Callable[[int], np.n
         pause = np.zeros(int(round(rng.uniform(lo, hi) * SAMPLE_RATE)), np.float32)
         if i not in cache:
             cache[i] = np.asarray(load(i), dtype=np.float32)
+            cache[i] = trim_silence(cache[i]) if trim else cache[i]
         wave = cache[i]
         parts += [pause, wave]
         start = n + pause.shape[0]
@@ -99,4 +113,4 @@ def read_pieces(path: str | os.PathLike) -> list[Piece]:
     return [Piece(**d) for d in json.loads(Path(str(path) + ".pieces.json").read_text())]
 
 
-__all__ = ["LongRecording", "Piece", "join_utterances", "read_pieces", "write_recording"]
+__all__ = ["LongRecording", "Piece", "join_utterances", "read_pieces", "trim_silence", "write_recording"]

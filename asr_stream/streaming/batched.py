@@ -331,6 +331,7 @@ class BatchedStreams:
                 new_states = [_row(st, b) for b in range(len(members))]
             emb = m.project(out)
             mass: list[float | None] = [None] * len(members)
+            ids = m.ctc_tokens(out).tolist() if self.sessions[members[0][0]].tracks_words else [None] * len(members)
             if self.sessions[members[0][0]].policy.needs_ctc:  # the ctc policy's evidence, carried frame to frame
                 first = [self.sessions[i].state.ctc_last is None for i, _ in members]
                 for fresh in (True, False):  # a stream's first chunk has no previous frame
@@ -344,7 +345,7 @@ class BatchedStreams:
                         self.sessions[members[b][0]].state.ctc_last = last[r : r + 1]
             for b, (i, _) in enumerate(members):
                 s = self.sessions[i].state
-                s.encoded.append((s.chunks_read + len(s.encoded), emb[b], mass[b]))
+                s.encoded.append((s.chunks_read + len(s.encoded), emb[b], mass[b], ids[b]))
                 s.enc = new_states[b]
             self.encoder_calls += 1
             self.encoder_streams += len(members)

@@ -6,318 +6,48 @@ same stream (the session's caches drop back to the prompt), and word times stay 
 of the stream). This is the one segmentation mechanism of the project: ``transcribe``, ``mic``, ``eval`` /
 ``sweep`` on long recordings and :class:`~asr_stream.streaming.batched.BatchedStreams` all use it.
 
-The rules, in the spirit of sherpa-onnx's and WeNet's endpoint rules, on 10 ms frames (a detector says which frames
-are silent: :class:`EnergyDetector`, the frame level against an adaptive noise floor, or ``detector="silero"``, the
-Silero VAD network of :mod:`asr_stream.audio.vad`, which decides a frame up to 32 ms after it arrived):
+The rules, in the spirit of sherpa-onnx's and WeNet's endpoint rules; 1-3 on 10 ms frames
+(:class:`~asr_stream.streaming.endpoint.Endpointer`, :class:`EnergyDetector` says which frames are silent):
 
-1. **Trailing silence.** ``min_silence_ms`` of silence after speech closes the segment.
-2. **Maximum length.** A segment is closed after ``max_segment_s`` of audio even without a pause.
+1. **Trailing silence.** ``min_silence_ms`` of silence after speech closes the segment; once the segment is
+   ``pause_after_s`` long, a shorter pause of ``pause_ms`` does (rule ``pause``: sentences spoken with 100-200 ms
+   between them are cut there instead of running on).
+2. **Maximum length.** A segment is closed after ``max_segment_s`` of audio even without a pause (counted from
+   its last restart, rule 4).
 3. **The model's own end at a pause.** When the model has asked to end the utterance (it chose EOS before
    the end of the audio, see ``StreamConfig.early_eos``) and the audio is in a pause of at least
    ``eos_silence_ms``, the segment closes there. An EOS asked for in the middle of speech (the model stalls)
    is honoured at the next such pause, so the stream recovers instead of staying silent.
+4. **Restarts** (:mod:`~asr_stream.streaming.restart`; ``restart_s``): a segment that has read ``restart_s`` of
+   audio, or whose model asked to end in the middle of speech and then wrote nothing, is closed at the end of its
+   last written word and the next one starts there, on the same audio (rule ``restart``); so is a finished segment
+   whose speech goes on well after its last word. Fluent speech (no pauses) is read in pieces the model knows.
 
 Between segments, silence is not fed to the model: a segment starts at the first frame of speech, less
 ``pre_roll_ms`` (the synthetic models mis-hear utterances that start with silence: 100 ms of it raises WER
 from 7 % to 13 %, 200 ms to 35 %). A segment needs ``min_speech_ms`` of speech to start, so a click does
 not open one. Audio is never dropped: at a cut everything before the cut belongs to the closing segment and
-everything after it to the next one (or to the silence between segments).
+everything after it to the next one (or to the silence between segments); at a restart the audio after the
+last word is read again by the next segment. Speech after a segment's last word that no later segment reads is
+reported (:func:`unheard`).
 
 Drivers: :class:`SegmentedSession` (one :class:`~asr_stream.streaming.session.StreamingSession`, synchronous)
 and :class:`SegmentedStreams` (many streams over one :class:`~asr_stream.streaming.batched.BatchedStreams`,
 one batched decoder step for all of them). Both feed an :class:`Endpointer`, which decides cuts and knows
-nothing of models.
+nothing of models, and both restart at the same samples (the session decides, see :mod:`~asr_stream.streaming.restart`).
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Optional, Protocol, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
 from ..audio.io import SAMPLE_RATE
+from .endpoint import FRAME, EndpointConfig, EnergyDetector, Endpointer, Sink
+from .restart import RestartRule, SegmentAudio
 from .session import StreamingSession, Word
-
-FRAME = 160  # samples = 10 ms at 16 kHz: the endpointer's time step
-
-
-@dataclass(frozen=True)
-class EndpointConfig:
-    """Endpoint rules and the energy detector behind them. Times in ms or s as named; levels in dBFS."""
-
-    min_silence_ms: float = 300.0
-    """Rule 1: silence after speech that closes a segment. Short, because the models know single sentences:
-    on held-out espeak sentences joined by 0.2-1.5 s pauses, 300 ms gave one segment per sentence (the longest
-    pause inside a sentence was 140 ms) and 5.6 % WER, 600 ms merged sentences and gave 16.7 %."""
-    max_segment_s: float = 20.0
-    """Rule 2: longest segment, in seconds of audio (the models are trained on utterances up to ~15 s)."""
-    eos_silence_ms: float = 150.0
-    """Rule 3: a pause this long closes the segment once the model has asked to end it (an early EOS)."""
-    min_speech_ms: float = 50.0
-    """Speech (non-silent frames, gaps under 30 ms bridged) needed to start a segment."""
-    pre_roll_ms: Optional[float] = None
-    """Audio kept before the first frame of speech when a segment starts; None: the detector's own (energy 20 ms;
-    silero 80 ms, since it calls speech up to ~60 ms after the onset: with 20 ms, 10 of 304 words of a held-out
-    recording began before their segment, with 80 ms 1; benchmarks/vad_endpoint.py)."""
-    threshold_db: Optional[float] = None
-    """Fixed silence threshold (frame RMS level); None: adaptive (noise floor + margin_db)."""
-    margin_db: float = 12.0
-    """Adaptive threshold: a frame is speech when it is this far above the noise floor."""
-    speech_min_db: float = -60.0
-    """Adaptive threshold: never below this level."""
-    floor_min_db: float = -90.0
-    """The noise floor never goes below this level (digital silence)."""
-    floor_rise_db_per_s: float = 3.0
-    """The noise floor follows a rising background this fast; it drops at once to any quieter frame."""
-    detector: str = "energy"
-    """Which frames are silent: ``energy`` (the settings above) or ``silero`` (the Silero VAD network; needs the
-    silero-vad package, see requirements/silero-vad.txt)."""
-    vad_threshold: float = 0.7
-    """``silero``: speech probability that starts speech (it lasts while above threshold - 0.15). 0.7, not Silero's
-    own 0.5: in babble at 20 dB SNR 0.5 merged 40 sentences into 15 segments, 0.7 into 30, with no word lost in
-    clean, -20 dB or white noise at 10-20 dB either way (benchmarks/vad_endpoint.py)."""
-
-    def __post_init__(self) -> None:
-        for name in ("min_silence_ms", "max_segment_s", "eos_silence_ms", "min_speech_ms"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"endpoint {name} must be a finite number > 0, got {v!r}")
-        if self.pre_roll_ms is not None and not (math.isfinite(self.pre_roll_ms) and self.pre_roll_ms >= 0):
-            raise ValueError(f"endpoint pre_roll_ms must be >= 0, got {self.pre_roll_ms!r}")
-        if self.detector not in DETECTORS:
-            raise ValueError(f"endpoint detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
-        if not 0.15 < self.vad_threshold < 1.0:
-            raise ValueError(f"endpoint vad_threshold must be in (0.15, 1), got {self.vad_threshold!r}")
-
-    @property
-    def pre_roll(self) -> float:
-        """The pre-roll in ms (the detector's own when ``pre_roll_ms`` is None)."""
-        if self.pre_roll_ms is not None:
-            return self.pre_roll_ms
-        return 80.0 if self.detector == "silero" else 20.0
-
-    def frames(self, ms: float) -> int:
-        return max(1, int(round(ms / 10.0)))
-
-
-class EnergyDetector:
-    """Frame RMS level against a fixed or adaptive threshold: :meth:`silent` per 10 ms frame.
-
-    ``level`` = 20·log10 RMS in dBFS. Adaptive: a noise floor starts at ``floor_min_db``, drops at once to any
-    quieter frame (never below ``floor_min_db``) and otherwise rises by ``floor_rise_db_per_s``; a frame is
-    silent when ``level < max(floor + margin_db, speech_min_db)``. Starting low means a stream that begins with
-    speech is heard from its first frame (a floor started at the first frame's level would call that speech
-    silence); the price is that a loud steady background counts as speech until the floor has risen to it.
-    """
-
-    def __init__(self, cfg: EndpointConfig) -> None:
-        self.cfg = cfg
-        self.rise = cfg.floor_rise_db_per_s * FRAME / SAMPLE_RATE  # dB per frame
-        self.floor: Optional[float] = None
-
-    @staticmethod
-    def levels(frames: np.ndarray) -> np.ndarray:
-        """(n, FRAME) samples -> (n,) dBFS."""
-        f = frames.astype(np.float64)
-        return 10.0 * np.log10(np.mean(f * f, axis=1) + 1e-20)
-
-    def push(self, frames: np.ndarray) -> np.ndarray:
-        """(n, FRAME) samples -> n silence decisions (each frame is decided as it comes)."""
-        return np.fromiter((self.silent(v) for v in self.levels(frames)), dtype=bool, count=frames.shape[0])
-
-    def flush(self) -> np.ndarray:
-        return np.zeros(0, dtype=bool)
-
-    def silent(self, level: float) -> bool:
-        c = self.cfg
-        if c.threshold_db is not None:
-            return level < c.threshold_db
-        if self.floor is None:
-            self.floor = c.floor_min_db
-        if level < self.floor:
-            self.floor = max(level, c.floor_min_db)
-        else:
-            self.floor += self.rise
-        return level < max(self.floor + c.margin_db, c.speech_min_db)
-
-
-class Detector(Protocol):
-    """Silence decisions per 10 ms frame, in order; a detector may decide a frame later than it arrives."""
-
-    def push(self, frames: np.ndarray) -> np.ndarray:
-        """(n, FRAME) samples -> the silence decisions (bool) of the next frames it can decide."""
-
-    def flush(self) -> np.ndarray:
-        """The end of the stream: decisions for every frame still waiting."""
-
-
-DETECTORS = ("energy", "silero")
-
-
-def make_detector(cfg: EndpointConfig) -> Detector:
-    if cfg.detector == "silero":
-        from ..audio.vad import SileroDetector, shared_model
-
-        return SileroDetector(shared_model(), cfg.vad_threshold, FRAME)
-    return EnergyDetector(cfg)
-
-
-class Sink(Protocol):
-    """Where an :class:`Endpointer` sends audio and cuts (a driver implements it)."""
-
-    def feed(self, samples: np.ndarray, start: int) -> None:
-        """Samples of the open segment; ``start`` = their first sample's index in the stream."""
-
-    def cut(self, end: int, speech_end: int, rule: str) -> None:
-        """Close the open segment at stream sample ``end`` (speech ended at ``speech_end``), by ``rule``."""
-
-    def wants_end(self) -> bool:
-        """Has the model asked to end the open segment (rule 3)?"""
-
-
-class Endpointer:
-    """Decides where segments start and end; sends audio and cuts to a :class:`Sink` as frames come in.
-
-    Feed any block size with :meth:`push`; :meth:`close` ends the stream (the open segment is closed there).
-    Decisions are made per 10 ms frame in stream order, and the sink sees audio of the open segment at least
-    once per ``feed_samples`` (so the model keeps reading while the endpointer waits for a pause).
-    """
-
-    def __init__(self, cfg: EndpointConfig, sink: Sink, feed_samples: int = 5120) -> None:
-        self.cfg = cfg
-        self.sink = sink
-        self.detector = make_detector(cfg)
-        self._waiting: deque[np.ndarray] = deque()  # frames the detector has not decided yet
-        self.feed_samples = feed_samples
-        self._min_silence = cfg.frames(cfg.min_silence_ms)
-        self._eos_silence = cfg.frames(cfg.eos_silence_ms)
-        self._min_speech = cfg.frames(cfg.min_speech_ms)
-        self._pre_roll = int(round(cfg.pre_roll * SAMPLE_RATE / 1000.0))
-        self._max_segment = int(round(cfg.max_segment_s * SAMPLE_RATE))
-        self.pos = 0  # stream samples consumed into frames
-        self._rest = np.zeros(0, np.float32)  # samples short of a frame
-        # idle (between segments): recent audio, so a segment can start at the first frame of speech
-        self._idle: deque[tuple[int, np.ndarray, bool]] = deque()  # (start sample, frame, silent)
-        self._idle_keep = self._pre_roll // FRAME + 2 * self._min_speech + 8  # frames kept
-        self.in_segment = False
-        self.seg_start = 0  # first sample of the open segment
-        self._pending: list[np.ndarray] = []  # frames of the open segment not yet fed
-        self._pending_n = 0
-        self._fed_to = 0  # stream sample up to which the open segment has been fed
-        self._silent_run = 0  # consecutive silent frames (open segment)
-        self._run, self._first, self._gap = 0, None, 0  # speech run between segments (see _idle_frame)
-        self.closed = False
-
-    # -- input --------------------------------------------------------------------------------------------
-    def push(self, samples: np.ndarray) -> None:
-        if self.closed:
-            raise RuntimeError("push() after close()")
-        a = np.asarray(samples, dtype=np.float32).reshape(-1)
-        buf = np.concatenate([self._rest, a]) if self._rest.size else a
-        n = buf.shape[0] // FRAME
-        self._rest = buf[n * FRAME :].copy()
-        if n == 0:
-            return
-        frames = buf[: n * FRAME].reshape(n, FRAME)
-        self._waiting.extend(frames)
-        self._decided(self.detector.push(frames))
-        if self.in_segment:
-            self._feed()
-
-    def close(self) -> None:
-        """End of the stream: the partial last frame joins the open segment, which is closed."""
-        if self.closed:
-            return
-        self.closed = True
-        self._decided(self.detector.flush())
-        if self.in_segment:
-            if self._rest.size:
-                self._pending.append(self._rest)
-                self._pending_n += self._rest.shape[0]
-            end = self.pos + self._rest.shape[0]
-            self._close(end, end - self._silent_run * FRAME, "end")
-        self._rest = np.zeros(0, np.float32)
-
-    # -- the rules ----------------------------------------------------------------------------------------
-    def _decided(self, silent: np.ndarray) -> None:
-        for s in silent:
-            self._frame(self._waiting.popleft(), bool(s))
-
-    def _frame(self, frame: np.ndarray, silent: bool) -> None:
-        start = self.pos
-        self.pos += FRAME
-        if not self.in_segment:
-            self._idle.append((start, frame, silent))
-            while len(self._idle) > self._idle_keep:
-                self._idle.popleft()
-            onset = self._idle_frame(start, silent)
-            if onset is not None:
-                self._open(onset)
-            return
-        self._pending.append(frame)
-        self._pending_n += FRAME
-        self._silent_run = self._silent_run + 1 if silent else 0
-        if self._pending_n >= self.feed_samples:
-            self._feed()
-        speech_end = self.pos - self._silent_run * FRAME
-        if self._silent_run >= self._min_silence:
-            self._close(self.pos, speech_end, "silence")
-        elif self.pos - self.seg_start >= self._max_segment:
-            self._close(self.pos, speech_end, "max_length")
-            if not silent:  # speech goes on: the next segment starts right here
-                self._open_at(self.pos)
-        elif self._silent_run >= self._eos_silence:
-            self._feed()  # the model's EOS may be waiting on audio not fed yet
-            if self.sink.wants_end():
-                self._close(self.pos, speech_end, "model_eos")
-
-    def _idle_frame(self, start: int, silent: bool) -> Optional[int]:
-        """Track the current run of speech between segments (gaps under 30 ms bridged); its first sample once it
-        has lasted min_speech_ms, else None."""
-        if silent:
-            self._gap += 1
-            if self._gap >= 3:
-                self._run, self._first = 0, None
-            return None
-        self._gap = 0
-        self._run += 1
-        if self._first is None:
-            self._first = start
-        return self._first if self._run >= self._min_speech else None
-
-    def _open(self, onset: int) -> None:
-        """Open a segment at ``onset`` less the pre-roll (as far as the idle buffer reaches)."""
-        keep = [(s, f) for s, f, _ in self._idle if s + FRAME > onset - self._pre_roll]
-        self._idle.clear()
-        self._run, self._first, self._gap = 0, None, 0
-        self._open_at(keep[0][0])
-        for _, f in keep:
-            self._pending.append(f)
-            self._pending_n += FRAME
-
-    def _open_at(self, start: int) -> None:
-        self.in_segment = True
-        self.seg_start = start
-        self._fed_to = start
-        self._silent_run = 0
-
-    def _feed(self) -> None:
-        if not self._pending_n:
-            return
-        x = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending, self._pending_n = [], 0
-        start = self._fed_to
-        self._fed_to += x.shape[0]
-        self.sink.feed(x, start)
-
-    def _close(self, end: int, speech_end: int, rule: str) -> None:
-        self._feed()
-        self.in_segment = False
-        self._silent_run = 0
-        self.sink.cut(end, speech_end, rule)
 
 
 # ----------------------------------------------------------------------------------------------- segments
@@ -331,8 +61,9 @@ class Segment:
     start: int  # first sample fed to the model
     end: int = -1  # sample where it was closed (-1: open)
     speech_end: int = -1  # end of its speech (before the trailing silence that closed it)
-    rule: str = ""  # what closed it: silence / max_length / model_eos / end
+    rule: str = ""  # what closed it: silence / pause / max_length / model_eos / end / restart
     words: list[Word] = field(default_factory=list)  # absolute times
+    heard_end: int = -1  # where its last word ends, as far as the session can tell (start: no words; -1: open)
 
     @property
     def start_ms(self) -> float:
@@ -348,18 +79,22 @@ class Segment:
 
     def as_dict(self) -> dict:
         return {"index": self.index, "start_ms": self.start_ms, "end_ms": self.end_ms,
-                "speech_end_ms": self.speech_end / 16.0, "rule": self.rule, "text": self.text,
+                "speech_end_ms": self.speech_end / 16.0, "heard_end_ms": self.heard_end / 16.0, "rule": self.rule,
+                "text": self.text,
                 "words": [{"text": w.text, "time_ms": w.time_ms} for w in self.words]}
 
 
-def unheard(segments: Sequence[Segment], min_speech_ms: float = 500.0) -> tuple[float, list[int]]:
-    """Seconds of speech in closed segments that produced no words, and those segments' indices.
+def unheard(segments: Sequence[Segment], min_speech_ms: float = RestartRule.reread_ms) -> tuple[float, list[int]]:
+    """Seconds of speech in closed segments after their last word (all of it when there is none), and those
+    segments' indices.
 
-    A segment counts when its speech lasted at least ``min_speech_ms`` (a cough or a click may rightly give
-    nothing). This is the "never lose words silently" report of long transcriptions.
+    A segment counts when that speech lasted at least ``min_speech_ms`` (a cough or a click may rightly give
+    nothing, and where the last word ends is an estimate). A segment closed by a restart has none: the next segment
+    reads on from its last word. This is the "never lose words silently" report of long transcriptions.
     """
-    bad = [s for s in segments if s.end >= 0 and not s.words and (s.speech_end - s.start) / 16.0 >= min_speech_ms]
-    return sum((s.speech_end - s.start) / SAMPLE_RATE for s in bad), [s.index for s in bad]
+    rest = lambda s: s.speech_end - (max(s.start, s.heard_end) if s.words else s.start)  # noqa: E731
+    bad = [s for s in segments if s.end >= 0 and rest(s) / 16.0 >= min_speech_ms]
+    return sum(rest(s) / SAMPLE_RATE for s in bad), [s.index for s in bad]
 
 
 class _Segments:
@@ -369,6 +104,7 @@ class _Segments:
         self.segments: list[Segment] = []
         self.words: list[Word] = []
         self.on_segment = on_segment
+        self.audio = SegmentAudio()  # the open segment's audio, read again from a restart point
 
     @property
     def current(self) -> Optional[Segment]:
@@ -377,7 +113,17 @@ class _Segments:
     def open(self, start: int) -> Segment:
         seg = Segment(index=len(self.segments), start=start)
         self.segments.append(seg)
+        self.audio.reset(start)
         return seg
+
+    def restart(self, at: int) -> np.ndarray:
+        """Rule 4: close the open segment ``at`` samples after its start (the end of its last word) and open the next
+        one there; returns the audio to read again (from there to what was fed)."""
+        seg = self.current
+        self.closed(seg, seg.start + at, seg.start + at, "restart", at)
+        tail = self.audio.restart(seg.start + at)
+        self.segments.append(Segment(index=len(self.segments), start=seg.start + at))
+        return tail
 
     def add(self, seg: Segment, words: Iterable[Word]) -> list[Word]:
         out = [replace(w, time_ms=w.time_ms + seg.start_ms) for w in words]
@@ -385,8 +131,10 @@ class _Segments:
         self.words += out
         return out
 
-    def closed(self, seg: Segment, end: int, speech_end: int, rule: str) -> None:
+    def closed(self, seg: Segment, end: int, speech_end: int, rule: str, heard: int) -> None:
+        """Close ``seg``; its last word ends ``heard`` samples after its start."""
         seg.end, seg.speech_end, seg.rule = end, max(seg.start, speech_end), rule
+        seg.heard_end = seg.start + heard
         if self.on_segment is not None:
             self.on_segment(seg)
 
@@ -414,6 +162,8 @@ class SegmentedSession:
         self._new: list[Word] = []
         self.samples_in = 0
         self._ep = Endpointer(endpoint, self, session.model.chunk_samples) if endpoint is not None else None
+        session.restart = endpoint.restart_rule() if endpoint is not None else None
+        session.track_words = True  # where each segment's last word ends: unheard speech after it is reported
         self.finished = False
 
     # -- public API ---------------------------------------------------------------------------------------
@@ -464,16 +214,33 @@ class SegmentedSession:
     def feed(self, samples: np.ndarray, start: int) -> None:
         if self._segs.current is None:
             self._segs.open(start)
+        self._segs.audio.add(samples)
         self._take(self.session.push(samples))
+        self._restarts(finishing=False)
 
     def cut(self, end: int, speech_end: int, rule: str) -> None:
-        seg = self._segs.current
-        if seg is None:
+        if self._segs.current is None:
             return
         self._take(self.session.finish())
+        self._restarts(finishing=True)
+        if self.session.stop_for_reread(speech_end - self._segs.current.start):  # once: it leaves what it leaves
+            self._restarts(finishing=True)
+        heard = self.session.heard_to()
         if rule != "end":  # the stream goes on: a fresh utterance (at the end the final state stays readable)
             self.session.reset()
-        self._segs.closed(seg, end, speech_end, rule)
+        self._segs.closed(self._segs.current, end, speech_end, rule, heard)
+
+    def _restarts(self, finishing: bool) -> None:
+        """Rule 4, as often as the session stops for it: the next segment starts at the last word and reads the
+        audio after it (to its end when ``finishing``)."""
+        while self.session.state.restart_at >= 0:
+            tail = self._segs.restart(self.session.state.restart_at)
+            self.session.reset()
+            if self._ep is not None:
+                self._ep.restarted(self._segs.current.start)
+            self._take(self.session.push(tail))
+            if finishing:
+                self._take(self.session.finish())
 
     def wants_end(self) -> bool:
         s = self.session.state
@@ -495,6 +262,7 @@ class _Slot:
         self.owner, self.i = owner, i
         self.segs = _Segments(on_segment)
         self.closing: Optional[tuple[int, int, str]] = None  # (end, speech_end, rule) of the segment being finished
+        self.reread = False  # the segment being finished has been read again once (restart rule 3)
         self.carry: list[tuple] = []
         self.new: list[Word] = []
 
@@ -504,6 +272,7 @@ class _Slot:
             return
         if self.segs.current is None:
             self.segs.open(start)
+        self.segs.audio.add(samples)
         self.owner.engine.feed(self.i, samples)
 
     def cut(self, end: int, speech_end: int, rule: str) -> None:
@@ -516,10 +285,25 @@ class _Slot:
         self.closing = (end, speech_end, rule)
 
     def wants_end(self) -> bool:
-        if self.closing is not None or self.carry:
-            return False
         s = self.owner.engine.sessions[self.i].state
+        if self.closing is not None or self.carry or s.restart_at >= 0:
+            return False
         return s.k_extra > 0 or s.ended
+
+    def restart(self) -> bool:
+        """Rule 4, if the engine's session has stopped for it (as SegmentedSession._restarts does at once)."""
+        sess = self.owner.engine.sessions[self.i]
+        if sess.state.restart_at < 0:
+            return False
+        closing = sess.state.closing
+        self.collect()
+        tail = self.segs.restart(sess.state.restart_at)
+        self.owner.engine.reset(self.i)
+        self.owner.endpointers[self.i].restarted(self.segs.current.start)
+        self.owner.engine.feed(self.i, tail)
+        if closing:
+            self.owner.engine.end(self.i)
+        return True
 
     def collect(self) -> None:
         """Words the engine wrote for this stream since the last call (they belong to the engine's segment)."""
@@ -530,9 +314,15 @@ class _Slot:
     def complete(self) -> None:
         """The segment being finished is done: close it, start a fresh utterance, replay what waited."""
         end, speech_end, rule = self.closing
-        self.closing = None
         self.collect()
-        self.segs.closed(self.segs.current, end, speech_end, rule)
+        sess = self.owner.engine.sessions[self.i]
+        if not self.reread and sess.stop_for_reread(speech_end - self.segs.current.start):
+            self.reread = True
+            self.restart()  # the rest is read again (once); this completes when that is done
+            return
+        self.reread = False
+        self.closing = None
+        self.segs.closed(self.segs.current, end, speech_end, rule, sess.heard_to())
         if rule != "end":
             self.owner.engine.reset(self.i)
         carry, self.carry = self.carry, []
@@ -559,6 +349,8 @@ class SegmentedStreams:
 
         self.engine = BatchedStreams(model, n, cfg, **overrides)
         self.endpoint = endpoint
+        for sess in self.engine.sessions:
+            sess.restart, sess.track_words = endpoint.restart_rule(), True
         self.on_segment = on_segment
         self.slots = [self._slot(i) for i in range(n)]
         self.endpointers = [Endpointer(endpoint, slot, model.chunk_samples) for slot in self.slots]
@@ -597,9 +389,10 @@ class SegmentedStreams:
             done = [slot for slot in self.slots if slot.closing is not None and self.engine.done(slot.i)]
             for slot in self.slots:
                 slot.collect()
+            restarted = [slot for slot in self.slots if slot.restart()]
             for slot in done:
                 slot.complete()
-            if not done:
+            if not done and not restarted:
                 return
 
     def poll(self, i: int) -> list[Word]:
@@ -635,4 +428,5 @@ class SegmentedStreams:
         return eng
 
 
-__all__ = ["DETECTORS", "EndpointConfig", "EnergyDetector", "Endpointer", "Segment", "SegmentedSession", "SegmentedStreams", "unheard"]
+__all__ = ["FRAME", "EndpointConfig", "EnergyDetector", "Endpointer", "Segment", "SegmentedSession", "SegmentedStreams", "Sink",
+           "unheard"]

@@ -27,6 +27,7 @@ from ..config import StreamConfig
 from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements, visible_chunks
 from .defaults import stream_config_for
 from .policy import Action, View, make_policy, max_rows
+from .restart import RestartRule, word_end
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class StreamState:
     refused_at: int = -1  # chunks read when the pending row was last refused (early EOS, policy); -1: never [_consume]
     heard: list[float] = field(default_factory=list)  # per chunk read: CTC boundary-token onsets so far (ctc policy) [_read_chunk]
     ctc_last: Any = None  # (1, nB) boundary posteriors of the last frame encoded (ctc policy) [_read_chunk / BatchedStreams._encode_ahead]
+    ctc_ids: list[int] = field(default_factory=list)  # per encoder frame read: the CTC head's greedy token (restarts) [_read_chunk]
+    texts: list[str] = field(default_factory=list)  # the words of this utterance, as finished [_flush_word]
+    last_word_chunk: int = 0  # chunks read when the last word was finished [_flush_word]
+    restart_at: int = -1  # a restart is due at this sample of the utterance: nothing more is read (-1: none) [_next_step / stop_for_reread]
     tokens: list[int] = field(default_factory=list)  # emitted tokens, no BOS/EOS [_consume]
     word: list[int] = field(default_factory=list)  # tokens of the unfinished word [_consume / _flush_word]
     ended: bool = False  # EOS written or length guard hit after the end of audio [_consume / _next_step]
@@ -63,7 +68,7 @@ class StreamState:
     finished: bool = False  # finish() called and all its audio read (the policy's "N is known") [_next_step]
     decoder_positions: int = 0  # decoder slots computed, re-encoding included [_run; BatchedStreams.step]
     src_embeds: list[torch.Tensor] = field(default_factory=list)  # per chunk (E, H); kept only for kv re-encoding
-    encoded: list = field(default_factory=list)  # [(chunk index, embeddings (E, H), boundary mass or None)] encoded ahead (BatchedStreams); enc is the state after them [_read_chunk]
+    encoded: list = field(default_factory=list)  # [(chunk index, embeddings (E, H), boundary mass or None, CTC tokens or None)] encoded ahead (BatchedStreams); enc is the state after them [_read_chunk]
 
 
 class Step(NamedTuple):
@@ -108,6 +113,9 @@ class StreamingSession:
         self.forced: list[int] | None = None  # teacher forcing: tokens to emit instead of argmax (+ EOS)
         self.logits: list[torch.Tensor] | None = None  # per target row asked (V,), when recording
         self.written: list[bool] = []  # per entry of logits: was the row written (False: refused and asked again)
+        self.restart: RestartRule | None = None  # set by a segment driver: stop where a restart is due (streaming.restart)
+        self.track_words = False  # set by a segment driver: keep the CTC evidence of where words end (heard_to)
+        self._token_text: dict[int, str] = {}
         self.reset()
 
     @property
@@ -116,6 +124,12 @@ class StreamingSession:
         if self._policy is None or self._policy[0] is not self.cfg:
             self._policy = (self.cfg, make_policy(self.cfg.policy, self.cfg.k, self.cfg.policy_args))
         return self._policy[1]
+
+    @property
+    def tracks_words(self) -> bool:
+        """Are the CTC head's per-frame tokens kept (:meth:`heard_to`: where restarts go, what is unheard)? Restarts
+        need them: a model without a CTC head is never restarted."""
+        return (self.track_words or self.restart is not None) and self.model.ctc_head is not None
 
     # -- public API -----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -141,6 +155,41 @@ class StreamingSession:
         s = self.state
         return min(s.chunks_read * self.model.chunk_samples, s.samples_in) / 16.0
 
+    def heard_to(self) -> int:
+        """Samples from the utterance start to the end of its last finished word, as far as the session can tell:
+        :func:`~asr_stream.streaming.restart.word_end` when the CTC head's tokens are kept, else (or when nothing
+        aligns) the audio read when the last word was written. 0 before the first word."""
+        s = self.state
+        if not s.texts:
+            return 0
+        read = min(s.last_word_chunk * self.model.chunk_samples, s.samples_in)
+        if s.ctc_ids:
+            end = word_end(s.texts, s.ctc_ids, self.codec.pad_id, self._ctc_text,
+                           self.model.chunk_samples // self.model.encoder.frames_per_chunk)
+            if end:  # (0: the alignment puts the end before the first frame; a word was written, so not so)
+                return min(end, read)
+        return read
+
+    def stop_for_reread(self, speech_end: int) -> bool:
+        """Restart rule 3: the utterance is finished, and its speech (to sample ``speech_end`` of the utterance) goes on
+        ``restart.reread_ms`` or more after its last word: stop there (``state.restart_at``) so that the driver reads
+        the rest again. False (nothing changes) otherwise."""
+        s = self.state
+        if self.restart is None or not self.tracks_words or not s.finished or s.restart_at >= 0 or not s.texts:
+            return False
+        at = self.heard_to()
+        if speech_end - at < self.restart.reread_ms * 16:
+            return False
+        s.restart_at = at
+        return True
+
+    def _ctc_text(self, t: int) -> str:
+        """Token t's characters as the CTC transcript spells them, with a space where a word ends (starts)."""
+        if t not in self._token_text:
+            text, edge = self.codec.decode([t]), self.codec.is_boundary(t)
+            self._token_text[t] = (text + " " if edge else text) if self.codec.style == "suffix" else (" " + text if edge else text)
+        return self._token_text[t]
+
     def push(self, samples: np.ndarray | torch.Tensor) -> list[Word]:
         """Feed 16 kHz mono float32 samples (any block size). Returns the words finished meanwhile."""
         n0 = len(self.words)
@@ -155,7 +204,8 @@ class StreamingSession:
         self.state.closing = True
         with torch.inference_mode():
             self._advance()
-        self._flush_word()
+        if self.state.restart_at < 0:  # stopped for a restart: the unfinished word is read again after it
+            self._flush_word()
         return self.words[n0:]
 
     # -- the step machine (shared with BatchedStreams) ---------------------------------------------
@@ -201,12 +251,18 @@ class StreamingSession:
         policy says so, else the next whole chunk (after finish(): the zero-padded tail), else wait.
         """
         s = self.state
+        if s.restart_at >= 0:
+            return None  # stopped for a restart: the driver starts a fresh utterance at restart_at
         while True:
             act = self._action()
             if act is Action.WRITE:
                 return self._stage_write(None)
             if act is Action.STOP and s.finished:
                 s.ended = True  # EOS written, or the length guard reached after the end of audio
+                return None
+            if self.restart is not None and self.tracks_words and not s.finished and self.restart.due(
+                    s.chunks_read * self.model.chunk_samples, len(s.texts), s.k_extra, s.chunks_read, s.last_word_chunk):
+                s.restart_at = self.heard_to()  # decided before a chunk is read: block sizes cannot change it
                 return None
             chunk = self._take_chunk()
             if chunk is None:
@@ -235,7 +291,7 @@ class StreamingSession:
         """The next buffered chunk not encoded yet, or None. Lets BatchedStreams run encoders ahead, in batches:
         a chunk's encoder output depends on the audio only, never on what the decoder has done."""
         s = self.state
-        if s.ended:
+        if s.ended or s.restart_at >= 0:
             return None
         cs, j = self.model.chunk_samples, len(s.encoded)
         if s.buffer.shape[0] >= (j + 1) * cs:
@@ -259,9 +315,9 @@ class StreamingSession:
         s, m = self.state, self.model
         E, P = m.embeds_per_chunk, len(m.prompt_ids)
         c = s.chunks_read
-        emb = mass = None
+        emb = mass = ids = None
         if s.encoded:  # encoded ahead (BatchedStreams)
-            c_enc, emb, mass = s.encoded.pop(0)
+            c_enc, emb, mass, ids = s.encoded.pop(0)
             assert c_enc == c, (c_enc, c)
         if s.ended:  # EOS already written: nothing more will be written, so skip the work
             s.chunks_read += 1
@@ -273,6 +329,10 @@ class StreamingSession:
             if self.policy.needs_ctc:
                 onsets, s.ctc_last = m.boundary_onsets(enc, s.ctc_last)
                 mass = float(onsets[0])
+            if self.tracks_words:
+                ids = m.ctc_tokens(enc)[0].tolist()
+        if ids is not None:
+            s.ctc_ids += ids
         if mass is not None:  # cumulative: the policy compares it with the words written
             s.heard.append((s.heard[-1] if s.heard else 0.0) + mass)
         els = source_elements(P, [c] * E, first_audio=c * E)
@@ -368,6 +428,8 @@ class StreamingSession:
             text = self.codec.decode(s.word)
             if text:
                 self.words.append(Word(text=text, time_ms=self.ms_read, tokens=tuple(s.word)))
+                s.texts.append(text)
+                s.last_word_chunk = s.chunks_read
             s.word = []
 
     # -- the decoder -------------------------------------------------------------------------------
