@@ -5,7 +5,6 @@ SegmentedStreams restart at the same samples."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +17,10 @@ from asr_stream.streaming.restart import RestartRule, word_end
 from asr_stream.streaming.segment import EndpointConfig, Segment, SegmentedSession, SegmentedStreams, unheard
 
 from .conftest import noise_audio
+from .sysdeps import needs
 
 REPO = Path(__file__).resolve().parents[1]
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (make sysdeps)")
+needs_espeak = needs("espeak-ng")
 
 
 def test_restart_rules_long_segment_and_stall_need_a_word():

@@ -80,7 +80,7 @@ MUTANTS = (
            "torch.zeros_like(post[:, :1])", ("tests/test_policy.py",)),
     Mutant("pending-holds-160ms", "endpointer: the audio waiting to be fed holds at most 16 frames (160 ms, the test "
            "models' chunk); at the bundled model's 320 ms feed, a push longer than a feed loses half of every feed",
-           "asr_stream/streaming/segment.py",
+           "asr_stream/streaming/endpoint.py",
            "x = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]",
            "x = np.concatenate(self._pending[-16:])",
            ("tests/test_segment.py::test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_dropped",
