@@ -69,6 +69,11 @@ class EncoderConfig:
     hf_left_context_ms: int = 0
     """kind='hf' / 'whisper': previous audio (ms) prepended to each chunk as context; outputs for it are discarded
     (whisper: whole 20 ms frames, rounded down)."""
+    whisper_positions: Literal["window", "stream"] = "window"
+    """kind='whisper': the sinusoidal position of a window's frame. 'window': its place in the short window (0, 1,
+    ...; any stream length). 'stream': its place in the stream, as in Whisper's own 30 s window (keeps much more of
+    Whisper's representations, benchmarks/RESULTS.md); past Whisper's last position (30 s) the window's positions
+    slide so that its last frame takes the last one. Training and streaming use the same rule."""
     hf_normalize: bool = True
     """kind='hf': zero-mean unit-variance normalise each window, as Wav2Vec2FeatureExtractor does."""
     spec_augment: bool = False

@@ -60,18 +60,27 @@ def tiny_whisper_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def make_model(codec, tiny_whisper_dir):
+def short_positions_whisper_dir(tmp_path_factory) -> str:
+    """The tiny Whisper with 64 positions (1.28 s): test streams run past its last one, where the stream positions
+    of the windows slide."""
+    return save_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper-64"), max_source_positions=64)
+
+
+@pytest.fixture(scope="session")
+def make_model(codec, short_positions_whisper_dir):
     cache: dict = {}
 
     def make(chunk_ms: int = 160, prompt: str = "", mode: str = "group", seed: int = 0, ctc_embed: bool = False,
              encoder: str = "own") -> SpeechLLM:
-        """The test-sized model; ``encoder="whisper"``: with the tiny Whisper encoder (200 ms left context)."""
+        """The test-sized model; ``encoder="whisper"``: with the tiny Whisper encoder (200 ms left context, stream
+        positions as the bundled model has them, 64 positions so that the windows slide after 1.28 s)."""
         key = (chunk_ms, prompt, mode, seed, ctc_embed, encoder)
         if key not in cache:
             cfg = test_sized(chunk_ms, prompt, mode, ctc_embed)
             if encoder == "whisper":
-                cfg = replace(cfg, encoder=EncoderConfig(kind="whisper", hf_name_or_path=tiny_whisper_dir, chunk_ms=chunk_ms,
-                                                         hf_left_context_ms=WHISPER_CONTEXT_MS))
+                cfg = replace(cfg, encoder=EncoderConfig(kind="whisper", hf_name_or_path=short_positions_whisper_dir,
+                                                         chunk_ms=chunk_ms, hf_left_context_ms=WHISPER_CONTEXT_MS,
+                                                         whisper_positions="stream"))
             elif encoder != "own":
                 raise ValueError(encoder)
             torch.manual_seed(seed)

@@ -251,6 +251,35 @@ def test_init_from_a_model_directory_trains_in_train_mode(tiny_setup, tmp_path):
     assert tuned.net.encoder.cfg.spec_augment is sa and tuned.net.cfg.encoder.spec_augment is sa
 
 
+def test_init_decoder_from_takes_the_decoder_and_tokenizer_and_nothing_else(tiny_setup, tmp_path, short_positions_whisper_dir):
+    """A new encoder behind a trained decoder (the Whisper model's recipe): the decoder's weights and tokenizer come
+    from the directory, the encoder, projector and CTC head are built anew; a different decoder is refused."""
+    from dataclasses import replace
+
+    from asr_stream.config import EncoderConfig
+    from asr_stream.training.module import SpeechLLMModule
+
+    root, _ = tiny_setup
+    src = make_module(root, seed=3).net
+    with torch.no_grad():
+        for p in src.llm.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # not what a fresh build would hold
+    src.save(tmp_path / "src")
+    cfg = replace(src.cfg, encoder=EncoderConfig(kind="whisper", hf_name_or_path=short_positions_whisper_dir,
+                                                 chunk_ms=src.cfg.encoder.chunk_ms, hf_left_context_ms=200, freeze=True))
+    mod = SpeechLLMModule(model=cfg, init_decoder_from=str(tmp_path / "src"))
+    for (n, a), (_, b) in zip(src.llm.state_dict().items(), mod.net.llm.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert mod.net.codec.encode("hello world") == src.codec.encode("hello world")
+    assert mod.net.encoder.dim == 32 and mod.net.projector.state_dict().keys() == src.projector.state_dict().keys()
+    assert not any(p.requires_grad for p in mod.net.encoder.parameters())
+    wider = replace(cfg, decoder=replace(cfg.decoder, tiny={**cfg.decoder.tiny, "num_hidden_layers": 3}))
+    with pytest.raises(ValueError, match="decoder config differs"):
+        SpeechLLMModule(model=wider, init_decoder_from=str(tmp_path / "src"))
+    with pytest.raises(ValueError, match="leave out model.tokenizer"):
+        SpeechLLMModule(model=cfg, init_decoder_from=str(tmp_path / "src"), tokenizer=str(tmp_path / "src"))
+
+
 def test_export_is_loadable_by_the_session(tiny_setup, tmp_path):
     from asr_stream.model import SpeechLLM
     from asr_stream.streaming import StreamingSession

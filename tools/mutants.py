@@ -88,6 +88,14 @@ MUTANTS = (
     Mutant("whisper-pos+1", "Whisper encoder: window positions 1, 2, ... instead of 0, 1, ... (off by one)",
            "asr_stream/encoder/whisper.py", "return (slot - before[:, None]).clamp(min=0)",
            "return (slot - before[:, None] + 1).clamp(min=0)", WHISPER),
+    Mutant("whisper-stream-pos+1", "Whisper encoder, stream positions: each frame one position later than its place "
+           "in the stream", "asr_stream/encoder/whisper.py",
+           "return (first[:, None] + slot).clamp(min=0)", "return (first[:, None] + slot + 1).clamp(min=0)", WHISPER),
+    Mutant("whisper-slide-late", "Whisper encoder, stream positions: past the last position the window slides one "
+           "frame too late (its last frame would take a position past the end of the table)",
+           "asr_stream/encoder/whisper.py",
+           "(end - self.model.config.max_source_positions).clamp(min=0)",
+           "(end - 1 - self.model.config.max_source_positions).clamp(min=0)", WHISPER),
     Mutant("whisper-context-1", "Whisper encoder: a stream carries one frame of left context too few",
            "asr_stream/encoder/whisper.py", "keep = max(C - 1, 0)", "keep = max(C - 2, 0)", WHISPER),
 )

@@ -230,10 +230,15 @@ class WhisperChunkEncoder(ChunkEncoder):
 
     def _positions(self, chunk: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
         """Position ids (M, C + F) of the window slots of chunks ``chunk`` (M,) with ``before`` (M,) slots before the
-        stream: each frame's place in its window, 0, 1, ... from the window's first frame (slots before it: 0,
-        masked)."""
+        stream. ``whisper_positions`` 'window': each frame's place in its window, 0, 1, ... from the window's first
+        frame; 'stream': its place in the stream (frame index), less however far the window's end reaches past
+        Whisper's last position. Slots before the stream: 0 (masked)."""
         slot = torch.arange(self.window_frames, device=chunk.device)
-        return (slot - before[:, None]).clamp(min=0)
+        if self.cfg.whisper_positions == "window":
+            return (slot - before[:, None]).clamp(min=0)
+        end = (chunk + 1) * self.frames_per_chunk  # the stream frame after each window's last
+        first = end - self.window_frames - (end - self.model.config.max_source_positions).clamp(min=0)
+        return (first[:, None] + slot).clamp(min=0)
 
     # -- whole utterances (training) and streaming --------------------------------------------------
     def forward(self, wave: torch.Tensor) -> torch.Tensor:

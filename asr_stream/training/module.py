@@ -26,6 +26,7 @@ class SpeechLLMModule(L.LightningModule):
         tokenizer: Optional[str] = None,
         feat_stats: Optional[str] = None,
         init_from: Optional[str] = None,
+        init_decoder_from: Optional[str] = None,
         export_dir: Optional[str] = None,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -41,6 +42,9 @@ class SpeechLLMModule(L.LightningModule):
             tokenizer: tokenizer directory for a decoder built from scratch (Phi-3 checkpoints bring their own).
             feat_stats: JSON with log-mel "mean" and "std" lists (own encoder), from the prepare stage.
             init_from: a SpeechLLM directory to start from (its weights; its config must match ``model``).
+            init_decoder_from: a SpeechLLM directory whose decoder starts this model: its tokenizer and decoder
+                weights (its decoder config must equal ``model.decoder``); the encoder, projector and CTC head start
+                as ``model`` builds them (e.g. the bundled model's decoder behind a new, pretrained encoder).
             export_dir: where the trained model is saved as a SpeechLLM directory (at the end and at each checkpoint).
             lr: peak learning rate (AdamW).
             weight_decay: AdamW weight decay (not applied to biases and norms).
@@ -56,8 +60,20 @@ class SpeechLLMModule(L.LightningModule):
             if path and not (Path(path).is_dir() if want == "dir" else Path(path).is_file()):
                 raise ValueError(f"model.{name} {path}: no such {'folder' if want == 'dir' else 'file'}"
                                  + (" (run the recipe's prepare stage first)" if name != "init_from" else ""))
+        if init_decoder_from and (init_from or tokenizer):
+            raise ValueError("model.init_decoder_from brings its own tokenizer and decoder: leave out "
+                             + ("model.init_from" if init_from else "model.tokenizer"))
+        if init_decoder_from and not Path(init_decoder_from).is_dir():
+            raise ValueError(f"model.init_decoder_from {init_decoder_from}: no such folder")
         codec = TextCodec.load(tokenizer) if tokenizer else None
-        if init_from:
+        if init_decoder_from:
+            src = SpeechLLM.load(init_decoder_from)
+            if src.cfg.decoder != model.decoder:
+                raise ValueError(f"{init_decoder_from}: its decoder config differs from model.decoder")
+            self.net = SpeechLLM(model, src.codec)
+            self.net.llm.load_state_dict(src.llm.state_dict())
+            del src
+        elif init_from:
             self.net = SpeechLLM.load(init_from).train()  # load() returns eval mode (dropout off) for inference
             # training-only switches (SpecAugment, dropout) may differ: they change no weight
             enc = replace(self.net.cfg.encoder, spec_augment=model.encoder.spec_augment, dropout=model.encoder.dropout)
