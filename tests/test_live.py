@@ -139,8 +139,8 @@ def test_live_loop_on_paced_source_equals_one_shot(make_model):
 
 
 def test_segmentation_at_a_pause_resets_the_session_and_text_continues(make_model):
-    """A pause ends the utterance 100 ms in (it is longer than 2 s: rule 1's pause_ms); the next one starts at the next
-    speech (less 20 ms of pre-roll), in a fresh session; word times stay absolute."""
+    """A pause ends the utterance 300 ms in; the next one starts at the next speech (less 20 ms of pre-roll),
+    in a fresh session; word times stay absolute."""
     model = make_model(160)
     a, b = noise_audio(4.0, seed=1), noise_audio(4.0, seed=2)
     wave = np.concatenate([a, quiet(1.0), b])
@@ -154,8 +154,8 @@ def test_segmentation_at_a_pause_resets_the_session_and_text_continues(make_mode
     # the random model asks for EOS at random: rule 3 (the model's end at a pause) is tested on its own
     stream = SegmentedSession(s, EndpointConfig(eos_silence_ms=10_000), on_segment=on_segment)
     text = run_live(stream, paced_blocks(wave, 100, realtime=False), got.extend)
-    cut, start2 = len(a) + 1600, len(a) + 16000 - 320
-    assert [st[:3] for st in states] == [(0, cut, "pause"), (start2, len(wave), "end")]
+    cut, start2 = len(a) + 4800, len(a) + 16000 - 320
+    assert [st[:3] for st in states] == [(0, cut, "silence"), (start2, len(wave), "end")]
     assert states[0][3:] == (0, 0, 0, len(model.prompt_ids))  # fresh state after the cut
     first, second = one_shot(model, wave[:cut]), one_shot(model, wave[start2:])
     assert first.words and second.words
@@ -252,7 +252,7 @@ def long_session(model, seconds: int, period_s: float = 10.0, pause_s: float = 0
                 per_segment[-1] = (max(per_segment[-1][0], slots), max(per_segment[-1][1], nbytes))
 
     t = time.perf_counter()
-    # pause_after_s: the noise's envelope dips for 100 ms every ~1.5 s; rule 1's pause part would cut there
+    # pause_after_s: the noise's envelope dips for 100-300 ms every ~1.5 s; rule 1's pause part would cut there
     ep = EndpointConfig(pause_after_s=60.0)
     run_live(SegmentedSession(s, ep, on_segment=lambda seg: per_segment.append((0, 0))), blocks(), lambda w: None)
     cuts = len(per_segment) - 1  # the last entry is the 0.2 s of pause left after the last cut

@@ -111,7 +111,7 @@ def test_a_finished_segment_whose_speech_goes_on_after_its_last_word_is_read_aga
     first, second = s.segments
     assert [w.text for w in first.words] == [w.text for w in second.words] == ["THE", "QUICK"]
     assert first.rule == "restart" and first.end == second.start == first.heard_end < 16000
-    assert second.rule == "pause" and second.speech_end == 48000 and second.heard_end < second.speech_end - 8000
+    assert second.rule == "silence" and second.speech_end == 48000 and second.heard_end < second.speech_end - 8000
     assert s.unheard == (pytest.approx((second.speech_end - second.heard_end) / 16000), [1])
     eng = SegmentedStreams(model, 1, endpoint=EndpointConfig(restart_s=60.0), mode="group", k=2)
     eng.engine.sessions[0] = stall_session(model, codec, rule)

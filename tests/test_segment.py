@@ -81,32 +81,75 @@ def test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_d
     sink = run(wave, EndpointConfig(), Recorder(), block=block, feed=feed)
     s1, e1 = 8000, 24000  # first tone
     s2 = e1 + 12800
-    assert [c[2] for c in sink.cuts] == ["silence", "pause"]
+    assert [c[2] for c in sink.cuts] == ["silence", "silence"]
     assert sink.cuts[0] == (e1 + 4800, e1, "silence")  # 300 ms into the pause; speech ended at the tone's end
     # a 200 ms pause is not an endpoint in a segment shorter than pause_after_s (2 s): the 1.5 s and 0.5 s tones are one;
-    # that segment, 2.2 s long, ends 100 ms into the next pause (pause_ms)
+    # that segment, 2.2 s long, would end at a 100 ms pause where the speech comes back, but this one lasts 300 ms
     e2 = s2 + 24000 + 3200 + 8000
-    assert sink.cuts[1] == (e2 + 1600, e2, "pause")
+    assert sink.cuts[1] == (e2 + 4800, e2, "silence")
     pieces = segments_fed(sink)
     # each segment starts 20 ms (pre-roll) before its speech and holds every sample up to its cut, in order
     assert sink.fed[0][0] == s1 - 320
     assert np.array_equal(pieces[0], wave[s1 - 320 : e1 + 4800])
     second = next(st for st, _ in sink.fed if st >= sink.cuts[0][0])
-    assert second == s2 - 320 and np.array_equal(pieces[1], wave[s2 - 320 : e2 + 1600])
+    assert second == s2 - 320 and np.array_equal(pieces[1], wave[s2 - 320 : e2 + 4800])
     assert len(pieces) == 2
 
 
-def test_a_segment_longer_than_2_s_ends_at_a_100_ms_pause():
-    """Rule 1's ``pause``: sentences joined by 100-200 ms pauses are cut at them once a segment is 2 s long; a shorter
-    segment, or a shorter pause, is not cut."""
+def test_a_segment_longer_than_2_s_ends_at_a_100_ms_pause_where_the_speech_comes_back():
+    """Rule 1's ``pause``: sentences joined by 100-200 ms pauses are cut at them once a segment is 2 s long, 20 ms (the
+    next segment's pre-roll) before the speech comes back, so the segment keeps the pause as trailing silence; a
+    shorter segment, or a shorter pause, is not cut; a pause of min_silence_ms (300) is rule 1's silence, as before
+    (the test above)."""
     z = lambda s: np.zeros(int(s * 16000), np.float32)  # noqa: E731
-    wave = np.concatenate([tone(1.5), z(0.15), tone(1.0), z(0.08), tone(0.5), z(0.12), tone(0.5), z(0.5)])
+    wave = np.concatenate([tone(1.5), z(0.15), tone(1.0), z(0.08), tone(0.5), z(0.2), tone(0.5), z(0.5)])
     sink = run(wave, EndpointConfig(), Recorder())
-    # 1.5 s + 150 ms: too short a segment; the 80 ms pause at 2.65 s: too short a pause; the 120 ms pause at 3.23 s
-    first_cut = 51680 + 1600  # 100 ms into it
-    assert sink.cuts[0] == (first_cut, 51680, "pause")
-    assert [c[2] for c in sink.cuts] == ["pause", "silence"]
+    # 1.5 s + 150 ms: too short a segment; the 80 ms pause at 2.65 s: too short a pause; the 200 ms pause at 3.23 s ends
+    # it, 180 ms in (not 100 ms in, at pause_ms)
+    pause, back = 51680, 51680 + 3200
+    assert sink.cuts == [(back - 320, pause, "pause"), (back + 8000 + 4800, back + 8000, "silence")]
+    pieces = segments_fed(sink)
+    assert np.array_equal(np.concatenate(pieces), wave[: back + 8000 + 4800])  # every sample fed once, in order
+    assert len(pieces[0]) == back - 320 and sink.fed[-1][0] + len(sink.fed[-1][1]) == back + 8000 + 4800
     assert [c[2] for c in run(wave, EndpointConfig(pause_after_s=10), Recorder()).cuts] == ["silence"]
+
+
+def two_sentences(pause_s: float) -> np.ndarray:
+    """A 2.5 s tone (a segment over pause_after_s), a pause, a 1 s tone, 0.5 s of silence."""
+    return np.concatenate([tone(2.5), np.zeros(int(round(pause_s * 16000)), np.float32), tone(1.0),
+                           np.zeros(8000, np.float32)])
+
+
+@pytest.mark.parametrize("pause_s", [0.10, 0.11, 0.25])
+@pytest.mark.parametrize("feed,block", [(2560, 160), (2560, 1000), (5120, 1000), (5120, 16000)],
+                         ids=["feed160ms-push160", "feed160ms-push1000", "feed320ms-push1000", "feed320ms-push16000"])
+def test_a_pause_cut_feeds_every_sample_once_whatever_the_pause_push_and_feed_sizes(pause_s, feed, block):
+    """Rule 1's pause cut is 20 ms before the speech comes back whatever the pause (from exactly pause_ms, 100 ms, to
+    just under min_silence_ms) and however the audio arrives: the frames of the pause the next segment starts with
+    are never fed to the closing one (a pause of exactly 100 ms, fed a frame at a time, is where a sink fed before the
+    pause was known to end the segment would read them twice), and the next segment starts at the cut."""
+    wave = two_sentences(pause_s)
+    sink = run(wave, EndpointConfig(), Recorder(), block=block, feed=feed)
+    back = 40000 + int(round(pause_s * 16000))
+    assert sink.cuts == [(back - 320, 40000, "pause"), (back + 16000 + 4800, back + 16000, "silence")]
+    pieces = segments_fed(sink)
+    assert len(pieces) == 2 and len(pieces[0]) == back - 320
+    assert np.array_equal(np.concatenate(pieces), wave[: back + 16000 + 4800])  # every sample once, in order, no gap
+
+
+@pytest.mark.parametrize("pre_roll_ms,cut_before_speech", [(0.0, 0), (25.0, 480), (150.0, 1920)])
+def test_a_pause_cut_leaves_the_next_segment_its_pre_roll(pre_roll_ms, cut_before_speech):
+    """The pause cut goes pre_roll_ms before the speech (rounded up to whole 10 ms frames), where the next segment
+    starts; a pre-roll longer than the pause (150 against 120 ms) gives it the whole pause and the closing segment
+    ends with its speech."""
+    wave = two_sentences(0.12)
+    sink = run(wave, EndpointConfig(pre_roll_ms=pre_roll_ms), Recorder())
+    back = 40000 + 1920
+    assert sink.cuts[0] == (back - cut_before_speech, 40000, "pause")
+    pieces = segments_fed(sink)
+    assert len(pieces) == 2 and len(pieces[0]) == back - cut_before_speech
+    assert next(st for st, _ in sink.fed if st >= sink.cuts[0][0]) == back - cut_before_speech
+    assert np.array_equal(np.concatenate(pieces), wave[: sink.cuts[1][0]])
 
 
 def test_a_click_does_not_open_a_segment_and_a_stream_that_starts_with_speech_starts_at_zero():

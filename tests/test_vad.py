@@ -146,6 +146,46 @@ def test_endpointer_with_silero_keeps_every_word_and_loses_no_sample(block) -> N
         assert seg_start <= words[0][0] and words[-1][1] <= seg_end
 
 
+@needs("espeak-ng")
+@pytest.mark.parametrize("block", [160, 1733, 16000])
+def test_endpointer_with_silero_cuts_a_long_segment_its_pre_roll_before_the_speech_after_a_short_pause(model, block):
+    """Rule 1's pause with silero: a 3.1 s sentence, 250 ms of silence (silero, with its hangover, calls 100-300 ms of
+    it silent), a second sentence. The first segment ends 80 ms (silero's pre-roll, EndpointConfig.pre_roll) before
+    the frame silero calls speech again, the second starts there with all 80 ms, and every sample is fed once, in
+    order, whatever the block size. (Ending 100 ms into silero's pause would clip the second one's pre-roll.)"""
+    from asr_stream.data import engines
+    from asr_stream.streaming.segment import EndpointConfig, Endpointer
+
+    from .test_segment import Recorder, segments_fed
+
+    def trimmed(text: str) -> np.ndarray:
+        x, _ = engines.speak(text, "en-us")
+        nz = np.flatnonzero(np.abs(x) > 1e-3)
+        return x[nz[0] : nz[-1] + 1]
+
+    a = trimmed("the quick brown fox jumps over the lazy dog near the river")
+    b = trimmed("it was a sunny day in the park")
+    wave = np.concatenate([np.zeros(3200, np.float32), a, np.zeros(4000, np.float32), b, np.zeros(8000, np.float32)])
+    a_end, b_start = 3200 + a.size, 3200 + a.size + 4000
+    det = vad.SileroDetector(model, 0.7, 160)  # the endpointer's decisions, made here on their own
+    silent = np.concatenate([det.push(wave[: wave.size // 160 * 160].reshape(-1, 160)), det.flush()])
+    quiet_from = a_end // 160 + int(np.argmax(silent[a_end // 160 :]))
+    back = quiet_from + int(np.argmin(silent[quiet_from:]))  # the first frame silero calls speech after the pause
+    assert 10 <= back - quiet_from < 30 and a_end < back * 160 <= b_start + 960  # the pause is one for rule 1's pause
+    sink = Recorder()
+    ep = Endpointer(EndpointConfig(detector="silero"), sink, feed_samples=2560)
+    for i in range(0, wave.size, block):
+        ep.push(wave[i : i + block])
+    ep.close()
+    cut = back * 160 - 1280
+    assert sink.cuts[0] == (cut, quiet_from * 160, "pause") and [c[2] for c in sink.cuts[1:]] == ["silence"]
+    assert next(st for st, _ in sink.fed if st >= cut) == cut  # the next segment starts with the whole pre-roll
+    pieces = segments_fed(sink)
+    first = sink.fed[0][0]
+    assert first <= 3200 and len(pieces) == 2 and len(pieces[0]) == cut - first
+    assert np.array_equal(np.concatenate(pieces), wave[first : sink.cuts[1][0]])  # every sample once, in order
+
+
 def test_cli_vad_silero_transcribes_the_sample_and_records_it(tmp_path) -> None:
     import json
     import subprocess

@@ -85,6 +85,15 @@ MUTANTS = (
            "x = np.concatenate(self._pending[-16:])",
            ("tests/test_segment.py::test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_dropped",
             "tests/test_segment.py::test_max_length_cuts_in_speech_and_the_next_segment_goes_on_without_a_gap")),
+    Mutant("pause-feeds-its-pre-roll", "endpointer: the last pre-roll frames of a pause that may end a long segment "
+           "(rule 1's pause) are fed before the cut: the closing segment reads past its end, or the cut fails",
+           "asr_stream/streaming/endpoint.py", "        return min(self._hold, self._silent_run)\n",
+           "        return 0\n",
+           ("tests/test_segment.py::test_a_pause_cut_feeds_every_sample_once_whatever_the_pause_push_and_feed_sizes",)),
+    Mutant("pause-cut-20ms-always", "endpointer: rule 1's pause cut goes 20 ms (2 frames) before the speech whatever "
+           "the pre-roll (silero's is 80 ms)", "asr_stream/streaming/endpoint.py",
+           "self._hold = -(-self._pre_roll // FRAME)", "self._hold = 2",
+           ("tests/test_segment.py::test_a_pause_cut_leaves_the_next_segment_its_pre_roll",)),
     Mutant("whisper-pos+1", "Whisper encoder: window positions 1, 2, ... instead of 0, 1, ... (off by one)",
            "asr_stream/encoder/whisper.py", "return (slot - before[:, None]).clamp(min=0)",
            "return (slot - before[:, None] + 1).clamp(min=0)", WHISPER),

@@ -200,6 +200,8 @@ class Endpointer:
         self._pending_n = 0
         self._fed_to = 0  # stream sample up to which the open segment has been fed
         self._silent_run = 0  # consecutive silent frames (open segment)
+        self._pause_ends = False  # rule 1's pause: this pause ends the open segment (at the speech after it)
+        self._hold = -(-self._pre_roll // FRAME)  # frames of such a pause that become the next segment's pre-roll
         self._run, self._first, self._gap = 0, None, 0  # speech run between segments (see _idle_frame)
         self.closed = False
 
@@ -217,7 +219,7 @@ class Endpointer:
         self._waiting.extend(frames)
         self._decided(self.detector.push(frames))
         if self.in_segment:
-            self._feed()
+            self._feed(self._held())
 
     def close(self) -> None:
         """End of the stream: the partial last frame joins the open segment, which is closed."""
@@ -241,6 +243,8 @@ class Endpointer:
     def _frame(self, frame: np.ndarray, silent: bool) -> None:
         start = self.pos
         self.pos += FRAME
+        if self.in_segment and self._pause_ends and not silent:
+            self._end_at_pause(start)  # speech again after a pause that ends this segment
         if not self.in_segment:
             self._idle.append((start, frame, silent))
             while len(self._idle) > self._idle_keep:
@@ -253,20 +257,51 @@ class Endpointer:
         self._pending_n += FRAME
         self._silent_run = self._silent_run + 1 if silent else 0
         if self._pending_n >= self.feed_samples:
-            self._feed()
+            self._feed(self._held())
         speech_end = self.pos - self._silent_run * FRAME
         if self._silent_run >= self._min_silence:
             self._close(self.pos, speech_end, "silence")
+        elif self._pause_ends:
+            pass  # the pause ends the segment where the speech comes back, or min_silence_ms in (rule 1)
         elif self._silent_run >= self._pause and self.pos - self.seg_start >= self._pause_after:
-            self._close(self.pos, speech_end, "pause")
+            self._pause_ends = True  # the segment ends where the speech comes back (_end_at_pause)
         elif self.pos - self._count_from >= self._max_segment:
             self._close(self.pos, speech_end, "max_length")
             if not silent:  # speech goes on: the next segment starts right here
                 self._open_at(self.pos)
         elif self._silent_run >= self._eos_silence:
-            self._feed()  # the model's EOS may be waiting on audio not fed yet
+            self._feed(self._held())  # the model's EOS may be waiting on audio not fed yet
             if self.sink.wants_end():
                 self._close(self.pos, speech_end, "model_eos")
+
+    def _end_at_pause(self, start: int) -> None:
+        """Rule 1's pause: speech comes back (the detector's first speech frame) at sample ``start`` after a pause of
+        ``pause_ms`` to ``min_silence_ms`` in a segment ``pause_after_s`` long. The segment ends the next segment's
+        pre-roll (:attr:`EndpointConfig.pre_roll`: energy 20 ms, silero 80 ms) before that frame, so it keeps the rest
+        of the pause as trailing silence (the model needs it after a sentence's last word) rather than ending
+        ``pause_ms`` in; the pause's last frames go back to the idle buffer, where :meth:`_open` finds them as the next
+        segment's pre-roll. A pre-roll longer than the pause gives the whole pause to the next segment."""
+        hold = min(self._hold, self._silent_run)  # the frames _held kept back: the next segment starts with them
+        held = self._pending[len(self._pending) - hold :] if hold else []
+        if hold:
+            del self._pending[len(self._pending) - hold :]
+            self._pending_n -= hold * FRAME
+        cut = start - hold * FRAME
+        self._close(cut, start - self._silent_run * FRAME, "pause")
+        for j, f in enumerate(held):
+            self._idle.append((cut + j * FRAME, f, True))
+
+    def _held(self) -> int:
+        """Frames at the end of the open segment that are not fed yet: the last pre-roll's worth of a pause that may
+        end the segment by rule 1's pause (the segment is ``pause_after_s`` long before the pause is ``min_silence_ms``
+        long), since they go to the next segment if the speech comes back. The rule is the same for every frame of
+        the pause, so what is fed never depends on block sizes; the frames reach the sink at the cut."""
+        if not self._silent_run or self._pause >= self._min_silence:
+            return 0
+        last = self.pos + (self._min_silence - 1 - self._silent_run) * FRAME  # the pause's last frame before rule 1
+        if last - self.seg_start < self._pause_after:
+            return 0
+        return min(self._hold, self._silent_run)
 
     def _idle_frame(self, start: int, silent: bool) -> Optional[int]:
         """Track the current run of speech between segments (gaps under 30 ms bridged); its first sample once it
@@ -304,18 +339,22 @@ class Endpointer:
         self._fed_to = start
         self._silent_run = 0
 
-    def _feed(self) -> None:
-        if not self._pending_n:
+    def _feed(self, keep: int = 0) -> None:
+        """Send the open segment's pending audio to the sink, all but its last ``keep`` frames."""
+        if self._pending_n <= keep * FRAME:
             return
+        kept = self._pending[len(self._pending) - keep :] if keep else []
+        if keep:
+            del self._pending[len(self._pending) - keep :]
         x = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending, self._pending_n = [], 0
+        self._pending, self._pending_n = kept, keep * FRAME
         start = self._fed_to
         self._fed_to += x.shape[0]
         self.sink.feed(x, start)
 
     def _close(self, end: int, speech_end: int, rule: str) -> None:
         self._feed()
-        self.in_segment = False
+        self.in_segment = self._pause_ends = False
         self._silent_run = 0
         self.sink.cut(end, speech_end, rule)
 

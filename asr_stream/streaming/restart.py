@@ -28,8 +28,8 @@ with the CTC head's greedy transcript of the segment (each character knows its f
 between the last frame of the token that ends the last word and the first frame of the CTC's next token. On
 fluent espeak-ng speech this beat counting the CTC's boundary onsets (10.6 % against 16 % WER, 0 ms pauses),
 because the two transcripts often disagree on a word or two, and it beat cutting at the token's end (13 %).
-Without a CTC head (or when the alignment finds nothing) it is the audio read when the last word was written:
-later than the word's end, so what lies between is not read again.
+Restarts need the CTC head: a session whose model has none is never restarted (when the alignment finds nothing,
+the end is the audio read when the last word was written, which is late).
 """
 
 from __future__ import annotations

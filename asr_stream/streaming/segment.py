@@ -11,7 +11,8 @@ The rules, in the spirit of sherpa-onnx's and WeNet's endpoint rules; 1-3 on 10 
 
 1. **Trailing silence.** ``min_silence_ms`` of silence after speech closes the segment; once the segment is
    ``pause_after_s`` long, a shorter pause of ``pause_ms`` does (rule ``pause``: sentences spoken with 100-200 ms
-   between them are cut there instead of running on).
+   between them are cut there instead of running on). That cut goes where the speech comes back, less the next
+   segment's pre-roll, so the closing segment keeps the pause as trailing silence.
 2. **Maximum length.** A segment is closed after ``max_segment_s`` of audio even without a pause (counted from
    its last restart, rule 4).
 3. **The model's own end at a pause.** When the model has asked to end the utterance (it chose EOS before
