@@ -92,6 +92,8 @@ def test_greedy_takes_the_best_allowed_token_until_the_end_token_or_the_cap(tiny
     assert free[0] == int(first.argmax())
     banned = greedy(tiny.model, enc, tiny.start, tiny.eot, 50, suppress=[free[0]])
     assert banned[0] == int(first.topk(2).indices[1])
+    # suppress_begin holds at the first step only: banning the second token there changes nothing
+    assert free[0] != free[1] and greedy(tiny.model, enc, tiny.start, tiny.eot, 50, suppress_begin=[free[1]]) == free
 
 
 def test_transcribe_reads_one_window_and_refuses_longer_audio(tiny):
