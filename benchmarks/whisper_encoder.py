@@ -82,42 +82,6 @@ def stream_positions_encoder(cfg):
     return StreamPositions(cfg).eval()
 
 
-def padded_pass(model, feats: torch.Tensor) -> torch.Tensor:
-    """Whisper's own forward over a 30 s window of features (B, n_mels, 3000)."""
-    return model(feats).last_hidden_state
-
-
-def load_decoder(folder: Path, encoder_cfg):
-    """(WhisperForConditionalGeneration with the CTranslate2 folder's decoder, tokenizer, start ids, end id)."""
-    from transformers import PreTrainedTokenizerFast, WhisperConfig, WhisperForConditionalGeneration
-
-    from asr_stream.encoder.ct2 import read_ct2, whisper_state_dicts
-
-    spec, variables = read_ct2(folder / "model.bin")
-    sizes, enc, dec = whisper_state_dicts(spec, variables)
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
-    sot, nots, eot = (tok.convert_tokens_to_ids(t) for t in ("<|startoftranscript|>", "<|notimestamps|>", "<|endoftext|>"))
-    m = WhisperForConditionalGeneration(WhisperConfig(**sizes, decoder_start_token_id=sot, bos_token_id=sot,
-                                                      eos_token_id=eot, pad_token_id=eot)).eval()
-    state = {f"model.encoder.{k}": torch.from_numpy(a.astype(np.float32)) for k, a in enc.items()}
-    state.update({f"model.decoder.{k}": torch.from_numpy(a.astype(np.float32)) for k, a in dec.items()})
-    state["proj_out.weight"] = state["model.decoder.embed_tokens.weight"]
-    m.load_state_dict(state, strict=True)
-    return m, tok, [sot, nots], eot
-
-
-def greedy(dec, feats: torch.Tensor, start: list[int], eot: int, audio_frames: int | None = None) -> list[int]:
-    """Greedy decoding of one utterance's encoder features (1, T, d), no timestamps, no temperature fallback; at most
-    4 tokens per second of audio (``audio_frames``, default T) + 10, so a repetition loop costs a few insertions."""
-    ids = torch.tensor([start])
-    for _ in range(10 + 4 * (audio_frames or feats.shape[1]) // 50):
-        nxt = int(dec(encoder_outputs=(feats,), decoder_input_ids=ids).logits[0, -1].argmax())
-        if nxt == eot:
-            break
-        ids = torch.cat([ids, torch.tensor([[nxt]])], 1)
-    return ids[0, len(start) :].tolist()
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(ROOT / "models" / "whisper-tiny.en"), help="Whisper model dir or hub id")
@@ -138,6 +102,7 @@ def main(argv=None) -> dict:
 
     from asr_stream.config import EncoderConfig
     from asr_stream.encoder.whisper import LOG10_FLOOR, WhisperChunkEncoder, load_whisper_encoder
+    from asr_stream.encoder.whisper_offline import greedy, load_ct2_whisper, padded_pass
     from asr_stream.evaluation.wer import wer_details
 
     try:
@@ -158,8 +123,9 @@ def main(argv=None) -> dict:
                 folder = None
         else:
             folder = Path(a.decoder)
-        if folder is not None:
-            decoder = load_decoder(folder, stock.config)
+        if folder is not None:  # the decoder alone is used (no suppressed tokens), on the features computed here
+            ct2 = load_ct2_whisper(folder)
+            decoder = (ct2.model, ct2.tokenizer, list(ct2.start), ct2.eot)
     utts = utterances(a.sentences, a.voices, a.join)
     if max(len(w) for _, _, w in utts) > SECONDS_30:
         sys.exit("whisper_encoder: an utterance is longer than Whisper's 30 s window; use a smaller --join")

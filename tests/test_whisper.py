@@ -457,15 +457,16 @@ def test_real_tiny_en_hears_speech(tiny_en):
     our features keep cosine > 0.97 to Whisper's. A wrongly split or transposed projection would be nonsense."""
     from transformers import WhisperFeatureExtractor
 
-    bench = import_script("benchmarks", "whisper_encoder")
     from asr_stream.data.synth import synthesize
     from asr_stream.encoder.whisper import load_whisper_encoder
+    from asr_stream.encoder.whisper_offline import greedy, load_ct2_whisper
     from asr_stream.evaluation.wer import wer_details
 
     out, folder = tiny_en
     stock, fe = load_whisper_encoder(str(out))
     assert isinstance(fe, WhisperFeatureExtractor) and fe.feature_size == 80
-    dec, tok, start, eot = bench.load_decoder(folder, stock.config)
+    ct2 = load_ct2_whisper(folder)
+    dec, tok, start, eot = ct2.model, ct2.tokenizer, ct2.start, ct2.eot
     text = "IF YOU CLOSE YOUR ARMS ABOUT LOVE YOU'LL FIND YOU ARE LEFT ONLY HOLDING YOURSELF"
     wave = synthesize(text.lower(), "flite:slt").astype(np.float32)
     enc = whisper(out, 320, 960)
@@ -474,7 +475,7 @@ def test_real_tiny_en_hears_speech(tiny_en):
         ref = stock(fe(wave, sampling_rate=16000, return_tensors="pt").input_features).last_hidden_state
         padded = torch.from_numpy(np.pad(wave, (240, 480000 - len(wave))))[None]
         ours = stock(enc.logmel(padded).transpose(1, 2)).last_hidden_state
-        hyps = [tok.decode(bench.greedy(dec, f, start, eot)) for f in (ref, ours)]
+        hyps = [tok.decode(greedy(dec, f, start, eot)) for f in (ref, ours)]
     assert F.cosine_similarity(ours[0, :n], ref[0, :n], dim=-1).mean() > 0.97
     for h in hyps:  # measured: 2 errors of 15 words each ("you will" for "you'll")
         assert wer_details([text], [h])["wer"] <= 0.2, hyps
