@@ -1,13 +1,17 @@
 """SpeechLLM = chunked encoder + projector + Phi-3 decoder. Training forward -> loss; save/load.
 
 No Lightning here: the training recipe wraps this module. A model directory holds
-``config.json`` (:class:`~asr_stream.config.ModelConfig`), ``model.safetensors`` and the tokenizer files.
+``config.json`` (:class:`~asr_stream.config.ModelConfig`), ``model.safetensors`` (every weight the model was
+trained with, a pretrained encoder's included) and the tokenizer files; a model with a Whisper encoder also
+``encoder/``: the Whisper ``config.json``, ``preprocessor_config.json`` and the licence files (NOTICE, LICENSE) of
+the folder it was first loaded from, so that it loads without that folder (see :meth:`SpeechLLM.load`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -19,11 +23,14 @@ from torch import nn
 from . import decoder as dec
 from .config import ModelConfig, model_config_from_dict, model_config_to_json
 from .encoder import build_encoder
+from .encoder.whisper import ARCHITECTURE_FILES, NOTICE_PATTERNS
 from .groups import PROMPT, AUDIO, TARGET, additive_mask, allowed, pad_elements, training_layout, units_done
 from .projector import Projector
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+ENCODER_DIR = "encoder"
+"""A model directory's sub-folder with its Whisper encoder's architecture and licence files (no weights)."""
 FORMAT_VERSION = 1
 
 
@@ -50,10 +57,12 @@ class ForwardOut:
 
 
 class SpeechLLM(nn.Module):
-    def __init__(self, cfg: ModelConfig, codec: dec.TextCodec | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, codec: dec.TextCodec | None = None, encoder_dir: str | Path | None = None) -> None:
+        """``encoder_dir``: a saved model's ``encoder/`` folder to build the Whisper encoder from (untrained weights,
+        for :meth:`load`) instead of ``cfg.encoder.hf_name_or_path``."""
         super().__init__()
         self.cfg = cfg
-        self.encoder = build_encoder(cfg.encoder)
+        self.encoder = build_encoder(cfg.encoder, encoder_dir)
         self.llm, self.codec = dec.build_decoder(cfg.decoder, codec)
         width = dec.base_model(self.llm).config.hidden_size
         self.projector = Projector(cfg.projector, self.encoder.dim, width)
@@ -241,10 +250,21 @@ class SpeechLLM(nn.Module):
         return state
 
     def save(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write a model directory. ``dtype=torch.float16`` halves the file (weights load back into float32)."""
+        """Write a model directory. ``dtype=torch.float16`` halves the file (weights load back into float32).
+
+        A Whisper encoder's weights go into model.safetensors with the rest; its architecture and licence files into
+        ``encoder/`` (replacing one written before; a folder of that name that holds anything else is refused).
+        ``config.json`` keeps ``encoder.hf_name_or_path`` as trained: where the encoder came from."""
         from safetensors.torch import save_file
 
         path = Path(path)
+        enc_dir = path / ENCODER_DIR
+        save_arch = getattr(self.encoder, "save_architecture", None)
+        if save_arch is not None and enc_dir.exists():
+            foreign = sorted(p.name for p in enc_dir.iterdir() if p.name not in ARCHITECTURE_FILES
+                             and not any(p.match(n) for n in NOTICE_PATTERNS)) if enc_dir.is_dir() else [enc_dir.name]
+            if foreign:
+                raise ValueError(f"{enc_dir}: holds {foreign[0]}, not only a saved encoder architecture: not written over")
         path.mkdir(parents=True, exist_ok=True)
         (path / CONFIG_FILE).write_text(model_config_to_json(self.cfg))
         meta = {"format_version": str(FORMAT_VERSION), "asr_stream": "SpeechLLM"}
@@ -253,10 +273,20 @@ class SpeechLLM(nn.Module):
         cast = lambda v: v.to(dtype) if dtype is not None and v.is_floating_point() else v.clone()  # noqa: E731
         save_file({k: cast(v) for k, v in state.items()}, str(path / WEIGHTS_FILE), metadata=meta)
         self.codec.save(path)
+        if save_arch is not None:
+            if enc_dir.exists():
+                shutil.rmtree(enc_dir)  # a licence file of another encoder must not stay behind
+            save_arch(enc_dir)
         return path
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "SpeechLLM":
+        """A model directory (what :meth:`save` wrote), weights checked strictly against its config.
+
+        A Whisper encoder is built from the directory's ``encoder/`` folder (architecture only; its weights are in
+        model.safetensors), so the folder it was trained from (``encoder.hf_name_or_path``, kept in the config as
+        provenance) need not exist. A directory saved before ``encoder/`` existed has none: its encoder is loaded
+        from ``hf_name_or_path`` as in training, and then overwritten by model.safetensors."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -282,9 +312,19 @@ class SpeechLLM(nn.Module):
             codec = dec.TextCodec.load(path)
         except Exception as e:  # noqa: BLE001 - any tokenizer failure means the directory is incomplete
             raise CheckpointError(f"{path}: cannot load the tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        arch = path / ENCODER_DIR
+        if cfg.encoder.kind == "whisper" and arch.is_dir():
+            for name in ARCHITECTURE_FILES:
+                if not (arch / name).is_file():
+                    raise CheckpointError(f"{arch / name}: missing (the Whisper encoder's architecture; its weights are in {WEIGHTS_FILE})")
+        else:
+            arch = None
         try:
-            model = cls(cfg, codec)
+            model = cls(cfg, codec, encoder_dir=arch)
         except (ValueError, TypeError, RuntimeError) as e:  # a config the architecture refuses (sizes, heads, ...)
+            if cfg.encoder.kind == "whisper" and arch is None and not Path(cfg.encoder.hf_name_or_path).is_dir():
+                raise CheckpointError(f"{path / ENCODER_DIR / ARCHITECTURE_FILES[0]}: missing, and the Whisper encoder that "
+                                      f"{CONFIG_FILE} names cannot be loaded ({str(e).splitlines()[0]})") from None
             raise CheckpointError(f"{cfg_file}: cannot build the model it describes ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
         if bad:

@@ -1,16 +1,17 @@
 import json
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from asr_stream.config import DecoderConfig, ModelConfig
+from asr_stream.config import DecoderConfig, EncoderConfig, ModelConfig
 from asr_stream.decoder import TextCodec, build_decoder
 from asr_stream.model import Batch, CheckpointError, SpeechLLM
 from asr_stream.presets import test_sized
 from asr_stream.streaming import StreamingSession
 
-from .conftest import SENTENCES, noise_audio
+from .conftest import SENTENCES, WHISPER_CONTEXT_MS, import_script, noise_audio, save_tiny_whisper
 
 
 def transcribe(model, wave):
@@ -37,9 +38,7 @@ def test_save_load_identical_outputs(tmp_path, make_model, codec):
 
 
 def copy_dir(src, dst):
-    dst.mkdir()
-    for f in src.iterdir():
-        (dst / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(src, dst)
     return dst
 
 
@@ -147,3 +146,107 @@ def test_model_config_json_roundtrip():
     cfg = test_sized(320, prompt="X")
     assert model_config_from_dict(json.loads(model_config_to_json(cfg))) == cfg
     assert isinstance(cfg, ModelConfig)
+
+
+# -- a model with a Whisper encoder is self-contained (issue #28) -------------------------------------------------
+NOTICE = b"MIT License\n\nCopyright (c) 2022 OpenAI\n(test notice: where these weights came from)\n"
+
+
+def whisper_model(folder, codec, notice: bool = True) -> SpeechLLM:
+    """The test-sized model behind a tiny random Whisper saved in ``folder`` (with a NOTICE, as the converter writes)."""
+    from dataclasses import replace
+
+    src = save_tiny_whisper(folder, max_source_positions=64)
+    if notice:
+        (folder / "NOTICE").write_bytes(NOTICE)
+    cfg = replace(test_sized(160), encoder=EncoderConfig(kind="whisper", hf_name_or_path=src, chunk_ms=160,
+                                                         hf_left_context_ms=WHISPER_CONTEXT_MS, whisper_positions="stream"))
+    torch.manual_seed(0)
+    return SpeechLLM(cfg, codec).eval()
+
+
+def test_whisper_model_loads_without_the_folder_it_was_trained_from(tmp_path, codec):
+    model = whisper_model(tmp_path / "whisper", codec)
+    path = model.save(tmp_path / "m")
+    shutil.rmtree(tmp_path / "whisper")  # a fresh clone / another machine: no models/whisper-tiny.en
+    enc = path / "encoder"
+    assert sorted(p.name for p in enc.iterdir()) == ["NOTICE", "config.json", "preprocessor_config.json"]
+    assert (enc / "NOTICE").read_bytes() == NOTICE
+    assert any(k.startswith("encoder.model.") for k in load_file(str(path / "model.safetensors")))  # weights: here only
+    loaded = SpeechLLM.load(path)
+    assert loaded.cfg == model.cfg  # hf_name_or_path stays as trained (provenance); encoder/ takes its place
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    wave = noise_audio(2.0, seed=4)  # past the tiny Whisper's 64 positions (1.28 s): the windows slide
+    y = codec.encode(SENTENCES[4])
+    batch = Batch(torch.from_numpy(wave)[None], torch.tensor([len(wave)]), [y])
+    with torch.no_grad():
+        a, b = model(batch, mode="group", k=2), loaded(batch, mode="group", k=2)
+    assert torch.equal(a.target_logits[0], b.target_logits[0])
+    assert transcribe(model, wave) == transcribe(loaded, wave)
+    # saved again from the loaded model (the source is gone): the same encoder folder, the NOTICE with it
+    again = loaded.save(tmp_path / "again")
+    assert {p.name: p.read_bytes() for p in (again / "encoder").iterdir()} == {p.name: p.read_bytes() for p in enc.iterdir()}
+
+
+def test_whisper_model_directory_errors(tmp_path, codec):
+    model = whisper_model(tmp_path / "whisper", codec, notice=False)
+    good = model.save(tmp_path / "good")
+    assert sorted(p.name for p in (good / "encoder").iterdir()) == ["config.json", "preprocessor_config.json"]
+    # written before encoder/ existed (or copied without it): loaded from hf_name_or_path as in training ...
+    old = copy_dir(good, tmp_path / "old")
+    shutil.rmtree(old / "encoder")
+    assert torch.equal(SpeechLLM.load(old).encoder.model.conv1.weight, model.encoder.model.conv1.weight)
+    shutil.rmtree(tmp_path / "whisper")
+    # ... and without that folder either, the error names the file that is missing
+    with pytest.raises(CheckpointError, match=r"old/encoder/config\.json: missing, and the Whisper encoder") as e:
+        SpeechLLM.load(old)
+    assert "\n" not in str(e.value)
+    for name in ("config.json", "preprocessor_config.json"):
+        broken = copy_dir(good, tmp_path / f"no-{name}")
+        (broken / "encoder" / name).unlink()
+        with pytest.raises(CheckpointError, match=rf"encoder/{name}: missing \(the Whisper encoder's architecture") as e:
+            SpeechLLM.load(broken)
+        assert "\n" not in str(e.value)
+    # a folder named encoder that is not one this code wrote is never written over
+    foreign = tmp_path / "foreign"
+    (foreign / "encoder").mkdir(parents=True)
+    (foreign / "encoder" / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(ValueError, match="holds model.safetensors, not only a saved encoder architecture"):
+        model.save(foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["encoder"]
+    # an own-encoder model has no encoder folder
+    torch.manual_seed(0)
+    assert not (SpeechLLM(test_sized(160), codec).save(tmp_path / "own") / "encoder").exists()
+
+
+def test_bundle_model_carries_the_whisper_encoder_and_its_notice(tmp_path, codec, monkeypatch, capsys):
+    bundle_model = import_script("tools", "bundle_model")
+    model = whisper_model(tmp_path / "whisper", codec)
+    src = model.save(tmp_path / "trained")
+    shutil.rmtree(tmp_path / "whisper")
+    licence = b"A licence text of 1 MiB\n" * 43691  # counts against the size limit like any other file
+    (src / "encoder" / "LICENSE").write_bytes(licence)
+    dst = tmp_path / "bundled"
+    monkeypatch.setattr("sys.argv", ["bundle_model.py", str(src), str(dst)])
+    bundle_model.main()
+    assert (dst / "encoder" / "NOTICE").read_bytes() == NOTICE and (dst / "encoder" / "LICENSE").read_bytes() == licence
+    files = [p for p in dst.rglob("*") if p.is_file()]
+    assert f": {sum(p.stat().st_size for p in files) / 2**20:.1f} MB" in capsys.readouterr().out
+    saved = load_file(str(dst / "model.safetensors"))
+    assert saved["encoder.model.conv1.weight"].dtype == torch.float16
+    bundled = SpeechLLM.load(dst)
+    for name, p in model.state_dict().items():
+        assert torch.equal(bundled.state_dict()[name], p.half().float() if p.is_floating_point() else p), name
+
+
+def test_evaluation_key_covers_the_encoder_folder(tmp_path, codec):
+    """Evaluations are keyed on the model directory's content: encoder/ holds part of what the model computes."""
+    from asr_stream.evaluation.runner import model_digest
+
+    path = whisper_model(tmp_path / "whisper", codec).save(tmp_path / "m")
+    before = model_digest(SpeechLLM.load(path))
+    cfg = json.loads((path / "encoder" / "config.json").read_text())
+    cfg["activation_function"] = "relu"  # loads, computes differently
+    (path / "encoder" / "config.json").write_text(json.dumps(cfg))
+    assert model_digest(SpeechLLM.load(path)) != before

@@ -107,6 +107,10 @@ MUTANTS = (
            "(end - 1 - self.model.config.max_source_positions).clamp(min=0)", WHISPER),
     Mutant("whisper-context-1", "Whisper encoder: a stream carries one frame of left context too few",
            "asr_stream/encoder/whisper.py", "keep = max(C - 1, 0)", "keep = max(C - 2, 0)", WHISPER),
+    Mutant("load-ignores-encoder-dir", "SpeechLLM.load builds a Whisper encoder from hf_name_or_path, not from the "
+           "model directory's encoder/ (a saved model needs the folder it was trained from)",
+           "asr_stream/model.py", 'if cfg.encoder.kind == "whisper" and arch.is_dir():', "if False:",
+           ("tests/test_model_io.py::test_whisper_model_loads_without_the_folder_it_was_trained_from",)),
 )
 
 

@@ -12,6 +12,7 @@ once computed: streaming never re-encodes.
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
@@ -87,7 +88,11 @@ def chunk_samples_for(chunk_ms: int) -> int:
     return samples
 
 
-def build_encoder(cfg: EncoderConfig) -> ChunkEncoder:
+def build_encoder(cfg: EncoderConfig, architecture: str | Path | None = None) -> ChunkEncoder:
+    """The encoder ``cfg`` describes. ``architecture``: a saved model's ``encoder/`` folder to build a Whisper encoder
+    from, with untrained weights (``SpeechLLM.load`` then loads them); ``cfg.hf_name_or_path`` is not read then."""
+    if architecture is not None and cfg.kind != "whisper":
+        raise ValueError(f"an encoder architecture folder ({architecture}) is for encoder kind 'whisper', not {cfg.kind!r}")
     if cfg.kind == "chunk_transformer":
         from .chunk_transformer import ChunkTransformerEncoder
 
@@ -99,5 +104,5 @@ def build_encoder(cfg: EncoderConfig) -> ChunkEncoder:
     if cfg.kind == "whisper":
         from .whisper import WhisperChunkEncoder
 
-        return WhisperChunkEncoder(cfg)
+        return WhisperChunkEncoder(cfg, architecture)
     raise ValueError(f"unknown encoder kind {cfg.kind!r} (expected 'chunk_transformer', 'hf' or 'whisper')")

@@ -36,6 +36,7 @@ context, 19 ms with 960 ms, 47 ms with 3.84 s (``benchmarks/whisper_encoder.py``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,10 @@ CONV_PAST = 4
 """Mel frames before a chunk that its first (exact) conv output frame needs: conv1 (3 wide), then conv2 (3 wide,
 stride 2) centred one output frame before the chunk."""
 _ENCODER_KEYS = {r"^(model\.)?encoder\.": ""}  # WhisperForConditionalGeneration / WhisperModel -> WhisperEncoder names
+ARCHITECTURE_FILES = ("config.json", "preprocessor_config.json")
+"""What a saved model's ``encoder/`` folder needs to build the encoder (its weights are in model.safetensors)."""
+NOTICE_PATTERNS = ("NOTICE*", "LICENSE*", "LICENCE*", "COPYING*")
+"""Licence and provenance files of a local Whisper folder: they travel with its weights into saved models."""
 
 
 class WhisperLogMel(nn.Module):
@@ -129,25 +134,70 @@ def load_whisper_encoder(name_or_path: str):
         fe = WhisperFeatureExtractor.from_pretrained(name_or_path)
     except OSError:  # no preprocessor_config.json: Whisper's defaults at the model's mel count
         fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
-    if fe.feature_size != config.num_mel_bins:
-        raise ValueError(f"{name_or_path}: the feature extractor makes {fe.feature_size} mel bands, the encoder takes {config.num_mel_bins}")
-    if fe.sampling_rate != 16000 or fe.hop_length != 160 or fe.n_fft <= fe.hop_length:
-        raise ValueError(f"{name_or_path}: feature extractor at {fe.sampling_rate} Hz, hop {fe.hop_length}, FFT "
-                         f"{fe.n_fft}; this encoder kind streams 16 kHz audio with 10 ms hops")
+    _check_features(name_or_path, fe, config)
     return model, fe
 
 
-class WhisperChunkEncoder(ChunkEncoder):
-    """``kind: whisper``: a pretrained Whisper encoder (``hf_name_or_path``) with ``hf_left_context_ms`` of context."""
+def _check_features(where, fe, config) -> None:
+    """The feature extractor must make the encoder's mel bands from 16 kHz audio in 10 ms hops (one-line ValueError)."""
+    if fe.feature_size != config.num_mel_bins:
+        raise ValueError(f"{where}: the feature extractor makes {fe.feature_size} mel bands, the encoder takes {config.num_mel_bins}")
+    if fe.sampling_rate != 16000 or fe.hop_length != 160 or fe.n_fft <= fe.hop_length:
+        raise ValueError(f"{where}: feature extractor at {fe.sampling_rate} Hz, hop {fe.hop_length}, FFT "
+                         f"{fe.n_fft}; this encoder kind streams 16 kHz audio with 10 ms hops")
 
-    def __init__(self, cfg: EncoderConfig) -> None:
+
+def build_whisper_encoder(folder: str | Path):
+    """(WhisperEncoder in float32 with *untrained* weights, WhisperFeatureExtractor) from a saved model's ``encoder/``
+    folder: the architecture from its ``config.json``, the log-mel settings from its ``preprocessor_config.json``
+    (both required; no weights are read: the caller loads them). A missing or unfit file is a one-line ValueError."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    folder = Path(folder)
+    for name in ARCHITECTURE_FILES:
+        if not (folder / name).is_file():
+            raise ValueError(f"{folder / name}: missing (a model's Whisper encoder architecture)")
+    read = {}
+    for name, cls in zip(ARCHITECTURE_FILES, (WhisperConfig, WhisperFeatureExtractor)):
+        try:
+            read[name] = cls.from_json_file(str(folder / name))
+        except (OSError, ValueError, TypeError) as e:
+            raise ValueError(f"{folder / name}: unreadable ({str(e).splitlines()[0]})") from None
+    config, fe = read.values()
+    if config.model_type != "whisper":
+        raise ValueError(f"{folder / 'config.json'}: a {config.model_type} model, not Whisper")
+    _check_features(folder, fe, config)
+    return WhisperEncoder(config).to(torch.float32), fe
+
+
+def read_notices(name_or_path: str | Path) -> dict[str, bytes]:
+    """The licence / provenance files (``NOTICE_PATTERNS``) of a local Whisper folder, by name; none for a hub id."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return {}
+    return {f.name: f.read_bytes() for pattern in NOTICE_PATTERNS for f in sorted(folder.glob(pattern)) if f.is_file()}
+
+
+class WhisperChunkEncoder(ChunkEncoder):
+    """``kind: whisper``: a pretrained Whisper encoder (``hf_name_or_path``) with ``hf_left_context_ms`` of context.
+
+    ``architecture``: a saved model's ``encoder/`` folder (:meth:`save_architecture` wrote it) to build the encoder
+    from instead, with untrained weights that the caller replaces (``SpeechLLM.load``); ``hf_name_or_path`` is then
+    not read. Either way the encoder keeps its Whisper config, log-mel settings and the folder's licence files, so
+    that a saved model can be built again without the folder it was first loaded from."""
+
+    def __init__(self, cfg: EncoderConfig, architecture: str | Path | None = None) -> None:
         super().__init__()
-        if not cfg.hf_name_or_path:
+        if not cfg.hf_name_or_path and architecture is None:
             raise ValueError("encoder kind 'whisper' needs hf_name_or_path (a hub id or a local directory)")
         if not cfg.hf_normalize:
             raise ValueError("hf_normalize applies to encoder kind 'hf' only (Whisper normalises its log-mel itself)")
         self.cfg = cfg
-        self.model, fe = load_whisper_encoder(cfg.hf_name_or_path)
+        source = cfg.hf_name_or_path if architecture is None else architecture
+        self.model, fe = load_whisper_encoder(source) if architecture is None else build_whisper_encoder(source)
+        self.feature_extractor = fe
+        self.notices = read_notices(source)
         self.logmel = WhisperLogMel(fe.n_fft, fe.hop_length, fe.mel_filters)
         self.dim = self.model.config.d_model
         self.set_chunk_ms(cfg.chunk_ms)
@@ -166,6 +216,16 @@ class WhisperChunkEncoder(ChunkEncoder):
         self.mel_frames = samples // self.logmel.hop
         self.frames_per_chunk = self.mel_frames // 2
         self.context_frames = context
+
+    def save_architecture(self, folder: str | Path) -> None:
+        """Write what :func:`build_whisper_encoder` reads (``config.json``, ``preprocessor_config.json``) and the
+        licence files the encoder came with into ``folder`` (created); no weights."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.config.to_json_file(str(folder / "config.json"))
+        self.feature_extractor.to_json_file(str(folder / "preprocessor_config.json"))
+        for name, text in self.notices.items():
+            (folder / name).write_bytes(text)
 
     @property
     def window_frames(self) -> int:

@@ -209,7 +209,8 @@ def schedule_summary(rows: Sequence[dict]) -> dict:
 
 def model_digest(model) -> str:
     """SHA-256 of what the model computes with: the files of the directory it was loaded from (config, weights,
-    tokenizer), or its weights when it was built in memory. Computed once per model object."""
+    tokenizer, a Whisper encoder's ``encoder/`` folder), or its weights when it was built in memory. Computed once
+    per model object."""
     import hashlib
 
     cached = getattr(model, "_digest", None)
@@ -218,8 +219,8 @@ def model_digest(model) -> str:
     h = hashlib.sha256()
     src = getattr(model, "source_dir", None)
     if src is not None and Path(src).is_dir():
-        for f in sorted(p for p in Path(src).iterdir() if p.is_file()):
-            h.update(f.name.encode())
+        for f in sorted(p for p in Path(src).rglob("*") if p.is_file()):
+            h.update(f.relative_to(src).as_posix().encode())  # the name for the top-level files: digests kept
             with f.open("rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
