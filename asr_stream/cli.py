@@ -708,7 +708,7 @@ def _arg_help(fn) -> dict[str, str]:
             out[name] = m.group(2)
         elif name and line.strip():
             out[name] += " " + line.strip()
-    return out
+    return {k: v.replace("%", "%%") for k, v in out.items()}  # argparse %-formats help texts ("95 % interval")
 
 
 def _add_command(sub, fn, name: str, positional: tuple[str, ...] = ()) -> None:
@@ -718,7 +718,8 @@ def _add_command(sub, fn, name: str, positional: tuple[str, ...] = ()) -> None:
     import typing
 
     doc = inspect.getdoc(fn) or ""
-    p = sub.add_parser(name, help=doc.splitlines()[0] if doc else "", description=doc.split("Args:")[0].strip())
+    p = sub.add_parser(name, help=doc.splitlines()[0].replace("%", "%%") if doc else "",
+                       description=doc.split("Args:")[0].strip())
     p.set_defaults(_fn=fn)
     helps = _arg_help(fn)
     hints = typing.get_type_hints(fn)
@@ -751,7 +752,7 @@ def _add_command(sub, fn, name: str, positional: tuple[str, ...] = ()) -> None:
         else:
             kw["default"] = param.default
             if kw["help"] and hint is not bool and param.default not in (None, [], {}):
-                kw["help"] += f" (default: {param.default})"
+                kw["help"] += f" (default: {param.default})".replace("%", "%%")
         flags = [f"--{pname.replace('_', '-')}"] + ([f"--{pname}"] if "_" in pname else [])
         p.add_argument(*flags, dest=pname, **kw)
 
