@@ -9,6 +9,10 @@ from __future__ import annotations
 import sys
 from typing import Literal, Optional
 
+# check_device and set_encoder_dtype moved to asr_stream.loading (one loader for every command); these names stay
+# importable from here for code that used them, but are deprecated: import them from asr_stream.loading.
+from .loading import check_device, load_model, set_encoder_dtype  # noqa: F401
+
 
 def masks(mode: Literal["group", "interleaved", "batch"] = "group", k: int = 1, phi: float = 0.0,
           chunks: int = 3, embeds_per_chunk: int = 1, prompt_tokens: int = 0,
@@ -38,72 +42,6 @@ def masks(mode: Literal["group", "interleaved", "batch"] = "group", k: int = 1, 
     print(f"mode={mode} k={k} phi={phi} N={chunks} E={embeds_per_chunk} P={prompt_tokens} words={lengths}")
     print("rows: p = prompt, a = audio embedding, t = target row (t0 = BOS; row i predicts token i); x = attends; (position)")
     print(render(mode, els))
-
-
-def _load_model(model: Optional[str], device: str, chunk_ms: Optional[int], encoder_dtype: str = "float32"):
-    """The model to run: ``model`` or the bundled default, on ``device``, with an optional chunk override and the
-    dtype its encoder streams in."""
-    import torch
-
-    from . import default_model_dir
-    from .model import SpeechLLM
-
-    check_device(device)
-    if chunk_ms is not None and chunk_ms <= 0:
-        raise ValueError(f"--chunk-ms must be > 0, got {chunk_ms}")
-    m = SpeechLLM.load(model if model is not None else default_model_dir(), map_location=device)
-    if chunk_ms is not None and chunk_ms != m.cfg.encoder.chunk_ms:
-        if chunk_ms > 4 * m.cfg.encoder.chunk_ms:
-            raise ValueError(f"--chunk-ms {chunk_ms}: more than 4x the {m.cfg.encoder.chunk_ms} ms the model was trained "
-                             "with (it would read most utterances in one chunk)")
-        m.set_chunk_ms(chunk_ms)
-        import warnings
-
-        from .config import TrainingMismatchWarning
-
-        warnings.warn(f"streaming differently from how the model was trained: chunk_ms={chunk_ms} (trained: "
-                      f"{m.cfg.encoder.chunk_ms}) (expect a higher error rate)", TrainingMismatchWarning, stacklevel=2)
-    set_encoder_dtype(m, encoder_dtype)
-    return m
-
-
-def set_encoder_dtype(m, name: str) -> None:
-    """Stream ``m``'s encoder in ``name`` (float32 or bfloat16); warn where bfloat16 has no hardware support."""
-    import warnings
-
-    import torch
-
-    if name not in ("float32", "bfloat16"):
-        raise ValueError(f"--encoder-dtype must be float32 or bfloat16, got {name!r}")
-    if name == "float32":
-        m.encoder.compute_dtype = None
-        return
-    dev = m.device
-    native = torch.cuda.is_bf16_supported() if dev.type == "cuda" else torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    if not native:
-        warnings.warn(f"--encoder-dtype bfloat16: this {dev.type.upper()} has no bfloat16 instructions, so the encoder "
-                      "will be slower, not faster", stacklevel=2)
-    m.encoder.compute_dtype = torch.bfloat16
-
-
-def check_device(device: str) -> None:
-    """One-line errors for a device string torch does not know, or a device this machine does not have."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {device!r} (expected cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"device {device!r} requested but MPS is not available on this machine")
-    elif dev.type != "cpu":
-        raise ValueError(f"device {device!r} is not supported (expected cpu, cuda or cuda:N)")
 
 
 def _check_writable(path: Optional[str], option: str) -> None:
@@ -266,7 +204,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
                 raise ValueError(f"--output-dir {out_dir}: folder {out_dir.expanduser().resolve().parent} does not exist")
             out_dir.mkdir()
     check_outputs(files, [p for ps in targets.values() for p in ps] + ([json] if json is not None else []))
-    m = _load_model(model, device, chunk_ms, encoder_dtype)
+    m = load_model(model, device, chunk_ms, encoder_dtype)
     from .streaming.policy import parse_policy_args
 
     cfg = stream_config_for(m, mode=mode, k=k, phi=phi, reencode=reencode,  # unset: the training values
@@ -418,7 +356,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         finally:
             _warn("microphone", check.warnings())
         return
-    m = _load_model(model, device, chunk_ms, encoder_dtype)
+    m = load_model(model, device, chunk_ms, encoder_dtype)
     stream = SegmentedSession(StreamingSession(m, mode=mode, k=k, phi=phi, policy=policy, policy_args=args),
                               endpoint)  # unset: the training values
     out = LiveOutput(output, _say_error) if output is not None else None
@@ -510,7 +448,7 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
     from .streaming.policy import parse_policy_args
 
     args = parse_policy_args(policy_args)
-    m = _load_model(model, device, chunk_ms, encoder_dtype)
+    m = load_model(model, device, chunk_ms, encoder_dtype)
     cfg = stream_config_for(m, mode=mode, k=k, phi=phi, policy=policy, policy_args=args)  # unset: the training values
     server = Server(m, cfg, endpoint, limits, scheduler, model_name=str(model) if model is not None else "default")
 

@@ -178,6 +178,37 @@ def test_eval_cli_on_manifest(tmp_path, make_model, corpus, capsys):
     assert np.isfinite(s["rtf"])
 
 
+def test_eval_refuses_and_announces_a_chunk_override_as_transcribe_does(tmp_path, make_model, corpus, capsys):
+    """eval loads its model through asr_stream.loading, as transcribe does: a chunk over 4x the trained one is a
+    one-line error before any work, and any other length than the trained one is announced."""
+    from asr_stream.cli import main
+
+    model_dir = make_model(160).save(tmp_path / "model")
+    manifest = write_manifest(corpus, tmp_path / "m.jsonl")
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--data", str(manifest), "--model", str(model_dir), "--chunk-ms", "800", "--output", str(tmp_path / "no")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err == ["asr-stream: error: --chunk-ms 800: more than 4x the 160 ms the model was "
+                                         "trained with (it would read most utterances in one chunk)"]
+    assert not (tmp_path / "no").exists()
+    main(["eval", "--data", str(manifest), "--model", str(model_dir), "--chunk-ms", "320", "--output", str(tmp_path / "out")])
+    assert ("asr-stream: warning: streaming differently from how the model was trained: chunk_ms=320 (trained: 160)"
+            in capsys.readouterr().err)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["setting"]["chunk_ms"] == 320
+
+
+@pytest.mark.filterwarnings("ignore:--encoder-dtype bfloat16:UserWarning")  # a CPU without bfloat16 instructions
+def test_sweep_takes_the_encoder_dtype(tmp_path, make_model, corpus):
+    from asr_stream.cli import main
+
+    model_dir = make_model(160).save(tmp_path / "model")
+    manifest = write_manifest(corpus, tmp_path / "m.jsonl")
+    main(["sweep", "--data", str(manifest), "--output", str(tmp_path / "sw"), "--model", str(model_dir), "--ks", "2",
+          "--encoder-dtype", "bfloat16"])
+    [cell] = (tmp_path / "sw" / "cells").glob("*/summary.json")
+    assert json.loads(cell.read_text())["encoder_dtype"] == "bfloat16"
+
+
 def test_word_alignments_give_pr50_pr90(tmp_path, make_model, corpus):
     timed = [Utterance(u.id, u.audio_path, u.text, u.duration, words=tuple(
         WordTiming(w, 0.1 * i, 0.1 * (i + 1)) for i, w in enumerate(u.text.split()))) for u in corpus]

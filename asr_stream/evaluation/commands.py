@@ -5,14 +5,10 @@ from __future__ import annotations
 import math
 from typing import Literal, Optional
 
+from ..loading import load_model  # one loader for every command: default model, device, chunk and bf16 checks
+
 ModeName = Literal["group", "interleaved", "batch", "batch-position", "batch-kv"]
 PolicyName = Literal["waitk", "ctc", "confidence"]
-
-
-def _load(model: Optional[str], device: str, encoder_dtype: str = "float32"):
-    from ..cli import _load_model  # one loader for every command: default model, CUDA check
-
-    return _load_model(model, device, None, encoder_dtype)
 
 
 def _print_summary(s: dict) -> None:
@@ -91,7 +87,8 @@ def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[ModeName] = 
             raise ValueError(f"--baseline {baseline}: not an eval of this data ({len(missing)} of these {len(utts)} utterances "
                              f"missing there, {len(other)} with other transcripts)")
     rows: list[dict] = []
-    s = evaluate(_load(model, device, encoder_dtype), utts, setting, output, segment=segment, rows_out=rows)
+    m = load_model(model, device, chunk_ms, encoder_dtype)  # a chunk override is checked and announced here
+    s = evaluate(m, utts, setting, output, segment=segment, rows_out=rows)
     _print_summary(s)
     if base is not None:
         from .stats import compare, format_interval
@@ -110,7 +107,7 @@ def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: Option
               ks: Optional[list[int]] = None, phis: Optional[list[float]] = None, chunk_ms: list[int] = [],  # noqa: B006
               mode_models: dict[str, str] = {}, limit: Optional[int] = None, device: str = "cpu",  # noqa: B006
               policies: list[PolicyName] = ["waitk"], policy_grid: dict[str, dict[str, list[float]]] = {},  # noqa: B006
-              baseline: Optional[str] = None) -> None:
+              baseline: Optional[str] = None, encoder_dtype: Literal["float32", "bfloat16"] = "float32") -> None:
     """A grid of evaluations (mode × k × φ × chunk × policy settings) with tables (CSV/JSON/markdown) and plots; resumable.
 
     Tables say, per cell, whether it streams as its model was trained (column as_trained) and how not.
@@ -135,6 +132,7 @@ def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: Option
             (a policy without an entry runs at its defaults).
         baseline: the row every other row is compared with (WER and LAAL differences with 95 % paired-bootstrap
             intervals over the utterances): a row number (1-based, table order) or a cell name (default: the first row).
+        encoder_dtype: float32, or bfloat16 for the encoder's matrix products of every cell (see eval --encoder-dtype).
     """
     from ..data import read_corpus
     from .sweep import grid, policy_settings, run_sweep
@@ -142,19 +140,19 @@ def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: Option
     utts = read_corpus(data)[:limit]
     cache: dict[str, object] = {}
 
-    def load_model(mode: Optional[str]):
+    def model_for(mode: Optional[str]):
         path = (mode_models.get(mode) or mode_models.get(mode.split("-")[0]) if mode else None) or model
         if path not in cache:
             cache.clear()  # one model in memory at a time
-            cache[path] = _load(path, device)
+            cache[path] = load_model(path, device, encoder_dtype=encoder_dtype)
         return cache[path]
 
     settings = []
-    for mode in modes or [load_model(None).cfg.train_mode]:
-        mc = load_model(mode).cfg  # unset axes: what this mode's model was trained with
+    for mode in modes or [model_for(None).cfg.train_mode]:
+        mc = model_for(mode).cfg  # unset axes: what this mode's model was trained with
         settings += policy_settings(grid([mode], ks or sorted(mc.train_k), phis or [mc.phi], chunk_ms or [None]),
                                     policies, policy_grid)
-    rows = run_sweep(load_model, utts, settings, output, baseline=baseline)
+    rows = run_sweep(model_for, utts, settings, output, baseline=baseline)
     from pathlib import Path
 
     print((Path(output) / "results.md").read_text())
