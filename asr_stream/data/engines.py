@@ -9,7 +9,7 @@ the (start, end) seconds of each space-separated word of the text (None when it 
 do not line up with the text's). The same input gives the same samples (tested per engine):
 
 * **espeak-ng**: :mod:`asr_stream.data.espeak` (the library, one forked child per call) and
-  :func:`asr_stream.data.synth._word_spans` for the word timings.
+  :func:`asr_stream.data.espeak.word_spans` for the word timings.
 * **Flite** (``apt-get install flite``; voices kal (8 kHz), kal16, awb, rms, slt): ``libflite`` through ctypes,
   in this process. Word spans are the voice's own segment times: a word runs from the end of the segment
   before its first phone to the end of its last phone (pauses are their own segments, so they are left out).
@@ -338,19 +338,27 @@ class FestivalEngine:
 
 
 class EspeakEngine:
-    """espeak-ng through :mod:`asr_stream.data.espeak`, word spans from :func:`asr_stream.data.synth._word_spans`."""
+    """espeak-ng through :mod:`asr_stream.data.espeak`, word spans from :func:`asr_stream.data.espeak.word_spans`."""
 
     name = "espeak"
 
     def has_voice(self, voice: str) -> bool:
-        from . import synth
+        """espeak-ng must list ``voice`` (it falls back silently to another voice otherwise) and speak a short probe
+        with sound (MBROLA voices are listed even when their data packages are missing)."""
+        from . import espeak
 
-        return synth.voice_works(voice)
+        try:
+            if not espeak.voice_exists(voice):
+                return False
+            audio, _ = self.speak("test", voice)
+        except (espeak.EspeakError, EngineError):  # espeak-ng missing, or the probe failed
+            return False
+        return bool(np.any(audio))
 
     def speak(self, text: str, voice: str, rate: int = DEFAULT_RATE, pitch: int = DEFAULT_PITCH
               ) -> tuple[np.ndarray, Spans | None]:
         from ..audio.io import AudioError
-        from . import espeak, synth
+        from . import espeak
 
         try:
             speech = espeak.engine().speak(text, voice, rate, pitch)
@@ -362,7 +370,7 @@ class EspeakEngine:
             audio = _to_16k(speech.samples, speech.sample_rate, f"espeak-ng -v {voice}")
         except (AudioError, RuntimeError) as e:
             raise EngineError(f"espeak-ng -v {voice}: bad output audio ({e})") from None
-        return audio, synth._word_spans(text, speech)
+        return audio, espeak.word_spans(text, speech)
 
 
 _ENGINES: dict[str, Engine] = {}

@@ -21,6 +21,9 @@ reset, a single ``rand()`` call anywhere in the parent process (any library, at 
 voices' samples (up to 1,380 of 32,768 for ``en-us+f3``), while the command line always starts from
 ``srand(1)``. That made the corpus depend on what else ran in the process, and the tests flaky.
 
+:func:`word_spans` turns a :class:`Speech`'s word events into each word's (start, end) seconds, and
+:func:`voice_exists` asks the ``espeak-ng`` command line whether it has a voice (the library falls back silently).
+
 Reference for the C API: ``speak_lib.h`` of espeak-ng (``espeak_Initialize``, ``espeak_SetSynthCallback``,
 ``espeak_SetVoiceByName``, ``espeak_SetVoiceByProperties``, ``espeak_SetParameter``, ``espeak_Synth``,
 ``espeak_EVENT``) and its ``espeak-ng.c`` command line for the order of the calls.
@@ -28,12 +31,17 @@ Reference for the C API: ``speak_lib.h`` of espeak-ng (``espeak_Initialize``, ``
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
+import functools
 import os
+import re
 import select
+import shutil
 import signal
 import struct
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -216,3 +224,88 @@ def engine() -> Espeak:
         if _ENGINE is None:
             _ENGINE = Espeak()
         return _ENGINE
+
+
+# ------------------------------------------------------------------ the voices the command line lists
+
+
+def binary() -> str:
+    """Path of the ``espeak-ng`` executable; EspeakError if it is not installed."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise EspeakError("espeak-ng not found on PATH (apt-get install espeak-ng)")
+    return exe
+
+
+@functools.lru_cache(maxsize=1)
+def _voice_table() -> tuple[frozenset[str], frozenset[str]]:
+    """(base voice names, variant names) that this espeak-ng lists; names lower-case."""
+    exe = binary()
+    bases: set[str] = set()
+    for which in ("--voices", "--voices=mb"):  # the plain listing leaves out the MBROLA voices
+        for line in subprocess.run([exe, which], capture_output=True, text=True).stdout.splitlines()[1:]:
+            f = line.split()
+            if len(f) >= 5:  # Pty Language Age/Gender VoiceName File [Other languages]
+                bases.update((f[1].lower(), f[4].rsplit("/", 1)[-1].lower()))
+    out = subprocess.run([exe, "--voices=variant"], capture_output=True, text=True).stdout
+    variants = {m.lower() for m in re.findall(r"!v/(\S+)", out)}
+    return frozenset(bases), frozenset(variants)
+
+
+def voice_exists(voice: str) -> bool:
+    """Whether espeak-ng lists ``voice`` (``base`` or ``base+variant``); EspeakError if it is not installed.
+
+    Needed because espeak-ng silently falls back instead of failing: ``-v no-such-voice`` speaks Norwegian
+    ("no") and ``-v en-us+typo`` plain en-us, which would make two "speakers" sound the same.
+    """
+    base, _, variant = voice.lower().partition("+")
+    bases, variants = _voice_table()
+    return base in bases and (not variant or variant in variants)
+
+
+# --------------------------------------------------------------------------- word spans from the events
+
+
+def word_spans(spoken: str, speech: Speech) -> list[tuple[float, float]] | None:
+    """(start, end) in seconds of each space-separated word of ``spoken``, from espeak-ng's word events; None
+    when the events do not fit the words (no event for the first word, or events out of order).
+
+    A word starts at its event and ends with its last 10 ms frame louder than -34 dB of the utterance's peak
+    before the next event, so pauses (commas, the end; silent or a faint breath, by voice) are left out of
+    the words around them. espeak-ng
+    speaks some word pairs as one unit with one event ("of the", "does not"); such a unit's time is divided
+    between its words in proportion to their letters, so those inner boundaries are estimates. A gap under
+    30 ms between one word's end and the next event is not a pause: the next word starts where the last ended.
+    """
+    bounds, pos = [], 0
+    for tok in spoken.split(" "):
+        bounds.append((pos, pos + len(tok)))
+        pos += len(tok) + 1
+    starts: list[float | None] = [None] * len(bounds)
+    firsts = [b[0] for b in bounds]
+    for char, t in speech.word_starts:
+        i = bisect.bisect_right(firsts, char) - 1
+        if i >= 0 and char < bounds[i][1] and starts[i] is None:  # a second event inside a word is ignored
+            starts[i] = t
+    heads = [i for i, t in enumerate(starts) if t is not None]
+    if not heads or heads[0] != 0 or any(starts[b] < starts[a] for a, b in zip(heads, heads[1:])):  # type: ignore[operator]
+        return None
+    sr, x = speech.sample_rate, np.abs(speech.samples.astype(np.int32))
+    frame = max(1, sr // 100)
+    env = np.maximum.reduceat(x, np.arange(0, len(x), frame)) if len(x) else x
+    loud = env >= 0.02 * (env.max() if len(env) else 0)
+    spans: list[tuple[float, float]] = []
+    for n, h in enumerate(heads):
+        t0 = float(starts[h])  # type: ignore[arg-type]
+        nxt = heads[n + 1] if n + 1 < len(heads) else len(bounds)
+        t1 = float(starts[nxt]) if nxt < len(bounds) else len(x) / sr  # type: ignore[arg-type]
+        a, b = int(round(t0 * sr)) // frame, int(round(t1 * sr)) // frame  # frames before the next event
+        sound = np.flatnonzero(loud[a:b])
+        end = min(t1, (a + int(sound[-1]) + 1) * frame / sr) if sound.size else t0
+        letters = [bounds[i][1] - bounds[i][0] for i in range(h, nxt)]  # the unit's words share its time
+        edges = np.concatenate([[0], np.cumsum(letters)]) / sum(letters) * (end - t0) + t0
+        spans += [(float(edges[i]), float(edges[i + 1])) for i in range(len(letters))]
+    for i in range(1, len(spans)):
+        if spans[i][0] - spans[i - 1][1] < 0.03:
+            spans[i] = (spans[i - 1][1], spans[i][1])
+    return spans

@@ -42,7 +42,8 @@ Design:
   :func:`asr_stream.audio.io.to_mono_16k` and stored as 16-bit FLAC. ``jobs`` worker processes (the library
   has one global state per process); the recipe's corpus (35k utterances, 29 h) takes about 6 minutes on 2 cores.
 * Word timings: the library reports where each word starts; a word ends where its sound falls below -34 dB
-  of the utterance's peak before the next word starts (10 ms resolution; see :func:`_word_spans`). They are
+  of the utterance's peak before the next word starts (10 ms resolution; see
+  :func:`asr_stream.data.espeak.word_spans`). They are
   written per chapter to
   ``<speaker>-<chapter>.alignment.txt`` in the format published for LibriSpeech's forced alignments
   (:func:`asr_stream.data.corpus.parse_alignment_line`), which :func:`asr_stream.data.read_librispeech`
@@ -51,8 +52,6 @@ Design:
 
 from __future__ import annotations
 
-import bisect
-import functools
 import hashlib
 import json
 import logging
@@ -72,7 +71,6 @@ import numpy as np
 
 from . import engines, espeak
 from .corpus import WordTiming, format_alignment_line
-from .espeak import Speech
 
 log = logging.getLogger(__name__)
 
@@ -226,56 +224,25 @@ def keep_top_words(sentences: Sequence[Sentence], top_words: int) -> list[Senten
 
 def espeak_binary() -> str:
     """Path of the espeak-ng executable; SynthError if it is not installed."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise SynthError("espeak-ng not found on PATH (apt-get install espeak-ng)")
-    return exe
-
-
-@functools.lru_cache(maxsize=1)
-def _voice_table() -> tuple[frozenset[str], frozenset[str]]:
-    """(base voice names, variant names) that this espeak-ng lists; names lower-case."""
-    exe = espeak_binary()
-    bases: set[str] = set()
-    for which in ("--voices", "--voices=mb"):  # the plain listing leaves out the MBROLA voices
-        for line in subprocess.run([exe, which], capture_output=True, text=True).stdout.splitlines()[1:]:
-            f = line.split()
-            if len(f) >= 5:  # Pty Language Age/Gender VoiceName File [Other languages]
-                bases.update((f[1].lower(), f[4].rsplit("/", 1)[-1].lower()))
-    out = subprocess.run([exe, "--voices=variant"], capture_output=True, text=True).stdout
-    variants = {m.lower() for m in re.findall(r"!v/(\S+)", out)}
-    return frozenset(bases), frozenset(variants)
+    try:
+        return espeak.binary()
+    except espeak.EspeakError as e:
+        raise SynthError(str(e)) from None
 
 
 def voice_exists(voice: str) -> bool:
-    """Whether espeak-ng lists ``voice`` (``base`` or ``base+variant``).
-
-    Needed because espeak-ng silently falls back instead of failing: ``-v no-such-voice`` speaks Norwegian
-    ("no") and ``-v en-us+typo`` plain en-us, which would make two "speakers" sound the same.
-    """
-    base, _, variant = voice.lower().partition("+")
-    bases, variants = _voice_table()
-    return base in bases and (not variant or variant in variants)
+    """Whether espeak-ng lists ``voice`` (``base`` or ``base+variant``): :func:`asr_stream.data.espeak.voice_exists`;
+    SynthError if espeak-ng is not installed."""
+    try:
+        return espeak.voice_exists(voice)
+    except espeak.EspeakError as e:
+        raise SynthError(str(e)) from None
 
 
 def voice_works(voice: str) -> bool:
-    """Whether ``voice`` can synthesise here. espeak-ng voices (bare names or ``espeak:NAME``) must be listed and
-    pass a short probe synthesis (MBROLA voices are listed even when their data packages are missing); Flite and
-    Festival voices (``flite:awb``, ``festival:ked_diphone``) are asked of their engine
-    (:mod:`asr_stream.data.engines`)."""
-    try:
-        engine, voice = engines.split_voice(voice)
-    except engines.EngineError:
-        return False
-    if engine != "espeak":
-        return engines.voice_works(f"{engine}:{voice}")
-    if not voice_exists(voice):
-        return False
-    try:
-        speak("test", voice)
-    except SynthError:
-        return False
-    return True
+    """Whether ``voice`` (any engine; a bare name is espeak-ng's) can synthesise here:
+    :func:`asr_stream.data.engines.voice_works`."""
+    return engines.voice_works(voice)
 
 
 def available_voices(candidates: Sequence[str] = DEFAULT_VOICES + MBROLA_VOICES) -> list[str]:
@@ -530,51 +497,6 @@ def check_training_voices(voices: Sequence[str]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- audio
-
-
-def _word_spans(spoken: str, speech: Speech) -> list[tuple[float, float]] | None:
-    """(start, end) in seconds of each space-separated word of ``spoken``, from espeak-ng's word events; None
-    when the events do not fit the words (no event for the first word, or events out of order).
-
-    A word starts at its event and ends with its last 10 ms frame louder than -34 dB of the utterance's peak
-    before the next event, so pauses (commas, the end; silent or a faint breath, by voice) are left out of
-    the words around them. espeak-ng
-    speaks some word pairs as one unit with one event ("of the", "does not"); such a unit's time is divided
-    between its words in proportion to their letters, so those inner boundaries are estimates. A gap under
-    30 ms between one word's end and the next event is not a pause: the next word starts where the last ended.
-    """
-    bounds, pos = [], 0
-    for tok in spoken.split(" "):
-        bounds.append((pos, pos + len(tok)))
-        pos += len(tok) + 1
-    starts: list[float | None] = [None] * len(bounds)
-    firsts = [b[0] for b in bounds]
-    for char, t in speech.word_starts:
-        i = bisect.bisect_right(firsts, char) - 1
-        if i >= 0 and char < bounds[i][1] and starts[i] is None:  # a second event inside a word is ignored
-            starts[i] = t
-    heads = [i for i, t in enumerate(starts) if t is not None]
-    if not heads or heads[0] != 0 or any(starts[b] < starts[a] for a, b in zip(heads, heads[1:])):  # type: ignore[operator]
-        return None
-    sr, x = speech.sample_rate, np.abs(speech.samples.astype(np.int32))
-    frame = max(1, sr // 100)
-    env = np.maximum.reduceat(x, np.arange(0, len(x), frame)) if len(x) else x
-    loud = env >= 0.02 * (env.max() if len(env) else 0)
-    spans: list[tuple[float, float]] = []
-    for n, h in enumerate(heads):
-        t0 = float(starts[h])  # type: ignore[arg-type]
-        nxt = heads[n + 1] if n + 1 < len(heads) else len(bounds)
-        t1 = float(starts[nxt]) if nxt < len(bounds) else len(x) / sr  # type: ignore[arg-type]
-        a, b = int(round(t0 * sr)) // frame, int(round(t1 * sr)) // frame  # frames before the next event
-        sound = np.flatnonzero(loud[a:b])
-        end = min(t1, (a + int(sound[-1]) + 1) * frame / sr) if sound.size else t0
-        letters = [bounds[i][1] - bounds[i][0] for i in range(h, nxt)]  # the unit's words share its time
-        edges = np.concatenate([[0], np.cumsum(letters)]) / sum(letters) * (end - t0) + t0
-        spans += [(float(edges[i]), float(edges[i + 1])) for i in range(len(letters))]
-    for i in range(1, len(spans)):
-        if spans[i][0] - spans[i - 1][1] < 0.03:
-            spans[i] = (spans[i - 1][1], spans[i][1])
-    return spans
 
 
 def speak(text: str, voice: str, rate: int = 175, pitch: int = 50, snr_db: float | None = None,
