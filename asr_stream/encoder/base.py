@@ -1,4 +1,4 @@
-"""The interface every chunked encoder implements.
+"""The interface every chunked encoder implements (:func:`asr_stream.encoder.build_encoder` makes one from its config).
 
 An encoder consumes audio in chunks of ``chunk_samples`` samples and emits ``frames_per_chunk`` output
 frames per chunk. Outputs of a chunk depend only on that chunk and earlier audio, so they are final
@@ -12,14 +12,12 @@ once computed: streaming never re-encodes.
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
 
 from ..audio.io import SAMPLE_RATE
-from ..config import EncoderConfig
 
 
 @contextmanager
@@ -52,7 +50,7 @@ class ChunkEncoder(nn.Module):
     autocast: matrix products and convolutions in bfloat16, the result handed on in the weights' dtype, so the
     projector and decoder are untouched. On a CPU with bfloat16 instructions (AVX512-BF16, AMX) the encoder's
     call takes about half the time; elsewhere it is slower. Whole-utterance ``forward`` (training) is not
-    affected: its precision is the trainer's. ``--encoder-dtype`` of transcribe, mic, eval and serve sets it."""
+    affected: its precision is the trainer's. ``--encoder-dtype`` of transcribe, mic, eval, sweep and serve sets it."""
 
     @contextmanager
     def _streaming(self, wave: torch.Tensor) -> Iterator[None]:
@@ -86,23 +84,3 @@ def chunk_samples_for(chunk_ms: int) -> int:
     if samples * 1000 != chunk_ms * SAMPLE_RATE:
         raise ValueError(f"chunk_ms={chunk_ms} is not a whole number of samples at {SAMPLE_RATE} Hz")
     return samples
-
-
-def build_encoder(cfg: EncoderConfig, architecture: str | Path | None = None) -> ChunkEncoder:
-    """The encoder ``cfg`` describes. ``architecture``: a saved model's ``encoder/`` folder to build a Whisper encoder
-    from, with untrained weights (``SpeechLLM.load`` then loads them); ``cfg.hf_name_or_path`` is not read then."""
-    if architecture is not None and cfg.kind != "whisper":
-        raise ValueError(f"an encoder architecture folder ({architecture}) is for encoder kind 'whisper', not {cfg.kind!r}")
-    if cfg.kind == "chunk_transformer":
-        from .chunk_transformer import ChunkTransformerEncoder
-
-        return ChunkTransformerEncoder(cfg)
-    if cfg.kind == "hf":
-        from .hf import HFChunkEncoder
-
-        return HFChunkEncoder(cfg)
-    if cfg.kind == "whisper":
-        from .whisper import WhisperChunkEncoder
-
-        return WhisperChunkEncoder(cfg, architecture)
-    raise ValueError(f"unknown encoder kind {cfg.kind!r} (expected 'chunk_transformer', 'hf' or 'whisper')")
