@@ -73,11 +73,14 @@ demo: install
 	$(BIN)/asr-stream transcribe $(SAMPLE) --realtime
 
 # ASR_STREAM_STRICT_SYSDEPS=1: a test whose system package `make sysdeps` should have installed fails instead of
-# skipping (tests/sysdeps.py).
+# skipping (tests/sysdeps.py). tools/check_layout.py first (under a second): no import circle in the package, no
+# module below the command line importing it, no private name used across modules, no module over 600 lines.
 test: sysdeps install
+	$(BIN)/python tools/check_layout.py
 	ASR_STREAM_STRICT_SYSDEPS=1 $(BIN)/pytest -q
 
 test-all: sysdeps install
+	$(BIN)/python tools/check_layout.py
 	ASR_STREAM_STRICT_SYSDEPS=1 $(BIN)/pytest -q -m ""
 
 # Deliberate bugs in the core (floored positions, φ dropped, off-by-one positions and visibility, source

@@ -1,0 +1,79 @@
+"""The layout check of `make test` (tools/check_layout.py): on a small made-up package it finds each kind of
+broken rule, and the real package passes it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def layout():
+    spec = importlib.util.spec_from_file_location("check_layout_tool", REPO / "tools" / "check_layout.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def _package(root: Path, files: dict[str, str]) -> Path:
+    pkg = root / "pkg"
+    for rel, text in {"__init__.py": "", **files}.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(text)
+    return pkg
+
+
+def test_finds_a_circle_a_private_import_a_cli_import_and_a_long_module(layout, tmp_path: Path, capsys) -> None:
+    pkg = _package(tmp_path, {
+        # a circle through a lazy `from . import x` (the way the three circles of issue 29 were made)
+        "a.py": "from .b import helper\n\n\ndef _inner():\n    return 1\n",
+        "b.py": "def helper():\n    from . import a\n    return a\n",
+        # private names of another module: imported by name, and used through the module
+        "c.py": "from .a import _inner\n",
+        "d.py": "from . import a\n\n\ndef f():\n    return a._inner() + a.__name__.count('x')\n",
+        # below the command line, importing it
+        "cli.py": "import sys\n",
+        "low.py": "def run():\n    from .cli import sys\n",
+        "long.py": "x = 1\n" * 601,
+        # not findings: an annotation-only import back, exactly 600 lines, a package import of its own submodule
+        "sub/__init__.py": "from .e import E\n",
+        "sub/e.py": "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from . import E\n\nE = 1\n",
+        "ok.py": "y = 2\n" * 600,
+    })
+    assert layout.main([str(pkg)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "pkg/a.py:1: circle: import circle pkg.a (line 1) -> pkg.b (line 2) -> pkg.a",
+        "pkg/low.py:2: cli: pkg.low imports the command line (pkg.cli)",
+        "pkg/c.py:1: private: pkg.c uses pkg.a._inner, a private name of another module",
+        "pkg/d.py:5: private: pkg.d uses pkg.a._inner, a private name of another module",
+        "pkg/long.py:601: long: 601 lines (over 600)",
+    ]
+
+
+def test_a_circle_of_three_names_every_module_and_one_shortest_path(layout, tmp_path: Path) -> None:
+    pkg = _package(tmp_path, {"x.py": "import pkg.y\nimport pkg.z\n", "y.py": "from pkg import z\n",
+                              "z.py": "from . import x\n"})
+    [f] = layout.check(pkg)
+    assert f.rule == "circle" and f.key == "circle:pkg.x,pkg.y,pkg.z"
+    assert f.text == "import circle pkg.x (line 2) -> pkg.z (line 1) -> pkg.x; 3 modules reach each other: pkg.x, pkg.y, pkg.z"
+
+
+def test_an_allow_list_entry_no_longer_found_is_a_finding(layout, tmp_path: Path) -> None:
+    pkg = _package(tmp_path, {"long.py": "x = 1\n" * 601})
+    found = layout.check(pkg)
+    left, held = layout.apply_allowed(found, {"long:pkg/long.py": "split later", "long:pkg/gone.py": "split later"})
+    assert [f.key for f in held] == ["long:pkg/long.py"]
+    assert [(f.rule, f.key) for f in left] == [("allowed", "long:pkg/gone.py")]
+
+
+def test_the_package_passes_and_the_allow_list_holds_only_long_modules(layout, capsys) -> None:
+    assert layout.main([]) == 0, capsys.readouterr().out
+    assert all(k.startswith("long:") for k in layout.ALLOWED), "circles, CLI and private imports are not allowed"
+    assert all("slice" in why for why in layout.ALLOWED.values()), "each entry says which slice removes it"
