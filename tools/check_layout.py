@@ -233,9 +233,9 @@ def _is_cli(name: str) -> bool:
 
 def check(package: Path, max_lines: int = MAX_LINES) -> list[Finding]:
     """Every finding on ``package`` (a folder with an ``__init__.py``), the allow-list not applied."""
+    if not (package / "__init__.py").is_file():
+        raise ValueError(f"{package} is not a package folder (no __init__.py)")
     known = modules(package)
-    if package.parent.joinpath(package.name, "__init__.py").is_file() is False:
-        raise ValueError(f"{package} is not a package (no __init__.py)")
     rel = {n: p.relative_to(package.parent).as_posix() for n, p in known.items()}
     graph: dict[str, set[str]] = {n: set() for n in known}
     first_line: dict[tuple[str, str], int] = {}
@@ -281,10 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strict", action="store_true", help="ignore the allow-list: print every finding")
     args = ap.parse_args(argv)
     package = args.package.resolve()
-    if not (package / "__init__.py").is_file():
-        print(f"check_layout: error: {args.package} is not a package folder (no __init__.py)", file=sys.stderr)
+    try:
+        findings = check(package)
+    except (ValueError, SyntaxError, OSError) as e:  # not a package, a module that does not parse, unreadable
+        where = f"{e.filename}:{e.lineno}: " if isinstance(e, SyntaxError) else ""
+        print(f"check_layout: error: {where}{e.msg if isinstance(e, SyntaxError) else e}", file=sys.stderr)
         return 2
-    findings = check(package)
     allowed = ALLOWED if package == PACKAGE and not args.strict else {}
     left, held = apply_allowed(findings, allowed)
     for f in left:
