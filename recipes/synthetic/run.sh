@@ -48,6 +48,10 @@
 #            new projector + CTC head, the bundled model's decoder and tokenizer) -> exp/synthetic_whisper; resumes
 #            from its last checkpoint. Only by asking for it (--stage 10 --stop-stage 10). Evaluated like stages 3
 #            and 7 with --model exp/synthetic_whisper/model.
+#   stage 11: (multi) evaluate stage 10's model: k = 1, 3 and the ctc policy on the first $whisper_utts utterances of
+#            each test split, the robustness set at k = 3, and Whisper tiny.en run offline (tools/whisper_offline.py)
+#            and PocketSphinx on the same utterances -> exp/synthetic_whisper/{eval,whisper-offline,pocketsphinx}.
+#            EVAL_DATA=DIR reads the test splits from another synthesis of the same seed (--only-splits).
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
 #            non-speech) -> $data-robust, evaluated at k = 3; then PocketSphinx on every test split and the
 #            robustness set, beside our k = 3 results (skipped in one line without `pip install pocketsphinx`)
@@ -61,6 +65,7 @@ py=${PYTHON:-.venv/bin/python}
 robust_utts=100
 ablation_utts=150
 ablation_utts_multi=100
+whisper_utts=${WHISPER_UTTS:-100}  # stage 11
 multi_variants=${ABLATION_VARIANTS:-"seed1 espeak-voices no-augment continued curriculum nonspeech oversample curriculum-nonspeech no-gain no-noise no-telephone no-silence no-pitch no-reverb no-clipping no-speed no-specaugment"}  # stage 9; the env var picks some
 robust_conditions="clean lead-silence gain-20db 8khz noise-snr10 nonspeech"  # tools/make_robust_set.py's sets
 # the bundled model's 15 espeak-ng voices (DEFAULT_VOICES), pinned: without --voices, installed MBROLA voices would join
@@ -182,6 +187,34 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$stage" -ge 10 ]; then
   resume=()
   if [ -f exp/synthetic_whisper/ckpt/last.ckpt ]; then resume=(--ckpt_path exp/synthetic_whisper/ckpt/last.ckpt); fi
   $py -m asr_stream.training fit --config conf/tiny_synthetic_whisper.yaml "${resume[@]}"
+fi
+
+if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ] && [ "$stage" -ge 10 ]; then
+  if [ "$corpus" != multi ]; then echo "stage 11 evaluates the multi corpus's model: use --corpus multi" >&2; exit 2; fi
+  echo "== stage 11: evaluate the Whisper-eared model"
+  wexp=exp/synthetic_whisper
+  edata=${EVAL_DATA:-$data}
+  robust=$data-robust
+  if [ ! -f "$robust/nonspeech.jsonl" ]; then
+    $py tools/make_robust_set.py "librispeech:$edata:test" "$robust" --limit $robust_utts
+  fi
+  sets=()
+  for split in $test_splits; do
+    for k in 1 3; do
+      $py -m asr_stream eval --model $wexp/model --data "librispeech:$edata:$split" --mode group --k $k --phi 0 \
+        --limit $whisper_utts --output "$wexp/eval/$split-k$k"
+    done
+    $py -m asr_stream eval --model $wexp/model --data "librispeech:$edata:$split" --mode group --k 5 --phi 0 \
+      --policy ctc --policy-args threshold=1.2 --limit $whisper_utts --output "$wexp/eval/$split-ctc"
+    sets+=("$split-k3=librispeech:$edata:$split")
+  done
+  for c in $robust_conditions; do
+    $py -m asr_stream eval --model $wexp/model --data "$robust/$c.jsonl" --mode group --k 3 --phi 0 \
+      --output "$wexp/eval/robust-$c-k3"
+    sets+=("robust-$c-k3=$robust/$c.jsonl")
+  done
+  $py tools/whisper_offline.py --output $wexp/whisper-offline --ours $wexp/eval --limit $whisper_utts "${sets[@]}"
+  $py tools/pocketsphinx_eval.py --output $wexp/pocketsphinx --ours $wexp/eval --limit $whisper_utts "${sets[@]}"
 fi
 
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
