@@ -21,7 +21,9 @@ chunk's frames depend only on its audio and the audio before it (docs/design.md,
 - **Window and positions.** Chunk c (F = chunk_ms / 20 frames) is encoded on the window of the C = context_ms / 20
   frames before it and its own F frames, but never reaching before the stream: the first chunks' windows are
   shorter, and start with the stream as Whisper's window starts with the audio. The window's frames take the
-  sinusoidal positions of their place in it, 0, 1, ... (Whisper's table sliced); the transformer runs on the window
+  sinusoidal positions of their place in it, 0, 1, ... (``whisper_positions: window``), or of their place in the
+  stream, as in Whisper's own window (``stream``; past the table's 1,500 the window slides to end on the last
+  position); the transformer runs on the window
   and the chunk's F outputs are kept. Training (:meth:`forward`) computes exactly this for every chunk (the same
   code, as one batch of windows of C + F slots, the slots before a stream masked), so streaming equals the
   training forward.
