@@ -20,8 +20,9 @@ APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-
 # recorded from four real speakers). They are in Debian contrib/non-free, which this target adds to apt's sources
 # (a separate file, /etc/apt/sources.list.d/asr-stream-contrib.sources) when apt cannot find a missing one. So are
 # two of its Festival training voices, rab and don (festvox-rablpc16k, festvox-don: Debian contrib); no test
-# needs them.
-CORPUS_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-rablpc16k festvox-don
+# needs them. pocketsphinx-testdata (Debian main, 1.8 MB, BSD-2): CMU's test recordings of real human speech,
+# the test set tools/make_human_set.py writes (never trained on).
+CORPUS_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-rablpc16k festvox-don pocketsphinx-testdata
 CONTRIB_SOURCES = if [ "$$(apt-cache policy $$missing 2>/dev/null | grep -c 'Candidate: [0-9]')" -lt "$$(echo $$missing | wc -w)" ]; then \
 	  . /etc/os-release; echo "adding Debian contrib non-free ($$VERSION_CODENAME) to apt sources for the MBROLA, rab and don voices"; \
 	  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$$VERSION_CODENAME" \

@@ -1,14 +1,15 @@
 """The system packages the tests use, each checked here and installed by a make target named in the Makefile.
 
-A test that needs a system program, voice or library says so with ``@needs("festival:rab_diphone")`` (or
-``pytest.param(..., marks=needs(...))``), never with its own ``skipif``: ``tests/test_sysdeps.py`` fails when a test
-module checks for a system package itself, or when a requirement's Debian packages are in none of the Makefile's
+A test that needs a system program, voice, library or data package says so with ``@needs("festival:rab_diphone")``
+(or ``pytest.param(..., marks=needs(...))``), never with its own ``skipif``: ``tests/test_sysdeps.py`` fails when a
+test module checks for a system package itself, or when a requirement's Debian packages are in none of the Makefile's
 lists. The make target that installs each package is read from the Makefile (``APT_PKGS`` -> ``make sysdeps``,
 ``CORPUS_PKGS`` -> ``make corpus-sysdeps``), so the skip reason names the command that fixes it.
 
 Under ``make test`` (which runs ``make sysdeps`` first and sets ``ASR_STREAM_STRICT_SYSDEPS=1``) a missing package
 that ``make test`` itself installs is a failure, not a skip: the test run would otherwise pass while quietly testing
-less than it claims. Packages of other targets (``corpus-sysdeps``: Debian contrib) are skipped with their target.
+less than it claims. Packages of other targets (``corpus-sysdeps``: the Debian contrib voices and
+pocketsphinx-testdata) are skipped with their target.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def _which(*programs: str) -> Callable[[], bool]:
     return lambda: any(shutil.which(p) for p in programs)
 
 
+def _file(path: str) -> Callable[[], bool]:
+    """A package that installs data rather than a program: one of its files is there."""
+    return lambda: Path(path).is_file()
+
+
 _REQS = [
     Requirement("espeak-ng", ("espeak-ng",), _which("espeak-ng")),
     Requirement("fortunes", ("fortunes", "fortunes-min"), _fortunes),
@@ -72,6 +78,9 @@ _REQS = [
     Requirement("festival:cmu_us_slt_arctic_hts", ("festival", "festvox-us-slt-hts"), _voice("festival:cmu_us_slt_arctic_hts")),
     Requirement("festival:rab_diphone", ("festival", "festvox-rablpc16k"), _voice("festival:rab_diphone")),
     Requirement("festival:don_diphone", ("festival", "festvox-don"), _voice("festival:don_diphone")),
+    # CMU PocketSphinx's test recordings (asr_stream/data/human.py reads them)
+    Requirement("pocketsphinx-testdata", ("pocketsphinx-testdata",),
+                _file("/usr/share/pocketsphinx/test/data/librivox/transcription")),
     *(Requirement(f"mb-{v}", ("espeak-ng", "mbrola", f"mbrola-{v}"), _voice(f"mb-{v}")) for v in ("us1", "us2", "us3", "en1")),
 ]
 REQUIREMENTS: dict[str, Requirement] = {r.name: r for r in _REQS}

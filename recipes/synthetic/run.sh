@@ -52,6 +52,10 @@
 #            each test split, the robustness set at k = 3, and Whisper tiny.en run offline (tools/whisper_offline.py)
 #            and PocketSphinx on the same utterances -> exp/synthetic_whisper/{eval,whisper-offline,pocketsphinx}.
 #            EVAL_DATA=DIR reads the test splits from another synthesis of the same seed (--only-splits).
+#            Real human speech, never trained on: `make corpus-sysdeps` (Debian's pocketsphinx-testdata, BSD-2) and
+#            tools/make_human_set.py data/human write 11 utterances, 37.2 s (5 read by one LibriVox reader, 5 card
+#            names, "go forward ten meters") to data/human/human.jsonl (and librivox/cards/goforward.jsonl), to report
+#            beside the synthetic splits (eval --data data/human/human.jsonl); not run here.
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
 #            non-speech) -> $data-robust, evaluated at k = 3; then PocketSphinx on every test split and the
 #            robustness set, beside our k = 3 results (skipped in one line without `pip install pocketsphinx`)
