@@ -94,7 +94,7 @@ def unheard(segments: Sequence[Segment], min_speech_ms: float = RestartRule.rere
     reads on from its last word. This is the "never lose words silently" report of long transcriptions.
     """
     rest = lambda s: s.speech_end - (max(s.start, s.heard_end) if s.words else s.start)  # noqa: E731
-    bad = [s for s in segments if s.end >= 0 and rest(s) / 16.0 >= min_speech_ms]
+    bad = [s for s in segments if s.end >= 0 and s.rule != "restart" and rest(s) / 16.0 >= min_speech_ms]
     return sum(rest(s) / SAMPLE_RATE for s in bad), [s.index for s in bad]
 
 
