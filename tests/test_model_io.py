@@ -21,20 +21,24 @@ def transcribe(model, wave):
     return s.words
 
 
+
+def assert_same_model(model, loaded, codec, seconds: float) -> None:
+    """Same weights, the same training-forward logits and the same streamed words on ``seconds`` of audio."""
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    wave = noise_audio(seconds, seed=4)
+    batch = Batch(torch.from_numpy(wave)[None], torch.tensor([len(wave)]), [codec.encode(SENTENCES[4])])
+    with torch.no_grad():
+        a, b = model(batch, mode="group", k=2), loaded(batch, mode="group", k=2)
+    assert torch.equal(a.target_logits[0], b.target_logits[0])
+    assert transcribe(model, wave) == transcribe(loaded, wave)
+
 def test_save_load_identical_outputs(tmp_path, make_model, codec):
     model = make_model(160, prompt="TRANSCRIBE")
     path = model.save(tmp_path / "m")
     assert {p.name for p in path.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
     loaded = SpeechLLM.load(path)
-    wave = noise_audio(1.2, seed=4)
-    y = codec.encode(SENTENCES[4])
-    batch = Batch(torch.from_numpy(wave)[None], torch.tensor([len(wave)]), [y])
-    with torch.no_grad():
-        a, b = model(batch, mode="group", k=2), loaded(batch, mode="group", k=2)
-    assert torch.equal(a.target_logits[0], b.target_logits[0])
-    assert transcribe(model, wave) == transcribe(loaded, wave)
-    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
-        assert n1 == n2 and torch.equal(p1, p2)
+    assert_same_model(model, loaded, codec, seconds=1.2)
 
 
 def copy_dir(src, dst):
@@ -175,15 +179,7 @@ def test_whisper_model_loads_without_the_folder_it_was_trained_from(tmp_path, co
     assert any(k.startswith("encoder.model.") for k in load_file(str(path / "model.safetensors")))  # weights: here only
     loaded = SpeechLLM.load(path)
     assert loaded.cfg == model.cfg  # hf_name_or_path stays as trained (provenance); encoder/ takes its place
-    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
-        assert n1 == n2 and torch.equal(p1, p2)
-    wave = noise_audio(2.0, seed=4)  # past the tiny Whisper's 64 positions (1.28 s): the windows slide
-    y = codec.encode(SENTENCES[4])
-    batch = Batch(torch.from_numpy(wave)[None], torch.tensor([len(wave)]), [y])
-    with torch.no_grad():
-        a, b = model(batch, mode="group", k=2), loaded(batch, mode="group", k=2)
-    assert torch.equal(a.target_logits[0], b.target_logits[0])
-    assert transcribe(model, wave) == transcribe(loaded, wave)
+    assert_same_model(model, loaded, codec, seconds=2.0)  # past the tiny Whisper's 64 positions: the windows slide
     # saved again from the loaded model (the source is gone): the same encoder folder, the NOTICE with it
     again = loaded.save(tmp_path / "again")
     assert {p.name: p.read_bytes() for p in (again / "encoder").iterdir()} == {p.name: p.read_bytes() for p in enc.iterdir()}
