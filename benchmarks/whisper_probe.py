@@ -80,7 +80,7 @@ def main(argv=None) -> None:
     enc = build_encoder(EncoderConfig(kind="whisper", hf_name_or_path=a.model, chunk_ms=320)).eval()
     full_model, fe = load_whisper_encoder(a.model)
     full_model.eval()
-    print(f"| features | held-out CTC nats/token | encode s |\n|---|---|---|", flush=True)
+    print("| features | held-out CTC nats/token | encode s |\n|---|---|---|", flush=True)
     for variant in a.variants:
         t0 = time.time()
         data = []
