@@ -86,7 +86,7 @@ def main(argv=None) -> None:
         data = []
         with torch.no_grad():
             for u in utts:
-                x, _ = sf.read(str(u.audio), dtype="float32")
+                x, _ = sf.read(str(u.audio_path), dtype="float32")
                 w = torch.from_numpy(x)[None]
                 n = -(-w.shape[1] // enc.chunk_samples)
                 w = F.pad(w, (0, n * enc.chunk_samples - w.shape[1]))
