@@ -24,9 +24,11 @@ from .sysdeps import needs
 from .test_encoder import stream_all
 
 
-def whisper(path, chunk_ms=320, context_ms=200, positions="window"):
+def whisper(path, chunk_ms=320, context_ms=200, positions="window", lookahead=0, silence_ms=0):
     return build_encoder(EncoderConfig(kind="whisper", hf_name_or_path=str(path), chunk_ms=chunk_ms,
-                                       hf_left_context_ms=context_ms, whisper_positions=positions)).eval()
+                                       hf_left_context_ms=context_ms, whisper_positions=positions,
+                                       whisper_lookahead_chunks=lookahead,
+                                       whisper_trailing_silence_ms=silence_ms)).eval()
 
 
 def reference(enc, wave: torch.Tensor) -> torch.Tensor:
@@ -34,22 +36,33 @@ def reference(enc, wave: torch.Tensor) -> torch.Tensor:
     over all mel frames of the stream up to the chunk's end, silence before it; the window is the last C + F conv
     frames of the stream, fewer where the stream is shorter (the last frame saw the padding in place of the next
     mel frame); positions 0, 1, ... in the window ('window'), or each frame's index in the stream, all shifted down
-    by however far the chunk's end is past the last position ('stream'); the layers; the chunk's F outputs."""
+    by however far the chunk's end is past the last position ('stream'); the layers; the chunk's F outputs.
+    Look-ahead L: the window of chunk c is the last C + (L + 1) F frames up to chunk c's end and the F outputs kept
+    are chunk c - L's (zeros for c < L). Trailing silence S: 2 S + 2 floor-value mel frames follow the real ones
+    before the convolutions, and the window takes S conv frames more (the real frame before them saw silence)."""
     m, C, Fc, M = enc.model, enc.context_frames, enc.frames_per_chunk, enc.mel_frames
+    L, S = enc.cfg.whisper_lookahead_chunks, enc.cfg.whisper_trailing_silence_ms // 20
     pre = 8  # mel frames of silence before the stream: more than the convolutions reach
     mel = enc.logmel(F.pad(wave, (pre * enc.logmel.hop + enc.logmel.context, 0))).transpose(1, 2)
+    silence = torch.full((1, mel.shape[1], 2 * S + 2 if S else 0), enc.logmel.silence)
     outs = []
     for c in range(wave.shape[1] // enc.chunk_samples):
-        conv = F.gelu(m.conv2(F.gelu(m.conv1(mel[:, :, : pre + (c + 1) * M])))).transpose(1, 2)[:, pre // 2 :]
-        h = conv[:, -(C + Fc) :]
+        if c < L:
+            outs.append(torch.zeros(1, Fc, m.config.d_model))
+            continue
+        x = torch.cat([mel[:, :, : pre + (c + 1) * M], silence], 2)
+        end = (c + 1) * Fc  # frames of the stream up to the chunk's end
+        conv = F.gelu(m.conv2(F.gelu(m.conv1(x)))).transpose(1, 2)[:, pre // 2 : pre // 2 + end + S]
+        h = conv[:, -(C + (L + 1) * Fc + S) :]
+        first = end + S - h.shape[1]  # the window's first frame in the stream
         start = 0
         if enc.cfg.whisper_positions == "stream":
-            end = (c + 1) * Fc  # frames of the stream up to the chunk's end
-            start = end - h.shape[1] - max(0, end - m.config.max_source_positions)
+            start = first - max(0, end + S - m.config.max_source_positions)
         h = h + m.embed_positions.weight[start : start + h.shape[1]]
         for layer in m.layers:
             h = layer(h, None)
-        outs.append(m.layer_norm(h)[:, -Fc:])
+        out = (c - L) * Fc - first  # chunk c - L's first frame in the window
+        outs.append(m.layer_norm(h)[:, out : out + Fc])
     return torch.cat(outs, 1)
 
 
