@@ -130,6 +130,10 @@ MUTANTS = (
            "look-ahead chunks of zeros that training pads with", "asr_stream/streaming/session.py",
            "if s.closing and s.chunks_read < self.model.num_chunks(s.samples_in):",
            "if s.closing and (s.buffer.size or s.chunks_read == 0):", WHISPER_AHEAD),
+    Mutant("lookahead-ctc-end-unshifted", "a restart's word end from the CTC tokens of a look-ahead encoder is taken "
+           "at the frame index, one chunk after the audio it holds", "asr_stream/streaming/session.py",
+           "end -= self.model.encoder.lookahead_chunks * self.model.chunk_samples", "end -= 0",
+           ("tests/test_restart.py::test_a_lookahead_encoder_s_ctc_word_ends_are_moved_back_by_its_lag",)),
     Mutant("load-ignores-encoder-dir", "SpeechLLM.load builds a Whisper encoder from hf_name_or_path, not from the "
            "model directory's encoder/ (a saved model needs the folder it was trained from)",
            "asr_stream/model.py", 'if cfg.encoder.kind == "whisper" and arch.is_dir():', "if False:",
