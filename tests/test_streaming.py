@@ -49,8 +49,9 @@ def test_teacher_forced_streaming_equals_training_forward(make_model, codec, mod
 def test_whisper_lookahead_reads_one_chunk_of_silence_after_the_audio_and_hears_the_last_chunk(make_model, codec, mode):
     """Whisper with one chunk of look-ahead: the encoder's output lags the audio by a chunk, so an utterance is one
     chunk longer (training pads it with zeros, finish() reads them) and its last real chunk comes out of the
-    encoder in that extra chunk: the last rows' logits move when only the last (partial) chunk's audio changes, and
-    streaming still equals the training forward. Word times are audio read, never past the audio's end."""
+    encoder in that extra chunk: the last row's logits (k = 20: every row reads the whole utterance) move when only
+    the last (partial) chunk's audio changes, and streaming still equals the training forward. Word times are audio
+    read, capped at the audio's end: the chunk of zeros never pushes them past it."""
     model = make_model(160, encoder="whisper-lookahead")
     cs = model.chunk_samples
     wave = noise_audio(1.9, seed=5)  # 11.875 chunks of 160 ms: 12 chunks of audio, 13 read
