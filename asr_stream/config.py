@@ -74,6 +74,14 @@ class EncoderConfig:
     ...; any stream length). 'stream': its place in the stream, as in Whisper's own 30 s window (keeps much more of
     Whisper's representations, benchmarks/RESULTS.md); past Whisper's last position (30 s) the window's positions
     slide so that its last frame takes the last one. Training and streaming use the same rule."""
+    whisper_lookahead_chunks: int = 0
+    """kind='whisper': chunks of right context (look-ahead). With L, the encoder step that receives chunk c emits
+    chunk c - L's frames, computed on a window that reaches to chunk c's end; its output lags the audio by L chunks
+    (the first L output chunks are zeros), and an utterance takes L more chunks (zeros: ``SpeechLLM.num_chunks``,
+    the session's finish()). 0: a chunk's frames are emitted with the chunk."""
+    whisper_trailing_silence_ms: int = 0
+    """kind='whisper': digital silence (ms, a multiple of 20) appended to every window after its last real frame,
+    convolved from floor-value mel frames (so the last real frame sees silence to its right, not zero padding)."""
     hf_normalize: bool = True
     """kind='hf': zero-mean unit-variance normalise each window, as Wav2Vec2FeatureExtractor does."""
     spec_augment: bool = False

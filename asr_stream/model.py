@@ -106,8 +106,9 @@ class SpeechLLM(nn.Module):
             raise ValueError(f"chunk_ms={chunk_ms} gives {self.encoder.frames_per_chunk} frames, not divisible by stack")
 
     def num_chunks(self, num_samples: int) -> int:
-        """Chunks an utterance of this many samples occupies (the last one zero-padded; at least one)."""
-        return max(1, math.ceil(num_samples / self.chunk_samples))
+        """Chunks an utterance of this many samples occupies (the last one zero-padded; at least one), plus the
+        encoder's look-ahead chunks (zeros, read after the audio so that its last chunk comes out of the encoder)."""
+        return max(1, math.ceil(num_samples / self.chunk_samples)) + self.encoder.lookahead_chunks
 
     @property
     def device(self) -> torch.device:

@@ -73,14 +73,17 @@ def make_model(codec, short_positions_whisper_dir):
     def make(chunk_ms: int = 160, prompt: str = "", mode: str = "group", seed: int = 0, ctc_embed: bool = False,
              encoder: str = "own") -> SpeechLLM:
         """The test-sized model; ``encoder="whisper"``: with the tiny Whisper encoder (200 ms left context, stream
-        positions as the bundled model has them, 64 positions so that the windows slide after 1.28 s)."""
+        positions as the bundled model has them, 64 positions so that the windows slide after 1.28 s);
+        ``encoder="whisper-lookahead"``: the same with one chunk of look-ahead and 80 ms of trailing silence."""
         key = (chunk_ms, prompt, mode, seed, ctc_embed, encoder)
         if key not in cache:
             cfg = test_sized(chunk_ms, prompt, mode, ctc_embed)
-            if encoder == "whisper":
+            if encoder in ("whisper", "whisper-lookahead"):
+                ahead = encoder == "whisper-lookahead"
                 cfg = replace(cfg, encoder=EncoderConfig(kind="whisper", hf_name_or_path=short_positions_whisper_dir,
                                                          chunk_ms=chunk_ms, hf_left_context_ms=WHISPER_CONTEXT_MS,
-                                                         whisper_positions="stream"))
+                                                         whisper_positions="stream", whisper_lookahead_chunks=int(ahead),
+                                                         whisper_trailing_silence_ms=80 * ahead))
             elif encoder != "own":
                 raise ValueError(encoder)
             torch.manual_seed(seed)

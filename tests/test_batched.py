@@ -24,7 +24,7 @@ def separate(model, waves, block, forced=None, **kw):
     return out
 
 
-@pytest.mark.parametrize("encoder", ["own", "whisper"])
+@pytest.mark.parametrize("encoder", ["own", "whisper", "whisper-lookahead"])
 @pytest.mark.parametrize("mode", ["group", "interleaved", "batch"])
 @pytest.mark.parametrize("prompt", ["", "TRANSCRIBE"])
 def test_batched_teacher_forced_logits_equal_separate_sessions(make_model, codec, mode, prompt, encoder):
@@ -98,7 +98,7 @@ def test_slot_reuse_after_reset(make_model):
     assert eng.sessions[1].words == ref[1].words + ref[2].words  # words are kept across reset, as in a session
     assert all(len(r.words) for r in ref)
 
-@pytest.mark.parametrize("encoder", ["own", "whisper"])
+@pytest.mark.parametrize("encoder", ["own", "whisper", "whisper-lookahead"])
 def test_churn_of_streams_equals_lone_sessions(make_model, codec, encoder):
     """A server's pattern: 4 slots, 9 streams of different lengths starting at different times, each slot reused as
     soon as its stream is done. Every stream's teacher-forced logits and words equal a lone session's, while the

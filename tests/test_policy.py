@@ -116,7 +116,7 @@ def confidence_threshold(model, wave, tokens) -> float:
     return float(torch.stack(s.logits).softmax(-1).max(-1).values.median())
 
 
-@pytest.mark.parametrize("encoder", ["own", "whisper"])
+@pytest.mark.parametrize("encoder", ["own", "whisper", "whisper-lookahead"])
 @pytest.mark.parametrize("mode", ["group", "interleaved"])
 @pytest.mark.parametrize("policy", ["ctc", "confidence"])
 def test_adaptive_schedule_streams_like_training_forward(make_model, codec, mode, policy, encoder):
@@ -160,7 +160,7 @@ def test_training_layout_takes_an_explicit_schedule():
         training_layout("group", 0, 4, 1, [0, 0, 1, 2], k=None, vis=[2, 2])
 
 
-@pytest.mark.parametrize("encoder", ["own", "whisper"])
+@pytest.mark.parametrize("encoder", ["own", "whisper", "whisper-lookahead"])
 @pytest.mark.parametrize("policy", ["ctc", "confidence"])
 def test_batched_streams_run_the_adaptive_policy_like_sessions(make_model, policy, encoder):
     """Greedy (not forced): BatchedStreams gives every stream the words, times and schedule of its own session."""

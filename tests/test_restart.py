@@ -234,3 +234,18 @@ def test_unheard_counts_speech_after_the_last_word_except_where_a_restart_reads_
             Segment(4, start=96000, end=-1, speech_end=-1, rule="", words=[], heard_end=-1)]
     seconds, which = unheard(segs)
     assert which == [1, 2] and seconds == (20000 + 15000) / 16000
+
+
+def test_a_lookahead_encoder_s_ctc_word_ends_are_moved_back_by_its_lag(make_model, codec):
+    """With Whisper look-ahead (L = 1) the encoder's frame f holds the audio of frame f - L F, so the end of the last
+    word that the CTC tokens give is L chunks earlier in the audio than the frame index says; the same tokens on the
+    model without look-ahead give the end L chunks later."""
+    ends = []
+    for encoder in ("whisper", "whisper-lookahead"):
+        model = make_model(160, encoder=encoder)
+        s = StreamingSession(model, k=2)
+        st = s.state
+        st.texts, st.last_word_chunk, st.samples_in = ["THE"], 8, 8 * model.chunk_samples
+        st.ctc_ids = [codec.pad_id] * 30 + codec.encode("THE") + [codec.pad_id] * 20
+        ends.append(s.heard_to())
+    assert 30 * 320 < ends[0] < 8 * 2560 and ends[0] - ends[1] == 2560

@@ -28,7 +28,7 @@ def stream_logits(model, wave: np.ndarray, tokens, block: int, **kw) -> tuple[to
     return torch.stack(s.logits), s
 
 
-@pytest.mark.parametrize("encoder", ["own", "whisper"])
+@pytest.mark.parametrize("encoder", ["own", "whisper", "whisper-lookahead"])
 @pytest.mark.parametrize("chunk_ms", [160, 320])
 @pytest.mark.parametrize("phi", [0.0, 0.5, 256.0])
 @pytest.mark.parametrize("k", [1, 3])
@@ -43,6 +43,30 @@ def test_teacher_forced_streaming_equals_training_forward(make_model, codec, mod
         streamed, _ = stream_logits(model, wave, tokens, block, mode=mode, k=k, phi=phi)
         assert streamed.shape == full.shape == (len(tokens) + 1, len(codec))
         assert (streamed - full).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("mode", ["group", "interleaved"])
+def test_whisper_lookahead_reads_one_chunk_of_silence_after_the_audio_and_hears_the_last_chunk(make_model, codec, mode):
+    """Whisper with one chunk of look-ahead: the encoder's output lags the audio by a chunk, so an utterance is one
+    chunk longer (training pads it with zeros, finish() reads them) and its last real chunk comes out of the
+    encoder in that extra chunk: the last row's logits (k = 20: every row reads the whole utterance) move when only
+    the last (partial) chunk's audio changes, and streaming still equals the training forward. Word times are audio
+    read, capped at the audio's end: the chunk of zeros never pushes them past it."""
+    model = make_model(160, encoder="whisper-lookahead")
+    cs = model.chunk_samples
+    wave = noise_audio(1.9, seed=5)  # 11.875 chunks of 160 ms: 12 chunks of audio, 13 read
+    assert model.num_chunks(len(wave)) == 13
+    tokens = codec.encode(SENTENCES[0])
+    full = forward_logits(model, wave, tokens, mode=mode, k=20, phi=0.0)
+    streamed, s = stream_logits(model, wave, tokens, 3000, mode=mode, k=20, phi=0.0)
+    assert s.state.chunks_read == 13 and streamed.shape == full.shape
+    assert (streamed - full).abs().max().item() <= TOL
+    quiet = wave.copy()
+    quiet[11 * cs :] = 0.0  # the last real chunk silenced
+    changed, _ = stream_logits(model, quiet, tokens, 3000, mode=mode, k=20, phi=0.0)
+    assert (changed[-1] - streamed[-1]).abs().max().item() > 1e-3
+    assert s.words and max(w.time_ms for w in s.words) <= len(wave) / 16.0
+    assert s.words[-1].time_ms == len(wave) / 16.0
 
 
 @pytest.mark.parametrize("mode", ["group", "interleaved"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -24,9 +25,11 @@ from .sysdeps import needs
 from .test_encoder import stream_all
 
 
-def whisper(path, chunk_ms=320, context_ms=200, positions="window"):
+def whisper(path, chunk_ms=320, context_ms=200, positions="window", lookahead=0, silence_ms=0):
     return build_encoder(EncoderConfig(kind="whisper", hf_name_or_path=str(path), chunk_ms=chunk_ms,
-                                       hf_left_context_ms=context_ms, whisper_positions=positions)).eval()
+                                       hf_left_context_ms=context_ms, whisper_positions=positions,
+                                       whisper_lookahead_chunks=lookahead,
+                                       whisper_trailing_silence_ms=silence_ms)).eval()
 
 
 def reference(enc, wave: torch.Tensor) -> torch.Tensor:
@@ -34,22 +37,33 @@ def reference(enc, wave: torch.Tensor) -> torch.Tensor:
     over all mel frames of the stream up to the chunk's end, silence before it; the window is the last C + F conv
     frames of the stream, fewer where the stream is shorter (the last frame saw the padding in place of the next
     mel frame); positions 0, 1, ... in the window ('window'), or each frame's index in the stream, all shifted down
-    by however far the chunk's end is past the last position ('stream'); the layers; the chunk's F outputs."""
+    by however far the chunk's end is past the last position ('stream'); the layers; the chunk's F outputs.
+    Look-ahead L: the window of chunk c is the last C + (L + 1) F frames up to chunk c's end and the F outputs kept
+    are chunk c - L's (zeros for c < L). Trailing silence S: 2 S + 2 floor-value mel frames follow the real ones
+    before the convolutions, and the window takes S conv frames more (the real frame before them saw silence)."""
     m, C, Fc, M = enc.model, enc.context_frames, enc.frames_per_chunk, enc.mel_frames
+    L, S = enc.cfg.whisper_lookahead_chunks, enc.cfg.whisper_trailing_silence_ms // 20
     pre = 8  # mel frames of silence before the stream: more than the convolutions reach
     mel = enc.logmel(F.pad(wave, (pre * enc.logmel.hop + enc.logmel.context, 0))).transpose(1, 2)
+    silence = torch.full((1, mel.shape[1], 2 * S + 2 if S else 0), enc.logmel.silence)
     outs = []
     for c in range(wave.shape[1] // enc.chunk_samples):
-        conv = F.gelu(m.conv2(F.gelu(m.conv1(mel[:, :, : pre + (c + 1) * M])))).transpose(1, 2)[:, pre // 2 :]
-        h = conv[:, -(C + Fc) :]
+        if c < L:
+            outs.append(torch.zeros(1, Fc, m.config.d_model))
+            continue
+        x = torch.cat([mel[:, :, : pre + (c + 1) * M], silence], 2)
+        end = (c + 1) * Fc  # frames of the stream up to the chunk's end
+        conv = F.gelu(m.conv2(F.gelu(m.conv1(x)))).transpose(1, 2)[:, pre // 2 : pre // 2 + end + S]
+        h = conv[:, -(C + (L + 1) * Fc + S) :]
+        first = end + S - h.shape[1]  # the window's first frame in the stream
         start = 0
         if enc.cfg.whisper_positions == "stream":
-            end = (c + 1) * Fc  # frames of the stream up to the chunk's end
-            start = end - h.shape[1] - max(0, end - m.config.max_source_positions)
+            start = first - max(0, end + S - m.config.max_source_positions)
         h = h + m.embed_positions.weight[start : start + h.shape[1]]
         for layer in m.layers:
             h = layer(h, None)
-        outs.append(m.layer_norm(h)[:, -Fc:])
+        out = (c - L) * Fc - first  # chunk c - L's first frame in the window
+        outs.append(m.layer_norm(h)[:, out : out + Fc])
     return torch.cat(outs, 1)
 
 
@@ -110,25 +124,85 @@ def test_chunk_windows_and_positions_follow_the_rule(tiny_whisper_dir, short_whi
     assert (longer - want).abs().max().item() > (0.05 if positions == "window" else 1e-3) or context_ms == 0
 
 
-@pytest.mark.parametrize("context_ms,positions", [(0, "window"), (20, "window"), (200, "window"), (960, "window"),
-                                                  (0, "stream"), (200, "stream")])
+@pytest.mark.parametrize("positions", ["window", "stream"])
+@pytest.mark.parametrize("chunk_ms,context_ms,lookahead,silence_ms",
+                         [(160, 0, 1, 0), (320, 200, 1, 0), (160, 0, 0, 80), (320, 200, 0, 640), (160, 200, 1, 80),
+                          (160, 0, 2, 20)])
+def test_lookahead_and_trailing_silence_windows_follow_the_rule(tiny_whisper_dir, short_whisper_dir, chunk_ms,
+                                                                context_ms, lookahead, silence_ms, positions):
+    """With look-ahead and / or trailing silence the training forward still computes exactly :func:`reference`
+    ('stream' on the 40-position Whisper where the window fits it, so that it slides past the last position). A
+    lag one chunk off, or silence frames convolved from the zero padding instead of floor-value mel frames, is far
+    outside the tolerance (measured below)."""
+    enc = whisper(tiny_whisper_dir, chunk_ms, context_ms, positions, lookahead, silence_ms)
+    if positions == "stream" and enc.window_frames <= 40:
+        enc = whisper(short_whisper_dir, chunk_ms, context_ms, positions, lookahead, silence_ms)
+    Fc = chunk_ms // 20
+    assert enc.window_frames == context_ms // 20 + (lookahead + 1) * Fc + silence_ms // 20
+    assert enc.lookahead_chunks == lookahead
+    wave = torch.from_numpy(noise_audio(5 * chunk_ms / 1000, seed=1))[None]
+    with torch.no_grad():
+        got, want = enc(wave), reference(enc, wave)
+        assert got.shape == want.shape == (1, 5 * Fc, 32)
+        assert (got - want).abs().max().item() <= 1e-5
+        if lookahead:  # chunk c - L + 1's frames (one chunk of lag too few) instead of chunk c - L's
+            enc.cfg = replace(enc.cfg, whisper_lookahead_chunks=lookahead - 1)
+            early = reference(enc, wave)
+            enc.cfg = replace(enc.cfg, whisper_lookahead_chunks=lookahead)
+            assert (early[:, Fc:] - want[:, Fc:]).abs().max().item() > 0.05
+        if silence_ms:  # the silence frames from zero-valued mel frames (the convolution's padding)
+            saved = type(enc.logmel).silence
+            type(enc.logmel).silence = property(lambda self: 0.0)
+            try:
+                padded = enc(wave)
+            finally:
+                type(enc.logmel).silence = saved
+            assert (padded - want).abs().max().item() > 1e-3
+
+
+def test_lookahead_and_silence_must_fit_whisper_s_positions(short_whisper_dir, tiny_whisper_dir):
+    """The window of C + (L + 1) F + S frames must fit Whisper's positions, silence a multiple of 20 ms, neither
+    negative, and only encoder kind 'whisper' takes them: one-line ValueErrors."""
+    with pytest.raises(ValueError, match="exceeds Whisper's 40 positions"):
+        whisper(short_whisper_dir, 320, 0, "stream", 1, 200)  # 16 + 16 + 10 = 42 frames
+    assert whisper(short_whisper_dir, 320, 0, "stream", 1, 160).window_frames == 40
+    with pytest.raises(ValueError, match="multiple of 20"):
+        whisper(tiny_whisper_dir, 320, 0, "window", 0, 30)
+    with pytest.raises(ValueError, match=">= 0"):
+        whisper(tiny_whisper_dir, 320, 0, "window", -1, 0)
+    with pytest.raises(ValueError, match="kind 'whisper' only"):
+        build_encoder(EncoderConfig(whisper_lookahead_chunks=1))
+
+
+@pytest.mark.parametrize("context_ms,positions,lookahead,silence_ms",
+                         [(0, "window", 0, 0), (20, "window", 0, 0), (200, "window", 0, 0), (960, "window", 0, 0),
+                          (0, "stream", 0, 0), (200, "stream", 0, 0), (0, "window", 1, 0), (200, "window", 1, 0),
+                          (200, "stream", 0, 100), (200, "window", 1, 640), (960, "stream", 1, 640)])
 def test_streaming_equals_the_training_forward_and_chunks_are_final(tiny_whisper_dir, short_whisper_dir, context_ms,
-                                                                     positions):
-    enc = whisper(short_whisper_dir if positions == "stream" else tiny_whisper_dir, 320, context_ms, positions)
+                                                                     positions, lookahead, silence_ms):
+    """Chunk by chunk == the training forward; output chunk j depends on audio chunks up to j only (with look-ahead
+    L it holds audio chunk j - L: output chunks before L are zeros, and output chunk j + 1 hears audio chunk j + 1
+    as right context)."""
+    short = positions == "stream" and not lookahead
+    enc = whisper(short_whisper_dir if short else tiny_whisper_dir, 320, context_ms, positions, lookahead, silence_ms)
     wave = torch.from_numpy(noise_audio(1.6, seed=2))[None]
+    L = lookahead
     with torch.no_grad():
         full = enc(wave)
         streamed = stream_all(enc, wave, [1, 2, 1, 1])
         assert (streamed - full).abs().max().item() <= 1e-5
+        assert torch.equal(full[:, : L * 16], torch.zeros_like(full[:, : L * 16])) and full[:, L * 16 :].abs().min() > 0
         later = wave.clone()
         later[:, 3 * 5120 :] = 0.3  # later audio never changes an earlier chunk's output
         assert torch.equal(enc(later)[:, : 3 * 16], full[:, : 3 * 16])
+        if L:  # ... but the chunk before it hears it as look-ahead
+            assert (enc(later)[:, 48:64] - full[:, 48:64]).abs().max().item() > 1e-3
         earlier = wave.clone()
         earlier[:, :5120] = 0.0  # chunk 1 hears chunk 0 through its context (and chunk 0's last conv frame) ...
-        moved = (enc(earlier)[:, 16:32] - full[:, 16:32]).abs().max().item()
+        moved = (enc(earlier)[:, 16 * (L + 1) : 16 * (L + 2)] - full[:, 16 * (L + 1) : 16 * (L + 2)]).abs().max().item()
         assert moved > 1e-3
         if context_ms >= 640:  # ... and chunk 3 through a context of more than two chunks only
-            assert (enc(earlier)[:, 48:64] - full[:, 48:64]).abs().max().item() > 1e-3
+            assert (enc(earlier)[:, 16 * (L + 3) : 16 * (L + 4)] - full[:, 16 * (L + 3) : 16 * (L + 4)]).abs().max().item() > 1e-3
 
 
 def test_streams_stack_for_batched_calls(tiny_whisper_dir):

@@ -42,6 +42,9 @@ class Mutant:
 CORE = ("tests/test_groups.py", "tests/test_positions.py", "tests/test_streaming.py")
 WHISPER = ("tests/test_whisper.py::test_chunk_windows_and_positions_follow_the_rule",
            "tests/test_whisper.py::test_streaming_equals_the_training_forward_and_chunks_are_final")
+WHISPER_AHEAD = ("tests/test_whisper.py::test_lookahead_and_trailing_silence_windows_follow_the_rule",
+                 "tests/test_whisper.py::test_streaming_equals_the_training_forward_and_chunks_are_final",
+                 "tests/test_streaming.py::test_whisper_lookahead_reads_one_chunk_of_silence_after_the_audio_and_hears_the_last_chunk")
 
 MUTANTS = (
     Mutant("floor-positions", "every position is floored before RoPE (a silently integer φ)",
@@ -106,7 +109,31 @@ MUTANTS = (
            "(end - self.model.config.max_source_positions).clamp(min=0)",
            "(end - 1 - self.model.config.max_source_positions).clamp(min=0)", WHISPER),
     Mutant("whisper-context-1", "Whisper encoder: a stream carries one frame of left context too few",
-           "asr_stream/encoder/whisper.py", "keep = max(C - 1, 0)", "keep = max(C - 2, 0)", WHISPER),
+           "asr_stream/encoder/whisper.py", "keep = max(P - 1, 0)", "keep = max(P - 2, 0)", WHISPER),
+    Mutant("whisper-lag-1", "Whisper encoder, look-ahead: the step that receives chunk c emits chunk c - L + 1's "
+           "frames (one chunk of lag too few)", "asr_stream/encoder/whisper.py",
+           "out = self.model.layer_norm(hidden)[:, C : C + Fc]",
+           "out = self.model.layer_norm(hidden)[:, C + Fc * min(L, 1) : C + Fc * min(L, 1) + Fc]", WHISPER_AHEAD),
+    Mutant("whisper-silence-zero-pad", "Whisper encoder, trailing silence: its frames convolved from zero-valued mel "
+           "frames (the convolution's padding) instead of floor-value (silent) ones", "asr_stream/encoder/whisper.py",
+           "(B * n, last.shape[1], 2 * S + 2), self.logmel.silence)", "(B * n, last.shape[1], 2 * S + 2), 0.0)",
+           WHISPER_AHEAD),
+    Mutant("whisper-silence-positions", "Whisper encoder, stream positions with trailing silence: the silence frames "
+           "take the positions before the window's end instead of continuing past it", "asr_stream/encoder/whisper.py",
+           "end = (chunk + 1) * self.frames_per_chunk + self.silence_frames",
+           "end = (chunk + 1) * self.frames_per_chunk", WHISPER_AHEAD),
+    Mutant("lookahead-not-padded", "an utterance is not padded with the encoder's look-ahead chunks (its last chunk "
+           "never comes out of the encoder)", "asr_stream/model.py",
+           "return max(1, math.ceil(num_samples / self.chunk_samples)) + self.encoder.lookahead_chunks",
+           "return max(1, math.ceil(num_samples / self.chunk_samples))", WHISPER_AHEAD),
+    Mutant("lookahead-finish-no-silence", "the streaming session's finish() reads the zero-padded tail only, not the "
+           "look-ahead chunks of zeros that training pads with", "asr_stream/streaming/session.py",
+           "if s.closing and s.chunks_read < self.model.num_chunks(s.samples_in):",
+           "if s.closing and (s.buffer.size or s.chunks_read == 0):", WHISPER_AHEAD),
+    Mutant("lookahead-ctc-end-unshifted", "a restart's word end from the CTC tokens of a look-ahead encoder is taken "
+           "at the frame index, one chunk after the audio it holds", "asr_stream/streaming/session.py",
+           "end -= self.model.encoder.lookahead_chunks * self.model.chunk_samples", "end -= 0",
+           ("tests/test_restart.py::test_a_lookahead_encoder_s_ctc_word_ends_are_moved_back_by_its_lag",)),
     Mutant("load-ignores-encoder-dir", "SpeechLLM.load builds a Whisper encoder from hf_name_or_path, not from the "
            "model directory's encoder/ (a saved model needs the folder it was trained from)",
            "asr_stream/model.py", 'if cfg.encoder.kind == "whisper" and arch.is_dir():', "if False:",

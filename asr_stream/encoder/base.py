@@ -41,6 +41,10 @@ class ChunkEncoder(nn.Module):
     chunk_samples: int
     frames_per_chunk: int
     dim: int
+    lookahead_chunks: int = 0
+    """Chunks by which the output lags the input: ``stream`` of audio chunk c returns output chunk c, which holds
+    audio chunk c - lookahead_chunks (zeros for c < lookahead_chunks). An utterance needs this many chunks of
+    silence after its audio for all of it to come out (``SpeechLLM.num_chunks`` counts them)."""
     threads: Optional[int] = None
     """CPU threads for one streaming call (None: torch's current setting). ``asr-stream serve --threads`` sets it:
     the encoder's batched call is the one large computation of a tick, the decoder's steps are small."""

@@ -19,6 +19,9 @@ def build_encoder(cfg: EncoderConfig, architecture: str | Path | None = None) ->
     ``cfg.hf_name_or_path`` is not read then."""
     if architecture is not None and cfg.kind != "whisper":
         raise ValueError(f"an encoder architecture folder ({architecture}) is for encoder kind 'whisper', not {cfg.kind!r}")
+    if cfg.kind != "whisper" and (cfg.whisper_lookahead_chunks or cfg.whisper_trailing_silence_ms):
+        raise ValueError(f"whisper_lookahead_chunks / whisper_trailing_silence_ms apply to encoder kind 'whisper' only, "
+                         f"not {cfg.kind!r}")
     if cfg.kind == "chunk_transformer":
         from .chunk_transformer import ChunkTransformerEncoder
 

@@ -27,9 +27,20 @@ chunk's frames depend only on its audio and the audio before it (docs/design.md,
   and the chunk's F outputs are kept. Training (:meth:`forward`) computes exactly this for every chunk (the same
   code, as one batch of windows of C + F slots, the slots before a stream masked), so streaming equals the
   training forward.
+- **Look-ahead and trailing silence** (both off by default). ``whisper_lookahead_chunks`` L: the step that receives
+  chunk c runs on the window [C context frames | chunks c - L .. c] and emits chunk c - L's F frames (the window's
+  slots C .. C + F - 1), so they are computed with L chunks of audio to their right and the output lags the audio
+  by L chunks: output chunks 0 .. L - 1 are zeros (there is no audio before the stream), and an utterance is read
+  with L chunks of zeros after it (``lookahead_chunks``; ``SpeechLLM.num_chunks``). ``whisper_trailing_silence_ms``
+  (S = ms / 20 frames): every window ends in S frames of digital silence after its last real frame, convolved from
+  floor-value mel frames, so the last real (provisional) frame sees a silence mel frame to its right instead of
+  the zero padding; their positions continue past the last real frame's (the window of C + (L + 1) F + S frames
+  must fit Whisper's positions; with 'stream' positions the window slides so that its last silence frame takes
+  the last one). A linear probe of tiny.en's frames: 960 ms context 5.00 nats/token, + 320 ms look-ahead + 640 ms
+  silence 3.75, Whisper's own pass 3.33 (benchmarks/whisper_probe.py, docs/design.md).
 
 Cost per chunk: the transformer over C + F frames ((C + F) / F times its work per frame of one pass; 4.0 at 960 /
-320 ms), the convolutions over the chunk's frames plus one (the provisional frame), the log-mel over its samples.
+320 ms; C + (L + 1) F + S frames with look-ahead and silence: 6.0 at 960 / 320 ms, L = 1, 640 ms), the convolutions over the chunk's frames plus one (the provisional frame), the log-mel over its samples.
 The transformer's work on the context cannot be reused: attention inside the window is bidirectional and each
 frame's position changes with every window. Whisper tiny.en on one CPU thread: 10 ms per 320 ms chunk without
 context, 19 ms with 960 ms, 47 ms with 3.84 s (``benchmarks/whisper_encoder.py``, benchmarks/RESULTS.md).
@@ -98,7 +109,7 @@ class WhisperStreamState:
 
     tail: torch.Tensor  # (B, 240) last samples: the first mel frame of the next chunk starts in them
     mel: torch.Tensor  # (B, CONV_PAST, n_mels) last mel frames: the next chunk's first conv outputs need them
-    ctx: torch.Tensor  # (B, max(C - 1, 0), d) exact conv outputs of the left context before the last chunk's end
+    ctx: torch.Tensor  # (B, max(C + L F - 1, 0), d) exact conv outputs of the window before the last chunk's end
     chunks: torch.Tensor  # (B,) chunks encoded (a tensor, so states of streams at different points stack)
 
 
@@ -210,14 +221,20 @@ class WhisperChunkEncoder(ChunkEncoder):
         if samples % (2 * self.logmel.hop):
             raise ValueError(f"chunk_ms={chunk_ms} must be a multiple of 20 ms (one Whisper encoder frame)")
         context = self.cfg.hf_left_context_ms // 20
+        L, S = self.cfg.whisper_lookahead_chunks, self.cfg.whisper_trailing_silence_ms
+        if L < 0 or S < 0 or S % 20:
+            raise ValueError(f"whisper_lookahead_chunks ({L}) must be >= 0 and whisper_trailing_silence_ms ({S}) a "
+                             f"multiple of 20 ms >= 0")
         limit = self.model.config.max_source_positions
-        if context + samples // (2 * self.logmel.hop) > limit:
-            raise ValueError(f"a window of {self.cfg.hf_left_context_ms} ms context + {chunk_ms} ms chunk exceeds "
-                             f"Whisper's {limit} positions ({limit * 20} ms)")
+        if context + (L + 1) * samples // (2 * self.logmel.hop) + S // 20 > limit:
+            raise ValueError(f"a window of {self.cfg.hf_left_context_ms} ms context + {L + 1} x {chunk_ms} ms chunks "
+                             f"+ {S} ms silence exceeds Whisper's {limit} positions ({limit * 20} ms)")
         self.chunk_samples = samples
         self.mel_frames = samples // self.logmel.hop
         self.frames_per_chunk = self.mel_frames // 2
         self.context_frames = context
+        self.lookahead_chunks = L
+        self.silence_frames = S // 20
 
     def save_architecture(self, folder: str | Path) -> None:
         """Write what :func:`build_whisper_encoder` reads (``config.json``, ``preprocessor_config.json``) and the
@@ -231,50 +248,48 @@ class WhisperChunkEncoder(ChunkEncoder):
 
     @property
     def window_frames(self) -> int:
-        """Frames the transformer runs on per chunk: context + the chunk's own."""
-        return self.context_frames + self.frames_per_chunk
+        """Frames the transformer runs on per chunk: context + the look-ahead chunks' and the chunk's own + silence."""
+        return self.context_frames + (self.lookahead_chunks + 1) * self.frames_per_chunk + self.silence_frames
 
     # -- the convolutions, once per frame ---------------------------------------------------------
     def _conv_front(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """mel (B, CONV_PAST + n*M, n_mels) -> (exact frames (B, n*F, d), provisional last frames (B, n, d)).
+        """mel (B, CONV_PAST + n*M, n_mels) -> (exact frames (B, n*F, d), window ends (B, n, 1 + S, d)).
 
-        The exact frames are output frames -1 .. n*F - 2 (0 = the first of these chunks). The provisional frame of
-        chunk c is its last frame, c*F + F - 1, computed with the convolution's zero padding in place of the mel
-        frame after the chunk; for the last chunk that is the only value there is yet.
+        The exact frames are output frames -1 .. n*F - 2 (0 = the first of these chunks). Chunk c's window end is
+        its provisional last frame, c*F + F - 1, then S silence frames: the stock convolutions on the chunk's last
+        4 mel frames followed by 2 S + 2 floor-value mel frames (S > 0), or by the convolution's zero padding
+        (S = 0: what Whisper's window end sees). For the last chunk the provisional frame is the only value yet.
         """
         conv1, conv2 = self.model.conv1, self.model.conv2
-        M = self.mel_frames
+        M, S = self.mel_frames, self.silence_frames
         x = mel.transpose(1, 2)  # (B, n_mels, P + n*M)
         c1 = F.gelu(F.conv1d(F.pad(x, (0, 1)), conv1.weight, conv1.bias))  # centred on mel -3 .. n*M - 1
         out = F.gelu(F.conv1d(c1, conv2.weight, conv2.bias, stride=2))  # frames -1 .. n*F - 1
-        # each chunk's last conv1 frame without the mel frame after it (the right zero padding)
-        prev, last = x[:, :, CONV_PAST + M - 2 :: M], x[:, :, CONV_PAST + M - 1 :: M]  # (B, n_mels, n)
-        w1 = conv1.weight
-        c1_end = F.gelu(torch.einsum("om,bmn->bon", w1[:, :, 0], prev) + torch.einsum("om,bmn->bon", w1[:, :, 1], last)
-                        + conv1.bias[:, None])
-        i = 3 + M - 3  # index in c1 of each chunk's mel frame M - 3 (the first conv1 input of its last frame)
-        a, b = c1[:, :, i :: M][..., : c1_end.shape[2]], c1[:, :, i + 1 :: M][..., : c1_end.shape[2]]
-        w2 = conv2.weight
-        prov = F.gelu(torch.einsum("oc,bcn->bon", w2[:, :, 0], a) + torch.einsum("oc,bcn->bon", w2[:, :, 1], b)
-                      + torch.einsum("oc,bcn->bon", w2[:, :, 2], c1_end) + conv2.bias[:, None])
-        return out[:, :, :-1].transpose(1, 2), prov.transpose(1, 2)
+        last = x[:, :, CONV_PAST + M - 4 :].unfold(2, 4, M)  # (B, n_mels, n, 4): each chunk's last 4 mel frames
+        B, n = last.shape[0], last.shape[2]
+        last = last.permute(0, 2, 1, 3).flatten(0, 1)  # (B*n, n_mels, 4)
+        if S:
+            last = torch.cat([last, last.new_full((B * n, last.shape[1], 2 * S + 2), self.logmel.silence)], dim=2)
+        e1 = F.gelu(F.conv1d(last, conv1.weight, conv1.bias, padding=1))
+        ends = F.gelu(F.conv1d(e1, conv2.weight, conv2.bias, stride=2, padding=1))[:, :, 1 : S + 2]  # (B*n, d, 1 + S)
+        return out[:, :, :-1].transpose(1, 2), ends.transpose(1, 2).reshape(B, n, S + 1, -1)
 
     def _encode(self, wave: torch.Tensor, state: WhisperStreamState) -> tuple[torch.Tensor, WhisperStreamState]:
         """n chunks of every row after ``state`` -> ((B, n*F, d), the state after them). Training and streaming."""
         n = self._check_chunks(wave)
-        B, Fc, C = wave.shape[0], self.frames_per_chunk, self.context_frames
-        W = C + Fc
+        B, Fc, C, L = wave.shape[0], self.frames_per_chunk, self.context_frames, self.lookahead_chunks
+        P, W = C + L * Fc, self.window_frames  # P: window frames before the arriving chunk's; W: P + F + S
         samples = torch.cat([state.tail, wave], dim=1)
         mel = torch.cat([state.mel.to(torch.float32), self.logmel(samples)], dim=1)  # (B, P + n*M, n_mels)
-        exact, prov = self._conv_front(mel)
-        frames = torch.cat([state.ctx.to(exact.dtype), exact], dim=1)  # frames -C .. n*F - 2 (C >= 1); -1 .. (C = 0)
-        if C == 0:
+        exact, ends = self._conv_front(mel)
+        frames = torch.cat([state.ctx.to(exact.dtype), exact], dim=1)  # frames -P .. n*F - 2 (P >= 1); -1 .. (P = 0)
+        if P == 0:
             frames = frames[:, 1:]
-        windows = frames.unfold(1, W - 1, Fc).transpose(2, 3)  # (B, n, C + F - 1, d): up to each chunk's end
-        windows = torch.cat([windows, prov[:, :, None].to(windows.dtype)], dim=2).flatten(0, 1)  # (B*n, C + F, d)
+        windows = frames.unfold(1, P + Fc - 1, Fc).transpose(2, 3)  # (B, n, P + F - 1, d): up to each chunk's end
+        windows = torch.cat([windows, ends.to(windows.dtype)], dim=2).flatten(0, 1)  # (B*n, W, d)
         # a window starts with the stream at the latest: its slots before the stream's first frame are left out
         chunk = state.chunks[:, None] + torch.arange(n, device=wave.device)  # (B, n) index of each chunk in its stream
-        before = (C - chunk * Fc).clamp(min=0).flatten()  # (B*n,) slots before the stream
+        before = (P - chunk * Fc).clamp(min=0).flatten()  # (B*n,) slots before the stream
         hidden = windows + self.model.embed_positions.weight[self._positions(chunk.flatten(), before)].to(windows.dtype)
         mask = None
         if int(before.max()) > 0:
@@ -284,21 +299,24 @@ class WhisperChunkEncoder(ChunkEncoder):
         hidden = F.dropout(hidden, p=self.model.dropout, training=self.training)
         for layer in self.model.layers:
             hidden = layer(hidden, mask)
-        out = self.model.layer_norm(hidden)[:, -Fc:].reshape(B, n * Fc, self.dim)
-        keep = max(C - 1, 0)
+        out = self.model.layer_norm(hidden)[:, C : C + Fc]  # chunk c - L's frames
+        if L:  # output chunks before the stream's first: zeros
+            out = torch.where((chunk.flatten() >= L)[:, None, None], out, torch.zeros_like(out))
+        out = out.reshape(B, n * Fc, self.dim)
+        keep = max(P - 1, 0)
         new = WhisperStreamState(tail=samples[:, -self.logmel.context :], mel=mel[:, -CONV_PAST:],
                                  ctx=frames[:, frames.shape[1] - keep :] if keep else frames[:, :0], chunks=state.chunks + n)
         return out, new
 
     def _positions(self, chunk: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-        """Position ids (M, C + F) of the window slots of chunks ``chunk`` (M,) with ``before`` (M,) slots before the
+        """Position ids (M, W) of the window slots of chunks ``chunk`` (M,) with ``before`` (M,) slots before the
         stream. ``whisper_positions`` 'window': each frame's place in its window, 0, 1, ... from the window's first
         frame; 'stream': its place in the stream (frame index), less however far the window's end reaches past
         Whisper's last position. Slots before the stream: 0 (masked)."""
         slot = torch.arange(self.window_frames, device=chunk.device)
         if self.cfg.whisper_positions == "window":
             return (slot - before[:, None]).clamp(min=0)
-        end = (chunk + 1) * self.frames_per_chunk  # the stream frame after each window's last
+        end = (chunk + 1) * self.frames_per_chunk + self.silence_frames  # the stream frame after each window's last
         first = end - self.window_frames - (end - self.model.config.max_source_positions).clamp(min=0)
         return (first[:, None] + slot).clamp(min=0)
 
@@ -312,7 +330,8 @@ class WhisperChunkEncoder(ChunkEncoder):
         p = self.model.layer_norm.weight
         silence = torch.full((batch, CONV_PAST, self.logmel.n_mels), self.logmel.silence, device=p.device)
         return WhisperStreamState(tail=torch.zeros(batch, self.logmel.context, device=p.device, dtype=p.dtype), mel=silence,
-                                  ctx=p.new_zeros(batch, max(self.context_frames - 1, 0), self.dim),
+                                  ctx=p.new_zeros(batch, max(self.window_frames - self.frames_per_chunk
+                                                              - self.silence_frames - 1, 0), self.dim),
                                   chunks=torch.zeros(batch, dtype=torch.long, device=p.device))
 
     def stream(self, wave: torch.Tensor, state: WhisperStreamState) -> tuple[torch.Tensor, WhisperStreamState]:

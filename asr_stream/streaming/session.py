@@ -166,7 +166,9 @@ class StreamingSession:
         if s.ctc_ids:
             end = word_end(s.texts, s.ctc_ids, self.codec.pad_id, self._ctc_text,
                            self.model.chunk_samples // self.model.encoder.frames_per_chunk)
-            if end:  # (0: the alignment puts the end before the first frame; a word was written, so not so)
+            if end:  # CTC frames lag the audio by the encoder's look-ahead
+                end -= self.model.encoder.lookahead_chunks * self.model.chunk_samples
+            if end and end > 0:  # (<= 0: the alignment puts the end before the first frame; a word was written, so not so)
                 return min(end, read)
         return read
 
@@ -199,7 +201,8 @@ class StreamingSession:
         return self.words[n0:]
 
     def finish(self) -> list[Word]:
-        """End of audio: zero-pad the last partial chunk, then write until EOS or the length guard."""
+        """End of audio: zero-pad the last partial chunk, read the encoder's look-ahead chunks of zeros after it
+        (``SpeechLLM.num_chunks``: as training pads), then write until EOS or the length guard."""
         n0 = len(self.words)
         self.state.closing = True
         with torch.inference_mode():
@@ -282,7 +285,7 @@ class StreamingSession:
         if s.buffer.shape[0] >= cs:
             chunk, s.buffer = s.buffer[:cs], s.buffer[cs:]
             return chunk
-        if s.closing and (s.buffer.size or s.chunks_read == 0):
+        if s.closing and s.chunks_read < self.model.num_chunks(s.samples_in):  # the tail, then look-ahead zeros
             tail, s.buffer = _zero_padded(s.buffer, cs), np.zeros(0, np.float32)
             return tail
         return None
@@ -296,7 +299,7 @@ class StreamingSession:
         cs, j = self.model.chunk_samples, len(s.encoded)
         if s.buffer.shape[0] >= (j + 1) * cs:
             return s.buffer[j * cs : (j + 1) * cs]
-        if s.closing and (s.buffer.shape[0] > j * cs or s.chunks_read + j == 0):
+        if s.closing and s.chunks_read + j < self.model.num_chunks(s.samples_in):
             return _zero_padded(s.buffer[j * cs :], cs)
         return None
 
