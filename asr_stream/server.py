@@ -104,62 +104,6 @@ class ServerConfig:
             raise ValueError("max_frame_bytes must be >= 1024 and send_queue >= 1")
 
 
-# ----------------------------------------------------------------------------------------------- engines
-
-
-class PerClientStreams:
-    """One :class:`SegmentedSession` per slot, with the :class:`SegmentedStreams` API the server uses (the baseline:
-    every stream runs its own decoder calls, one stream after the other)."""
-
-    def __init__(self, model, n: int, cfg, endpoint, on_segment: Optional[Callable] = None) -> None:
-        self.model, self.n, self.cfg, self.endpoint, self.on_segment = model, n, cfg, endpoint, on_segment
-        self.sessions: list = [None] * n
-        self.inbox: list[list[np.ndarray]] = [[] for _ in range(n)]
-        self.ending = [False] * n
-        self.new: list[list] = [[] for _ in range(n)]
-
-    def reset(self, i: int, k: Optional[int] = None) -> None:
-        from .streaming import StreamingSession
-        from .streaming.defaults import with_k
-        from .streaming.segment import SegmentedSession
-
-        cb = (lambda seg, i=i: self.on_segment(i, seg)) if self.on_segment else None
-        cfg = with_k(self.cfg, k) if k is not None else self.cfg
-        self.sessions[i] = SegmentedSession(StreamingSession(self.model, cfg), self.endpoint, cb)
-        self.inbox[i], self.ending[i], self.new[i] = [], False, []
-
-    def release(self, i: int) -> None:
-        self.sessions[i] = None
-        self.inbox[i], self.ending[i], self.new[i] = [], False, []
-
-    def feed(self, i: int, samples: np.ndarray) -> None:
-        self.inbox[i].append(samples)
-
-    def end(self, i: int) -> None:
-        self.ending[i] = True
-
-    def drain(self) -> None:
-        for i, s in enumerate(self.sessions):
-            if s is None or s.finished:
-                continue
-            if self.inbox[i]:
-                x = np.concatenate(self.inbox[i])
-                self.inbox[i] = []
-                self.new[i] += s.push(x)
-            if self.ending[i]:
-                self.new[i] += s.finish()
-
-    def poll(self, i: int) -> list:
-        new, self.new[i] = self.new[i], []
-        return new
-
-    def segments(self, i: int) -> list:
-        return self.sessions[i].segments
-
-    def done(self, i: int) -> bool:
-        return self.sessions[i] is not None and self.sessions[i].finished
-
-
 # ----------------------------------------------------------------------------------------------- connections
 
 
@@ -224,7 +168,7 @@ class Server:
                  scheduler: Literal["batched", "per-client"] = "batched", model_name: str = "default",
                  clock: Callable[[], float] = time.monotonic) -> None:
         """``clock``: seconds, for the idle rule (tests pass their own)."""
-        from .streaming.segment import SegmentedStreams
+        from .streaming.segment import PerClientStreams, SegmentedStreams
 
         self.model, self.cfg, self.endpoint, self.limits, self.model_name = model, cfg, endpoint, limits, model_name
         self.scheduler, self.clock = scheduler, clock
@@ -452,6 +396,7 @@ class Server:
         limit = int(lim.max_session_s * SAMPLE_RATE)
         error: Optional[str] = None
         rate = AudioRate(lim.min_audio_s, lim.idle_timeout_s, self.clock())
+        discard: Optional[asyncio.Task] = None
         try:
             k = start["k"] if start["k"] is not None else self.cfg.k
             await ws.send(json.dumps({"type": "ready", "session": c.id, "sample_rate": start["sample_rate"], "format": start["format"],
@@ -503,13 +448,16 @@ class Server:
                 sender.cancel()
                 await _error(ws, error)
                 return
+            if c.samples_in >= limit:  # cut at the session limit: what the client still sends is read and dropped, so
+                discard = asyncio.create_task(_discard(ws))  # that its close frame is seen (no 10 s close timeout)
             await sender  # ends after eof (or when the client goes away)
         except Exception:  # noqa: BLE001 - the client vanished (ConnectionClosed) or its socket failed
             pass
         finally:  # eof sent, error, or the client vanished: the engine releases the slot at its next tick
             self._drop(c)
-            if not sender.done():
-                sender.cancel()
+            for t in (sender, discard):
+                if t is not None and not t.done():
+                    t.cancel()
 
     async def _room(self, ws, c: _Conn) -> bool:
         """Back-pressure: wait, without reading ``ws``, until the engine has taken ``c``'s audio down to the backlog
@@ -588,6 +536,15 @@ class Server:
                 engine.cancel()
 
 
+async def _discard(ws) -> None:
+    """Read and drop what ``ws`` sends until it closes."""
+    try:
+        while True:
+            await ws.recv()
+    except Exception:  # noqa: BLE001 - closed
+        pass
+
+
 async def _error(ws, reason: str, code: int = 1008) -> None:
     """Send one ``error`` event and close; the client may already be gone."""
     try:
@@ -597,4 +554,4 @@ async def _error(ws, reason: str, code: int = 1008) -> None:
         pass
 
 
-__all__ = ["PerClientStreams", "ProtocolError", "Server", "ServerConfig", "decode_frame", "parse_start"]
+__all__ = ["ProtocolError", "Server", "ServerConfig", "decode_frame", "parse_start"]

@@ -384,3 +384,49 @@ def test_flooder_beside_live_client_over_sockets(model, cfg):
     check_matches(got_live, alone(model, cfg, live))
     assert max(peak.values()) <= 0.5 * 16000 + 1600
     assert max(n for t in fed for n in t.values()) <= server.share
+
+
+def test_client_says_what_the_server_cut_and_streams_files_from_disk(model, cfg, tmp_path, capsys):
+    """`asr-stream client`: a session cut at the server's --max-session-s is said on stderr and in --json (warnings,
+    complete: false, cut_short) and the exit status is 1, not a shorter transcript with exit 0. Files are read block by
+    block as they are sent: a file whose second block is bad (NaN) still gets the words of its first 10 s, then one
+    error line and exit 1, like transcribe."""
+    import soundfile as sf
+
+    from asr_stream.cli import main
+
+    from .conftest import noise_audio
+
+    w = waves()[1]
+    long = np.concatenate([noise_audio(10.0, seed=11), noise_audio(2.0, seed=12)])
+    long[170_000] = np.nan  # in the file's second 10 s block
+    paths = {"cut": tmp_path / "cut.wav", "nan": tmp_path / "nan.wav"}
+    sf.write(paths["cut"], w, 16000, subtype="FLOAT")
+    sf.write(paths["nan"], long, 16000, subtype="FLOAT")
+    out = tmp_path / "r.json"
+    with running(Server(model, cfg, ENDPOINT, ServerConfig(max_clients=1, max_session_s=2.0))) as url:
+        with pytest.raises(SystemExit) as e:
+            main(["client", str(paths["cut"]), "--url", url, "--json", str(out)])
+    err = capsys.readouterr().err.splitlines()
+    ref = alone(model, cfg, w[:32000])
+    reason = ("session length limit of 2 s of audio reached: the rest is ignored, decoding what was received")
+    assert e.value.code == 1
+    assert err[0] == f"asr-stream: warning: {paths['cut']}: server: {reason}"  # (then the audio's own warnings)
+    assert err[-1] == "asr-stream: 0 of 1 file(s) failed, 1 cut short by the server"
+    r = json.loads(out.read_text())
+    (f,) = r["files"]
+    assert f["text"] == ref.text and f["complete"] is False and f["warnings"][0] == f"server: {reason}"
+    assert r["cut_short"] == [{"file": str(paths["cut"]), "reason": reason}] and r["failed"] == []
+
+    with running(Server(model, cfg, ENDPOINT, ServerConfig(max_clients=1))) as url:
+        with pytest.raises(SystemExit) as e:
+            main(["client", str(paths["nan"]), "--url", url, "--json", str(out)])
+    printed = capsys.readouterr()
+    head = alone(model, cfg, long[:160_000])
+    assert head.words and e.value.code == 1
+    assert printed.out.splitlines()[-1] == f"final: {head.text}"
+    bad = f"{paths['nan']}: audio has NaN/inf samples (at 10.0 s)"
+    assert printed.err.splitlines()[-2:] == [f"asr-stream: error: {bad}", "asr-stream: 1 of 1 file(s) failed"]
+    r = json.loads(out.read_text())
+    assert r["files"][0]["text"] == head.text and r["files"][0]["complete"] is False
+    assert r["failed"] == [{"file": str(paths["nan"]), "error": bad}]
