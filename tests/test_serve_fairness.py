@@ -236,7 +236,8 @@ def test_idle_rule_closes_a_trickle_and_keeps_a_slow_but_real_stream(model, cfg)
     only counted silence). One second of audio every 20 s meets the 1 s per 30 s minimum and is not closed."""
     clock = Clock()
     server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=1, idle_timeout_s=30.0, min_audio_s=1.0), clock=clock)
-    trickle = FakeWS([(0.0, json.dumps({**F32, "format": "int16"}))] + [(20.0, b"\x01\x00")] * 10, clock)
+    trickle = FakeWS([(0.0, json.dumps({**F32, "format": "int16"}))] + [(20.0, b"\x01\x00")] * 10
+                     + [(0.0, json.dumps({"type": "end"}))], clock)
     second = (0.3 * np.ones(16000)).astype("<f4").tobytes()
     steady = FakeWS([(0.0, json.dumps(F32))] + [(20.0, second)] * 6 + [(0.0, json.dumps({"type": "end"}))], clock)
 
@@ -244,10 +245,13 @@ def test_idle_rule_closes_a_trickle_and_keeps_a_slow_but_real_stream(model, cfg)
         server._work = asyncio.Event()
         task = asyncio.create_task(server.handler(ws))
         await settle()
-        while not task.done():  # the steady client: its eof needs the engine
+        for _ in range(200):  # the steady client: its eof needs the engine
+            if task.done():
+                return ws
             await server.tick()
             await settle(50)
-        return ws
+        task.cancel()
+        raise AssertionError(f"the connection is still open after {ws.recvs} reads: {ws.sent}")
 
     trickle = run(scenario(trickle))
     assert trickle.recvs == 3 and [e["type"] for e in trickle.sent] == ["ready", "error"]
@@ -386,20 +390,22 @@ def test_flooder_beside_live_client_over_sockets(model, cfg):
     assert max(n for t in fed for n in t.values()) <= server.share
 
 
-def test_client_says_what_the_server_cut_and_streams_files_from_disk(model, cfg, tmp_path, capsys):
+def test_client_says_what_the_server_cut_and_streams_files_from_disk(model, cfg, tmp_path, capsys, monkeypatch):
     """`asr-stream client`: a session cut at the server's --max-session-s is said on stderr and in --json (warnings,
     complete: false, cut_short) and the exit status is 1, not a shorter transcript with exit 0. Files are read block by
-    block as they are sent: a file whose second block is bad (NaN) still gets the words of its first 10 s, then one
-    error line and exit 1, like transcribe."""
+    block as they are sent (the second 10 s block is read once the first block's 100 frames have gone): a file whose
+    third block is bad (NaN) still gets the words of its first 20 s, then one error line and exit 1, like transcribe."""
     import soundfile as sf
 
+    import asr_stream.client
+    from asr_stream.audio.io import AudioFile
     from asr_stream.cli import main
 
     from .conftest import noise_audio
 
     w = waves()[1]
-    long = np.concatenate([noise_audio(10.0, seed=11), noise_audio(2.0, seed=12)])
-    long[170_000] = np.nan  # in the file's second 10 s block
+    long = np.concatenate([noise_audio(10.0, seed=11), noise_audio(10.0, seed=12), noise_audio(2.0, seed=13)])
+    long[330_000] = np.nan  # in the file's third 10 s block
     paths = {"cut": tmp_path / "cut.wav", "nan": tmp_path / "nan.wav"}
     sf.write(paths["cut"], w, 16000, subtype="FLOAT")
     sf.write(paths["nan"], long, 16000, subtype="FLOAT")
@@ -418,14 +424,33 @@ def test_client_says_what_the_server_cut_and_streams_files_from_disk(model, cfg,
     assert f["text"] == ref.text and f["complete"] is False and f["warnings"][0] == f"server: {reason}"
     assert r["cut_short"] == [{"file": str(paths["cut"]), "reason": reason}] and r["failed"] == []
 
+    sent, read_at = [0], []  # frames handed to the socket; how many had gone when each block was read from disk
+    blocks, send = AudioFile.blocks, asr_stream.client.stream
+
+    def spy_blocks(self):
+        for b in blocks(self):
+            read_at.append(sent[0])
+            yield b
+
+    def spy_stream(url, frames, *a, **kw):
+        def counted():
+            for x in frames:
+                sent[0] += 1
+                yield x
+
+        return send(url, counted(), *a, **kw)
+
+    monkeypatch.setattr(AudioFile, "blocks", spy_blocks)
+    monkeypatch.setattr(asr_stream.client, "stream", spy_stream)
     with running(Server(model, cfg, ENDPOINT, ServerConfig(max_clients=1))) as url:
         with pytest.raises(SystemExit) as e:
             main(["client", str(paths["nan"]), "--url", url, "--json", str(out)])
     printed = capsys.readouterr()
-    head = alone(model, cfg, long[:160_000])
+    assert read_at == [0, 100]  # (frames of the default 100 ms: 10 s per block)
+    head = alone(model, cfg, long[:320_000])
     assert head.words and e.value.code == 1
     assert printed.out.splitlines()[-1] == f"final: {head.text}"
-    bad = f"{paths['nan']}: audio has NaN/inf samples (at 10.0 s)"
+    bad = f"{paths['nan']}: audio has NaN/inf samples (at 20.0 s)"
     assert printed.err.splitlines()[-2:] == [f"asr-stream: error: {bad}", "asr-stream: 1 of 1 file(s) failed"]
     r = json.loads(out.read_text())
     assert r["files"][0]["text"] == head.text and r["files"][0]["complete"] is False
