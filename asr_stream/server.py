@@ -87,7 +87,7 @@ class ServerConfig:
         for name in ("max_session_s", "idle_timeout_s", "start_timeout_s", "min_audio_s", "max_backlog_s"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number > 0, got {v!r}")
         if self.min_audio_s > self.idle_timeout_s:
             raise ValueError(f"--min-audio-s ({self.min_audio_s:g}) must be at most --idle-timeout-s ({self.idle_timeout_s:g})")
         if isinstance(self.max_per_address, bool) or not isinstance(self.max_per_address, int) or self.max_per_address < 0:
@@ -153,8 +153,9 @@ class _Conn:
         del self.arrivals[:j]
 
 
-MAX_QUEUE = 16
-"""Frames the WebSocket library buffers per connection before it stops reading the socket (its default)."""
+MAX_QUEUE = 4
+"""Frames the WebSocket library buffers per connection before it stops reading the socket (a connection under
+back-pressure holds at most this many frames there; the handler reads the queue empty as soon as it reads at all)."""
 
 
 def _word(w, index: int) -> dict:
