@@ -262,6 +262,27 @@ def test_idle_rule_closes_a_trickle_and_keeps_a_slow_but_real_stream(model, cfg)
     assert not [e for e in steady.sent if e["type"] == "error"]
 
 
+def test_after_the_session_limit_the_rest_is_read_and_dropped(model, cfg):
+    """A client that sends 3 s into a 1 s session limit: the server keeps reading what it sends (and drops it), so the
+    client's close frame is seen after eof instead of waiting out the close timeout behind a full queue."""
+    server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=1, max_session_s=1.0))
+    ws = FakeWS([(0.0, json.dumps(F32))] + frames(waves()[1][:48000]))
+
+    async def scenario():
+        server._work = asyncio.Event()
+        task = asyncio.create_task(server.handler(ws))
+        for _ in range(200):
+            await settle(50)
+            if task.done():
+                return
+            await server.tick()
+        task.cancel()
+
+    run(scenario())
+    assert ws.sent[-1]["type"] == "eof" and ws.sent[-1]["audio_ms"] == 1000
+    assert ws.recvs == 1 + 30 + 1  # start, every frame, then the read that sees the close
+
+
 def test_audio_rate_window_slides():
     """The rule on its own: 20 s of audio in the first 20 s, then nothing: closed 30 s after the audio stopped
     (within one bucket of the window, on the keeping side); a connection never read by the server is not idle."""
