@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK  # noqa: E402
 
-from asr_stream.client import blocks_of, stream  # noqa: E402
+from asr_stream.client import ServerError, blocks_of, stream  # noqa: E402
 from asr_stream.fairness import AddressCount, AudioRate, take_share  # noqa: E402
 from asr_stream.server import Server, ServerConfig, _Conn  # noqa: E402
 from asr_stream.streaming.defaults import stream_config_for  # noqa: E402
@@ -344,7 +344,7 @@ def test_idle_trickle_over_a_real_socket(model, cfg):
 
 def test_per_address_cap_refuses_the_ninth(model, cfg):
     """Eight open connections from 127.0.0.1 (the default cap): the ninth gets a busy error naming the limit at once,
-    before any start message; another address is served; once one of the eight leaves, 127.0.0.1 is served again."""
+    before any start message (`asr-stream client` says it as one line); another address is served; once one of the eight leaves, 127.0.0.1 is served again."""
     server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=12))
     assert server.limits.max_per_address == 8
 
@@ -362,6 +362,10 @@ def test_per_address_cap_refuses_the_ninth(model, cfg):
                     refused.append(json.loads(m))
             except ConnectionClosed as e:  # 1013: try again later
                 refused.append(e.rcvd.code)
+        try:  # the project's client says why, one line (the refusal may close before its start message is sent)
+            await stream(url, blocks_of(waves()[2], 100))
+        except ServerError as e:
+            refused.append(str(e))
         async with connect(url, local_addr=("127.0.0.2", 0)) as ws:  # another address (all of 127/8 is loopback)
             await ws.send(json.dumps(F32))
             other = json.loads(await ws.recv())
@@ -376,7 +380,8 @@ def test_per_address_cap_refuses_the_ninth(model, cfg):
     with running(server) as url:
         refused, other, again = run(scenario(url))
     assert refused == [{"type": "error", "fatal": True, "reason": "busy: 8 connections from 127.0.0.1 are open, the most "
-                                                                  "one address may have (--max-per-address)"}, 1013]
+                                                                  "one address may have (--max-per-address)"}, 1013,
+                       "busy: 8 connections from 127.0.0.1 are open, the most one address may have (--max-per-address)"]
     assert other["type"] == "ready"
     check_matches(again, alone(model, cfg, waves()[2]))
 
