@@ -384,8 +384,8 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
           phi: Optional[float] = None, mode: Optional[Literal["group", "interleaved", "batch"]] = None,
           chunk_ms: Optional[int] = None, device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32",
           max_clients: int = 8, max_session_s: float = 3600.0,
-          idle_timeout_s: float = 30.0, max_frame_bytes: int = 1 << 20, send_queue: int = 256,
-          min_silence_ms: float = 300.0, max_segment_s: float = 20.0, vad: Literal["energy", "silero"] = "energy",
+          idle_timeout_s: float = 30.0, min_audio_s: float = 1.0, max_backlog_s: float = 5.0, max_per_address: int = 8,
+          max_frame_bytes: int = 1 << 20, send_queue: int = 256, min_silence_ms: float = 300.0, max_segment_s: float = 20.0, vad: Literal["energy", "silero"] = "energy",
           tick_ms: Optional[float] = None,
           scheduler: Literal["batched", "per-client"] = "batched", policy: Literal["waitk", "ctc", "confidence"] = "waitk",
           policy_args: list[str] = [], threads: int = 1, decoder_threads: int = 1) -> None:  # noqa: B006
@@ -407,7 +407,15 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
             instructions, slower on others; the decoder stays in its own dtype).
         max_clients: concurrent streams; one more gets a busy error.
         max_session_s: seconds of audio per connection; at the limit the rest is ignored, what came is decoded.
-        idle_timeout_s: close a connection that sends nothing for this many seconds.
+        idle_timeout_s: the idle rule's window: a connection that sent less than --min-audio-s of audio in the last
+            this many seconds is closed with an error saying so (send audio continuously, silence included).
+        min_audio_s: least seconds of audio per --idle-timeout-s window (bytes trickled to keep a socket open do not
+            hold a stream's slot).
+        max_backlog_s: seconds of one connection's audio waiting for the engine; above it the server stops reading
+            that connection until the engine catches up (TCP pushes back on the client), so a client sending faster
+            than real time neither delays the others nor grows the server's memory.
+        max_per_address: open connections from one remote address (0: no limit; behind a reverse proxy every client
+            has the proxy's address); one more gets a busy error.
         max_frame_bytes: largest binary frame accepted.
         send_queue: events waiting for one client; a client that reads slower is disconnected.
         min_silence_ms: a pause this long (ms) after speech ends an utterance.
@@ -436,6 +444,7 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
     from .streaming.defaults import stream_config_for
 
     limits = ServerConfig(max_clients=max_clients, max_session_s=max_session_s, idle_timeout_s=idle_timeout_s,
+                          min_audio_s=min_audio_s, max_backlog_s=max_backlog_s, max_per_address=max_per_address,
                           max_frame_bytes=max_frame_bytes, send_queue=send_queue, tick_ms=tick_ms,
                           threads=threads, decoder_threads=decoder_threads)
     if not 0 <= port <= 65535:
@@ -467,6 +476,10 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
            k: Optional[int] = None, json: Optional[str] = None) -> None:
     """Transcribe audio files on a running ``asr-stream serve``: words as they arrive, then the final text per file.
 
+    Each file is read from disk block by block as it is sent. A bad file is one error line and the next file goes on;
+    the server's warnings (a non-fatal ``error`` event, e.g. the session length limit) are printed on stderr and
+    kept in --json's warnings. Exit status 1 when a file failed or the server cut a session short.
+
     Args:
         files: audio files (any format and rate transcribe reads).
         url: the server's WebSocket address.
@@ -478,10 +491,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     import asyncio
     import json as jsonlib
 
-    import numpy as np
-
-    from .audio.io import AudioFile, LevelCheck
-    from .client import ServerError, blocks_of, stream
+    from .audio.io import AudioError, AudioFile, LevelCheck
+    from .client import ServerError, stream
     from .transcript import atomic_write, check_outputs, repetition_warning
 
     if not url.startswith(("ws://", "wss://")):
@@ -489,23 +500,40 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     if block_ms <= 0:
         raise ValueError(f"--block-ms must be > 0, got {block_ms}")
     check_outputs(files, [json] if json is not None else [])
-    results, failed, unsaved = [], [], False
+    results, failed, cut, unsaved = [], [], [], False
+    step = max(1, int(round(block_ms * 16)))
 
     def save() -> None:
         nonlocal unsaved
         if json is not None:
             try:
-                atomic_write(json, jsonlib.dumps({"url": url, "files": results, "failed": failed}, indent=2) + "\n")
+                atomic_write(json, jsonlib.dumps({"url": url, "files": results, "failed": failed, "cut_short": cut},
+                                                 indent=2) + "\n")
                 unsaved = False
             except (OSError, ValueError) as e:  # a full disk: said, naming the file; the next files go on
                 _say_error(str(e))
                 unsaved = True
 
     for f in files:
-        audio = AudioFile(f)  # a bad file fails here, one line; what transcribe reads and warns about, the same way
-        samples = np.concatenate(list(audio.blocks()))
+        try:
+            audio = AudioFile(f)  # what transcribe reads and warns about, the same way
+        except AudioError as e:
+            _say_error(str(e).splitlines()[0])
+            failed.append({"file": str(f), "error": str(e).splitlines()[0]})
+            save()
+            continue
         check = LevelCheck(audio.rate)
-        check.push(samples)
+        bad: list[str] = []  # a bad block halfway (NaN samples, a decoding error): what came before is decoded
+
+        def blocks(audio=audio, check=check, bad=bad):
+            try:
+                for big in audio.blocks():  # ~10 s at a time: memory does not grow with the file
+                    check.push(big)
+                    for i in range(0, big.shape[0], step):
+                        yield big[i : i + step]
+            except AudioError as e:
+                bad.append(str(e).splitlines()[0])
+
         print(f"{f}: ", end="", flush=True)
         got: list[dict] = []  # the events received, kept when Ctrl-C or SIGTERM stops the stream
 
@@ -515,11 +543,12 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
                 print(" ".join(w["text"] for w in ev["words"]), end=" ", flush=True)
 
         try:
-            res = asyncio.run(stream(url, blocks_of(samples, block_ms), 16000, k, block_ms if realtime else None, show))
+            res = asyncio.run(stream(url, blocks(), 16000, k, block_ms if realtime else None, show))
         except ServerError as e:
             print()
-            print(f"asr-stream: error: {f}: {e}", file=sys.stderr)
+            _say_error(f"{f}: {e}")
             failed.append({"file": str(f), "error": str(e)})
+            save()
             continue
         except KeyboardInterrupt:  # keep what the server sent for this file so far
             words = [w for ev in got if ev["type"] == "partial" for w in ev["words"]]
@@ -531,18 +560,25 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
             raise
         print()
         print(f"final: {res.text}", flush=True)
-        warns = audio.warnings + check.warnings()
+        server_said = [f"server: {e['reason']}" for e in res.errors if not e.get("fatal", True)]
+        warns = server_said + audio.warnings + check.warnings()
         repeated = repetition_warning([w["text"] for w in res.words])
         warns += [repeated] if repeated else []
         _warn(f, warns)
         eof = res.events[-1]
         results.append({"file": str(f), "text": res.text, "finals": res.finals, "words": res.words,
                         "audio_ms": eof.get("audio_ms"), "settings": res.events[0], "warnings": warns,
-                        "complete": audio.complete})
+                        "complete": audio.complete and not bad and not server_said})
+        if bad:
+            _say_error(bad[0])
+            failed.append({"file": str(f), "error": bad[0]})
+        elif server_said:
+            cut.append({"file": str(f), "reason": server_said[0][len("server: "):]})
         save()
     save()
-    if failed or unsaved:
-        print(f"asr-stream: {len(failed)} of {len(files)} file(s) failed" + (f"; not written: {json}" if unsaved else ""),
+    if failed or cut or unsaved:
+        print(f"asr-stream: {len(failed)} of {len(files)} file(s) failed"
+              + (f", {len(cut)} cut short by the server" if cut else "") + (f"; not written: {json}" if unsaved else ""),
               file=sys.stderr)
         sys.exit(1)
 
@@ -579,6 +615,8 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> No
             print(" ".join(new), end=" ", flush=True)
             if out is not None:
                 out.add(new)
+        elif ev["type"] == "error" and not ev.get("fatal", True):  # e.g. the session length limit: said at once
+            print(f"\nasr-stream: warning: microphone: server: {ev['reason']}", file=sys.stderr, flush=True)
 
     def on_signal(signum, frame) -> None:
         if stop.is_set():

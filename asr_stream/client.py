@@ -79,8 +79,12 @@ async def stream(url: str, blocks: Iterable[np.ndarray], sample_rate: int = 1600
         start = {"type": "start", "sample_rate": int(sample_rate), "format": "float32"}
         if k is not None:
             start["k"] = int(k)
-        await ws.send(json.dumps(start))
-        ready = json.loads(await ws.recv())
+        try:
+            await ws.send(json.dumps(start))
+            ready = json.loads(await ws.recv())
+        except ConnectionClosed as e:  # refused at once (e.g. --max-per-address): the close says why
+            why = e.rcvd.reason if e.rcvd is not None and e.rcvd.reason else "the server closed the connection"
+            raise ServerError(why) from None
         res.events.append(ready)
         res.arrival.append(time.monotonic())
         if on_event is not None:

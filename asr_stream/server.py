@@ -4,11 +4,17 @@ Architecture (see docs/protocol.md for the wire protocol):
 
 - The network side is the ``websockets`` asyncio server: one coroutine per connection parses the start
   message, checks and converts each binary PCM frame (int16 / float32, any rate -> 16 kHz float32 with one
-  soxr stream per connection) and appends it to that connection's inbox. It never runs the model.
-- ONE engine task runs the model. Each tick it takes every connection's inbox (audio, end, new and gone
-  connections), hands it to :class:`~asr_stream.streaming.segment.SegmentedStreams` (each stream with its own
+  soxr stream per connection) and appends it to that connection's inbox. It never runs the model. When a
+  connection's inbox holds more than ``--max-backlog-s`` of audio it stops reading that connection (back-pressure:
+  the library's bounded queue fills, then TCP pushes back on the client) until the engine has taken enough.
+- ONE engine task runs the model. Each tick it takes every connection's share of its inbox (at most ``share_ms`` of
+  audio per stream: a client that sends faster than real time is decoded a share per tick beside the others, not
+  to the end of its backlog first), ends, new and gone connections, hands them to :class:`~asr_stream.streaming.segment.SegmentedStreams` (each stream with its own
   endpointer: the project's one segmentation mechanism) and runs ONE ``drain()``: batched decoder steps over
-  every stream that has work. The tick runs in a worker thread so the event loop keeps receiving audio.
+  every stream that has work. The tick runs in a worker thread so the event loop keeps receiving audio. A gone
+  connection's waiting audio is dropped at once; the engine never decodes more of it than the tick under way.
+- Slots are held by streams, not sockets: the idle rule wants ``--min-audio-s`` of audio per ``--idle-timeout-s``,
+  and one remote address may hold ``--max-per-address`` connections (:mod:`asr_stream.fairness`).
 - Events go to a bounded send queue per connection, drained by that connection's own sender coroutine: the
   engine never awaits a client's socket, so a slow reader stalls nobody (its queue overflows and it is
   disconnected with an error).
@@ -31,7 +37,9 @@ from typing import Callable, Literal, Optional
 import numpy as np
 import torch
 
-from .audio.io import MAX_INPUT_RATE, MIN_INPUT_RATE, SAMPLE_RATE
+from .audio.io import SAMPLE_RATE
+from .fairness import AddressCount, AudioRate, take_share
+from .protocol import FORMATS, ProtocolError, decode_frame, parse_start  # noqa: F401 - FORMATS: re-exported
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,20 @@ class ServerConfig:
     max_session_s: float = 3600.0
     """Audio per connection, in seconds; at the limit the server stops reading, finishes decoding and closes."""
     idle_timeout_s: float = 30.0
-    """A connection that sends nothing for this long gets an error and is closed."""
+    """The idle rule's window: a connection that sent less than ``min_audio_s`` of audio in the last this many seconds
+    gets an error and is closed (time the server is not reading it, under back-pressure, does not count)."""
+    min_audio_s: float = 1.0
+    """Least audio per ``idle_timeout_s`` window, in seconds (a trickle of bytes does not hold a slot)."""
+    max_backlog_s: float = 5.0
+    """Audio received from one connection and not yet taken by the engine, in seconds. Above it the server stops
+    reading that connection (TCP pushes back on the client) until the engine has taken enough: a client that sends
+    faster than real time waits for its own audio and nobody else's, and its memory stays bounded."""
+    max_per_address: int = 8
+    """Open connections from one remote address (0: no limit); one more gets a ``busy`` error at once."""
+    share_ms: Optional[float] = None
+    """Most audio one stream gives each engine tick, in ms (None: two ticks' worth, at least two chunks). A stream
+    with more waiting is decoded a share per tick beside the others, so a backlog delays nobody else by more than
+    the cost of one share; the engine ticks again at once while any stream has audio waiting."""
     max_frame_bytes: int = 1 << 20
     """Largest binary frame accepted (1 MiB = 16 s of 16 kHz int16); larger: error, closed."""
     send_queue: int = 256
@@ -63,10 +84,16 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.max_clients < 1:
             raise ValueError(f"--max-clients must be >= 1, got {self.max_clients}")
-        for name in ("max_session_s", "idle_timeout_s", "start_timeout_s"):
+        for name in ("max_session_s", "idle_timeout_s", "start_timeout_s", "min_audio_s", "max_backlog_s"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number > 0, got {v!r}")
+        if self.min_audio_s > self.idle_timeout_s:
+            raise ValueError(f"--min-audio-s ({self.min_audio_s:g}) must be at most --idle-timeout-s ({self.idle_timeout_s:g})")
+        if isinstance(self.max_per_address, bool) or not isinstance(self.max_per_address, int) or self.max_per_address < 0:
+            raise ValueError(f"--max-per-address must be a whole number >= 0 (0: no limit), got {self.max_per_address!r}")
+        if self.share_ms is not None and not (math.isfinite(self.share_ms) and self.share_ms > 0):
+            raise ValueError(f"share_ms must be a finite number > 0, got {self.share_ms!r}")
         if self.tick_ms is not None and not (math.isfinite(self.tick_ms) and 0 <= self.tick_ms <= 10_000):
             raise ValueError(f"tick_ms must be from 0 to 10000, got {self.tick_ms!r}")
         for name in ("threads", "decoder_threads"):
@@ -75,110 +102,6 @@ class ServerConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {v!r}")
         if self.max_frame_bytes < 1024 or self.send_queue < 1:
             raise ValueError("max_frame_bytes must be >= 1024 and send_queue >= 1")
-
-
-class ProtocolError(ValueError):
-    """A client broke the protocol: sent as an ``error`` event (one line), then the connection closes."""
-
-
-FORMATS = {"int16": (np.dtype("<i2"), 32768.0), "float32": (np.dtype("<f4"), 1.0)}
-
-
-def parse_start(text: str | bytes, max_k: int = 64) -> dict:
-    """The client's start message -> {"sample_rate": int, "format": str, "k": int | None}; ProtocolError if bad."""
-    if isinstance(text, bytes):
-        if text[:4] == b"RIFF":
-            raise ProtocolError("got a WAV header (RIFF) before the start message: send a JSON start message, then raw PCM without the header")
-        raise ProtocolError("expected a JSON start message first, got a binary frame")
-    try:
-        msg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ProtocolError(f"malformed JSON in start message: {e.msg} at char {e.pos}") from None
-    if not isinstance(msg, dict) or msg.get("type", "start") != "start":
-        raise ProtocolError('the first message must be a JSON object {"type": "start", "sample_rate": ..., "format": ...}')
-    rate, fmt, k = msg.get("sample_rate"), msg.get("format", "int16"), msg.get("k")
-    if isinstance(rate, bool) or not isinstance(rate, int) or not (MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE):
-        raise ProtocolError(f"sample_rate must be an integer from {MIN_INPUT_RATE} to {MAX_INPUT_RATE} Hz, got {rate!r}")
-    if fmt not in FORMATS:
-        raise ProtocolError(f"format must be 'int16' or 'float32', got {fmt!r}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k):
-        raise ProtocolError(f"k must be an integer from 1 to {max_k}, got {k!r}")
-    unknown = set(msg) - {"type", "sample_rate", "format", "k"}
-    if unknown:
-        raise ProtocolError(f"unknown field(s) in start message: {', '.join(sorted(unknown))}")
-    return {"sample_rate": rate, "format": fmt, "k": k}
-
-
-def decode_frame(data: bytes, fmt: str) -> np.ndarray:
-    """One binary frame -> float32 samples at the client's rate; ProtocolError for WAV headers and wrong formats."""
-    if data[:4] == b"RIFF":
-        raise ProtocolError("got a WAV header (RIFF) as PCM: send raw samples without the file header")
-    dtype, scale = FORMATS[fmt]
-    if len(data) % dtype.itemsize:
-        raise ProtocolError(f"frame of {len(data)} bytes is not a whole number of {fmt} samples")
-    x = np.frombuffer(data, dtype=dtype).astype(np.float32)
-    if fmt == "float32":
-        # int16 PCM read as float32 gives NaN/inf or huge values: say so instead of transcribing noise
-        if not np.isfinite(x).all() or (x.size and float(np.abs(x).max()) > 8.0):
-            raise ProtocolError("float32 frame has samples outside [-1, 1] or NaN/inf: is the audio int16? (set format)")
-        return x
-    return x / scale
-
-
-# ----------------------------------------------------------------------------------------------- engines
-
-
-class PerClientStreams:
-    """One :class:`SegmentedSession` per slot, with the :class:`SegmentedStreams` API the server uses (the baseline:
-    every stream runs its own decoder calls, one stream after the other)."""
-
-    def __init__(self, model, n: int, cfg, endpoint, on_segment: Optional[Callable] = None) -> None:
-        self.model, self.n, self.cfg, self.endpoint, self.on_segment = model, n, cfg, endpoint, on_segment
-        self.sessions: list = [None] * n
-        self.inbox: list[list[np.ndarray]] = [[] for _ in range(n)]
-        self.ending = [False] * n
-        self.new: list[list] = [[] for _ in range(n)]
-
-    def reset(self, i: int, k: Optional[int] = None) -> None:
-        from .streaming import StreamingSession
-        from .streaming.defaults import with_k
-        from .streaming.segment import SegmentedSession
-
-        cb = (lambda seg, i=i: self.on_segment(i, seg)) if self.on_segment else None
-        cfg = with_k(self.cfg, k) if k is not None else self.cfg
-        self.sessions[i] = SegmentedSession(StreamingSession(self.model, cfg), self.endpoint, cb)
-        self.inbox[i], self.ending[i], self.new[i] = [], False, []
-
-    def release(self, i: int) -> None:
-        self.sessions[i] = None
-        self.inbox[i], self.ending[i], self.new[i] = [], False, []
-
-    def feed(self, i: int, samples: np.ndarray) -> None:
-        self.inbox[i].append(samples)
-
-    def end(self, i: int) -> None:
-        self.ending[i] = True
-
-    def drain(self) -> None:
-        for i, s in enumerate(self.sessions):
-            if s is None or s.finished:
-                continue
-            if self.inbox[i]:
-                x = np.concatenate(self.inbox[i])
-                self.inbox[i] = []
-                self.new[i] += s.push(x)
-            if self.ending[i]:
-                self.new[i] += s.finish()
-
-    def poll(self, i: int) -> list:
-        new, self.new[i] = self.new[i], []
-        return new
-
-    def segments(self, i: int) -> list:
-        return self.sessions[i].segments
-
-    def done(self, i: int) -> bool:
-        return self.sessions[i] is not None and self.sessions[i].finished
 
 
 # ----------------------------------------------------------------------------------------------- connections
@@ -192,6 +115,8 @@ class _Conn:
     slot: int
     k: Optional[int]
     inbox: list = field(default_factory=list)  # 16 kHz float32 arrays not yet given to the engine
+    pending: int = 0  # samples in the inbox (back-pressure above --max-backlog-s)
+    room: asyncio.Event = field(default_factory=asyncio.Event)  # set by the engine when pending is back under the limit
     arrivals: list = field(default_factory=list)  # (16 kHz samples received up to the end of a frame, wall time)
     samples_in: int = 0  # 16 kHz samples received
     ended: bool = False  # no more audio (client's end message or the session limit)
@@ -204,6 +129,12 @@ class _Conn:
     overflow: bool = False  # disconnected by the server (slow reader, internal error)
     ws: object = None  # the websocket
     sender: Optional[asyncio.Task] = None  # the task that writes to it
+
+    def take(self, n: int) -> list:
+        """The engine's share of the inbox: at most ``n`` samples, in order; the rest waits for the next tick."""
+        out, got = take_share(self.inbox, n)
+        self.pending -= got
+        return out
 
     def lag_ms(self, time_ms: float, now: float) -> float:
         """Wall ms between the arrival of the audio up to ``time_ms`` and ``now`` (0 if not arrived: the zero tail)."""
@@ -222,6 +153,11 @@ class _Conn:
         del self.arrivals[:j]
 
 
+MAX_QUEUE = 4
+"""Frames the WebSocket library buffers per connection before it stops reading the socket (a connection under
+back-pressure holds at most this many frames there; the handler reads the queue empty as soon as it reads at all)."""
+
+
 def _word(w, index: int) -> dict:
     return {"text": w.text, "time_ms": round(w.time_ms, 1), "index": index}
 
@@ -230,11 +166,19 @@ class Server:
     """The model, the engine and the connections. :meth:`handler` is the ``websockets`` connection handler."""
 
     def __init__(self, model, cfg, endpoint, limits: ServerConfig = ServerConfig(),
-                 scheduler: Literal["batched", "per-client"] = "batched", model_name: str = "default") -> None:
-        from .streaming.segment import SegmentedStreams
+                 scheduler: Literal["batched", "per-client"] = "batched", model_name: str = "default",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: seconds, for the idle rule (tests pass their own)."""
+        from .streaming.segment import PerClientStreams, SegmentedStreams
 
         self.model, self.cfg, self.endpoint, self.limits, self.model_name = model, cfg, endpoint, limits, model_name
-        self.scheduler = scheduler
+        self.scheduler, self.clock = scheduler, clock
+        self.tick_s = (limits.tick_ms if limits.tick_ms is not None else model.chunk_ms) / 1000.0
+        share_ms = limits.share_ms if limits.share_ms is not None else 2 * max(self.tick_s * 1000.0, model.chunk_ms)
+        self.share = max(1, int(share_ms * SAMPLE_RATE / 1000))  # samples per stream per tick
+        self.backlog = int(limits.max_backlog_s * SAMPLE_RATE)
+        self.addresses = AddressCount(limits.max_per_address)
+        self._behind = False  # the last tick left audio waiting: tick again without gathering
         model.encoder.threads = limits.threads
         self._finals: dict[int, list] = {}  # slot -> segments closed during the current tick
         if scheduler == "batched":
@@ -311,43 +255,58 @@ class Server:
         return [{"type": "partial", "words": [_word(w, first + j) for j, w in enumerate(words)], "lag_ms": round(lag)}]
 
     async def engine(self) -> None:
-        """The one engine task: wait for work, take every inbox, run one tick in a worker thread, queue events."""
+        """The one engine task: wait for work (and gather for ``tick_s`` unless audio is already waiting), run ticks."""
         assert self._work is not None
-        tick_s = (self.limits.tick_ms if self.limits.tick_ms is not None else self.model.chunk_ms) / 1000.0
         last = -math.inf
         while True:
             await self._work.wait()
-            wait = last + tick_s - time.monotonic()
-            if wait > 0:
+            wait = last + self.tick_s - time.monotonic()
+            if wait > 0 and not self._behind:
                 await asyncio.sleep(wait)  # gather: everything that arrives meanwhile joins this tick
             self._work.clear()
             last = time.monotonic()
-            releases, self._releases = self._releases, []
-            jobs = []
-            for c in list(self.conns.values()):
-                audio, c.inbox = c.inbox, []
-                start = not c.started
-                c.started = True
-                end = c.ended and not c.end_sent
-                c.end_sent = c.end_sent or end
-                if audio or start or end or (c.end_sent and not c.finished):
-                    jobs.append((c, audio, start, end))
-            if not jobs and not releases:
-                continue
-            try:
-                out = await asyncio.to_thread(self._tick, releases, jobs)
-            except Exception as e:  # noqa: BLE001 - a bug must not hang every client: tell them, keep serving
-                import traceback
+            await self.tick()
+            if self._behind or any(c.end_sent and not c.finished and not c.gone for c in self.conns.values()):
+                self._work.set()  # audio waits beyond a share, or a closing segment is still being finished
 
-                traceback.print_exc()
-                for c, *_ in jobs:
-                    self._kick(c, f"internal error: {type(e).__name__}: {e}")
-                continue
+    def _take_work(self) -> tuple[list[int], list[tuple[_Conn, list, bool, bool]]]:
+        """Event loop: what the next tick does. Slots to release, and per connection (start?, its share of the
+        inbox, end?); the end goes with the last of the audio. Connections back under the backlog limit are read
+        again."""
+        releases, self._releases = self._releases, []
+        jobs = []
+        for c in list(self.conns.values()):
+            audio = c.take(self.share)
+            start = not c.started
+            c.started = True
+            end = c.ended and not c.end_sent and not c.inbox
+            c.end_sent = c.end_sent or end
+            if audio or start or end or (c.end_sent and not c.finished):
+                jobs.append((c, audio, start, end))
+            if c.pending <= self.backlog:
+                c.room.set()
+        self._behind = any(c.inbox for c in self.conns.values())
+        return releases, jobs
+
+    async def tick(self) -> bool:
+        """One engine tick: take the work (:meth:`_take_work`), run it in a worker thread, queue the events.
+        False when there was nothing to do."""
+        releases, jobs = self._take_work()
+        if not jobs and not releases:
+            return False
+        try:
+            out = await asyncio.to_thread(self._tick, releases, jobs)
+        except Exception as e:  # noqa: BLE001 - a bug must not hang every client: tell them, keep serving
+            import traceback
+
+            traceback.print_exc()
             for c, *_ in jobs:
-                for ev in out.get(c.id, []):
-                    self._send(c, ev)
-            if any(c.end_sent and not c.finished and not c.gone for c in self.conns.values()):
-                self._work.set()  # a closing segment is still being finished: keep ticking
+                self._kick(c, f"internal error: {type(e).__name__}: {e}")
+            return True
+        for c, *_ in jobs:
+            for ev in out.get(c.id, []):
+                self._send(c, ev)
+        return True
 
     def _send(self, c: _Conn, ev: dict) -> None:
         """Queue an event without waiting; a full queue (slow reader) marks the connection for closing."""
@@ -359,11 +318,15 @@ class Server:
             self._kick(c, f"slow reader: more than {self.limits.send_queue} events waiting to be sent")
 
     def _drop(self, c: _Conn) -> None:
-        """``c`` is over (eof sent, error, vanished): its slot is free for the next connection at once; the engine
-        releases it at its next tick, always before a new connection's reset of that slot (see ``_tick``)."""
+        """``c`` is over (eof sent, error, vanished): its audio not yet taken by the engine is dropped and its slot is
+        free for the next connection at once; the engine releases it at its next tick, always before a new
+        connection's reset of that slot (see ``_tick``), so what the departed still costs is at most the share of the
+        tick under way."""
         if c.gone:
             return
         c.gone = True
+        c.inbox, c.pending = [], 0
+        c.room.set()
         if self.conns.get(c.slot) is c:
             del self.conns[c.slot]
             self.free.append(c.slot)
@@ -390,7 +353,20 @@ class Server:
 
     # -- connections --------------------------------------------------------------------------------------
     async def handler(self, ws) -> None:
-        """One client: start message, then PCM frames and an end message; events go out through a sender task."""
+        """One client: at most ``--max-per-address`` open per remote address, then :meth:`_session`."""
+        address = str((getattr(ws, "remote_address", None) or ("?",))[0])
+        if not self.addresses.admit(address):
+            await _error(ws, f"busy: {self.limits.max_per_address} connections from {address} are open, the most "
+                             "one address may have (--max-per-address)", code=1013)
+            return
+        try:
+            await self._session(ws)
+        finally:
+            self.addresses.leave(address)
+
+    async def _session(self, ws) -> None:
+        """Start message, then PCM frames and an end message; events go out through a sender task. Reading stops
+        while the connection's waiting audio is over ``--max-backlog-s`` (:meth:`_room`)."""
         lim = self.limits
         try:
             first = await asyncio.wait_for(ws.recv(), lim.start_timeout_s)
@@ -420,19 +396,28 @@ class Server:
         sender = c.sender = asyncio.create_task(self._sender(ws, c))  # waits for the first event
         limit = int(lim.max_session_s * SAMPLE_RATE)
         error: Optional[str] = None
+        rate = AudioRate(lim.min_audio_s, lim.idle_timeout_s, self.clock())
+        discard: Optional[asyncio.Task] = None
         try:
             k = start["k"] if start["k"] is not None else self.cfg.k
             await ws.send(json.dumps({"type": "ready", "session": c.id, "sample_rate": start["sample_rate"], "format": start["format"],
                                 "k": k, "mode": self.cfg.mode, "phi": self.cfg.phi, "chunk_ms": self.model.chunk_ms,
                                 "model": self.model_name, "max_session_s": lim.max_session_s,
-                                "max_frame_bytes": lim.max_frame_bytes}))
+                                "max_frame_bytes": lim.max_frame_bytes, "max_backlog_s": lim.max_backlog_s}))
             self._work.set()  # the engine resets the slot for this connection
             while not c.ended:
-                try:
-                    msg = await asyncio.wait_for(ws.recv(), lim.idle_timeout_s)
-                except asyncio.TimeoutError:
-                    error = f"idle: nothing received for {lim.idle_timeout_s:g} s"
+                if c.pending > self.backlog:  # back-pressure: not read until the engine has taken enough
+                    if not await self._room(ws, c):
+                        return  # closed meanwhile (finally: its waiting audio is dropped)
+                    rate.restart(self.clock(), c.samples_in)
+                now = self.clock()
+                error = rate.why(now)
+                if error is not None:
                     break
+                try:
+                    msg = await asyncio.wait_for(ws.recv(), rate.deadline() - now)
+                except asyncio.TimeoutError:
+                    continue  # the idle rule says why, at the top
                 if isinstance(msg, bytes):
                     if len(msg) > lim.max_frame_bytes:
                         error = f"frame of {len(msg)} bytes is over the limit of {lim.max_frame_bytes} bytes"
@@ -445,6 +430,7 @@ class Server:
                     if resampler is not None:
                         x = resampler.resample_chunk(x)
                     self._audio(c, x, limit)
+                    rate.add(self.clock(), c.samples_in)
                 else:
                     try:
                         m = json.loads(msg)
@@ -463,13 +449,32 @@ class Server:
                 sender.cancel()
                 await _error(ws, error)
                 return
+            if c.samples_in >= limit:  # cut at the session limit: what the client still sends is read and dropped, so
+                discard = asyncio.create_task(_discard(ws))  # that its close frame is seen (no 10 s close timeout)
             await sender  # ends after eof (or when the client goes away)
         except Exception:  # noqa: BLE001 - the client vanished (ConnectionClosed) or its socket failed
             pass
         finally:  # eof sent, error, or the client vanished: the engine releases the slot at its next tick
             self._drop(c)
-            if not sender.done():
-                sender.cancel()
+            for t in (sender, discard):
+                if t is not None and not t.done():
+                    t.cancel()
+
+    async def _room(self, ws, c: _Conn) -> bool:
+        """Back-pressure: wait, without reading ``ws``, until the engine has taken ``c``'s audio down to the backlog
+        limit (True) or the connection is closed or dropped meanwhile (False)."""
+        c.room.clear()
+        waits = [asyncio.ensure_future(c.room.wait())]
+        closed = getattr(ws, "wait_closed", None)  # the library still reads until its own queue is full
+        if closed is not None:
+            waits.append(asyncio.ensure_future(closed()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        gone = len(waits) > 1 and waits[1].done() and not waits[1].cancelled()
+        return not (gone or c.gone)
 
     def _audio(self, c: _Conn, x: np.ndarray, limit: int) -> None:
         if c.ended or not x.size:
@@ -480,6 +485,7 @@ class Server:
             self._send(c, {"type": "error", "reason": f"session length limit of {self.limits.max_session_s:g} s of audio "
                            "reached: the rest is ignored, decoding what was received", "fatal": False})
         c.inbox.append(x)
+        c.pending += x.shape[0]
         c.samples_in += x.shape[0]
         c.arrivals.append((c.samples_in, time.monotonic()))
 
@@ -516,10 +522,12 @@ class Server:
         self._work = asyncio.Event()
         engine = asyncio.create_task(self.engine())
         # frames over the library's limit are refused by the library (close 1009); below it, by us with an error.
+        # A connection under back-pressure (not read) holds at most MAX_QUEUE frames in the library, then the library
+        # stops reading its socket and TCP pushes back on the client.
         # No permessage-deflate: PCM barely compresses, and inflating every client's frames took about a tenth of
         # the server process's busy time at 40 clients (py-spy, benchmarks/serve.py), time the engine shares.
         async with serve(self.handler, host, port, process_request=self.page, max_size=4 * self.limits.max_frame_bytes,
-                         max_queue=64, ping_interval=20, ping_timeout=20, compression=None) as srv:
+                         max_queue=MAX_QUEUE, ping_interval=20, ping_timeout=20, compression=None) as srv:
             bound = srv.sockets[0].getsockname()[1]
             if ready is not None:
                 ready(bound)
@@ -527,6 +535,15 @@ class Server:
                 await asyncio.Future()
             finally:
                 engine.cancel()
+
+
+async def _discard(ws) -> None:
+    """Read and drop what ``ws`` sends until it closes."""
+    try:
+        while True:
+            await ws.recv()
+    except Exception:  # noqa: BLE001 - closed
+        pass
 
 
 async def _error(ws, reason: str, code: int = 1008) -> None:
@@ -538,4 +555,4 @@ async def _error(ws, reason: str, code: int = 1008) -> None:
         pass
 
 
-__all__ = ["PerClientStreams", "ProtocolError", "Server", "ServerConfig", "decode_frame", "parse_start"]
+__all__ = ["ProtocolError", "Server", "ServerConfig", "decode_frame", "parse_start"]

@@ -15,6 +15,13 @@ over all words of all clients is <= 1 s.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve.py --clients 1 4 16 32 --seconds 20 --output benchmarks/results/serve
     # near the limits, on a shared machine: both servers up, taking turns, 3 repeats, median p95 decides
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve.py --grid batched=32,36,40 --grid per-client=10,12,14 --repeats 3
+
+``--flood SECONDS`` measures fairness instead (issue 30): the live clients alone, then again beside one client that
+sends a SECONDS-long recording as fast as the server reads it (started first): each live client's time to its final
+(eof received − its last audio sent), the flooder's transcript against its transcript alone, and the server's RSS
+before and after:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve.py --flood 60 --clients 1 --seconds 2.5 --schedulers batched
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ def recordings(n: int, seconds: float) -> list[tuple[np.ndarray, str]]:
 def start_server(scheduler: str, max_clients: int, tick_ms: float | None, threads: int = 1,
                  encoder_dtype: str = "float32") -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "asr_stream", "serve", "--port", "0", "--max-clients", str(max_clients),
-           "--scheduler", scheduler, "--idle-timeout-s", "120", "--threads", str(threads), "--encoder-dtype", encoder_dtype]
+           "--scheduler", scheduler, "--idle-timeout-s", "120", "--max-per-address", "0", "--threads", str(threads), "--encoder-dtype", encoder_dtype]
     cmd += [] if tick_ms is None else ["--tick-ms", str(tick_ms)]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -84,6 +91,66 @@ async def run_clients(url: str, recs: list[tuple[np.ndarray, str]], n: int, bloc
         return await stream(url, blocks_of(recs[i][0], block_ms), 16000, None, block_ms)
 
     return await asyncio.gather(*[one(i) for i in range(n)])
+
+
+def flood_recording(seconds: float) -> np.ndarray:
+    """The flooder's recording: other sentences than the live clients' (seed 1000)."""
+    from asr_stream.data.longform import join_utterances
+    from asr_stream.data.synth import synthesize
+
+    raw = json.loads((ROOT / "tests" / "data" / "heldout.json").read_text())
+    rec = join_utterances([(it["id"], it["text"]) for it in raw],
+                          lambda i: synthesize(raw[i]["spoken"], raw[i]["voice"], raw[i]["rate"], raw[i]["pitch"]),
+                          seconds, seed=1000)
+    return rec.audio[: int(seconds * 16000)]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def final_ms(r) -> float:
+    """Wall ms from the client's last audio sent to its eof: what a user waits for the whole transcript."""
+    return (r.arrival[-1] - r.sent_at[-1][1]) * 1000.0
+
+
+async def beside_flood(url: str, recs, n: int, flood: np.ndarray, block_ms: int = 100):
+    """``n`` live clients started once a flooder (``flood`` sent unpaced) has been streaming for a second."""
+    from asr_stream.client import blocks_of, stream
+
+    ready = asyncio.Event()
+    flooder = asyncio.create_task(stream(url, blocks_of(flood, block_ms), 16000, None, None,
+                                         lambda ev: ready.set() if ev["type"] == "ready" else None))
+    await ready.wait()
+    await asyncio.sleep(1.0)
+    live = await run_clients(url, recs, n, block_ms)
+    return live, await flooder
+
+
+def measure_flood(url: str, pid: int, recs, n: int, flood: np.ndarray) -> dict:
+    """Live clients alone, the flooder alone, then both; RSS of the server around it all."""
+    from asr_stream.client import blocks_of, stream
+
+    rss0 = rss_mb(pid)
+    alone = asyncio.run(run_clients(url, recs, n))
+    flood_alone = asyncio.run(stream(url, blocks_of(flood, 100), 16000))
+    rss1 = rss_mb(pid)
+    t0 = time.monotonic()
+    live, flooded = asyncio.run(beside_flood(url, recs, n, flood))
+    wall = time.monotonic() - t0
+    row = {"clients": n, "flood_s": len(flood) / 16000, "rss_mb_start": rss0, "rss_mb_after_flood_alone": rss1,
+           "rss_mb_end": rss_mb(pid), "wall_s": wall,
+           "flood_transcript_same": flooded.text == flood_alone.text,
+           "live_transcripts_same": [a.text == b.text for a, b in zip(alone, live)]}
+    for name, res in (("alone", alone), ("beside_flood", live)):
+        lags = np.array([x for r in res for x in r.lags_ms()])
+        row[name] = {"final_ms": [round(final_ms(r)) for r in res],
+                     "p50_ms": float(np.percentile(lags, 50)) if lags.size else None,
+                     "p95_ms": float(np.percentile(lags, 95)) if lags.size else None}
+    return row
 
 
 def parse_grids(clients: list[int], grids: list[str], schedulers: list[str]) -> dict[str, list[int]]:
@@ -132,7 +199,11 @@ def main(argv=None) -> None:
                     help="the server's --threads (the encoder's CPU threads) per scheduler, as SCHED=N,...")
     ap.add_argument("--encoder-dtype", choices=["float32", "bfloat16"], default="float32",
                     help="the server's --encoder-dtype, for every scheduler (compare schedulers at the same dtype)")
+    ap.add_argument("--flood", type=float, default=None, metavar="SECONDS",
+                    help="measure the live clients alone and beside one client sending SECONDS of audio unpaced")
     a = ap.parse_args(argv)
+    if a.flood is not None:
+        return main_flood(a)
     if a.repeats < 1:
         raise SystemExit(f"--repeats must be >= 1, got {a.repeats}")
     threads = {k: int(v) for k, v in (kv.split("=") for kv in a.threads.split(","))}
@@ -211,6 +282,27 @@ def main(argv=None) -> None:
                                                     "seconds": a.seconds, "repeats": a.repeats,
                                                     "texts": {f"{s}:{n}": t for (s, n), t in texts.items()}}, indent=2) + "\n")
         (out / "serve.md").write_text("\n".join(lines) + "\n")
+
+
+def main_flood(a) -> None:
+    recs = recordings(max(a.clients), a.seconds)
+    flood = flood_recording(a.flood)
+    rows = []
+    for sched in a.schedulers:
+        proc, url = start_server(sched, max(a.clients) + 1, a.tick_ms, 1, a.encoder_dtype)
+        try:
+            asyncio.run(run_clients(url, recs, 1, 100))  # warm-up
+            for n in a.clients:
+                row = {"scheduler": sched, **measure_flood(url, proc.pid, recs, n, flood)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    if a.output:
+        out = Path(a.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "serve_flood.json").write_text(json.dumps({"rows": rows, "seconds": a.seconds}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -327,7 +327,8 @@ def test_slow_reader_is_disconnected_without_stalling_the_engine(model, cfg):
 
 def test_client_and_remote_mic_commands(model, cfg, tmp_path, capsys, monkeypatch):
     """`asr-stream client FILE... --url` prints what transcribe prints (words, then `final: ...` per file) and writes
-    --json; a bad file is one error line and exit 1; `mic --url` streams the (fake) microphone to the server."""
+    --json; a bad file is one error line, the next file is transcribed, exit 1; `mic --url` streams the (fake)
+    microphone to the server."""
     import soundfile as sf
 
     from asr_stream.audio.sources import FAKE_MIC_ENV
@@ -357,10 +358,16 @@ def test_client_and_remote_mic_commands(model, cfg, tmp_path, capsys, monkeypatc
         main(["client", str(tmp_path / "tel.wav"), "--url", url])
         assert "tel.wav: sampled at 8000 Hz: the model hears only up to 4000 Hz" in capsys.readouterr().err
 
-        (tmp_path / "bad.wav").write_bytes(b"not audio")
+        (tmp_path / "bad.wav").write_bytes(b"not audio")  # one error line; the next file goes on (as transcribe)
         with pytest.raises(SystemExit) as e:
-            main(["client", str(tmp_path / "bad.wav"), "--url", url])
-        assert e.value.code == 2 and "bad.wav" in capsys.readouterr().err
+            main(["client", str(tmp_path / "bad.wav"), str(paths[1]), "--url", url, "--json", str(out)])
+        assert e.value.code == 1
+        printed = capsys.readouterr()
+        assert printed.out.splitlines() == [f"{paths[1]}: {refs[1].text} ", f"final: {refs[1].text}"]
+        assert printed.err.splitlines()[0].startswith(f"asr-stream: error: {tmp_path / 'bad.wav'}: ")
+        assert printed.err.splitlines()[-1] == "asr-stream: 1 of 2 file(s) failed"
+        r = json.loads(out.read_text())
+        assert [f["file"] for f in r["failed"]] == [str(tmp_path / "bad.wav")] and [f["text"] for f in r["files"]] == [refs[1].text]
 
         monkeypatch.setenv(FAKE_MIC_ENV, str(paths[0]))  # paced in real time, like a microphone
         main(["mic", "--url", url, "--output", str(tmp_path / "mic.txt")])

@@ -429,5 +429,56 @@ class SegmentedStreams:
         return eng
 
 
-__all__ = ["FRAME", "EndpointConfig", "EnergyDetector", "Endpointer", "Segment", "SegmentedSession", "SegmentedStreams", "Sink",
+class PerClientStreams:
+    """One :class:`SegmentedSession` per slot, with the :class:`SegmentedStreams` API that ``asr-stream serve`` uses
+    (``--scheduler per-client``, the baseline: every stream runs its own decoder calls, one after the other)."""
+
+    def __init__(self, model, n: int, cfg, endpoint, on_segment: Optional[Callable] = None) -> None:
+        self.model, self.n, self.cfg, self.endpoint, self.on_segment = model, n, cfg, endpoint, on_segment
+        self.sessions: list = [None] * n
+        self.inbox: list[list[np.ndarray]] = [[] for _ in range(n)]
+        self.ending = [False] * n
+        self.new: list[list] = [[] for _ in range(n)]
+
+    def reset(self, i: int, k: Optional[int] = None) -> None:
+        from .defaults import with_k
+
+        cb = (lambda seg, i=i: self.on_segment(i, seg)) if self.on_segment else None
+        cfg = with_k(self.cfg, k) if k is not None else self.cfg
+        self.sessions[i] = SegmentedSession(StreamingSession(self.model, cfg), self.endpoint, cb)
+        self.inbox[i], self.ending[i], self.new[i] = [], False, []
+
+    def release(self, i: int) -> None:
+        self.sessions[i] = None
+        self.inbox[i], self.ending[i], self.new[i] = [], False, []
+
+    def feed(self, i: int, samples: np.ndarray) -> None:
+        self.inbox[i].append(samples)
+
+    def end(self, i: int) -> None:
+        self.ending[i] = True
+
+    def drain(self) -> None:
+        for i, s in enumerate(self.sessions):
+            if s is None or s.finished:
+                continue
+            if self.inbox[i]:
+                x = np.concatenate(self.inbox[i])
+                self.inbox[i] = []
+                self.new[i] += s.push(x)
+            if self.ending[i]:
+                self.new[i] += s.finish()
+
+    def poll(self, i: int) -> list:
+        new, self.new[i] = self.new[i], []
+        return new
+
+    def segments(self, i: int) -> list:
+        return self.sessions[i].segments
+
+    def done(self, i: int) -> bool:
+        return self.sessions[i] is not None and self.sessions[i].finished
+
+
+__all__ = ["FRAME", "EndpointConfig", "EnergyDetector", "Endpointer", "PerClientStreams", "Segment", "SegmentedSession", "SegmentedStreams", "Sink",
            "unheard"]
