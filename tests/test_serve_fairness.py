@@ -20,21 +20,10 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK  # noqa: 
 from asr_stream.client import ServerError, blocks_of, stream  # noqa: E402
 from asr_stream.fairness import AddressCount, AudioRate, take_share  # noqa: E402
 from asr_stream.server import Server, ServerConfig, _Conn  # noqa: E402
-from asr_stream.streaming.defaults import stream_config_for  # noqa: E402
 
-from .test_serve import ENDPOINT, alone, as_pairs, check_matches, run, running, waves  # noqa: E402
+from .test_serve import ENDPOINT, alone, as_pairs, cfg, check_matches, model, run, running, waves  # noqa: E402,F401
 
 F32 = {"type": "start", "sample_rate": 16000, "format": "float32"}
-
-
-@pytest.fixture(scope="module")
-def model(make_model):
-    return make_model(160)
-
-
-@pytest.fixture(scope="module")
-def cfg(model):
-    return stream_config_for(model, mode="group", k=2)
 
 
 def flood_wave() -> np.ndarray:
