@@ -207,8 +207,10 @@ class WhisperChunkEncoder(ChunkEncoder):
         if not cfg.hf_normalize:
             raise ValueError("hf_normalize applies to encoder kind 'hf' only (Whisper normalises its log-mel itself)")
         self.cfg = cfg
-        source = cfg.hf_name_or_path if architecture is None else architecture
-        self.model, fe = load_whisper_encoder(source) if architecture is None else build_whisper_encoder(source)
+        if architecture is None:
+            source, (self.model, fe) = cfg.hf_name_or_path, load_whisper_encoder(cfg.hf_name_or_path)
+        else:
+            source, (self.model, fe) = architecture, build_whisper_encoder(architecture)
         self.feature_extractor = fe
         self.notices = read_notices(source)
         self.logmel = WhisperLogMel(fe.n_fft, fe.hop_length, fe.mel_filters)
