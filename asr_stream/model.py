@@ -45,6 +45,9 @@ class Batch:
     wave: torch.Tensor  # (B, T) float32 at 16 kHz, zero-padded
     wave_lens: torch.Tensor  # (B,) valid samples
     targets: list[list[int]]  # transcript token ids, no BOS/EOS
+    enc: torch.Tensor | None = None
+    """The encoder's outputs for ``wave`` when already known (B, >= N*F, D), e.g. a frozen encoder's cached ones
+    (:mod:`asr_stream.training.features`): the forward then reads only ``wave_lens`` of the audio."""
 
 
 @dataclass
@@ -180,16 +183,23 @@ class SpeechLLM(nn.Module):
         phi = self.cfg.phi if phi is None else phi
         if k is None and mode != "batch":
             k = self.cfg.train_k[0]
-        B = batch.wave.shape[0]
+        B = batch.wave_lens.shape[0]
         n_chunks = [self.num_chunks(int(n)) for n in batch.wave_lens]
         N = max(n_chunks)
-        wave = batch.wave.to(self.device)
-        total = N * self.chunk_samples
-        wave = F.pad(wave, (0, total - wave.shape[1])) if wave.shape[1] < total else wave[:, :total]
-        # zero everything past each utterance's end, so padded chunks equal the streaming tail padding
-        keep = torch.arange(total, device=self.device)[None, :] < batch.wave_lens.to(self.device)[:, None]
-        wave = wave * keep
-        enc, src = self.embed_audio(wave)  # (B, N*F, D), (B, N*E, H)
+        if batch.enc is not None:
+            frames = N * self.encoder.frames_per_chunk
+            if batch.enc.shape[1] < frames:
+                raise ValueError(f"batch.enc has {batch.enc.shape[1]} frames, the audio lengths need {frames}")
+            enc = batch.enc[:, :frames].to(self.device)
+            src = self.project(enc)
+        else:
+            wave = batch.wave.to(self.device)
+            total = N * self.chunk_samples
+            wave = F.pad(wave, (0, total - wave.shape[1])) if wave.shape[1] < total else wave[:, :total]
+            # zero everything past each utterance's end, so padded chunks equal the streaming tail padding
+            keep = torch.arange(total, device=self.device)[None, :] < batch.wave_lens.to(self.device)[:, None]
+            wave = wave * keep
+            enc, src = self.embed_audio(wave)  # (B, N*F, D), (B, N*E, H)
         E, P = self.embeds_per_chunk, len(self.prompt_ids)
         bos, eos = self.codec.bos_id, self.codec.eos_id
 

@@ -45,6 +45,23 @@ class TrainCLI(LightningCLI):
             sys.exit(2)
 
 
+    def before_fit(self) -> None:
+        # data.features: the cache must hold this model's frozen encoder's outputs for this data: one line if not
+        from .features import cache_meta, check_cache
+
+        dm, net = self.datamodule, self.model.net
+        if getattr(dm, "features", None):
+            try:
+                if not net.cfg.encoder.freeze:
+                    raise ValueError("data.features: cached encoder outputs need a frozen encoder "
+                                     "(model.model.encoder.freeze: true)")
+                dm.setup("fit")
+                check_cache(dm.features, cache_meta(net.encoder, net.cfg.encoder, dm.train_specs, dm.sample_utterances,
+                                                    dm.speeds, dm.augment, dm.seed, dm.max_utterances, ""))
+            except ValueError as e:
+                print(f"asr-stream train: error: {str(e).splitlines()[0]}", file=sys.stderr)
+                sys.exit(2)
+
     def after_fit(self) -> None:
         # max_time is a safety stop. It counts wall time, pauses included (a SIGSTOP, a busy machine). A run it
         # stopped before max_steps has exported a model of fewer steps than configured. A recipe must not carry on

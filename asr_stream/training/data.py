@@ -57,6 +57,7 @@ class Collated:
     wave: torch.Tensor
     wave_lens: torch.Tensor
     texts: list[str]
+    enc: Optional[torch.Tensor] = None  # (B, frames, D): a frozen encoder's cached outputs (training.features)
 
 
 def collate(items: Sequence[tuple[np.ndarray, str]]) -> Collated:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
 from typing import Optional
 
 import lightning as L
@@ -11,6 +13,7 @@ from ..data import read_corpus
 from ..data.corpus import check_corpus_spec
 from .augment import AugmentConfig
 from .data import DurationBatchSampler, UtteranceDataset, collate
+from .features import FeatureDataset, collate_features
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -25,6 +28,8 @@ class SpeechDataModule(L.LightningDataModule):
         seed: int = 0,
         max_utterances: Optional[int] = None,
         augment: Optional[dict] = None,
+        sample_utterances: Optional[int] = None,
+        features: Optional[str] = None,
     ) -> None:
         """
         Args:
@@ -40,6 +45,11 @@ class SpeechDataModule(L.LightningDataModule):
                 ``{silence_prob: 0.5, gain_prob: 0.5, noise_prob: 0.3, snr_db: [5, 30]}``; the keys are the fields
                 of :class:`asr_stream.training.augment.AugmentConfig`. Seeded by ``seed``, per utterance and epoch.
                 SpecAugment is the encoder's (``model.model.encoder.spec_augment``).
+            sample_utterances: train on a random sample of N of the training utterances (drawn with ``seed``, kept
+                in corpus order): a subset that covers every voice, where ``max_utterances`` takes the first N.
+            features: a folder of the frozen encoder's outputs for these training settings, written by
+                ``python -m asr_stream.training.features`` (:mod:`asr_stream.training.features`): training reads
+                them instead of the audio (the encoder is not run on training batches; validation still runs it).
         """
         super().__init__()
         for spec in [*train, *val]:
@@ -48,6 +58,11 @@ class SpeechDataModule(L.LightningDataModule):
         self.max_batch_seconds, self.max_batch_size = max_batch_seconds, max_batch_size
         self.speeds, self.num_workers, self.seed = list(speed_perturb), num_workers, seed
         self.max_utterances = max_utterances
+        if sample_utterances is not None and sample_utterances < 1:
+            raise ValueError(f"data.sample_utterances must be >= 1, got {sample_utterances}")
+        self.sample_utterances, self.features = sample_utterances, features
+        if features is not None and not Path(features).is_dir():
+            raise ValueError(f"data.features {features}: no such folder (write it with python -m asr_stream.training.features)")
         self.augment = AugmentConfig.from_dict(augment)  # a bad key or range: one line now, not once fit has begun
         UtteranceDataset([], self.speeds)  # checks the speed factors
 
@@ -63,6 +78,9 @@ class SpeechDataModule(L.LightningDataModule):
 
     def setup(self, stage: Optional[str] = None) -> None:
         self.train_utts = [u for s in self.train_specs for u in read_corpus(s)][: self.max_utterances]
+        if self.sample_utterances is not None and self.sample_utterances < len(self.train_utts):
+            keep = sorted(random.Random(self.seed).sample(range(len(self.train_utts)), self.sample_utterances))
+            self.train_utts = [self.train_utts[i] for i in keep]
         self.val_utts = [u for s in self.val_specs for u in read_corpus(s)]
         if not self.train_utts:
             raise ValueError(f"no training utterances in {self.train_specs}")
@@ -75,6 +93,10 @@ class SpeechDataModule(L.LightningDataModule):
         if shuffle and getattr(self, "_resume", None):
             sampler.skip_once(*self._resume)
             self._resume = None
+        if shuffle and self.features:  # training batches from the frozen encoder's cache
+            return DataLoader(FeatureDataset(self.features, len(utts)), batch_sampler=sampler,
+                              collate_fn=collate_features, num_workers=self.num_workers,
+                              persistent_workers=self.num_workers > 0)
         return DataLoader(UtteranceDataset(utts, speeds, self.seed + rank, augment), batch_sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

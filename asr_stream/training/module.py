@@ -98,7 +98,7 @@ class SpeechLLMModule(L.LightningModule):
 
     # -- steps --------------------------------------------------------------------------------------
     def _batch(self, b) -> Batch:
-        return Batch(b.wave, b.wave_lens, [self.net.codec.encode(t) for t in b.texts])
+        return Batch(b.wave, b.wave_lens, [self.net.codec.encode(t) for t in b.texts], enc=b.enc)
 
     def draw_k(self, step: int) -> Optional[int]:
         """Multi-k training: one k per optimiser step, drawn from cfg.train_k; the same on every rank."""
