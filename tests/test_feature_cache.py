@@ -76,7 +76,6 @@ def test_cached_batches_give_the_losses_of_the_audio(setup, tmp_path):
 
 
 def test_an_interrupted_cache_resumes_and_the_training_refuses_other_settings(setup, tmp_path, monkeypatch):
-    from asr_stream.training import features as fc
 
     root, manifest, cfg = setup
     mod, dm = parts(root, manifest, cfg)
@@ -123,7 +122,7 @@ def test_training_cli_fits_from_the_cache_and_refuses_a_foreign_one(setup, tmp_p
     in one line, a cache written for another seed."""
     import yaml
 
-    from asr_stream.training import features as fc
+    from asr_stream.training.cache_features import main as cache_main
     from asr_stream.training.cli import main
 
     root, manifest, cfg = setup
@@ -137,7 +136,7 @@ def test_training_cli_fits_from_the_cache_and_refuses_a_foreign_one(setup, tmp_p
                      "augment": AUGMENT, "features": str(tmp_path / "c")}}
     (tmp_path / "c").mkdir()
     (tmp_path / "conf.yaml").write_text(yaml.safe_dump(conf))
-    fc.main(["--config", str(tmp_path / "conf.yaml")])
+    cache_main(["--config", str(tmp_path / "conf.yaml")])
     calls = []
     from asr_stream.encoder.whisper import WhisperChunkEncoder
 

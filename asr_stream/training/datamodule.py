@@ -48,7 +48,7 @@ class SpeechDataModule(L.LightningDataModule):
             sample_utterances: train on a random sample of N of the training utterances (drawn with ``seed``, kept
                 in corpus order): a subset that covers every voice, where ``max_utterances`` takes the first N.
             features: a folder of the frozen encoder's outputs for these training settings, written by
-                ``python -m asr_stream.training.features`` (:mod:`asr_stream.training.features`): training reads
+                ``python -m asr_stream.training.cache_features`` (:mod:`asr_stream.training.features`): training reads
                 them instead of the audio (the encoder is not run on training batches; validation still runs it).
         """
         super().__init__()
@@ -62,7 +62,7 @@ class SpeechDataModule(L.LightningDataModule):
             raise ValueError(f"data.sample_utterances must be >= 1, got {sample_utterances}")
         self.sample_utterances, self.features = sample_utterances, features
         if features is not None and not Path(features).is_dir():
-            raise ValueError(f"data.features {features}: no such folder (write it with python -m asr_stream.training.features)")
+            raise ValueError(f"data.features {features}: no such folder (write it with python -m asr_stream.training.cache_features)")
         self.augment = AugmentConfig.from_dict(augment)  # a bad key or range: one line now, not once fit has begun
         UtteranceDataset([], self.speeds)  # checks the speed factors
 

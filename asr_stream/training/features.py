@@ -5,7 +5,7 @@ most of its time computing the same encoder outputs again: Whisper tiny.en run c
 look-ahead and trailing silence took 3.7 of the 4.6 s of a 64 s batch's forward pass on 2 CPU cores. This module
 computes them once, for exactly the audio the training would see, and the training reads them back:
 
-    python -m asr_stream.training.features --config conf/tiny_synthetic_whisper.yaml --epochs 1
+    python -m asr_stream.training.cache_features --config conf/tiny_synthetic_whisper.yaml --epochs 1
     asr-stream train fit --config conf/tiny_synthetic_whisper.yaml --data.features <the same folder>
 
 What is cached is item (i, e) of the training dataset, utterance i as epoch e would serve it (speed factor,
@@ -26,17 +26,18 @@ Multi-GPU: every rank reads the same cache (rank 0's augmentation draws); each r
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
 from ..data import Utterance
 from .augment import AugmentConfig
+
+if TYPE_CHECKING:
+    from .data import Collated
 
 META, INDEX = "meta.json", "index.jsonl"
 SHARD_BYTES = 256 * 2**20
@@ -69,7 +70,7 @@ def check_cache(folder: str | Path, want: dict[str, Any]) -> dict[str, Any]:
         meta = json.loads((folder / META).read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"data.features {folder}: no readable {META} ({type(e).__name__}): write the cache with "
-                         "python -m asr_stream.training.features") from None
+                         "python -m asr_stream.training.cache_features") from None
     have, need = _comparable(meta), _comparable(want)
     for key in need:
         if have.get(key) != need[key]:
@@ -95,7 +96,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         missing = [item_key(e, i) for e in range(self.epochs) for i in range(count) if item_key(e, i) not in self.items]
         if missing:
             raise ValueError(f"data.features {self.folder}: {len(missing)} of {self.epochs * count} items not written yet "
-                             f"(e.g. {missing[0]}): run python -m asr_stream.training.features again to finish it")
+                             f"(e.g. {missing[0]}): run python -m asr_stream.training.cache_features again to finish it")
         self.count = count
         self._open: dict[str, Any] = {}
 
@@ -209,41 +210,3 @@ def write_cache(net, dm, folder: str | Path, epochs: int, batch_seconds: float, 
                 flush()
         flush()
     return written
-
-
-def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import ArgumentParser
-
-    from .datamodule import SpeechDataModule
-    from .module import SpeechLLMModule
-
-    p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", action="config", help="the training config (asr-stream train fit --config ...)")
-    p.add_class_arguments(SpeechLLMModule, "model")
-    p.add_class_arguments(SpeechDataModule, "data")
-    p.add_argument("--trainer", type=Optional[dict], default=None, help="(read from the config, unused)")
-    p.add_argument("--seed_everything", type=Any, default=None, help="(read from the config, unused)")
-    p.add_argument("--ckpt_path", type=Optional[str], default=None, help="(read from the config, unused)")
-    p.add_argument("--output", type=Optional[str], default=None, help="the cache folder (default: data.features)")
-    p.add_argument("--epochs", type=int, default=1, help="augmented draws per utterance (epochs 0 .. E-1)")
-    p.add_argument("--batch_seconds", type=float, default=60.0, help="padded audio per encoder call")
-    p.add_argument("--dtype", type=str, default="float32", choices=["float32", "float16"],
-                   help="stored precision (float16 halves the disk; the model then trains on rounded outputs)")
-    try:
-        cfg = p.parse_args(argv)
-        out = cfg.output or cfg.data.features
-        if not out:
-            raise ValueError("no cache folder: give --output or data.features")
-        if cfg.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
-        init = p.instantiate_classes(cfg)
-        torch.manual_seed(0)
-        n = write_cache(init.model.net, init.data, out, cfg.epochs, cfg.batch_seconds, getattr(torch, cfg.dtype))
-    except (ValueError, OSError) as e:
-        print(f"asr_stream.training.features: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
-    print(f"{out}: {n} items written", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()
