@@ -78,7 +78,6 @@ def test_cached_batches_give_the_losses_of_the_audio(setup, tmp_path):
 def test_an_interrupted_cache_resumes_and_the_training_refuses_other_settings(setup, tmp_path, monkeypatch):
     from asr_stream.training import features as fc
 
-
     root, manifest, cfg = setup
     mod, dm = parts(root, manifest, cfg)
     monkeypatch.setattr(fc, "SHARD_BYTES", 1)  # one shard per encoder call
