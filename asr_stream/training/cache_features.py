@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError("no cache folder: give --output or data.features")
         if cfg.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
-        init = p.instantiate_classes(cfg)
+        cfg.data.features = None  # what is being written: the data module need not find it
+        init = p.instantiate(cfg)
         torch.manual_seed(0)
         n = write_cache(init.model.net, init.data, out, cfg.epochs, cfg.batch_seconds, getattr(torch, cfg.dtype))
     except (ValueError, OSError) as e:
