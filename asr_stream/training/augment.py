@@ -29,6 +29,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from ..audio.noise import pink_noise
+
 SR = 16_000  # Hz
 
 
@@ -230,8 +232,6 @@ def nonspeech(n: int, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarra
         return None
     if NONSPEECH_KINDS[kind] == "silence":
         return np.zeros(n, np.float32)
-    from ..data.robust import pink_noise
-
     g = np.random.default_rng(seed)
     x = g.standard_normal(n) if NONSPEECH_KINDS[kind] == "white" else pink_noise(n, g)
     return np.clip(x * 10 ** (dbfs / 20), -1.0, 1.0).astype(np.float32)

@@ -28,35 +28,12 @@ from typing import Sequence
 import numpy as np
 
 from ..audio.io import load_audio
-from .corpus import Utterance, WordTiming, write_manifest
+from ..audio.noise import nonspeech_clips
+from ..data.corpus import Utterance, WordTiming, write_manifest
 
 SR = 16_000
 LEAD_SILENCE_S = 0.4
 CONDITIONS = ("clean", "lead-silence", "gain-20db", "8khz", "noise-snr10", "nonspeech")
-
-
-def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Pink (1/f power) noise of unit RMS."""
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / SR)
-    spec[1:] /= np.sqrt(f[1:])
-    spec[0] = 0.0
-    x = np.fft.irfft(spec, n)
-    return x / np.sqrt(np.mean(x**2))
-
-
-def nonspeech_clips(seed: int = 0) -> list[tuple[str, np.ndarray]]:
-    """(name, 16 kHz float32 samples) of the non-speech items: silence, hiss, white and pink noise."""
-    rng = np.random.default_rng([seed, 99])
-    out: list[tuple[str, np.ndarray]] = []
-    for seconds in (3, 10):
-        n = seconds * SR
-        out.append((f"silence-{seconds}s", np.zeros(n, np.float32)))
-        out.append((f"hiss-70dbfs-{seconds}s", rng.standard_normal(n) * 10 ** (-70 / 20)))
-        for dbfs in (-40, -25, -10):
-            out.append((f"white{dbfs}dbfs-{seconds}s", rng.standard_normal(n) * 10 ** (dbfs / 20)))
-            out.append((f"pink{dbfs}dbfs-{seconds}s", pink_noise(n, rng) * 10 ** (dbfs / 20)))
-    return [(name, np.clip(x, -1, 1).astype(np.float32)) for name, x in out]
 
 
 def _shift(words: tuple[WordTiming, ...] | None, s: float) -> tuple[WordTiming, ...] | None:

@@ -8,8 +8,8 @@ Every engine's :meth:`Engine.speak` returns 16 kHz mono float32 samples and, whe
 the (start, end) seconds of each space-separated word of the text (None when it does not, or when its words
 do not line up with the text's). The same input gives the same samples (tested per engine):
 
-* **espeak-ng**: :mod:`asr_stream.data.espeak` (the library, one forked child per call) and
-  :func:`asr_stream.data.espeak.word_spans` for the word timings.
+* **espeak-ng**: :mod:`asr_stream.corpus.espeak` (the library, one forked child per call) and
+  :func:`asr_stream.corpus.espeak.word_spans` for the word timings.
 * **Flite** (``apt-get install flite``; voices kal (8 kHz), kal16, awb, rms, slt): ``libflite`` through ctypes,
   in this process. Word spans are the voice's own segment times: a word runs from the end of the segment
   before its first phone to the end of its last phone (pauses are their own segments, so they are left out).
@@ -338,7 +338,7 @@ class FestivalEngine:
 
 
 class EspeakEngine:
-    """espeak-ng through :mod:`asr_stream.data.espeak`, word spans from :func:`asr_stream.data.espeak.word_spans`."""
+    """espeak-ng through :mod:`asr_stream.corpus.espeak`, word spans from :func:`asr_stream.corpus.espeak.word_spans`."""
 
     name = "espeak"
 
