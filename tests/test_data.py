@@ -575,3 +575,25 @@ def test_synth_only_splits_equal_the_full_corpus(tiny_corpora, tmp_path: Path) -
     with pytest.raises(corpus.SynthError, match="only_splits"):
         corpus.SynthConfig(out_dir=tmp_path / "o", text_file=text, only_splits=("tset",), **TINY)
 
+
+def test_the_old_import_paths_give_the_corpus_tooling() -> None:
+    """asr_stream.data.{synth,engines,espeak,robust,longform} moved to asr_stream.corpus (and the noise to
+    asr_stream.audio.noise); the old names still import the very same objects, for scripts written against them."""
+    from asr_stream.audio import noise
+    from asr_stream.corpus import engines, espeak, longform, plan, robust, text, voices
+    from asr_stream.data import engines as old_engines
+    from asr_stream.data import espeak as old_espeak
+    from asr_stream.data import longform as old_longform
+    from asr_stream.data import robust as old_robust
+    from asr_stream.data import synth as old_synth
+
+    for name in corpus.__all__:
+        assert getattr(old_synth, name) is getattr(corpus, name), name
+    assert old_synth.speaker_ids is voices.speaker_ids and old_synth.voice_works is engines.voice_works
+    assert old_synth.load_extra_train_sentences is plan.load_extra_train_sentences
+    assert old_synth.keep_top_words is text.keep_top_words and old_synth.check_training_voices is voices.check_training_voices
+    assert old_engines.speak is engines.speak and old_engines.UNSEEN_SPEAKER_SPLITS is engines.UNSEEN_SPEAKER_SPLITS
+    assert old_espeak.word_spans is espeak.word_spans and old_espeak.EspeakError is espeak.EspeakError
+    assert old_longform.join_utterances is longform.join_utterances and old_longform.trim_silence is longform.trim_silence
+    assert old_robust.make_robustness_set is robust.make_robustness_set and old_robust.CONDITIONS is robust.CONDITIONS
+    assert old_robust.pink_noise is noise.pink_noise and old_robust.nonspeech_clips is noise.nonspeech_clips

@@ -2,7 +2,8 @@
 real-speech test set (:mod:`asr_stream.data.human`).
 
 The tooling that makes corpora and test sets (speech synthesis, the robustness and long-form sets) lives in
-:mod:`asr_stream.corpus`; reading a corpus never touches its subprocess/TTS code.
+:mod:`asr_stream.corpus`; reading a corpus never touches its subprocess/TTS code. ``data.synth``, ``data.engines``,
+``data.espeak``, ``data.robust`` and ``data.longform`` are deprecated names that re-export it for old imports.
 """
 
 from .corpus import (
