@@ -97,13 +97,13 @@ def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tup
 
     import numpy as np
 
-    from .audio.io import AudioFile, LevelCheck
+    from .audio.io import SAMPLES_PER_MS, AudioFile, LevelCheck
     from .audio.sources import paced_blocks
     from .signals import StepGuard
 
     audio = AudioFile(f)
     check = LevelCheck(audio.rate)
-    step = max(1, block_ms * 16)
+    step = max(1, block_ms * SAMPLES_PER_MS)
     spent = 0.0
 
     def blocks():
@@ -183,7 +183,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
     from pathlib import Path
 
     from .audio import AudioError
-    from .audio.io import audio_info
+    from .audio.io import SAMPLE_RATE, audio_info
     from .signals import StepGuard
     from .streaming import StreamingSession
     from .streaming.segment import SegmentedSession
@@ -263,7 +263,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
         repeated = repetition_warning([w.text for w in stream.words])
         warns += [repeated] if repeated else []
         _warn(f, warns)
-        audio_s = stream.samples_in / 16000.0
+        audio_s = stream.samples_in / SAMPLE_RATE
         result = {"file": str(f), "text": stream.text, "segments": [s.as_dict() for s in stream.segments],
                   "words": [{"text": w.text, "time_ms": w.time_ms} for w in stream.words],
                   "audio_s": audio_s, "compute_s": compute, "rtf": compute / audio_s if audio_s else None,

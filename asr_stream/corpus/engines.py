@@ -44,7 +44,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-SAMPLE_RATE = 16_000  # Hz, what every engine's speak() returns
+from ..audio.io import SAMPLE_RATE  # noqa: F401  (what every engine's speak() returns)
+
 
 #: Speakers that are evaluation-only in every engine (never in train or dev).
 EVAL_ONLY_SPEAKERS: frozenset[str] = frozenset({"kal", "slt"})

@@ -27,11 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..audio.io import load_audio
+from ..audio.io import SAMPLE_RATE, load_audio
 from ..audio.noise import nonspeech_clips
 from ..data.corpus import Utterance, WordTiming, write_manifest
 
-SR = 16_000
 LEAD_SILENCE_S = 0.4
 CONDITIONS = ("clean", "lead-silence", "gain-20db", "8khz", "noise-snr10", "nonspeech")
 
@@ -52,7 +51,7 @@ def make_robustness_set(utts: Sequence[Utterance], out: str | os.PathLike, seed:
         raise ValueError("no source utterances")
     rows: dict[str, list[Utterance]] = {c: [] for c in CONDITIONS}
 
-    def write(cond: str, name: str, x: np.ndarray, rate: int = SR) -> Path:
+    def write(cond: str, name: str, x: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
         p = out / cond / f"{name}.flac"
         p.parent.mkdir(parents=True, exist_ok=True)
         peak = float(np.max(np.abs(x))) if x.size else 0.0
@@ -61,23 +60,23 @@ def make_robustness_set(utts: Sequence[Utterance], out: str | os.PathLike, seed:
 
     for i, u in enumerate(utts):
         x = load_audio(u.audio_path)
-        dur = len(x) / SR
+        dur = len(x) / SAMPLE_RATE
         power = float(np.mean(x.astype(np.float64) ** 2))
         noise = np.random.default_rng([seed, i]).standard_normal(len(x)) * np.sqrt(power / 10.0)  # 10 dB SNR
-        lead = np.concatenate([np.zeros(int(LEAD_SILENCE_S * SR), np.float32), x])
+        lead = np.concatenate([np.zeros(int(LEAD_SILENCE_S * SAMPLE_RATE), np.float32), x])
         import librosa
 
-        narrow = librosa.resample(x, orig_sr=SR, target_sr=8000, res_type="soxr_hq")
+        narrow = librosa.resample(x, orig_sr=SAMPLE_RATE, target_sr=8000, res_type="soxr_hq")
         for cond, audio, rate, words, d in (
-            ("clean", x, SR, u.words, dur),
-            ("lead-silence", lead, SR, _shift(u.words, LEAD_SILENCE_S), dur + LEAD_SILENCE_S),
-            ("gain-20db", x * 0.1, SR, u.words, dur),
+            ("clean", x, SAMPLE_RATE, u.words, dur),
+            ("lead-silence", lead, SAMPLE_RATE, _shift(u.words, LEAD_SILENCE_S), dur + LEAD_SILENCE_S),
+            ("gain-20db", x * 0.1, SAMPLE_RATE, u.words, dur),
             ("8khz", narrow, 8000, u.words, len(narrow) / 8000),
-            ("noise-snr10", x + noise, SR, u.words, dur),
+            ("noise-snr10", x + noise, SAMPLE_RATE, u.words, dur),
         ):
             p = write(cond, u.id, np.asarray(audio, np.float32), rate)
             rows[cond].append(replace(u, id=f"{u.id}-{cond}", audio_path=p, duration=round(d, 4), words=words))
     for name, x in nonspeech_clips(seed):
         p = write("nonspeech", name, x)
-        rows["nonspeech"].append(Utterance(f"nonspeech-{name}", p, "", len(x) / SR, "nonspeech"))
+        rows["nonspeech"].append(Utterance(f"nonspeech-{name}", p, "", len(x) / SAMPLE_RATE, "nonspeech"))
     return {c: write_manifest(r, out / f"{c}.jsonl") for c, r in rows.items()}

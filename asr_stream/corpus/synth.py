@@ -62,6 +62,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..audio.io import SAMPLE_RATE
 from ..data.corpus import WordTiming, format_alignment_line
 from . import engines, espeak
 from .plan import (SPLITS, PlannedUtterance, SynthConfig, load_extra_train_sentences, load_sentences, plan_corpus,
@@ -70,8 +71,6 @@ from .text import SynthError
 from .voices import espeak_binary, sex_of, voice_works
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16_000  # Hz, the corpus rate (LibriSpeech's)
 
 
 @dataclass

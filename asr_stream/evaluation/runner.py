@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..audio.io import load_audio
+from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS, load_audio
 from ..config import EvalMode, PolicyName, StreamConfig, split_eval_mode
 from ..streaming.defaults import stream_config_for, training_differences
 from ..data import Utterance
@@ -143,10 +143,10 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
             for u in todo:
                 ident = audio_identity(u.audio_path)  # before reading: a file replaced meanwhile is re-scored next time
                 wave = load_audio(u.audio_path)
-                cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * 16000)
+                cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * SAMPLE_RATE)
                 session = SegmentedSession(StreamingSession(model, cfg), EndpointConfig() if cut else None)
                 words, compute_at, spent = stream_utterance(session, wave, model.chunk_samples)
-                audio_ms = len(wave) / 16.0
+                audio_ms = len(wave) / SAMPLES_PER_MS
                 ref_len = len(normalize_text(u.text).split())
                 lat = LatencyRecord.compute([w.time_ms for w in words], audio_ms, ref_len, compute_at)
                 r = {"id": u.id, "audio": ident, "reference": u.text,

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .. import decoder as dec
+from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS
 from ..config import StreamConfig
 from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements, visible_chunks
 from .defaults import stream_config_for
@@ -153,7 +154,7 @@ class StreamingSession:
     @property
     def ms_read(self) -> float:
         s = self.state
-        return min(s.chunks_read * self.model.chunk_samples, s.samples_in) / 16.0
+        return min(s.chunks_read * self.model.chunk_samples, s.samples_in) / SAMPLES_PER_MS
 
     def heard_to(self) -> int:
         """Samples from the utterance start to the end of its last finished word, as far as the session can tell:
@@ -180,7 +181,7 @@ class StreamingSession:
         if self.restart is None or not self.tracks_words or not s.finished or s.restart_at >= 0 or not s.texts:
             return False
         at = self.heard_to()
-        if speech_end - at < self.restart.reread_ms * 16:
+        if speech_end - at < self.restart.reread_ms * SAMPLES_PER_MS:
             return False
         s.restart_at = at
         return True
@@ -353,7 +354,7 @@ class StreamingSession:
 
     # -- writing ---------------------------------------------------------------------------------
     def _row_limit(self) -> int:
-        secs = self.state.chunks_read * self.model.chunk_samples / 16000.0
+        secs = self.state.chunks_read * self.model.chunk_samples / SAMPLE_RATE
         return max_rows(secs, self.cfg.max_tokens_per_s, self.cfg.max_tokens_extra)
 
     def _target_position(self, row: int) -> float:
