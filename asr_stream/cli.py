@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 from typing import Literal, Optional
 
+from .config import Mode, PolicyName, Reencode  # the mode and policy names, written once (the options' choices)
 # check_device and set_encoder_dtype moved to asr_stream.loading (one loader for every command); these names stay
 # importable from here for code that used them, but are deprecated: import them from asr_stream.loading.
 from .loading import check_device, load_model, set_encoder_dtype  # noqa: F401
 
 
-def masks(mode: Literal["group", "interleaved", "batch"] = "group", k: int = 1, phi: float = 0.0,
+def masks(mode: Mode = "group", k: int = 1, phi: float = 0.0,
           chunks: int = 3, embeds_per_chunk: int = 1, prompt_tokens: int = 0,
           words: str = "1 2 1") -> None:
     """Print a mode's attention mask for a small example, to see what the model attends to.
@@ -96,13 +97,13 @@ def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tup
 
     import numpy as np
 
-    from .audio.io import AudioFile, LevelCheck
+    from .audio.io import SAMPLES_PER_MS, AudioFile, LevelCheck
     from .audio.sources import paced_blocks
     from .signals import StepGuard
 
     audio = AudioFile(f)
     check = LevelCheck(audio.rate)
-    step = max(1, block_ms * 16)
+    step = max(1, block_ms * SAMPLES_PER_MS)
     spent = 0.0
 
     def blocks():
@@ -131,14 +132,14 @@ def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tup
 
 
 def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] = None, phi: Optional[float] = None,
-               mode: Optional[Literal["group", "interleaved", "batch"]] = None,
-               reencode: Literal["none", "position", "kv"] = "none", chunk_ms: Optional[int] = None,
+               mode: Optional[Mode] = None,
+               reencode: Reencode = "none", chunk_ms: Optional[int] = None,
                device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32", block_ms: int = 100,
                realtime: bool = False,
                format: list[Literal["txt", "json", "srt", "vtt"]] = [],  # noqa: B006
                output_dir: Optional[str] = None, json: Optional[str] = None, no_segment: bool = False,
                min_silence_ms: float = 300.0, max_segment_s: float = 20.0, vad: Literal["energy", "silero"] = "energy",
-               policy: Literal["waitk", "ctc", "confidence"] = "waitk", policy_args: list[str] = []) -> None:  # noqa: B006
+               policy: PolicyName = "waitk", policy_args: list[str] = []) -> None:  # noqa: B006
     """Stream audio files through a model and print words as they are emitted, then the final text.
 
     Recordings of any length: the stream is cut into utterances at pauses (see --min-silence-ms,
@@ -182,7 +183,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
     from pathlib import Path
 
     from .audio import AudioError
-    from .audio.io import audio_info
+    from .audio.io import SAMPLE_RATE, audio_info
     from .signals import StepGuard
     from .streaming import StreamingSession
     from .streaming.segment import SegmentedSession
@@ -262,7 +263,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
         repeated = repetition_warning([w.text for w in stream.words])
         warns += [repeated] if repeated else []
         _warn(f, warns)
-        audio_s = stream.samples_in / 16000.0
+        audio_s = stream.samples_in / SAMPLE_RATE
         result = {"file": str(f), "text": stream.text, "segments": [s.as_dict() for s in stream.segments],
                   "words": [{"text": w.text, "time_ms": w.time_ms} for w in stream.words],
                   "audio_s": audio_s, "compute_s": compute, "rtf": compute / audio_s if audio_s else None,
@@ -288,10 +289,10 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
 
 def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_devices: bool = False,
         k: Optional[int] = None, phi: Optional[float] = None,
-        mode: Optional[Literal["group", "interleaved", "batch"]] = None, chunk_ms: Optional[int] = None,
+        mode: Optional[Mode] = None, chunk_ms: Optional[int] = None,
         device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32", output: Optional[str] = None,
         block_ms: int = 100, min_silence_ms: float = 300.0,
-        max_segment_s: float = 20.0, vad: Literal["energy", "silero"] = "energy", url: Optional[str] = None, policy: Literal["waitk", "ctc", "confidence"] = "waitk",
+        max_segment_s: float = 20.0, vad: Literal["energy", "silero"] = "energy", url: Optional[str] = None, policy: PolicyName = "waitk",
         policy_args: list[str] = []) -> None:  # noqa: B006
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
 

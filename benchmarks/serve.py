@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def recordings(n: int, seconds: float) -> list[tuple[np.ndarray, str]]:
-    from asr_stream.data.longform import join_utterances
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.longform import join_utterances
+    from asr_stream.corpus.synth import synthesize
 
     raw = json.loads((ROOT / "tests" / "data" / "heldout.json").read_text())
     items = [(it["id"], it["text"]) for it in raw]
@@ -95,8 +95,8 @@ async def run_clients(url: str, recs: list[tuple[np.ndarray, str]], n: int, bloc
 
 def flood_recording(seconds: float) -> np.ndarray:
     """The flooder's recording: other sentences than the live clients' (seed 1000)."""
-    from asr_stream.data.longform import join_utterances
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.longform import join_utterances
+    from asr_stream.corpus.synth import synthesize
 
     raw = json.loads((ROOT / "tests" / "data" / "heldout.json").read_text())
     rec = join_utterances([(it["id"], it["text"]) for it in raw],

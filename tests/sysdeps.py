@@ -43,7 +43,7 @@ class Requirement:
 
 def _voice(voice: str) -> Callable[[], bool]:
     def check() -> bool:
-        from asr_stream.data import engines
+        from asr_stream.corpus import engines
 
         return engines.voice_works(voice)
 
@@ -51,9 +51,9 @@ def _voice(voice: str) -> Callable[[], bool]:
 
 
 def _fortunes() -> bool:
-    from asr_stream.data import synth
+    from asr_stream.corpus.text import FORTUNE_DIR
 
-    return (synth.FORTUNE_DIR / "fortunes").is_file()
+    return (FORTUNE_DIR / "fortunes").is_file()
 
 
 def _which(*programs: str) -> Callable[[], bool]:

@@ -41,8 +41,6 @@ MAX_LINES = 600
 ALLOWED: dict[str, str] = {
     "long:asr_stream/cli.py": "the parser, the push loop and six commands in one file; split by the cli/ package "
                               "slice (cli/ with StreamOptions, one module per group of commands)",
-    "long:asr_stream/data/synth.py": "sentence cleaning, voices, the corpus plan and the writers in one file; split by "
-                                     "the corpus/ slice (synthesis and test-set tooling out of the runtime's data/)",
 }
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 from typing import Literal, Optional
 
+from ..config import EvalMode, PolicyName  # the mode and policy names, written once (the options' choices)
 from ..loading import load_model  # one loader for every command: default model, device, chunk and bf16 checks
-
-ModeName = Literal["group", "interleaved", "batch", "batch-position", "batch-kv"]
-PolicyName = Literal["waitk", "ctc", "confidence"]
 
 
 def _print_summary(s: dict) -> None:
@@ -37,7 +35,7 @@ def _print_summary(s: dict) -> None:
              if pr else ""))
 
 
-def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[ModeName] = None, k: Optional[int] = None,
+def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[EvalMode] = None, k: Optional[int] = None,
              phi: Optional[float] = None, chunk_ms: Optional[int] = None, output: Optional[str] = None,
              limit: Optional[int] = None, device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32",
              segment: Literal["auto", "on", "off"] = "auto",
@@ -103,7 +101,7 @@ def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[ModeName] = 
     return s
 
 
-def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: Optional[list[ModeName]] = None,
+def sweep_cmd(data: str, output: str, model: Optional[str] = None, modes: Optional[list[EvalMode]] = None,
               ks: Optional[list[int]] = None, phis: Optional[list[float]] = None, chunk_ms: list[int] = [],  # noqa: B006
               mode_models: dict[str, str] = {}, limit: Optional[int] = None, device: str = "cpu",  # noqa: B006
               policies: list[PolicyName] = ["waitk"], policy_grid: dict[str, dict[str, list[float]]] = {},  # noqa: B006

@@ -21,15 +21,13 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..audio.io import load_audio
-from ..config import StreamConfig
+from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS, load_audio
+from ..config import EvalMode, PolicyName, StreamConfig, split_eval_mode
 from ..streaming.defaults import stream_config_for, training_differences
 from ..data import Utterance
 from .latency import LatencyRecord, aggregate, pr_summary, real_time_factor, word_lags
 from .stats import record_intervals
 from .wer import normalize_text, wer_details
-
-SETTINGS = ("group", "interleaved", "batch", "batch-position", "batch-kv")
 
 
 @dataclass(frozen=True)
@@ -38,19 +36,17 @@ class Setting:
 
     mode, k and phi left at None take the model's training values (:meth:`resolved`)."""
 
-    mode: Optional[str] = None  # one of SETTINGS
+    mode: Optional[EvalMode] = None  # a mode, or batch-<reencode> (asr_stream.config.EVAL_MODES)
     k: Optional[int] = None  # wait-k's k; the adaptive policies' default k_max
     phi: Optional[float] = None
     chunk_ms: Optional[int] = None  # None: the model's own
-    policy: str = "waitk"  # waitk / ctc / confidence (asr_stream.streaming.policy)
+    policy: PolicyName = "waitk"  # asr_stream.streaming.policy.REGISTRY
     policy_args: tuple[tuple[str, float], ...] = ()  # sorted (name, value) pairs, e.g. (("margin", 0), ("threshold", 0.5))
 
     def stream_config(self) -> StreamConfig:
-        if self.mode is not None and self.mode not in SETTINGS:
-            raise ValueError(f"unknown mode {self.mode!r} (expected one of {SETTINGS})")
-        mode, _, reencode = (self.mode or "").partition("-")
-        return StreamConfig(mode=mode or None, k=self.k, phi=self.phi, reencode=reencode or "none",  # type: ignore[arg-type]
-                            policy=self.policy, policy_args=dict(self.policy_args))  # type: ignore[arg-type]
+        mode, reencode = split_eval_mode(self.mode) if self.mode is not None else (None, "none")
+        return StreamConfig(mode=mode, k=self.k, phi=self.phi, reencode=reencode, policy=self.policy,
+                            policy_args=dict(self.policy_args))
 
     def resolved(self, model, warn: bool = True) -> tuple["Setting", StreamConfig]:
         """This setting with the model's training values filled in (an adaptive policy's default k_min too, so it is
@@ -147,10 +143,10 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
             for u in todo:
                 ident = audio_identity(u.audio_path)  # before reading: a file replaced meanwhile is re-scored next time
                 wave = load_audio(u.audio_path)
-                cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * 16000)
+                cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * SAMPLE_RATE)
                 session = SegmentedSession(StreamingSession(model, cfg), EndpointConfig() if cut else None)
                 words, compute_at, spent = stream_utterance(session, wave, model.chunk_samples)
-                audio_ms = len(wave) / 16.0
+                audio_ms = len(wave) / SAMPLES_PER_MS
                 ref_len = len(normalize_text(u.text).split())
                 lat = LatencyRecord.compute([w.time_ms for w in words], audio_ms, ref_len, compute_at)
                 r = {"id": u.id, "audio": ident, "reference": u.text,

@@ -45,7 +45,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from ..audio.io import SAMPLE_RATE
+from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS
 from .endpoint import FRAME, EndpointConfig, EnergyDetector, Endpointer, Sink
 from .restart import RestartRule, SegmentAudio
 from .session import StreamingSession, Word
@@ -68,11 +68,11 @@ class Segment:
 
     @property
     def start_ms(self) -> float:
-        return self.start / 16.0
+        return self.start / SAMPLES_PER_MS
 
     @property
     def end_ms(self) -> float:
-        return self.end / 16.0
+        return self.end / SAMPLES_PER_MS
 
     @property
     def text(self) -> str:
@@ -80,8 +80,8 @@ class Segment:
 
     def as_dict(self) -> dict:
         return {"index": self.index, "start_ms": self.start_ms, "end_ms": self.end_ms,
-                "speech_end_ms": self.speech_end / 16.0, "heard_end_ms": self.heard_end / 16.0, "rule": self.rule,
-                "text": self.text,
+                "speech_end_ms": self.speech_end / SAMPLES_PER_MS, "heard_end_ms": self.heard_end / SAMPLES_PER_MS,
+                "rule": self.rule, "text": self.text,
                 "words": [{"text": w.text, "time_ms": w.time_ms} for w in self.words]}
 
 
@@ -94,7 +94,7 @@ def unheard(segments: Sequence[Segment], min_speech_ms: float = RestartRule.rere
     reads on from its last word. This is the "never lose words silently" report of long transcriptions.
     """
     rest = lambda s: s.speech_end - (max(s.start, s.heard_end) if s.words else s.start)  # noqa: E731
-    bad = [s for s in segments if s.end >= 0 and s.rule != "restart" and rest(s) / 16.0 >= min_speech_ms]
+    bad = [s for s in segments if s.end >= 0 and s.rule != "restart" and rest(s) / SAMPLES_PER_MS >= min_speech_ms]
     return sum(rest(s) / SAMPLE_RATE for s in bad), [s.index for s in bad]
 
 
