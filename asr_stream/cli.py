@@ -186,7 +186,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
     from .signals import StepGuard
     from .streaming import StreamingSession
     from .streaming.segment import SegmentedSession
-    from .transcript import atomic_write, check_outputs, render, repetition_warning
+    from .transcript import atomic_write, check_outputs, render, repetition_warning, unheard_warning
     from .streaming.defaults import stream_config_for, training_differences
 
     if block_ms <= 0:
@@ -255,10 +255,8 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
         print()
         print(f"final: {stream.text}", flush=True)
         unheard_s, unheard_idx = stream.unheard
-        if unheard_s:
-            warns.append(f"{unheard_s:.1f} s of sound above the endpointer's level (speech, or noise) in "
-                         f"{len(unheard_idx)} segment(s) produced no words (after a segment's last word, or in all "
-                         f"of it) (segments {', '.join(map(str, unheard_idx[:10]))}{' ...' if len(unheard_idx) > 10 else ''})")
+        unheard_said = unheard_warning(unheard_s, unheard_idx)
+        warns += [unheard_said] if unheard_said else []
         repeated = repetition_warning([w.text for w in stream.words])
         warns += [repeated] if repeated else []
         _warn(f, warns)
@@ -388,8 +386,10 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
           max_frame_bytes: int = 1 << 20, send_queue: int = 256, min_silence_ms: float = 300.0, max_segment_s: float = 20.0, vad: Literal["energy", "silero"] = "energy",
           tick_ms: Optional[float] = None,
           scheduler: Literal["batched", "per-client"] = "batched", policy: Literal["waitk", "ctc", "confidence"] = "waitk",
-          policy_args: list[str] = [], threads: int = 1, decoder_threads: int = 1) -> None:  # noqa: B006
-    """Serve live transcription over WebSocket (docs/protocol.md) and a browser page at http://HOST:PORT/.
+          policy_args: list[str] = [], threads: int = 1, decoder_threads: int = 1, max_upload_mb: float = 25.0,
+          max_uploads: int = 2) -> None:  # noqa: B006
+    """Serve live transcription over WebSocket (docs/protocol.md), a browser page at http://HOST:PORT/ and OpenAI-style
+    uploads at POST /v1/audio/transcriptions, on one port.
 
     One model and one engine task: each tick advances every stream that has audio in one batched decoder step;
     each stream is cut into utterances at pauses, so a connection can stay open for hours.
@@ -434,26 +434,31 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
             set), so that they do not take the CPU from the network side. On 2 cores, 2 were not reliably better
             than 1 (docs/design.md).
         decoder_threads: CPU threads for the decoder's steps, which are small (a few rows each); on 2 cores 1 was best.
+        max_upload_mb: largest file POST /v1/audio/transcriptions accepts, in MB (larger: 413).
+        max_uploads: uploads decoded at once, each in one of the --max-clients slots, a share per tick beside the live
+            streams (one more: 429); 0 turns the endpoint off.
     """
     import asyncio
     import os
 
     if threads > 1 and "torch" not in sys.modules:  # read once, when the OpenMP runtime loads with torch
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .server import Server, ServerConfig
+    from .serving.config import ServerConfig
+    from .serving.server import Server
     from .streaming.defaults import stream_config_for
 
     limits = ServerConfig(max_clients=max_clients, max_session_s=max_session_s, idle_timeout_s=idle_timeout_s,
                           min_audio_s=min_audio_s, max_backlog_s=max_backlog_s, max_per_address=max_per_address,
                           max_frame_bytes=max_frame_bytes, send_queue=send_queue, tick_ms=tick_ms,
-                          threads=threads, decoder_threads=decoder_threads)
+                          threads=threads, decoder_threads=decoder_threads, max_upload_mb=max_upload_mb,
+                          max_uploads=max_uploads)
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {port}")
     endpoint = _endpoint(False, min_silence_ms, max_segment_s, vad)
     try:
-        import websockets  # noqa: F401
+        import aiohttp  # noqa: F401
     except ImportError:
-        raise ValueError("serve needs the websockets package: pip install 'asr-stream[serve]'") from None
+        raise ValueError("serve needs the aiohttp package: pip install 'asr-stream[serve]'") from None
     from .streaming.policy import parse_policy_args
 
     args = parse_policy_args(policy_args)
@@ -462,7 +467,8 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
     server = Server(m, cfg, endpoint, limits, scheduler, model_name=str(model) if model is not None else "default")
 
     def ready(bound: int) -> None:
-        print(f"asr-stream: serving on ws://{host}:{bound}/ (page: http://{host}:{bound}/) mode={cfg.mode} k={cfg.k} "
+        print(f"asr-stream: serving on ws://{host}:{bound}/ (page: http://{host}:{bound}/, uploads: "
+              f"http://{host}:{bound}/v1/audio/transcriptions) mode={cfg.mode} k={cfg.k} "
               f"policy={cfg.policy} phi={cfg.phi:g} chunk_ms={m.chunk_ms} max_clients={max_clients} scheduler={scheduler} "
               f"encoder_dtype={encoder_dtype}", file=sys.stderr, flush=True)
 

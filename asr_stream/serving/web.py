@@ -1,0 +1,114 @@
+"""The HTTP side of ``asr-stream serve``: one port (aiohttp) for the WebSocket protocol, the browser page and the REST
+endpoint (docs/protocol.md; docs/design.md says why aiohttp).
+
+- ``GET`` with a WebSocket upgrade, on any path: one live stream (:meth:`Server.handler`, through :class:`Socket`,
+  which gives aiohttp's WebSocket the small interface the session code uses).
+- ``GET /`` (``/index.html``, ``/capture.js``) without an upgrade: the page that streams the browser's microphone.
+- ``POST /v1/audio/transcriptions``: an OpenAI-style upload (:mod:`asr_stream.serving.rest`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from typing import Callable, Optional
+
+from aiohttp import WSMsgType, web
+
+from .rest import transcriptions
+
+MAX_READ_BUFFER = 1 << 19
+"""Bytes of parsed frames aiohttp holds for one WebSocket before it stops reading its socket (its reader's limit, twice
+its 256 KiB chunk size): a connection under back-pressure holds at most this much there, then TCP pushes back."""
+
+
+class Closed(ConnectionError):
+    """The WebSocket was closed (by the client, or because a frame broke aiohttp's limits)."""
+
+
+class Socket:
+    """aiohttp's WebSocket as the session code uses it: ``recv`` (text as ``str``, binary as ``bytes``; :class:`Closed`
+    once closed), ``send``, ``close``, ``wait_closed``, ``transport.abort()`` and ``remote_address``."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self._ws, self._request = ws, request
+        self.remote_address = (request.remote or "?", None)
+        self.transport = self
+        self._closed = asyncio.Event()
+
+    async def recv(self):
+        msg = await self._ws.receive()
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return msg.data
+        self._closed.set()
+        raise Closed(f"websocket closed ({msg.type.name})")
+
+    async def send(self, text: str) -> None:
+        await self._ws.send_str(text)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.close(code=code, message=reason.encode()[:123])
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def abort(self) -> None:
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+
+
+PAGES = {"/": ("index.html", "text/html"), "/index.html": ("index.html", "text/html"),
+         "/capture.js": ("capture.js", "text/javascript")}
+
+
+def make_app(server) -> web.Application:
+    """The routes of ``server`` (a :class:`~asr_stream.serving.server.Server`)."""
+    lim = server.limits
+
+    async def get(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=20.0, compress=False, max_msg_size=4 * lim.max_frame_bytes)
+        if ws.can_prepare(request).ok:
+            # No permessage-deflate: PCM barely compresses, and inflating every client's frames took about a tenth of
+            # the server process's busy time at 40 clients (py-spy, benchmarks/serve.py), time the engine shares.
+            # Frames over 4x --max-frame-bytes are refused by aiohttp (close 1009); below it, by the session.
+            await ws.prepare(request)
+            try:
+                await server.handler(Socket(ws, request))
+            finally:
+                await ws.close()
+            return ws
+        if request.path not in PAGES:
+            return web.Response(status=404, text="not found\n")
+        name, ctype = PAGES[request.path]
+        text = resources.files("asr_stream").joinpath("assets", "web", name).read_text()
+        return web.Response(text=text, content_type=ctype, charset="utf-8", headers={"Cache-Control": "no-store"})
+
+    async def post_transcriptions(request: web.Request) -> web.StreamResponse:
+        return await transcriptions(server, request)
+
+    app = web.Application()
+    app.router.add_post("/v1/audio/transcriptions", post_transcriptions)
+    app.router.add_get("/{path:.*}", get)
+    return app
+
+
+async def serve(server, host: str, port: int, ready: Optional[Callable[[int], None]] = None) -> None:
+    """Serve ``server`` on ``host:port`` until cancelled; ``ready(port)`` once listening (port 0 picks a free one)."""
+    engine = server.start_engine()
+    # handler_cancellation: a client that goes away cancels its handler (an upload stops being decoded at once)
+    runner = web.AppRunner(make_app(server), handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        if ready is not None:
+            ready(runner.addresses[0][1])
+        await asyncio.Future()
+    finally:
+        engine.cancel()
+        await runner.cleanup()
+
+
+__all__ = ["Closed", "MAX_READ_BUFFER", "Socket", "make_app", "serve"]
