@@ -290,7 +290,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32", output: Optional[str] = None,
         block_ms: int = 100, min_silence_ms: float = 300.0,
         max_segment_s: float = 20.0, vad: Literal["energy", "silero"] = "energy", url: Optional[str] = None, policy: Literal["waitk", "ctc", "confidence"] = "waitk",
-        policy_args: list[str] = []) -> None:  # noqa: B006
+        policy_args: list[str] = [], api_key_file: Optional[str] = None) -> None:  # noqa: B006
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
 
     Args:
@@ -318,6 +318,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
             word j after k_max + j chunks at the latest (k_max: --k unless given in --policy-args).
         policy_args: parameters of the policy as NAME=VALUE: ctc: threshold (0.5), margin (0 chunks), k_max;
             confidence: threshold (0.9), k_max.
+        api_key_file: with --url: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
     """
     from .audio.io import LevelCheck
     from .audio.sources import list_input_devices, microphone_blocks
@@ -342,7 +343,12 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
     # a muted or quiet microphone is said live, and the level checks are said again at the end
     check = LevelCheck(remedy="raise the microphone's input gain (or speak closer to it)")
     blocks = watch_level(blocks, check, lambda w: _warn("microphone", [w]))
+    if api_key_file is not None and url is None:
+        raise ValueError("--api-key-file is the key of a server: give --url too")
     if url is not None:
+        from .serving.auth import client_key
+
+        key = client_key(api_key_file)
         if policy != "waitk" or policy_args:
             raise ValueError("--policy and --policy-args choose a local model's policy; with --url the server's applies")
         if encoder_dtype != "float32":
@@ -350,7 +356,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         if vad != "energy":
             raise ValueError("--vad sets the local endpointer; with --url the server's endpoint rules apply")
         try:
-            _remote_mic(url, blocks, k, output)
+            _remote_mic(url, blocks, k, output, key)
         finally:
             _warn("microphone", check.warnings())
         return
@@ -387,7 +393,8 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
           tick_ms: Optional[float] = None,
           scheduler: Literal["batched", "per-client"] = "batched", policy: Literal["waitk", "ctc", "confidence"] = "waitk",
           policy_args: list[str] = [], threads: int = 1, decoder_threads: int = 1, max_upload_mb: float = 25.0,
-          max_uploads: int = 2) -> None:  # noqa: B006
+          max_uploads: int = 2, api_key_file: Optional[str] = None, certfile: Optional[str] = None,
+          keyfile: Optional[str] = None) -> None:  # noqa: B006
     """Serve live transcription over WebSocket (docs/protocol.md), a browser page at http://HOST:PORT/ and OpenAI-style
     uploads at POST /v1/audio/transcriptions, on one port.
 
@@ -437,6 +444,11 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
         max_upload_mb: largest file POST /v1/audio/transcriptions accepts, in MB (larger: 413).
         max_uploads: uploads decoded at once, each in one of the --max-clients slots, a share per tick beside the live
             streams (one more: 429); 0 turns the endpoint off.
+        api_key_file: ask every WebSocket and REST request for one of the keys in this file (one a line) as
+            "Authorization: Bearer KEY" (the browser page: ?api_key=KEY); the ASR_STREAM_API_KEY variable adds one.
+            Wrong or missing: 401. The page and /healthz, /readyz need no key.
+        certfile: serve TLS (https://, wss://) with this certificate chain (PEM); needs --keyfile.
+        keyfile: the certificate's private key (PEM).
     """
     import asyncio
     import os
@@ -455,6 +467,11 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {port}")
     endpoint = _endpoint(False, min_silence_ms, max_segment_s, vad)
+    from .serving.auth import server_keys
+    from .serving.tls import server_context
+
+    keys = server_keys(api_key_file)
+    tls = server_context(certfile, keyfile)
     try:
         import aiohttp  # noqa: F401
     except ImportError:
@@ -467,19 +484,20 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
     server = Server(m, cfg, endpoint, limits, scheduler, model_name=str(model) if model is not None else "default")
 
     def ready(bound: int) -> None:
-        print(f"asr-stream: serving on ws://{host}:{bound}/ (page: http://{host}:{bound}/, uploads: "
-              f"http://{host}:{bound}/v1/audio/transcriptions) mode={cfg.mode} k={cfg.k} "
+        ws, http = ("wss", "https") if tls is not None else ("ws", "http")
+        print(f"asr-stream: serving on {ws}://{host}:{bound}/ (page: {http}://{host}:{bound}/, uploads: "
+              f"{http}://{host}:{bound}/v1/audio/transcriptions; {len(keys)} API key(s)) mode={cfg.mode} k={cfg.k} "
               f"policy={cfg.policy} phi={cfg.phi:g} chunk_ms={m.chunk_ms} max_clients={max_clients} scheduler={scheduler} "
               f"encoder_dtype={encoder_dtype}", file=sys.stderr, flush=True)
 
     try:
-        asyncio.run(server.serve(host, port, ready))
+        asyncio.run(server.serve(host, port, ready, keys=keys, ssl_context=tls))
     except OSError as e:
         raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool = False, block_ms: int = 100,
-           k: Optional[int] = None, json: Optional[str] = None) -> None:
+           k: Optional[int] = None, json: Optional[str] = None, api_key_file: Optional[str] = None) -> None:
     """Transcribe audio files on a running ``asr-stream serve``: words as they arrive, then the final text per file.
 
     Each file is read from disk block by block as it is sent. A bad file is one error line and the next file goes on;
@@ -493,16 +511,19 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         block_ms: audio per frame sent, in ms.
         k: ask the server for this wait-k (default: the server's).
         json: also write every file's result (events: words with emission times, finals) to this JSON file.
+        api_key_file: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
     """
     import asyncio
     import json as jsonlib
 
     from .audio.io import AudioError, AudioFile, LevelCheck
     from .client import ServerError, stream
+    from .serving.auth import client_key
     from .transcript import atomic_write, check_outputs, repetition_warning
 
     if not url.startswith(("ws://", "wss://")):
         raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
+    key = client_key(api_key_file)
     if block_ms <= 0:
         raise ValueError(f"--block-ms must be > 0, got {block_ms}")
     check_outputs(files, [json] if json is not None else [])
@@ -549,7 +570,7 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
                 print(" ".join(w["text"] for w in ev["words"]), end=" ", flush=True)
 
         try:
-            res = asyncio.run(stream(url, blocks(), 16000, k, block_ms if realtime else None, show))
+            res = asyncio.run(stream(url, blocks(), 16000, k, block_ms if realtime else None, show, api_key=key))
         except ServerError as e:
             print()
             _say_error(f"{f}: {e}")
@@ -589,7 +610,7 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         sys.exit(1)
 
 
-def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> None:
+def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: Optional[str] = None) -> None:
     """``mic --url``: stream the microphone to a server; the first Ctrl-C (or SIGTERM) stops the microphone, sends the
     end message and waits for the server's last words; a second one aborts."""
     import asyncio
@@ -633,7 +654,7 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> No
     saved = True
     print(f"listening... decoding on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
-        asyncio.run(stream(url, until_stopped(), 16000, k, None, show))
+        asyncio.run(stream(url, until_stopped(), 16000, k, None, show, api_key=key))
     except ServerError as e:
         raise ValueError(str(e)) from None
     finally:

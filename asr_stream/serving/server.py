@@ -480,11 +480,14 @@ class Server:
         self._work = asyncio.Event()
         return asyncio.create_task(self.engine())
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 8765, ready: Optional[Callable[[int], None]] = None) -> None:
-        """Serve until cancelled. ``ready(port)`` is called once listening (port 0 picks a free one)."""
+    async def serve(self, host: str = "127.0.0.1", port: int = 8765, ready: Optional[Callable[[int], None]] = None,
+                    keys=None, ssl_context=None) -> None:
+        """Serve until cancelled. ``ready(port)`` is called once listening (port 0 picks a free one). ``keys``: an
+        :class:`~asr_stream.serving.auth.Keys` (None: no key asked for); ``ssl_context``: TLS."""
+        from .auth import Keys
         from .web import serve
 
-        await serve(self, host, port, ready)
+        await serve(self, host, port, ready, keys if keys is not None else Keys([]), ssl_context)
 
 
 async def _discard(ws) -> None:

@@ -15,7 +15,8 @@ from typing import Callable, Optional
 
 from aiohttp import WSMsgType, web
 
-from .rest import transcriptions
+from .auth import Keys
+from .rest import error_response, transcriptions
 
 MAX_READ_BUFFER = 1 << 19
 """Bytes of parsed frames aiohttp holds for one WebSocket before it stops reading its socket (its reader's limit, twice
@@ -63,9 +64,26 @@ PAGES = {"/": ("index.html", "text/html"), "/index.html": ("index.html", "text/h
          "/capture.js": ("capture.js", "text/javascript")}
 
 
-def make_app(server) -> web.Application:
-    """The routes of ``server`` (a :class:`~asr_stream.serving.server.Server`)."""
+OPEN = ("/healthz", "/readyz")
+"""Paths answered without a key (a load balancer's checks); the page too, when not asked for a WebSocket."""
+
+
+def _upgrade(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def make_app(server, keys: Keys = Keys([])) -> web.Application:
+    """The routes of ``server`` (a :class:`~asr_stream.serving.server.Server`); with ``keys``, every request but the
+    page and the health checks must present one (401 otherwise, the same answer whatever was wrong)."""
     lim = server.limits
+
+    @web.middleware
+    async def guard(request: web.Request, handler) -> web.StreamResponse:
+        public = request.path in OPEN or (request.method in ("GET", "HEAD") and request.path in PAGES
+                                          and not _upgrade(request))
+        if not public and not keys.allows(request.headers, request.query):
+            return error_response(401, "unauthorized", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
 
     async def get(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=20.0, compress=False, max_msg_size=4 * lim.max_frame_bytes)
@@ -88,20 +106,22 @@ def make_app(server) -> web.Application:
     async def post_transcriptions(request: web.Request) -> web.StreamResponse:
         return await transcriptions(server, request)
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard] if keys else [])
     app.router.add_post("/v1/audio/transcriptions", post_transcriptions)
     app.router.add_get("/{path:.*}", get)
     return app
 
 
-async def serve(server, host: str, port: int, ready: Optional[Callable[[int], None]] = None) -> None:
-    """Serve ``server`` on ``host:port`` until cancelled; ``ready(port)`` once listening (port 0 picks a free one)."""
+async def serve(server, host: str, port: int, ready: Optional[Callable[[int], None]] = None, keys: Keys = Keys([]),
+                ssl_context=None) -> None:
+    """Serve ``server`` on ``host:port`` until cancelled; ``ready(port)`` once listening (port 0 picks a free one).
+    ``keys``: the API keys asked for (none: no key); ``ssl_context``: TLS (https:// and wss://)."""
     engine = server.start_engine()
     # handler_cancellation: a client that goes away cancels its handler (an upload stops being decoded at once)
-    runner = web.AppRunner(make_app(server), handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(make_app(server, keys), handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         if ready is not None:
             ready(runner.addresses[0][1])
