@@ -474,8 +474,9 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
     tls = server_context(certfile, keyfile)
     try:
         import aiohttp  # noqa: F401
-    except ImportError:
-        raise ValueError("serve needs the aiohttp package: pip install 'asr-stream[serve]'") from None
+        import prometheus_client  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"serve needs the {e.name} package: pip install 'asr-stream[serve]'") from None
     from .streaming.policy import parse_policy_args
 
     args = parse_policy_args(policy_args)

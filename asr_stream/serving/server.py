@@ -98,13 +98,14 @@ def _word(w, index: int) -> dict:
 
 
 class Server:
-    """The model, the engine and the connections. :meth:`handler` is the ``websockets`` connection handler."""
+    """The model, the engine and the connections. :meth:`handler` is one WebSocket connection's handler."""
 
     def __init__(self, model, cfg, endpoint, limits: ServerConfig = ServerConfig(),
                  scheduler: Literal["batched", "per-client"] = "batched", model_name: str = "default",
                  clock: Callable[[], float] = time.monotonic) -> None:
         """``clock``: seconds, for the idle rule (tests pass their own)."""
         from ..streaming.segment import PerClientStreams, SegmentedStreams
+        from .metrics import Metrics
 
         self.model, self.cfg, self.endpoint, self.limits, self.model_name = model, cfg, endpoint, limits, model_name
         self.scheduler, self.clock = scheduler, clock
@@ -131,6 +132,8 @@ class Server:
         self._work: Optional[asyncio.Event] = None
         self.ticks = 0
         self.sessions_served = 0
+        self.metrics = Metrics(lambda kind: sum((c.ws is None) == (kind == "upload") for c in self.conns.values()))
+        self.engine_task: Optional[asyncio.Task] = None
 
     # -- the engine ---------------------------------------------------------------------------------------
     def _on_segment(self, i: int, seg) -> None:
@@ -231,6 +234,7 @@ class Server:
         releases, jobs = self._take_work()
         if not jobs and not releases:
             return False
+        t0 = time.monotonic()
         try:
             out = await asyncio.to_thread(self._tick, releases, jobs)
         except Exception as e:  # noqa: BLE001 - a bug must not hang every client: tell them, keep serving
@@ -238,10 +242,17 @@ class Server:
 
             traceback.print_exc()
             for c, *_ in jobs:
-                self._kick(c, f"internal error: {type(e).__name__}: {e}")
+                self._kick(c, f"internal error: {type(e).__name__}: {e}", "internal")
             return True
+        m = self.metrics
+        m.tick.observe(time.monotonic() - t0)
         for c, *_ in jobs:
+            kind = "upload" if c.ws is None else "live"
             for ev in out.get(c.id, []):
+                if ev["type"] == "partial":
+                    m.words.labels(kind).inc(len(ev["words"]))
+                if kind == "live" and ev["type"] in ("partial", "final"):
+                    m.lag.observe(ev["lag_ms"] / 1000.0)
                 self._send(c, ev)
         return True
 
@@ -252,7 +263,7 @@ class Server:
         try:
             c.queue.put_nowait(ev)
         except asyncio.QueueFull:
-            self._kick(c, f"slow reader: more than {self.limits.send_queue} events waiting to be sent")
+            self._kick(c, f"slow reader: more than {self.limits.send_queue} events waiting to be sent", "slow_reader")
 
     def _drop(self, c: Conn) -> None:
         """``c`` is over (eof sent, error, vanished): its audio not yet taken by the engine is dropped and its slot is
@@ -270,12 +281,13 @@ class Server:
             self._releases.append(c.slot)
         self._work.set()
 
-    def _kick(self, c: Conn, reason: str) -> None:
+    def _kick(self, c: Conn, reason: str, why: str) -> None:
         """Disconnect ``c`` without waiting for it: an error event if its socket takes it within 2 s, then abort."""
         if c.overflow:
             return
         c.overflow = True
         self._drop(c)
+        self.metrics.refused(why)
         if c.ws is None:  # an upload: its handler reads this from the queue (unbounded) and answers 500
             c.queue.put_nowait({"type": "error", "reason": reason.splitlines()[0], "fatal": True})
             return
@@ -296,13 +308,16 @@ class Server:
         """One client: at most ``--max-per-address`` open per remote address, then :meth:`_session`."""
         address = str((getattr(ws, "remote_address", None) or ("?",))[0])
         if not self.addresses.admit(address):
+            self.metrics.refused("per_address")
             await _error(ws, f"busy: {self.limits.max_per_address} connections from {address} are open, the most "
                              "one address may have (--max-per-address)", code=1013)
             return
+        self.metrics.connections.inc()
         try:
             await self._session(ws)
         finally:
             self.addresses.leave(address)
+            self.metrics.connections.dec()
 
     async def _session(self, ws) -> None:
         """Start message, then PCM frames and an end message; events go out through a sender task. Reading stops
@@ -311,6 +326,7 @@ class Server:
         try:
             first = await asyncio.wait_for(ws.recv(), lim.start_timeout_s)
         except asyncio.TimeoutError:
+            self.metrics.refused("start_timeout")
             await _error(ws, f"no start message within {lim.start_timeout_s:g} s")
             return
         except Exception:  # noqa: BLE001 - the client left before starting
@@ -318,9 +334,11 @@ class Server:
         try:
             start = parse_start(first)
         except ProtocolError as e:
+            self.metrics.refused("protocol")
             await _error(ws, str(e))
             return
         if not self.free:
+            self.metrics.refused("busy")
             await _error(ws, f"busy: all {lim.max_clients} streams are in use, try again later", code=1013)
             return
         slot = self.free.pop(0)
@@ -336,6 +354,7 @@ class Server:
         sender = c.sender = asyncio.create_task(self._sender(ws, c))  # waits for the first event
         limit = int(lim.max_session_s * SAMPLE_RATE)
         error: Optional[str] = None
+        why = "protocol"  # the refusal's reason in the metrics, unless said below
         rate = AudioRate(lim.min_audio_s, lim.idle_timeout_s, self.clock())
         discard: Optional[asyncio.Task] = None
         try:
@@ -353,6 +372,7 @@ class Server:
                 now = self.clock()
                 error = rate.why(now)
                 if error is not None:
+                    why = "idle"
                     break
                 try:
                     msg = await asyncio.wait_for(ws.recv(), rate.deadline() - now)
@@ -361,6 +381,7 @@ class Server:
                 if isinstance(msg, bytes):
                     if len(msg) > lim.max_frame_bytes:
                         error = f"frame of {len(msg)} bytes is over the limit of {lim.max_frame_bytes} bytes"
+                        why = "frame_too_big"
                         break
                     try:
                         x = decode_frame(msg, start["format"])
@@ -387,6 +408,7 @@ class Server:
             if error is not None:
                 self._drop(c)
                 sender.cancel()
+                self.metrics.refused(why)
                 await _error(ws, error)
                 return
             if c.samples_in >= limit:  # cut at the session limit: what the client still sends is read and dropped, so
@@ -427,6 +449,7 @@ class Server:
         c.inbox.append(x)
         c.pending += x.shape[0]
         c.samples_in += x.shape[0]
+        self.metrics.audio.labels("upload" if c.ws is None else "live").inc(x.shape[0] / SAMPLE_RATE)
         c.arrivals.append((c.samples_in, time.monotonic()))
 
     # -- uploads (POST /v1/audio/transcriptions, asr_stream.serving.rest) ----------------------------------------
@@ -478,7 +501,14 @@ class Server:
     def start_engine(self) -> asyncio.Task:
         """The engine task, on the running loop (:mod:`asr_stream.serving.web` starts it with the listener)."""
         self._work = asyncio.Event()
-        return asyncio.create_task(self.engine())
+        self.engine_task = asyncio.create_task(self.engine())
+        return self.engine_task
+
+    def not_ready(self) -> Optional[str]:
+        """Why ``GET /readyz`` answers 503 (None: ready): the engine is not running, or the server is draining."""
+        if self.engine_task is None or self.engine_task.done():
+            return "engine not running"
+        return None
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ready: Optional[Callable[[int], None]] = None,
                     keys=None, ssl_context=None) -> None:

@@ -5,6 +5,8 @@ endpoint (docs/protocol.md; docs/design.md says why aiohttp).
   which gives aiohttp's WebSocket the small interface the session code uses).
 - ``GET /`` (``/index.html``, ``/capture.js``) without an upgrade: the page that streams the browser's microphone.
 - ``POST /v1/audio/transcriptions``: an OpenAI-style upload (:mod:`asr_stream.serving.rest`).
+- ``GET /healthz`` (the process answers), ``GET /readyz`` (the model is loaded, the engine runs and the server is not
+  draining), ``GET /metrics`` (Prometheus text format, :mod:`asr_stream.serving.metrics`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ PAGES = {"/": ("index.html", "text/html"), "/index.html": ("index.html", "text/h
          "/capture.js": ("capture.js", "text/javascript")}
 
 
+REST = "/v1/audio/transcriptions"
 OPEN = ("/healthz", "/readyz")
 """Paths answered without a key (a load balancer's checks); the page too, when not asked for a WebSocket."""
 
@@ -82,8 +85,22 @@ def make_app(server, keys: Keys = Keys([])) -> web.Application:
         public = request.path in OPEN or (request.method in ("GET", "HEAD") and request.path in PAGES
                                           and not _upgrade(request))
         if not public and not keys.allows(request.headers, request.query):
+            server.metrics.refused("unauthorized")
             return error_response(401, "unauthorized", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
+
+    @web.middleware
+    async def count(request: web.Request, handler) -> web.StreamResponse:
+        """REST answers by status (401s included); the other routes are not counted here."""
+        if request.path != REST:
+            return await handler(request)
+        try:
+            resp = await handler(request)
+        except web.HTTPException as e:
+            server.metrics.requests.labels(str(e.status)).inc()
+            raise
+        server.metrics.requests.labels(str(resp.status)).inc()
+        return resp
 
     async def get(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=20.0, compress=False, max_msg_size=4 * lim.max_frame_bytes)
@@ -106,8 +123,22 @@ def make_app(server, keys: Keys = Keys([])) -> web.Application:
     async def post_transcriptions(request: web.Request) -> web.StreamResponse:
         return await transcriptions(server, request)
 
-    app = web.Application(middlewares=[guard] if keys else [])
-    app.router.add_post("/v1/audio/transcriptions", post_transcriptions)
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        why = server.not_ready()
+        return web.Response(status=503 if why else 200, text=f"{why or 'ready'}\n")
+
+    async def metrics(request: web.Request) -> web.Response:
+        body, ctype = server.metrics.render(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": ctype})
+
+    app = web.Application(middlewares=[count, guard] if keys else [count])
+    app.router.add_post(REST, post_transcriptions)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/{path:.*}", get)
     return app
 
