@@ -394,7 +394,7 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
           scheduler: Literal["batched", "per-client"] = "batched", policy: Literal["waitk", "ctc", "confidence"] = "waitk",
           policy_args: list[str] = [], threads: int = 1, decoder_threads: int = 1, max_upload_mb: float = 25.0,
           max_uploads: int = 2, api_key_file: Optional[str] = None, certfile: Optional[str] = None,
-          keyfile: Optional[str] = None) -> None:  # noqa: B006
+          keyfile: Optional[str] = None, drain_s: float = 30.0) -> None:  # noqa: B006
     """Serve live transcription over WebSocket (docs/protocol.md), a browser page at http://HOST:PORT/ and OpenAI-style
     uploads at POST /v1/audio/transcriptions, on one port.
 
@@ -449,6 +449,9 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
             Wrong or missing: 401. The page and /healthz, /readyz need no key.
         certfile: serve TLS (https://, wss://) with this certificate chain (PEM); needs --keyfile.
         keyfile: the certificate's private key (PEM).
+        drain_s: on SIGTERM (or Ctrl-C) the server stops accepting connections, lets each open stream go on to the
+            end of its utterance for at most this many seconds, sends it the words of everything it read, an error
+            event saying the server is going away and eof, then exits 0 (a second signal ends the streams at once).
     """
     import asyncio
     import os
@@ -463,7 +466,7 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
                           min_audio_s=min_audio_s, max_backlog_s=max_backlog_s, max_per_address=max_per_address,
                           max_frame_bytes=max_frame_bytes, send_queue=send_queue, tick_ms=tick_ms,
                           threads=threads, decoder_threads=decoder_threads, max_upload_mb=max_upload_mb,
-                          max_uploads=max_uploads)
+                          max_uploads=max_uploads, drain_s=drain_s)
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {port}")
     endpoint = _endpoint(False, min_silence_ms, max_segment_s, vad)

@@ -167,6 +167,9 @@ async def decode(server, audio, name: str) -> tuple[list, list[str], float]:
     from ..streaming.segment import unheard
     from ..transcript import repetition_warning, unheard_warning
 
+    if server.draining:
+        raise RequestError(503, "the server is going away (shutting down): send it again (to another replica)",
+                           code="shutting_down", headers={"Retry-After": "1"})
     c = server.open_upload()
     if c is None:
         raise RequestError(429, f"busy: {server.limits.max_uploads} upload(s) or all {server.limits.max_clients} streams "
@@ -194,6 +197,9 @@ async def decode(server, audio, name: str) -> tuple[list, list[str], float]:
             ev = await c.queue.get()
             if ev["type"] == "failed":
                 raise failure[0]
+            if ev["type"] == "going_away":
+                raise RequestError(503, "the server is going away (shutting down) before this upload was decoded: send "
+                                        "it again (to another replica)", code="shutting_down", headers={"Retry-After": "1"})
             if ev["type"] == "error" and ev.get("fatal", True):
                 raise RequestError(500, f"internal error: {ev['reason']}", code="internal_error")
             if ev["type"] == "error":  # the session limit (a header that under-declared the length)

@@ -41,6 +41,7 @@ from ..audio.io import SAMPLE_RATE
 from ..fairness import AddressCount, AudioRate, take_share
 from .config import ServerConfig
 from .protocol import FORMATS, ProtocolError, decode_frame, parse_start  # noqa: F401 - FORMATS: re-exported
+from .sockets import discard, recv_or_stop, send_error
 
 
 # ----------------------------------------------------------------------------------------------- connections
@@ -69,6 +70,9 @@ class Conn:
     ws: object = None  # the websocket (None: an upload, whose events its REST handler reads from the queue)
     sender: Optional[asyncio.Task] = None  # the task that writes to it
     segments: Optional[list] = None  # an upload's segments (Segment), set by the engine with its eof
+    draining: bool = False  # the server is going away: end this stream at its next pause (between utterances)
+    pause: bool = False  # (engine) a draining stream has no open utterance: end it now
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: read no more audio (the server is going away)
 
     def take(self, n: int) -> list:
         """The engine's share of the inbox: at most ``n`` samples, in order; the rest waits for the next tick."""
@@ -134,6 +138,7 @@ class Server:
         self.sessions_served = 0
         self.metrics = Metrics(lambda kind: sum((c.ws is None) == (kind == "upload") for c in self.conns.values()))
         self.engine_task: Optional[asyncio.Task] = None
+        self.draining = False  # SIGTERM: no new streams; open ones end at their next pause (serving.drain)
 
     # -- the engine ---------------------------------------------------------------------------------------
     def _on_segment(self, i: int, seg) -> None:
@@ -173,6 +178,8 @@ class Server:
                                "words": [_word(w, n0 + j) for j, w in enumerate(seg.words)],
                                "lag_ms": round(c.lag_ms(seg.end_ms, now))})
             events += self._partial(c, words, now)
+            if c.draining and not c.pause:  # between utterances: no segment open (every word of the last one is out)
+                c.pause = not segs or segs[-1].end >= 0
             if c.end_sent and self.streams.done(i):
                 c.finished = True
                 segs = self.streams.segments(i)
@@ -221,7 +228,7 @@ class Server:
             c.started = True
             end = c.ended and not c.end_sent and not c.inbox
             c.end_sent = c.end_sent or end
-            if audio or start or end or (c.end_sent and not c.finished):
+            if audio or start or end or (c.end_sent and not c.finished) or (c.draining and not c.stop.is_set()):
                 jobs.append((c, audio, start, end))
             if c.pending <= self.backlog:
                 c.room.set()
@@ -254,6 +261,8 @@ class Server:
                 if kind == "live" and ev["type"] in ("partial", "final"):
                     m.lag.observe(ev["lag_ms"] / 1000.0)
                 self._send(c, ev)
+            if c.pause and not c.stop.is_set():
+                self.going_away(c, "at a pause")
         return True
 
     def _send(self, c: Conn, ev: dict) -> None:
@@ -296,7 +305,7 @@ class Server:
             if c.sender is not None:
                 c.sender.cancel()
             try:
-                await asyncio.wait_for(_error(c.ws, reason), 2.0)
+                await asyncio.wait_for(send_error(c.ws, reason), 2.0)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001
                 pass
             c.ws.transport.abort()
@@ -309,8 +318,13 @@ class Server:
         address = str((getattr(ws, "remote_address", None) or ("?",))[0])
         if not self.addresses.admit(address):
             self.metrics.refused("per_address")
-            await _error(ws, f"busy: {self.limits.max_per_address} connections from {address} are open, the most "
+            await send_error(ws, f"busy: {self.limits.max_per_address} connections from {address} are open, the most "
                              "one address may have (--max-per-address)", code=1013)
+            return
+        if self.draining:
+            self.addresses.leave(address)
+            self.metrics.refused("draining")
+            await send_error(ws, "the server is going away (shutting down): connect again (to another replica)", code=1001)
             return
         self.metrics.connections.inc()
         try:
@@ -327,7 +341,7 @@ class Server:
             first = await asyncio.wait_for(ws.recv(), lim.start_timeout_s)
         except asyncio.TimeoutError:
             self.metrics.refused("start_timeout")
-            await _error(ws, f"no start message within {lim.start_timeout_s:g} s")
+            await send_error(ws, f"no start message within {lim.start_timeout_s:g} s")
             return
         except Exception:  # noqa: BLE001 - the client left before starting
             return
@@ -335,11 +349,11 @@ class Server:
             start = parse_start(first)
         except ProtocolError as e:
             self.metrics.refused("protocol")
-            await _error(ws, str(e))
+            await send_error(ws, str(e))
             return
         if not self.free:
             self.metrics.refused("busy")
-            await _error(ws, f"busy: all {lim.max_clients} streams are in use, try again later", code=1013)
+            await send_error(ws, f"busy: all {lim.max_clients} streams are in use, try again later", code=1013)
             return
         slot = self.free.pop(0)
         c = Conn(id=self._next_id, slot=slot, k=start["k"], queue=asyncio.Queue(lim.send_queue), ws=ws)
@@ -356,7 +370,7 @@ class Server:
         error: Optional[str] = None
         why = "protocol"  # the refusal's reason in the metrics, unless said below
         rate = AudioRate(lim.min_audio_s, lim.idle_timeout_s, self.clock())
-        discard: Optional[asyncio.Task] = None
+        dropper: Optional[asyncio.Task] = None
         try:
             k = start["k"] if start["k"] is not None else self.cfg.k
             await ws.send(json.dumps({"type": "ready", "session": c.id, "sample_rate": start["sample_rate"], "format": start["format"],
@@ -375,9 +389,14 @@ class Server:
                     why = "idle"
                     break
                 try:
-                    msg = await asyncio.wait_for(ws.recv(), rate.deadline() - now)
+                    msg = await recv_or_stop(ws, c.stop, rate.deadline() - now)
                 except asyncio.TimeoutError:
                     continue  # the idle rule says why, at the top
+                if msg is None:  # the server is going away: what was received is decoded, nothing more is read
+                    if resampler is not None:
+                        self._audio(c, resampler.resample_chunk(np.zeros(0, np.float32), last=True), limit)
+                    c.ended = True
+                    break
                 if isinstance(msg, bytes):
                     if len(msg) > lim.max_frame_bytes:
                         error = f"frame of {len(msg)} bytes is over the limit of {lim.max_frame_bytes} bytes"
@@ -409,16 +428,17 @@ class Server:
                 self._drop(c)
                 sender.cancel()
                 self.metrics.refused(why)
-                await _error(ws, error)
+                await send_error(ws, error)
                 return
-            if c.samples_in >= limit:  # cut at the session limit: what the client still sends is read and dropped, so
-                discard = asyncio.create_task(_discard(ws))  # that its close frame is seen (no 10 s close timeout)
+            if c.samples_in >= limit or c.stop.is_set():  # cut at the session limit or by a drain: what the client
+                dropper = asyncio.create_task(discard(ws))  # still sends is read and dropped, so that its close frame is
+                # seen (no 10 s close timeout)
             await sender  # ends after eof (or when the client goes away)
         except Exception:  # noqa: BLE001 - the client vanished (ConnectionClosed) or its socket failed
             pass
         finally:  # eof sent, error, or the client vanished: the engine releases the slot at its next tick
             self._drop(c)
-            for t in (sender, discard):
+            for t in (sender, dropper):
                 if t is not None and not t.done():
                     t.cancel()
 
@@ -426,7 +446,7 @@ class Server:
         """Back-pressure: wait, without reading ``ws``, until the engine has taken ``c``'s audio down to the backlog
         limit (True) or the connection is closed or dropped meanwhile (False)."""
         c.room.clear()
-        waits = [asyncio.ensure_future(c.room.wait())]
+        waits = [asyncio.ensure_future(c.room.wait()), asyncio.ensure_future(c.stop.wait())]
         closed = getattr(ws, "wait_closed", None)  # the library still reads until its own queue is full
         if closed is not None:
             waits.append(asyncio.ensure_future(closed()))
@@ -435,7 +455,7 @@ class Server:
         finally:
             for w in waits:
                 w.cancel()
-        gone = len(waits) > 1 and waits[1].done() and not waits[1].cancelled()
+        gone = len(waits) > 2 and waits[2].done() and not waits[2].cancelled()
         return not (gone or c.gone)
 
     def _audio(self, c: Conn, x: np.ndarray, limit: int) -> None:
@@ -484,6 +504,17 @@ class Server:
         c.ended = True
         self._work.set()
 
+    def going_away(self, c: Conn, where: str) -> None:
+        """The server is going away: read no more of ``c``'s audio; what was received is decoded and sent (its finals,
+        then eof, then close 1001). A non-fatal error event says so first."""
+        if c.stop.is_set() or c.gone or c.ended:  # (ended: the client's own end, or the session limit)
+            return
+        c.stop.set()
+        self._send(c, {"type": "error", "reason": f"the server is going away (shutting down): audio after "
+                       f"{c.samples_in / SAMPLE_RATE:.2f} s was not read ({where}); what came before is decoded",
+                       "fatal": False})
+        self._work.set()
+
     def drop(self, c: Conn) -> None:
         """Upload ``c`` is over (answered, failed, or its client left): see :meth:`_drop`."""
         self._drop(c)
@@ -494,21 +525,33 @@ class Server:
             ev = await c.queue.get()
             await ws.send(json.dumps(ev))
             if ev["type"] == "eof":
-                await ws.close()
+                await (ws.close(1001, "going away") if c.stop.is_set() else ws.close())
                 return
 
     # -- running ------------------------------------------------------------------------------------------
     def start_engine(self) -> asyncio.Task:
         """The engine task, on the running loop (:mod:`asr_stream.serving.web` starts it with the listener)."""
         self._work = asyncio.Event()
+        self.shutdown = asyncio.Event()
+        self.hurry = asyncio.Event()
         self.engine_task = asyncio.create_task(self.engine())
         return self.engine_task
+
+    def request_shutdown(self) -> None:
+        """SIGTERM (or SIGINT): drain and stop (:func:`asr_stream.serving.drain.drain`); a second one: at once."""
+        if self.shutdown.is_set():
+            self.hurry.set()
+        self.shutdown.set()
+
+    def wake(self) -> None:
+        """Make the engine tick (and look at every stream) soon."""
+        self._work.set()
 
     def not_ready(self) -> Optional[str]:
         """Why ``GET /readyz`` answers 503 (None: ready): the engine is not running, or the server is draining."""
         if self.engine_task is None or self.engine_task.done():
             return "engine not running"
-        return None
+        return "draining" if self.draining else None
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ready: Optional[Callable[[int], None]] = None,
                     keys=None, ssl_context=None) -> None:
@@ -518,24 +561,6 @@ class Server:
         from .web import serve
 
         await serve(self, host, port, ready, keys if keys is not None else Keys([]), ssl_context)
-
-
-async def _discard(ws) -> None:
-    """Read and drop what ``ws`` sends until it closes."""
-    try:
-        while True:
-            await ws.recv()
-    except Exception:  # noqa: BLE001 - closed
-        pass
-
-
-async def _error(ws, reason: str, code: int = 1008) -> None:
-    """Send one ``error`` event and close; the client may already be gone."""
-    try:
-        await ws.send(json.dumps({"type": "error", "reason": reason.splitlines()[0], "fatal": True}))
-        await ws.close(code, reason[:120])
-    except Exception:  # noqa: BLE001 - nothing more to tell a client that left
-        pass
 
 
 __all__ = ["ProtocolError", "Server", "ServerConfig", "decode_frame", "parse_start"]

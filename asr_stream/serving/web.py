@@ -12,12 +12,15 @@ endpoint (docs/protocol.md; docs/design.md says why aiohttp).
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 from importlib import resources
 from typing import Callable, Optional
 
 from aiohttp import WSMsgType, web
 
 from .auth import Keys
+from .drain import drain
 from .rest import error_response, transcriptions
 
 MAX_READ_BUFFER = 1 << 19
@@ -145,19 +148,30 @@ def make_app(server, keys: Keys = Keys([])) -> web.Application:
 
 async def serve(server, host: str, port: int, ready: Optional[Callable[[int], None]] = None, keys: Keys = Keys([]),
                 ssl_context=None) -> None:
-    """Serve ``server`` on ``host:port`` until cancelled; ``ready(port)`` once listening (port 0 picks a free one).
+    """Serve ``server`` on ``host:port`` until cancelled, or until :meth:`Server.request_shutdown` (SIGTERM, SIGINT:
+    a graceful drain, :mod:`asr_stream.serving.drain`); ``ready(port)`` once listening (port 0 picks a free one).
     ``keys``: the API keys asked for (none: no key); ``ssl_context``: TLS (https:// and wss://)."""
     engine = server.start_engine()
     # handler_cancellation: a client that goes away cancels its handler (an upload stops being decoded at once)
     runner = web.AppRunner(make_app(server, keys), handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
+    loop = asyncio.get_running_loop()
+    signals = threading.current_thread() is threading.main_thread()  # (a server in a test's thread: no handlers)
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, server.request_shutdown)
         if ready is not None:
             ready(runner.addresses[0][1])
-        await asyncio.Future()
+        await server.shutdown.wait()
+        await site.stop()  # no new connections; those open are served (a load balancer's /readyz gets 503)
+        await drain(server, server.limits.drain_s)
     finally:
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
         engine.cancel()
         await runner.cleanup()
 
