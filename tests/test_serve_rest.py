@@ -229,3 +229,56 @@ def test_the_openai_client_works_against_the_server(model, cfg, tmp_path):
     assert [w.word for w in v.words] == ref["text"].split()
     assert srt == to_srt(ref["segments"])
     assert e.value.status_code == 400 and "English only" in str(e.value)
+
+
+def test_slow_bodies_are_bounded(model, cfg):
+    """Uploads whose bodies arrive slowly hold no engine slot, but each has a temporary file: at most 2 x --max-uploads
+    are received at once, one more gets 429 before its body is read; once the slow clients leave, uploads are served."""
+    import socket
+    from urllib.parse import urlparse
+
+    x = waves()[2]
+    server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=2, max_uploads=1))
+    with running(server) as url:
+        u = urlparse(url)
+        body = form({"model": "m"}, ("a.wav", wav(x)))
+        slow = []
+        for _ in range(2):  # headers and the first half of the body, then nothing
+            s = socket.create_connection((u.hostname, u.port), timeout=30)
+            s.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                       f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n").encode() + body[: len(body) // 2])
+            slow.append(s)
+        while server.receiving < 2:
+            run(asyncio.sleep(0.05))
+        third = post(url, body)
+        for s in slow:
+            s.close()
+        while server.receiving:
+            run(asyncio.sleep(0.05))
+        after = post(url, body)
+    assert third[0] == 429 and "2 x --max-uploads" in json.loads(third[2])["error"]["message"]
+    assert after[0] == 200 and json.loads(after[2])["text"] == alone(model, cfg, x).text
+
+
+def test_a_body_that_stops_arriving_is_abandoned(model, cfg, monkeypatch):
+    """A client that sends half its body and then nothing (the socket left open) gets 408 after BODY_IDLE_S of silence
+    (shortened here) instead of holding its place for ever."""
+    import socket
+    from urllib.parse import urlparse
+
+    import asr_stream.serving.rest as rest
+
+    monkeypatch.setattr(rest, "BODY_IDLE_S", 0.5)
+    server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=1, max_uploads=1))
+    body = form({"model": "m"}, ("a.wav", wav(waves()[2])))
+    with running(server) as url:
+        u = urlparse(url)
+        with socket.create_connection((u.hostname, u.port), timeout=60) as s:
+            s.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                       f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n").encode() + body[: len(body) // 2])
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += s.recv(65536)
+        while server.receiving:
+            run(asyncio.sleep(0.05))
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]

@@ -6,8 +6,9 @@ The request is ``multipart/form-data`` as OpenAI's API takes it: ``file`` (any f
 greedy), ``timestamp_granularities[]`` (accepted: verbose_json always has segments and words), ``stream`` (false only).
 Bad requests get OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, with a one-line message.
 
-The file is written to a temporary file as it arrives (at most ``--max-upload-mb``: 413 once passed), checked as
-audio before it takes a slot, then fed to the engine like a client sending faster than real time: one share per tick
+The file is written to a temporary file as it arrives (at most ``--max-upload-mb``: 413 once passed; at most
+``2 x --max-uploads`` requests at once are received, checked or decoded, so disk use is bounded), checked as audio
+before it takes a slot, then fed to the engine like a client sending faster than real time: one share per tick
 beside the live streams, read on only while at most ``--max-backlog-s`` of it waits (:meth:`Server.feed_upload`), in
 one of ``--max-uploads`` slots. So an upload costs each live stream at most one extra row of one share per tick, and
 its memory is bounded like a live connection's. Its segments are the server's (the endpointer ``transcribe`` uses);
@@ -32,6 +33,11 @@ FIELDS = ("file", "model", "response_format", "language", "prompt", "temperature
 MAX_FIELD_BYTES = 1 << 16
 """Largest form field other than ``file``."""
 CHUNK = 1 << 16
+BODY_IDLE_S = 30.0
+"""A body from which nothing arrives for this long is abandoned (408): a client that stops sending frees its place."""
+IN_FLIGHT = 2
+"""Uploads being received, checked or decoded at once, per ``--max-uploads``: a body that arrives slowly holds no engine
+slot, but its temporary file (up to ``--max-upload-mb``) is on disk; one more gets 429 before its body is read."""
 
 
 class RequestError(Exception):
@@ -82,7 +88,7 @@ async def read_form(request: web.Request, max_bytes: int, folder: Path) -> tuple
                 path = folder / "upload"
                 size = 0
                 with open(path, "wb") as f:
-                    while chunk := await part.read_chunk(CHUNK):
+                    while chunk := await _chunk(part):
                         size += len(chunk)
                         if size > max_bytes:
                             raise RequestError(413, f"file is over the upload limit of {_mb(max_bytes / 1e6)} "
@@ -91,7 +97,7 @@ async def read_form(request: web.Request, max_bytes: int, folder: Path) -> tuple
                 upload = (path, Path(part.filename or "upload").name, size)
                 continue
             value = bytearray()
-            while chunk := await part.read_chunk(CHUNK):
+            while chunk := await _chunk(part):
                 value += chunk
                 if len(value) > MAX_FIELD_BYTES:
                     raise RequestError(400, f"form field {name} is over {MAX_FIELD_BYTES} bytes", param=name)
@@ -111,6 +117,14 @@ async def read_form(request: web.Request, max_bytes: int, folder: Path) -> tuple
         raise RequestError(400, f"malformed multipart body: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                            code="invalid_multipart") from None
     return fields, upload
+
+
+async def _chunk(part) -> bytes:
+    try:
+        return await asyncio.wait_for(part.read_chunk(CHUNK), BODY_IDLE_S)
+    except asyncio.TimeoutError:
+        raise RequestError(408, f"nothing of the request body arrived for {BODY_IDLE_S:g} s: upload abandoned",
+                           code="timeout") from None
 
 
 def check_fields(fields: dict) -> str:
@@ -249,6 +263,11 @@ async def transcriptions(server, request: web.Request) -> web.StreamResponse:
     lim = server.limits
     if lim.max_uploads == 0:
         return error_response(404, "uploads are turned off on this server (--max-uploads 0)", code="uploads_off")
+    if server.receiving >= IN_FLIGHT * lim.max_uploads:  # bodies arriving slowly hold no slot but take disk space
+        return error_response(429, f"busy: {server.receiving} uploads are being received or decoded, the most this "
+                                   f"server takes at once (2 x --max-uploads), try again later", code="busy",
+                              headers={"Retry-After": "1"})
+    server.receiving += 1
     folder = Path(tempfile.mkdtemp(prefix="asr-stream-upload-"))
     try:
         fields, upload = await read_form(request, int(lim.max_upload_mb * 1e6), folder)
@@ -270,6 +289,7 @@ async def transcriptions(server, request: web.Request) -> web.StreamResponse:
         traceback.print_exc()
         return error_response(500, f"internal error: {type(e).__name__}: {e}", code="internal_error")
     finally:
+        server.receiving -= 1
         shutil.rmtree(folder, ignore_errors=True)
 
 

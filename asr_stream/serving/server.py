@@ -139,6 +139,7 @@ class Server:
         self.metrics = Metrics(lambda kind: sum((c.ws is None) == (kind == "upload") for c in self.conns.values()))
         self.engine_task: Optional[asyncio.Task] = None
         self.draining = False  # SIGTERM: no new streams; open ones end at their next pause (serving.drain)
+        self.receiving = 0  # uploads being received, checked or decoded (serving.rest: at most 2 x --max-uploads)
 
     # -- the engine ---------------------------------------------------------------------------------------
     def _on_segment(self, i: int, seg) -> None:
