@@ -187,7 +187,7 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
     from .signals import StepGuard
     from .streaming import StreamingSession
     from .streaming.segment import SegmentedSession
-    from .transcript import atomic_write, check_outputs, render, repetition_warning
+    from .transcript import atomic_write, check_outputs, render, repetition_warning, unheard_warning
     from .streaming.defaults import stream_config_for, training_differences
 
     if block_ms <= 0:
@@ -256,10 +256,8 @@ def transcribe(files: list[str], model: Optional[str] = None, k: Optional[int] =
         print()
         print(f"final: {stream.text}", flush=True)
         unheard_s, unheard_idx = stream.unheard
-        if unheard_s:
-            warns.append(f"{unheard_s:.1f} s of sound above the endpointer's level (speech, or noise) in "
-                         f"{len(unheard_idx)} segment(s) produced no words (after a segment's last word, or in all "
-                         f"of it) (segments {', '.join(map(str, unheard_idx[:10]))}{' ...' if len(unheard_idx) > 10 else ''})")
+        unheard_said = unheard_warning(unheard_s, unheard_idx)
+        warns += [unheard_said] if unheard_said else []
         repeated = repetition_warning([w.text for w in stream.words])
         warns += [repeated] if repeated else []
         _warn(f, warns)
@@ -293,7 +291,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32", output: Optional[str] = None,
         block_ms: int = 100, min_silence_ms: float = 300.0,
         max_segment_s: float = 20.0, vad: Literal["energy", "silero"] = "energy", url: Optional[str] = None, policy: PolicyName = "waitk",
-        policy_args: list[str] = []) -> None:  # noqa: B006
+        policy_args: list[str] = [], api_key_file: Optional[str] = None) -> None:  # noqa: B006
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
 
     Args:
@@ -321,6 +319,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
             word j after k_max + j chunks at the latest (k_max: --k unless given in --policy-args).
         policy_args: parameters of the policy as NAME=VALUE: ctc: threshold (0.5), margin (0 chunks), k_max;
             confidence: threshold (0.9), k_max.
+        api_key_file: with --url: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
     """
     from .audio.io import LevelCheck
     from .audio.sources import list_input_devices, microphone_blocks
@@ -345,7 +344,12 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
     # a muted or quiet microphone is said live, and the level checks are said again at the end
     check = LevelCheck(remedy="raise the microphone's input gain (or speak closer to it)")
     blocks = watch_level(blocks, check, lambda w: _warn("microphone", [w]))
+    if api_key_file is not None and url is None:
+        raise ValueError("--api-key-file is the key of a server: give --url too")
     if url is not None:
+        from .serving.auth import client_key
+
+        key = client_key(api_key_file)
         if policy != "waitk" or policy_args:
             raise ValueError("--policy and --policy-args choose a local model's policy; with --url the server's applies")
         if encoder_dtype != "float32":
@@ -353,7 +357,7 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
         if vad != "energy":
             raise ValueError("--vad sets the local endpointer; with --url the server's endpoint rules apply")
         try:
-            _remote_mic(url, blocks, k, output)
+            _remote_mic(url, blocks, k, output, key)
         finally:
             _warn("microphone", check.warnings())
         return
@@ -382,15 +386,18 @@ def mic(model: Optional[str] = None, device_index: Optional[int] = None, list_de
 
 
 def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765, k: Optional[int] = None,
-          phi: Optional[float] = None, mode: Optional[Literal["group", "interleaved", "batch"]] = None,
+          phi: Optional[float] = None, mode: Optional[Mode] = None,
           chunk_ms: Optional[int] = None, device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32",
           max_clients: int = 8, max_session_s: float = 3600.0,
           idle_timeout_s: float = 30.0, min_audio_s: float = 1.0, max_backlog_s: float = 5.0, max_per_address: int = 8,
           max_frame_bytes: int = 1 << 20, send_queue: int = 256, min_silence_ms: float = 300.0, max_segment_s: float = 20.0, vad: Literal["energy", "silero"] = "energy",
           tick_ms: Optional[float] = None,
-          scheduler: Literal["batched", "per-client"] = "batched", policy: Literal["waitk", "ctc", "confidence"] = "waitk",
-          policy_args: list[str] = [], threads: int = 1, decoder_threads: int = 1) -> None:  # noqa: B006
-    """Serve live transcription over WebSocket (docs/protocol.md) and a browser page at http://HOST:PORT/.
+          scheduler: Literal["batched", "per-client"] = "batched", policy: PolicyName = "waitk",
+          policy_args: list[str] = [], threads: int = 1, decoder_threads: int = 1, max_upload_mb: float = 25.0,
+          max_uploads: int = 2, api_key_file: Optional[str] = None, certfile: Optional[str] = None,
+          keyfile: Optional[str] = None, drain_s: float = 30.0) -> None:  # noqa: B006
+    """Serve live transcription over WebSocket (docs/protocol.md), a browser page at http://HOST:PORT/ and OpenAI-style
+    uploads at POST /v1/audio/transcriptions, on one port.
 
     One model and one engine task: each tick advances every stream that has audio in one batched decoder step;
     each stream is cut into utterances at pauses, so a connection can stay open for hours.
@@ -435,26 +442,45 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
             set), so that they do not take the CPU from the network side. On 2 cores, 2 were not reliably better
             than 1 (docs/design.md).
         decoder_threads: CPU threads for the decoder's steps, which are small (a few rows each); on 2 cores 1 was best.
+        max_upload_mb: largest file POST /v1/audio/transcriptions accepts, in MB (larger: 413).
+        max_uploads: uploads decoded at once, each in one of the --max-clients slots, a share per tick beside the live
+            streams (one more: 429); 0 turns the endpoint off.
+        api_key_file: ask every WebSocket and REST request for one of the keys in this file (one a line) as
+            "Authorization: Bearer KEY" (the browser page: ?api_key=KEY); the ASR_STREAM_API_KEY variable adds one.
+            Wrong or missing: 401. The page and /healthz, /readyz need no key.
+        certfile: serve TLS (https://, wss://) with this certificate chain (PEM); needs --keyfile.
+        keyfile: the certificate's private key (PEM).
+        drain_s: on SIGTERM (or Ctrl-C) the server stops accepting connections, lets each open stream go on to the
+            end of its utterance for at most this many seconds, sends it the words of everything it read, an error
+            event saying the server is going away and eof, then exits 0 (a second signal ends the streams at once).
     """
     import asyncio
     import os
 
     if threads > 1 and "torch" not in sys.modules:  # read once, when the OpenMP runtime loads with torch
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .server import Server, ServerConfig
+    from .serving.config import ServerConfig
+    from .serving.server import Server
     from .streaming.defaults import stream_config_for
 
     limits = ServerConfig(max_clients=max_clients, max_session_s=max_session_s, idle_timeout_s=idle_timeout_s,
                           min_audio_s=min_audio_s, max_backlog_s=max_backlog_s, max_per_address=max_per_address,
                           max_frame_bytes=max_frame_bytes, send_queue=send_queue, tick_ms=tick_ms,
-                          threads=threads, decoder_threads=decoder_threads)
+                          threads=threads, decoder_threads=decoder_threads, max_upload_mb=max_upload_mb,
+                          max_uploads=max_uploads, drain_s=drain_s)
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {port}")
     endpoint = _endpoint(False, min_silence_ms, max_segment_s, vad)
+    from .serving.auth import server_keys
+    from .serving.tls import server_context
+
+    keys = server_keys(api_key_file)
+    tls = server_context(certfile, keyfile)
     try:
-        import websockets  # noqa: F401
-    except ImportError:
-        raise ValueError("serve needs the websockets package: pip install 'asr-stream[serve]'") from None
+        import aiohttp  # noqa: F401
+        import prometheus_client  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"serve needs the {e.name} package: pip install 'asr-stream[serve]'") from None
     from .streaming.policy import parse_policy_args
 
     args = parse_policy_args(policy_args)
@@ -463,18 +489,20 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
     server = Server(m, cfg, endpoint, limits, scheduler, model_name=str(model) if model is not None else "default")
 
     def ready(bound: int) -> None:
-        print(f"asr-stream: serving on ws://{host}:{bound}/ (page: http://{host}:{bound}/) mode={cfg.mode} k={cfg.k} "
+        ws, http = ("wss", "https") if tls is not None else ("ws", "http")
+        print(f"asr-stream: serving on {ws}://{host}:{bound}/ (page: {http}://{host}:{bound}/, uploads: "
+              f"{http}://{host}:{bound}/v1/audio/transcriptions; {len(keys)} API key(s)) mode={cfg.mode} k={cfg.k} "
               f"policy={cfg.policy} phi={cfg.phi:g} chunk_ms={m.chunk_ms} max_clients={max_clients} scheduler={scheduler} "
               f"encoder_dtype={encoder_dtype}", file=sys.stderr, flush=True)
 
     try:
-        asyncio.run(server.serve(host, port, ready))
+        asyncio.run(server.serve(host, port, ready, keys=keys, ssl_context=tls))
     except OSError as e:
         raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool = False, block_ms: int = 100,
-           k: Optional[int] = None, json: Optional[str] = None) -> None:
+           k: Optional[int] = None, json: Optional[str] = None, api_key_file: Optional[str] = None) -> None:
     """Transcribe audio files on a running ``asr-stream serve``: words as they arrive, then the final text per file.
 
     Each file is read from disk block by block as it is sent. A bad file is one error line and the next file goes on;
@@ -488,16 +516,19 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         block_ms: audio per frame sent, in ms.
         k: ask the server for this wait-k (default: the server's).
         json: also write every file's result (events: words with emission times, finals) to this JSON file.
+        api_key_file: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
     """
     import asyncio
     import json as jsonlib
 
     from .audio.io import AudioError, AudioFile, LevelCheck
     from .client import ServerError, stream
+    from .serving.auth import client_key
     from .transcript import atomic_write, check_outputs, repetition_warning
 
     if not url.startswith(("ws://", "wss://")):
         raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
+    key = client_key(api_key_file)
     if block_ms <= 0:
         raise ValueError(f"--block-ms must be > 0, got {block_ms}")
     check_outputs(files, [json] if json is not None else [])
@@ -544,7 +575,7 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
                 print(" ".join(w["text"] for w in ev["words"]), end=" ", flush=True)
 
         try:
-            res = asyncio.run(stream(url, blocks(), 16000, k, block_ms if realtime else None, show))
+            res = asyncio.run(stream(url, blocks(), 16000, k, block_ms if realtime else None, show, api_key=key))
         except ServerError as e:
             print()
             _say_error(f"{f}: {e}")
@@ -584,7 +615,7 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         sys.exit(1)
 
 
-def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> None:
+def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: Optional[str] = None) -> None:
     """``mic --url``: stream the microphone to a server; the first Ctrl-C (or SIGTERM) stops the microphone, sends the
     end message and waits for the server's last words; a second one aborts."""
     import asyncio
@@ -628,7 +659,7 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str]) -> No
     saved = True
     print(f"listening... decoding on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
-        asyncio.run(stream(url, until_stopped(), 16000, k, None, show))
+        asyncio.run(stream(url, until_stopped(), 16000, k, None, show, api_key=key))
     except ServerError as e:
         raise ValueError(str(e)) from None
     finally:

@@ -58,19 +58,25 @@ class Result:
 
 async def stream(url: str, blocks: Iterable[np.ndarray], sample_rate: int = 16000, k: Optional[int] = None,
                  block_ms: Optional[float] = None, on_event: Optional[Callable[[dict], None]] = None,
-                 open_timeout: float = 10.0) -> Result:
+                 open_timeout: float = 10.0, api_key: Optional[str] = None) -> Result:
     """Stream float32 ``blocks`` (mono, ``sample_rate`` Hz) to the server at ``url``; return every event.
 
     ``block_ms``: pace the blocks in real time, one every ``block_ms`` ms on an absolute schedule (None: as fast
     as the socket takes them). ``blocks`` may be a blocking iterator (a microphone): it is read in a thread.
+    ``api_key``: sent as ``Authorization: Bearer`` (a server with keys answers 401 without it). A ``wss://`` server's
+    certificate is checked against the system's CAs (``SSL_CERT_FILE`` names another bundle, e.g. a private CA).
     Raises ServerError on a fatal ``error`` event or when the connection closes before ``eof``.
     """
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
 
     res = Result()
-    try:
-        ws = await connect(url, open_timeout=open_timeout, max_size=None, compression=None)  # PCM: deflate costs, saves little
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    try:  # PCM: deflate costs, saves little
+        ws = await connect(url, open_timeout=open_timeout, max_size=None, compression=None, additional_headers=headers)
+    except InvalidStatus as e:
+        why = " (a missing or wrong API key: ASR_STREAM_API_KEY or --api-key-file)" if e.response.status_code == 401 else ""
+        raise ServerError(f"cannot connect to {url}: HTTP {e.response.status_code}{why}") from None
     except (OSError, asyncio.TimeoutError) as e:
         raise ServerError(f"cannot connect to {url}: {e}") from None
     except Exception as e:  # noqa: BLE001 - e.g. an HTTP error instead of a WebSocket handshake
