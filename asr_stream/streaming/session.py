@@ -25,7 +25,7 @@ import torch
 from .. import decoder as dec
 from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS
 from ..config import StreamConfig
-from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements, visible_chunks
+from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements
 from .defaults import stream_config_for
 from .policy import Action, View, make_policy, max_rows
 from .restart import RestartRule, word_end
