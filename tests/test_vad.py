@@ -204,13 +204,13 @@ def test_cli_vad_silero_transcribes_the_sample_and_records_it(tmp_path) -> None:
 
 
 def test_cli_vad_silero_without_the_package_fails_before_any_work(monkeypatch) -> None:
-    from asr_stream import cli
+    from asr_stream.cli.options import EndpointOptions
 
     vad.shared_model.cache_clear()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     try:
         with pytest.raises(ValueError, match=r"^--vad silero: the silero VAD needs the package silero-vad==6.2.3"):
-            cli._endpoint(False, 300.0, 20.0, "silero")
+            EndpointOptions(vad="silero").config()
     finally:
         vad.shared_model.cache_clear()
-    assert cli._endpoint(False, 300.0, 20.0, "energy").detector == "energy"
+    assert EndpointOptions(vad="energy").config().detector == "energy"

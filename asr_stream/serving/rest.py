@@ -177,7 +177,7 @@ def open_audio(path: Path, name: str, max_s: float):
 
 async def decode(server, audio, name: str) -> tuple[list, list[str], float]:
     """Feed ``audio`` through the engine; its segments, the warnings ``transcribe`` gives, seconds of audio."""
-    from ..audio.io import AudioError, LevelCheck
+    from ..audio.io import SAMPLE_RATE, AudioError, LevelCheck
     from ..streaming.segment import unheard
     from ..transcript import repetition_warning, unheard_warning
 
@@ -229,7 +229,7 @@ async def decode(server, audio, name: str) -> tuple[list, list[str], float]:
     said = unheard_warning(*unheard(segs))
     repeated = repetition_warning([w.text for s in segs for w in s.words])
     warns += [w for w in (said, repeated) if w]
-    return segs, warns, c.samples_in / 16000.0
+    return segs, warns, c.samples_in / SAMPLE_RATE
 
 
 def render(segs: list, warns: list[str], audio_s: float, fmt: str) -> web.Response:
