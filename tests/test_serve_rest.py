@@ -68,12 +68,13 @@ def test_upload_answers_as_transcribe_in_every_format(model, cfg, tmp_path, monk
     vtt, verbose_json's segments, are what `asr-stream transcribe --format txt srt vtt --json` writes for the same file
     with the same model and endpoint rules; verbose_json's words are the subtitle writer's word times."""
     import asr_stream.cli as cli
+    from asr_stream.cli import options
 
     x = np.concatenate(waves()[:2])
     path = tmp_path / "speech.wav"
     path.write_bytes(wav(x))
-    monkeypatch.setattr(cli, "load_model", lambda *a, **kw: model)  # the test model, the test's endpoint rules
-    monkeypatch.setattr(cli, "_endpoint", lambda *a, **kw: ENDPOINT)
+    monkeypatch.setattr(options, "load_model", lambda *a, **kw: model)  # the test model, the test's endpoint rules
+    monkeypatch.setattr(options.EndpointOptions, "config", lambda self: ENDPOINT)
     cli.main(["transcribe", str(path), "--mode", "group", "--k", "2", "--format", "txt", "srt", "vtt",
               "--output-dir", str(tmp_path / "out"), "--json", str(tmp_path / "t.json")])
     capsys.readouterr()
