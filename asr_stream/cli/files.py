@@ -12,48 +12,29 @@ from .options import EndpointOptions, StreamOptions
 
 
 def _stream_file(stream, f: str, block_ms: int, realtime: bool, on_words) -> tuple[float, list[str], bool]:
-    """Push one file through ``stream`` (a SegmentedSession) in ``block_ms`` blocks, then finish it.
+    """Push one file through ``stream`` (a SegmentedSession) in ``block_ms`` blocks, then finish it
+    (:func:`asr_stream.streaming.driver.drive`).
 
-    Reads the file block by block (memory does not grow with its length). Returns (compute seconds: time inside
-    push/finish only, warnings about the audio, whether the file held all the audio its header declares). Ctrl-C
-    (and SIGTERM, under sigterm_as_interrupt) finishes what was heard, then re-raises.
+    Reads the file block by block (memory does not grow with its length, paced or not). Returns (compute seconds:
+    time inside push/finish only, warnings about the audio, whether the file held all the audio its header
+    declares). Ctrl-C (and SIGTERM, under sigterm_as_interrupt) or a bad block finishes what was heard, then
+    re-raises.
     """
-    import time
-
-    import numpy as np
-
     from ..audio.io import SAMPLES_PER_MS, AudioFile, LevelCheck
-    from ..audio.sources import paced_blocks
-    from ..signals import StepGuard
+    from ..streaming.driver import drive
 
     audio = AudioFile(f)
     check = LevelCheck(audio.rate)
     step = max(1, block_ms * SAMPLES_PER_MS)
-    spent = 0.0
 
     def blocks():
         for big in audio.blocks():
             for i in range(0, big.shape[0], step):
+                check.push(big[i : i + step])
                 yield big[i : i + step]
 
-    source = paced_blocks(np.concatenate(list(blocks())), block_ms=block_ms) if realtime else blocks()
-    try:
-        for block in source:
-            check.push(block)
-            t0 = time.perf_counter()
-            with StepGuard() as d:  # Ctrl-C completes the step under way, so finish() below is safe
-                words = stream.push(block)
-            spent += time.perf_counter() - t0
-            if words:
-                on_words(words)
-            d.reraise()
-    finally:  # the end of the file, a bad block or Ctrl-C: what was heard is finished and kept
-        t0 = time.perf_counter()
-        words = stream.finish()
-        spent += time.perf_counter() - t0
-        if words:
-            on_words(words)
-    return spent, audio.warnings + check.warnings(), audio.complete
+    d = drive(stream, blocks(), on_words, realtime=realtime)
+    return d.compute_s, audio.warnings + check.warnings(), audio.complete
 
 
 def transcribe(files: list[str], options: StreamOptions = StreamOptions(), reencode: Reencode = "none",

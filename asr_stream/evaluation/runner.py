@@ -9,11 +9,9 @@ run continues where it stopped; a record is reused only while its audio file is 
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
@@ -81,20 +79,15 @@ def policy_args_tuple(args) -> tuple[tuple[str, float], ...]:
 
 
 def stream_blocks(session, blocks: Iterable[np.ndarray], on_words: Optional[Callable[[list], None]] = None) -> tuple[list, list[float], float]:
-    """Push blocks, then finish; returns (words, compute ms elapsed at each word's emission, total compute s).
+    """Push blocks, then finish (:func:`asr_stream.streaming.driver.drive`); returns (words, compute ms elapsed at
+    each word's emission, total compute s).
 
     Only time inside push/finish counts as compute, so a paced (real-time) source's waits are excluded.
     """
-    words, compute_at, spent = [], [], 0.0
-    for block in itertools.chain(blocks, [None]):  # lazily (a paced source sleeps between blocks); None: the end
-        t0 = time.perf_counter()
-        new = session.finish() if block is None else session.push(block)
-        spent += time.perf_counter() - t0
-        words += new
-        compute_at += [spent * 1000.0] * len(new)
-        if new and on_words is not None:
-            on_words(new)
-    return words, compute_at, spent
+    from ..streaming.driver import drive
+
+    d = drive(session, blocks, on_words)
+    return d.words, d.compute_at_ms, d.compute_s
 
 
 def stream_utterance(session, wave: np.ndarray, block: int) -> tuple[list, list[float], float]:

@@ -46,6 +46,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS
+from .driver import Driver
 from .endpoint import FRAME, EndpointConfig, EnergyDetector, Endpointer, Sink
 from .restart import RestartRule, SegmentAudio
 from .session import StreamingSession, Word
@@ -436,6 +437,7 @@ class PerClientStreams:
     def __init__(self, model, n: int, cfg, endpoint, on_segment: Optional[Callable] = None) -> None:
         self.model, self.n, self.cfg, self.endpoint, self.on_segment = model, n, cfg, endpoint, on_segment
         self.sessions: list = [None] * n
+        self.drivers: list = [None] * n  # each session's steps (streaming.driver; no signal guard: the event loop's)
         self.inbox: list[list[np.ndarray]] = [[] for _ in range(n)]
         self.ending = [False] * n
         self.new: list[list] = [[] for _ in range(n)]
@@ -446,10 +448,11 @@ class PerClientStreams:
         cb = (lambda seg, i=i: self.on_segment(i, seg)) if self.on_segment else None
         cfg = with_k(self.cfg, k) if k is not None else self.cfg
         self.sessions[i] = SegmentedSession(StreamingSession(self.model, cfg), self.endpoint, cb)
+        self.drivers[i] = Driver(self.sessions[i], guard=False)
         self.inbox[i], self.ending[i], self.new[i] = [], False, []
 
     def release(self, i: int) -> None:
-        self.sessions[i] = None
+        self.sessions[i] = self.drivers[i] = None
         self.inbox[i], self.ending[i], self.new[i] = [], False, []
 
     def feed(self, i: int, samples: np.ndarray) -> None:
@@ -465,9 +468,9 @@ class PerClientStreams:
             if self.inbox[i]:
                 x = np.concatenate(self.inbox[i])
                 self.inbox[i] = []
-                self.new[i] += s.push(x)
+                self.new[i] += self.drivers[i].push(x)
             if self.ending[i]:
-                self.new[i] += s.finish()
+                self.new[i] += self.drivers[i].finish()
 
     def poll(self, i: int) -> list:
         new, self.new[i] = self.new[i], []
