@@ -121,16 +121,19 @@ def test_eval_and_sweep_report_intervals_and_paired_differences(tmp_path, make_m
     lo, hi = s["wer_ci"]
     assert lo <= s["wer"] <= hi and s["ci_resamples"] == RESAMPLES
     assert f"[{100 * lo:.2f}, {100 * hi:.2f}]" in capsys.readouterr().out
-    s3 = eval_cmd(str(manifest), EvalStreamOptions(model=str(model_dir), k=3), output=str(tmp_path / "k3"), baseline=str(tmp_path / "k1"))
+    s3 = eval_cmd(str(manifest), EvalStreamOptions(model=str(model_dir), k=3), output=str(tmp_path / "k3"),
+                  baseline=str(tmp_path / "k1"))
     vs = s3["vs_baseline"]
     assert vs["utterances"] == 4 and vs["wer_diff"] == pytest.approx(s3["wer"] - s["wer"])
     assert vs["LAAL_diff"] == pytest.approx(s3["LAAL"] - s["LAAL"])
     assert "against" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no records.jsonl"):
         eval_cmd(str(manifest), EvalStreamOptions(model=str(model_dir), k=3), baseline=str(tmp_path / "nowhere"))
-    eval_cmd(str(write_manifest(utts[:2], tmp_path / "m2.jsonl")), EvalStreamOptions(model=str(model_dir), k=3), output=str(tmp_path / "two"))
+    eval_cmd(str(write_manifest(utts[:2], tmp_path / "m2.jsonl")), EvalStreamOptions(model=str(model_dir), k=3),
+             output=str(tmp_path / "two"))
     with pytest.raises(ValueError, match="not an eval of this data .2 of these 4 utterances missing"):
-        eval_cmd(str(manifest), EvalStreamOptions(model=str(model_dir), k=1), output=str(tmp_path / "never"), baseline=str(tmp_path / "two"))
+        eval_cmd(str(manifest), EvalStreamOptions(model=str(model_dir), k=1), output=str(tmp_path / "never"),
+                 baseline=str(tmp_path / "two"))
     assert not (tmp_path / "never").exists()  # refused before anything was evaluated
 
     cells = grid(["group"], [1, 2, 3], [0.0], [None])
