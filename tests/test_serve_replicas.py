@@ -1,0 +1,109 @@
+"""Replicas of ``asr-stream serve`` behind HAProxy (issue 30): deploy/haproxy.cfg and asr_stream/serving/replicas.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asr_stream.audio.io import load_audio
+from asr_stream.client import ServerError, blocks_of, stream
+from asr_stream.serving.replicas import HAPROXY_CFG, haproxy_config, start
+
+from .sysdeps import needs
+from .test_serve_auth import upload
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 240  # s: a bound on the whole exchange, never a measurement
+
+
+def test_config_rewrite_keeps_the_settings_and_lists_every_replica():
+    """The repository's config, rewritten for 3 replicas: one server line each (the first line's options), the bind
+    address replaced, every other line as it was; a config of another shape is a one-line error."""
+    text = HAPROXY_CFG.read_text()
+    out = haproxy_config(text, "127.0.0.1:9000", ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"])
+    servers = [line.split() for line in out.splitlines() if line.split()[:1] == ["server"]]
+    assert servers == [["server", f"r{i}", f"127.0.0.1:900{i}", "check"] for i in (1, 2, 3)]
+    assert [line.split() for line in out.splitlines() if line.split()[:1] == ["bind"]] == [["bind", "127.0.0.1:9000"]]
+    rest = lambda t: [x for x in t.splitlines() if x.split()[:1] not in (["server"], ["bind"])]  # noqa: E731
+    assert rest(out) == rest(text)
+    settings = [line.split() for line in out.splitlines() if not line.lstrip().startswith("#")]
+    assert ["balance", "leastconn"] in settings and ["option", "httpchk", "GET", "/readyz"] in settings
+    assert ["timeout", "tunnel", "15m"] in settings
+    with pytest.raises(ValueError, match="one `bind` line and at least one `server` line"):
+        haproxy_config("defaults\n    mode http\n", "127.0.0.1:1", ["127.0.0.1:2"])
+    with pytest.raises(ValueError, match="addresses are chosen here"):
+        start(2, serve_args=["--port", "9000"])
+
+
+def sample() -> np.ndarray:
+    return load_audio(ROOT / "asr_stream" / "assets" / "sample.wav")
+
+
+def recording(pause_s: float) -> np.ndarray:
+    """The bundled sample five times, with pauses between (a new utterance each time): about 14 s."""
+    return np.concatenate([np.concatenate([sample(), np.zeros(int(pause_s * 16000), np.float32)])] * 5)
+
+
+def connections(url: str) -> float:
+    """The replica's asr_stream_connections gauge (open WebSocket connections)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = urllib.request.urlopen(url.replace("ws://", "http://") + "metrics", timeout=30).read().decode()
+    return next(s.value for f in text_string_to_metric_families(body) for s in f.samples if s.name == "asr_stream_connections")
+
+
+def words(res) -> list[tuple[str, float]]:
+    return [(w["text"], w["time_ms"]) for w in res.words]
+
+
+@needs("haproxy")
+@pytest.mark.timeout(TIMEOUT + 60)
+def test_a_replica_killed_mid_stream_ends_only_its_own_clients():
+    """Two replicas (the bundled model) behind HAProxy with deploy/haproxy.cfg; four real-time clients through the
+    balancer are spread two and two. Once every client has a final, one replica is killed (SIGKILL): its two clients
+    get an error (the connection closed before eof), the other two get exactly the transcripts their recordings get
+    alone (words and times), and a new client and an upload through the balancer are served by the survivor."""
+    recs = [recording(0.4 + 0.15 * i) for i in range(4)]
+    with start(2, port=0, log=None) as dep:
+        r1, r2 = dep.replicas
+
+        async def alone():  # each recording by itself, on one replica directly, as fast as it is taken
+            return [await stream(r2.url, blocks_of(w, 100)) for w in recs]
+
+        refs = asyncio.run(asyncio.wait_for(alone(), TIMEOUT))
+        assert all(len(r.finals) == 5 and r.words for r in refs)
+        finals = [0] * 4
+        seen: dict = {}
+
+        def on_event(i):
+            def f(ev) -> None:
+                finals[i] += ev["type"] == "final"
+                if min(finals) >= 1 and not seen:  # every client is mid-stream: which replica holds whom, then kill
+                    seen["before"] = (connections(r1.url), connections(r2.url))
+                    r1.process.kill()
+            return f
+
+        async def four():
+            return await asyncio.gather(*[stream(dep.url, blocks_of(w, 100), block_ms=100, on_event=on_event(i))
+                                          for i, w in enumerate(recs)], return_exceptions=True)
+
+        got = asyncio.run(asyncio.wait_for(four(), TIMEOUT))
+        assert seen["before"] == (2.0, 2.0)  # spread: least connections
+        failed = [i for i, g in enumerate(got) if isinstance(g, BaseException)]
+        assert len(failed) == 2, got
+        for i in failed:
+            assert isinstance(got[i], ServerError) and "closed the connection before eof" in str(got[i])
+        for i in set(range(4)) - set(failed):
+            assert words(got[i]) == words(refs[i]) and got[i].events[-1]["type"] == "eof"
+        assert r1.process.wait(timeout=30) != 0
+
+        again = asyncio.run(asyncio.wait_for(stream(dep.url, blocks_of(sample(), 100)), TIMEOUT))
+        assert again.text == "WHEN IT'S DARK ENOUGH YOU CAN SEE THE STARS"
+        status, _, body = upload(dep.http_url, sample())
+        assert status == 200 and json.loads(body)["text"].upper() == again.text
+        assert connections(r2.url) == 0.0
