@@ -39,7 +39,8 @@ def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[EvalMode] = 
              phi: Optional[float] = None, chunk_ms: Optional[int] = None, output: Optional[str] = None,
              limit: Optional[int] = None, device: str = "cpu", encoder_dtype: Literal["float32", "bfloat16"] = "float32",
              segment: Literal["auto", "on", "off"] = "auto",
-             policy: PolicyName = "waitk", policy_args: list[str] = [], baseline: Optional[str] = None) -> dict:  # noqa: B006
+             policy: PolicyName = "waitk", policy_args: list[str] = [], baseline: Optional[str] = None,  # noqa: B006
+             devices: int = 1, num_nodes: int = 1) -> Optional[dict]:
     """Evaluate one setting with the real streaming session: WER, AL/LAAL (also computation-aware), RTF.
 
     Args:
@@ -64,6 +65,12 @@ def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[EvalMode] = 
             confidence: threshold (0.9), k_max, k_min (k_min default: the smallest k the model was trained with).
         baseline: the --output folder of another eval of the same data: prints this run's WER and LAAL difference to it
             with 95 % paired-bootstrap intervals (also in the returned summary, key "vs_baseline").
+        devices: processes on this machine, each scoring its share of the utterances (Lightning's DDP strategy, as
+            training uses: CPU processes over gloo, or one per GPU with --device cuda); each utterance is scored once
+            and the table is one process's (RTF and the computation-aware latencies measure these processes).
+            Records are written when all are done (asr_stream/evaluation/distributed.py).
+        num_nodes: machines, each running this command with the same --devices, launched as training is (torchrun or
+            SLURM sets the ranks and the address of rank 0).
     """
     from pathlib import Path
 
@@ -86,7 +93,14 @@ def eval_cmd(data: str, model: Optional[str] = None, mode: Optional[EvalMode] = 
                              f"missing there, {len(other)} with other transcripts)")
     rows: list[dict] = []
     m = load_model(model, device, chunk_ms, encoder_dtype)  # a chunk override is checked and announced here
-    s = evaluate(m, utts, setting, output, segment=segment, rows_out=rows)
+    if devices != 1 or num_nodes != 1:
+        from .distributed import evaluate_distributed
+
+        s = evaluate_distributed(m, utts, setting, output, segment, devices, num_nodes, device, rows_out=rows)
+        if s is None:  # not rank 0: rank 0 prints and writes
+            return None
+    else:
+        s = evaluate(m, utts, setting, output, segment=segment, rows_out=rows)
     _print_summary(s)
     if base is not None:
         from .stats import compare, format_interval
