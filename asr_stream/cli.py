@@ -502,7 +502,8 @@ def serve(model: Optional[str] = None, host: str = "127.0.0.1", port: int = 8765
 
 
 def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool = False, block_ms: int = 100,
-           k: Optional[int] = None, json: Optional[str] = None, api_key_file: Optional[str] = None) -> None:
+           k: Optional[int] = None, json: Optional[str] = None, api_key_file: Optional[str] = None,
+           retries: int = 0) -> None:
     """Transcribe audio files on a running ``asr-stream serve``: words as they arrive, then the final text per file.
 
     Each file is read from disk block by block as it is sent. A bad file is one error line and the next file goes on;
@@ -517,12 +518,14 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         k: ask the server for this wait-k (default: the server's).
         json: also write every file's result (events: words with emission times, finals) to this JSON file.
         api_key_file: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
+        retries: when the connection is lost mid-file (a replica behind a balancer died), connect again up to this many
+            times and send the file again from the end of its last finished utterance (asr_stream.client.stream_resuming).
     """
     import asyncio
     import json as jsonlib
 
     from .audio.io import AudioError, AudioFile, LevelCheck
-    from .client import ServerError, stream
+    from .client import ServerError, stream_resuming
     from .serving.auth import client_key
     from .transcript import atomic_write, check_outputs, repetition_warning
 
@@ -575,7 +578,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
                 print(" ".join(w["text"] for w in ev["words"]), end=" ", flush=True)
 
         try:
-            res = asyncio.run(stream(url, blocks(), 16000, k, block_ms if realtime else None, show, api_key=key))
+            res = asyncio.run(stream_resuming(url, blocks(), 16000, k, block_ms if realtime else None, show, key, retries,
+                                              lambda e, ms: _say_error(f"{f}: {e}; connecting again, from {ms / 1000:.1f} s")))
         except ServerError as e:
             print()
             _say_error(f"{f}: {e}")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from asr_stream.audio.io import load_audio
-from asr_stream.client import ServerError, blocks_of, stream
+from asr_stream.client import ServerError, blocks_of, stream, stream_resuming
 from asr_stream.serving.replicas import HAPROXY_CFG, haproxy_config, start
 
 from .sysdeps import needs
@@ -107,3 +107,35 @@ def test_a_replica_killed_mid_stream_ends_only_its_own_clients():
         status, _, body = upload(dep.http_url, sample())
         assert status == 200 and json.loads(body)["text"].upper() == again.text
         assert connections(r2.url) == 0.0
+
+        # the same with clients that connect again (asr-stream client --retries 1), r1 started again first
+        dep.restart(r1)
+        assert dep.states() == {"r1": "UP", "r2": "UP"}
+        finals, seen, retried = [0] * 4, {}, {}
+
+        def on_retry(i):
+            def f(e, ms) -> None:
+                retried[i] = (str(e), ms, finals[i])
+            return f
+
+        def on_event2(i):
+            def f(ev) -> None:
+                finals[i] += ev["type"] == "final"
+                if min(finals) >= 1 and not seen:
+                    seen["before"] = (connections(r1.url), connections(r2.url))
+                    r2.process.kill()
+            return f
+
+        async def resuming():
+            return await asyncio.gather(*[stream_resuming(dep.url, blocks_of(w, 100), block_ms=100, on_event=on_event2(i),
+                                                          retries=1, on_retry=on_retry(i)) for i, w in enumerate(recs)])
+
+        got = asyncio.run(asyncio.wait_for(resuming(), TIMEOUT))
+        assert seen["before"] == (2.0, 2.0) and len(retried) == 2, retried
+        for i, g in enumerate(got):
+            assert g.events[-1]["type"] == "eof" and [e["type"] for e in g.events].count("ready") == 1
+            assert words(g) == words(refs[i]), (i, i in retried)  # the resumed ones too: times of one stream
+            assert [(f["index"], f["start_ms"], f["end_ms"]) for f in g.finals] == \
+                [(f["index"], f["start_ms"], f["end_ms"]) for f in refs[i].finals]
+        for i, (why, ms, n) in retried.items():  # it went on from the end of its last final
+            assert "closed the connection before eof" in why and n >= 1 and ms == got[i].finals[n - 1]["end_ms"]

@@ -7,7 +7,8 @@ system (``--port 0``), with ``--max-per-address 0`` (behind the balancer every c
 per-address cap is HAProxy's stick table). Arguments after ``--`` go to every replica. HAProxy runs in the foreground
 with the repository's config, its ``bind`` and ``server`` lines rewritten for these ports (:func:`haproxy_config`).
 The rule for a replica that dies is HAProxy's: its clients' connections are closed, nobody else's is touched, and new
-connections go to the replicas that pass the ``/readyz`` check. This tool does not restart it; it says so on stderr.
+connections go to the replicas that pass the ``/readyz`` check (``asr-stream client --retries N`` connects again and
+goes on from its last finished utterance). This tool says so on stderr and starts the replica again on its port.
 SIGTERM or Ctrl-C stops the replicas first (each drains: its streams end at their next pause, ``--drain-s``), then the
 balancer, which relays their last events until then.
 """
@@ -80,7 +81,9 @@ class Deployment:
     host: str
     port: int
     workdir: Path
-    _pumps: list[threading.Thread] = field(default_factory=list)
+    serve_args: tuple[str, ...] = ()
+    env: dict = field(default_factory=dict)
+    log: object = None
 
     @property
     def url(self) -> str:
@@ -90,6 +93,35 @@ class Deployment:
     @property
     def http_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def states(self) -> dict[str, str]:
+        """HAProxy's view of each replica, by server name (r1, r2, ...): UP, DOWN, ... (``show stat`` on its admin
+        socket)."""
+        import csv
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(self.workdir / "haproxy.sock"))
+            s.sendall(b"show stat\n")
+            data = b"".join(iter(lambda: s.recv(65536), b""))
+        rows = list(csv.reader(data.decode().lstrip("# ").splitlines()))
+        i, j = rows[0].index("svname"), rows[0].index("status")
+        return {row[i]: row[j].split()[0] for row in rows[1:] if len(row) > j and row[i].startswith("r")}
+
+    def restart(self, r: Replica, startup_s: float = STARTUP_S) -> None:
+        """Start replica ``r`` again on its port (after it exited), with the same arguments; returns once HAProxy's
+        /readyz check has put it back in the rotation."""
+        if r.process.poll() is None:
+            raise ValueError(f"replica r{r.index} is running")
+        deadline = time.monotonic() + startup_s
+        new, found, box = _launch(r.index, r.port, self.serve_args, self.env, self.log)
+        r.process = new.process
+        _served(r, found, box, deadline)
+        while self.states().get(f"r{r.index}") != "UP":
+            if time.monotonic() > deadline:
+                raise ValueError(f"replica r{r.index} serves but HAProxy does not have it UP after {startup_s:.0f} s")
+            time.sleep(0.2)
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM each replica still running (a graceful drain) and wait for it (SIGKILL after ``timeout`` s), then
@@ -136,6 +168,27 @@ def _pump(stream, prefix: str, out, found: Optional[threading.Event] = None, box
         found.set()  # the process ended without serving: the waiter sees no port
 
 
+def _launch(i: int, port: int, serve_args: Sequence[str], env: dict, log) -> tuple[Replica, threading.Event, dict]:
+    """Start replica ``i`` (``asr-stream serve`` on 127.0.0.1:``port``, 0: a free one); the event is set once it
+    serves (then ``box['port']`` is its port) or has exited."""
+    cmd = [sys.executable, "-m", "asr_stream", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--max-per-address", "0", *serve_args]
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env=env)
+    r, found, box = Replica(i, p), threading.Event(), {}
+    threading.Thread(target=_pump, args=(p.stderr, f"[r{i}] ", log, found, box), daemon=True).start()
+    return r, found, box
+
+
+def _served(r: Replica, found: threading.Event, box: dict, deadline: float) -> None:
+    if not found.wait(max(0.0, deadline - time.monotonic())) or "port" not in box:
+        if found.is_set():  # its stderr ended: it is exiting
+            _wait_or_kill(r.process, 10.0)
+        why = f"exited with status {r.process.poll()}" if r.process.poll() is not None else "did not start serving in time"
+        raise ValueError(f"replica r{r.index} {why} (its stderr is above, prefixed [r{r.index}])")
+    r.port = box["port"]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the system says is free now (another process may take it before it is bound: a small race)."""
     import socket
@@ -150,7 +203,7 @@ def start(replicas: int = 2, port: int = 8765, host: str = "127.0.0.1", serve_ar
           startup_s: float = STARTUP_S) -> Deployment:
     """Start ``replicas`` ``asr-stream serve`` processes on free loopback ports (``serve_args`` passed to each) and
     HAProxy on ``host:port`` (0: a free port) with ``config`` rewritten for them; return once a request through the
-    balancer reaches a ready replica. ``log``: where the children's stderr lines go (prefixed ``[rN]``/``[haproxy]``;
+    balancer reaches a ready replica and HAProxy has every replica UP. ``log``: where the children's stderr lines go (prefixed ``[rN]``/``[haproxy]``;
     None: discarded). Anything that fails to come up is stopped and raised as a one-line ValueError."""
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise ValueError(f"--replicas must be a whole number >= 1, got {replicas!r}")
@@ -168,47 +221,34 @@ def start(replicas: int = 2, port: int = 8765, host: str = "127.0.0.1", serve_ar
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
     work = Path(tempfile.mkdtemp(prefix="asr-stream-replicas-"))
     procs: list[Replica] = []
-    pumps: list[threading.Thread] = []
     balancer = None
     try:
-        waits = []
-        for i in range(1, replicas + 1):
-            cmd = [sys.executable, "-m", "asr_stream", "serve", "--host", "127.0.0.1", "--port", "0",
-                   "--max-per-address", "0", *serve_args]
-            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 text=True, env=env)
-            r, found, box = Replica(i, p), threading.Event(), {}
-            t = threading.Thread(target=_pump, args=(p.stderr, f"[r{i}] ", log, found, box), daemon=True)
-            t.start()
-            procs.append(r)
-            pumps.append(t)
-            waits.append((r, found, box))
+        waits = [_launch(i, 0, serve_args, env, log) for i in range(1, replicas + 1)]
+        procs += [r for r, _, _ in waits]
         deadline = time.monotonic() + startup_s
-        for r, found, box in waits:
-            if not found.wait(max(0.0, deadline - time.monotonic())) or "port" not in box:
-                why = f"exited with status {r.process.poll()}" if r.process.poll() is not None else \
-                    f"did not serve within {startup_s:.0f} s"
-                raise ValueError(f"replica r{r.index} {why} (its stderr is above, prefixed [r{r.index}])")
-            r.port = box["port"]
+        for w in waits:
+            _served(*w, deadline)
         port = port or free_port(host)
         cfg = work / "haproxy.cfg"
-        cfg.write_text(haproxy_config(template, f"{host}:{port}", [f"127.0.0.1:{r.port}" for r in procs]))
+        text = haproxy_config(template, f"{host}:{port}", [f"127.0.0.1:{r.port}" for r in procs])
+        # an admin socket for `show stat` (Deployment.states) beside the config
+        text = re.sub(r"^global[ \t]*$", f"global\n    stats socket {work / 'haproxy.sock'} mode 600 level admin", text,
+                      count=1, flags=re.M)
+        cfg.write_text(text)
         check = subprocess.run([haproxy, "-c", "-q", "-f", str(cfg)], capture_output=True, text=True)
         if check.returncode != 0:
             raise ValueError(f"haproxy rejects the config: {(check.stderr or check.stdout).strip().splitlines()[-1:]}")
         balancer = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        t = threading.Thread(target=_pump, args=(balancer.stderr, "[haproxy] ", log), daemon=True)
-        t.start()
-        pumps.append(t)
-        dep = Deployment(procs, balancer, host, port, work, pumps)
+        threading.Thread(target=_pump, args=(balancer.stderr, "[haproxy] ", log), daemon=True).start()
+        dep = Deployment(procs, balancer, host, port, work, tuple(serve_args), env, log)
         while True:  # the balancer listens and a replica behind it answers /readyz
             if balancer.poll() is not None:
                 raise ValueError(f"haproxy exited with status {balancer.returncode} (its stderr is above, prefixed "
                                  f"[haproxy]; is {host}:{port} taken?)")
             try:
                 with urllib.request.urlopen(f"{dep.http_url}/readyz", timeout=2) as resp:
-                    if resp.status == 200:
+                    if resp.status == 200 and set(dep.states().values()) == {"UP"}:
                         return dep
             except (urllib.error.URLError, OSError):
                 pass
@@ -248,18 +288,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     print(f"asr-stream replicas: balancer on {dep.url} (uploads: {dep.http_url}/v1/audio/transcriptions) -> "
           + ", ".join(f"r{r.index} {r.url}" for r in dep.replicas), file=sys.stderr, flush=True)
-    said: set[int] = set()
     while not stop.wait(1.0):
-        for r in dep.replicas:
-            if r.process.poll() is not None and r.index not in said:
-                said.add(r.index)
-                print(f"asr-stream replicas: r{r.index} ({r.url}) exited with status {r.process.returncode}; HAProxy "
-                      "sends new connections to the others", file=sys.stderr, flush=True)
-        if len(said) == len(dep.replicas) or dep.balancer.poll() is not None:
-            print("asr-stream replicas: error: " + ("every replica has exited" if len(said) == len(dep.replicas)
-                  else f"haproxy exited with status {dep.balancer.returncode}"), file=sys.stderr)
+        if dep.balancer.poll() is not None:
+            print(f"asr-stream replicas: error: haproxy exited with status {dep.balancer.returncode}", file=sys.stderr)
             dep.stop()
             return 1
+        for r in dep.replicas:
+            if r.process.poll() is not None and not stop.is_set():
+                print(f"asr-stream replicas: r{r.index} ({r.url}) exited with status {r.process.returncode}; HAProxy "
+                      "sends new connections to the others; starting it again", file=sys.stderr, flush=True)
+                try:
+                    dep.restart(r)
+                except ValueError as e:
+                    print(f"asr-stream replicas: {e}", file=sys.stderr, flush=True)
     print("asr-stream replicas: stopping (replicas drain first)", file=sys.stderr, flush=True)
     dep.stop()
     return 0
