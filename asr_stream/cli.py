@@ -532,8 +532,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     if not url.startswith(("ws://", "wss://")):
         raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
     key = client_key(api_key_file)
-    if block_ms <= 0:
-        raise ValueError(f"--block-ms must be > 0, got {block_ms}")
+    if block_ms <= 0 or retries < 0:
+        raise ValueError(f"--block-ms must be > 0, got {block_ms}" if block_ms <= 0 else f"--retries must be >= 0, got {retries}")
     check_outputs(files, [json] if json is not None else [])
     results, failed, cut, unsaved = [], [], [], False
     step = max(1, int(round(block_ms * 16)))
