@@ -67,9 +67,11 @@ def test_a_replica_killed_mid_stream_ends_only_its_own_clients():
     """Two replicas (the bundled model) behind HAProxy with deploy/haproxy.cfg; four real-time clients through the
     balancer are spread two and two. Once every client has a final, one replica is killed (SIGKILL): its two clients
     get an error (the connection closed before eof), the other two get exactly the transcripts their recordings get
-    alone (words and times), and a new client and an upload through the balancer are served by the survivor."""
+    alone (words and times), and a new client and an upload through the balancer are served by the survivor. Then,
+    the replica started again, the same with clients that connect again (--retries): the two cut off end with exactly
+    their lone transcripts too. Last, the balancer's per-address cap: the 9th connection from one address is refused."""
     recs = [recording(0.4 + 0.15 * i) for i in range(4)]
-    with start(2, port=0, log=None) as dep:
+    with start(2, port=0, log=None, serve_args=["--max-clients", "12"]) as dep:
         r1, r2 = dep.replicas
 
         async def alone():  # each recording by itself, on one replica directly, as fast as it is taken
@@ -139,3 +141,23 @@ def test_a_replica_killed_mid_stream_ends_only_its_own_clients():
                 [(f["index"], f["start_ms"], f["end_ms"]) for f in refs[i].finals]
         for i, (why, ms, n) in retried.items():  # it went on from the end of its last final
             assert "closed the connection before eof" in why and n >= 1 and ms == got[i].finals[n - 1]["end_ms"]
+
+        # the per-address cap is the balancer's: 8 connections from 127.0.0.1, the 9th refused; 127.0.0.2 still served
+        asyncio.run(asyncio.wait_for(capped(dep.url), TIMEOUT))
+
+
+async def capped(url: str) -> None:
+    from websockets.asyncio.client import connect
+
+    held = [await connect(url, open_timeout=30) for _ in range(8)]
+    try:
+        with pytest.raises(Exception) as refused:
+            await connect(url, open_timeout=30)
+        assert not isinstance(refused.value, asyncio.TimeoutError)
+        other = await connect(url, open_timeout=30, local_addr=("127.0.0.2", 0))
+        await other.send(json.dumps({"type": "start", "sample_rate": 16000, "format": "float32"}))
+        assert json.loads(await other.recv())["type"] == "ready"
+        await other.close()
+    finally:
+        for ws in held:
+            await ws.close()

@@ -42,6 +42,7 @@ class EvalModule(L.LightningModule):
         self.out, self.segment = out, segment
         self.records: dict[str, dict] = {}  # rank 0: the records already in the output folder
         self.scored: dict[str, dict] = {}  # this rank's new records
+        self.failed: Optional[str] = None  # the first utterance this rank could not score, and why
 
     def predict_dataloader(self):
         todo = None
@@ -55,7 +56,14 @@ class EvalModule(L.LightningModule):
 
     def predict_step(self, i: int, batch_idx: int = 0):
         u = self.utts[int(i)]
-        self.scored[u.id] = score_utterance(self.net, self.cfg, u, self.segment)
+        if self.failed:  # after a failure this rank scores nothing more: rank 0 reports it once all are done
+            return u.id
+        try:
+            self.scored[u.id] = score_utterance(self.net, self.cfg, u, self.segment)
+        except Exception as e:  # noqa: BLE001 - handed to rank 0, which raises it (one line) after the gather
+            line = str(e).splitlines()[0] if str(e) else ""
+            kind = "" if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: "  # a bug says what it is
+            self.failed = f"{u.audio_path}: {kind}{line}"
         return u.id  # (None would be warned about)
 
 
@@ -82,18 +90,21 @@ def evaluate_distributed(model, utts: Sequence[Utterance], setting: Setting, out
                         enable_model_summary=False, use_distributed_sampler=False)
     trainer.predict(module, return_predictions=False)
     parts: list = [None] * trainer.world_size  # the process group outlives predict (DDPStrategy.teardown keeps it)
-    torch.distributed.all_gather_object(parts, module.scored)
+    torch.distributed.all_gather_object(parts, (module.scored, module.failed))
     if trainer.global_rank != 0:
         return None
-    scored = {k: v for part in parts for k, v in part.items()}
+    scored = {k: v for part, _ in parts for k, v in part.items()}
+    failed = [f for _, f in parts if f is not None]
     records = {**module.records, **scored}
     if out is not None and scored:
         with (out / "records.jsonl").open("a") as f:
             for u in utts:
                 if u.id in scored:
                     f.write(json.dumps(scored[u.id]) + "\n")
+    if failed:  # what was scored is kept (a rerun resumes); the error is the user's, as a one-process run raises it
+        raise ValueError(failed[0] + (f" (and {len(failed) - 1} more process(es) failed)" if len(failed) > 1 else ""))
     summary = finish(module.net, utts, module.setting, module.cfg, records, out, rows_out)
-    summary["scored_by_rank"] = [len(p) for p in parts]  # utterances each process scored in this run
+    summary["scored_by_rank"] = [len(p) for p, _ in parts]  # utterances each process scored in this run
     if out is not None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
