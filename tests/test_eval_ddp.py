@@ -100,10 +100,11 @@ def test_bad_process_counts_are_one_line_errors(tmp_path, capsys):
 
 @pytest.mark.timeout(300)
 def test_a_bad_file_in_one_process_is_a_one_line_error_and_the_rest_is_kept(tmp_path):
-    """u3 (rank 1's share) is not audio: the run stops with one error line naming it and exit 2 (no process waits
+    """u3 (rank 1's share) holds NaN samples: the run stops with one error line naming it and exit 2 (no process waits
     for it for ever), and the records of the other four are written, so a rerun scores only what is left."""
     manifest = corpus(tmp_path)
-    (tmp_path / "u3.wav").write_text("not audio at all\n" * 100)
+    bad = np.full(16000, np.nan, np.float32)  # a valid header (the manifest check passes), samples that are not
+    sf.write(tmp_path / "u3.wav", bad, 16000, subtype="FLOAT")
     r = subprocess.run([sys.executable, "-m", "asr_stream", "eval", "--data", str(manifest), "--devices", "2",
                         "--output", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=280,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
