@@ -40,6 +40,38 @@ def test_config_rewrite_keeps_the_settings_and_lists_every_replica():
         start(2, serve_args=["--port", "9000"])
 
 
+@needs("haproxy")
+def test_a_second_balancer_on_the_same_port_fails(tmp_path):
+    """HAProxy binds with SO_REUSEPORT unless told not to: two deployments on one port would share its connections.
+    With deploy/haproxy.cfg the second balancer exits with an error instead."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    from asr_stream.serving.replicas import free_port
+
+    port = free_port()
+    cfg = tmp_path / "h.cfg"
+    cfg.write_text(haproxy_config(HAPROXY_CFG.read_text(), f"127.0.0.1:{port}", ["127.0.0.1:9"]))
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    first = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the first one listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and first.poll() is None
+                time.sleep(0.1)
+        second = subprocess.run([haproxy, "-db", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+        assert second.returncode != 0 and "Address already in use" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
 def sample() -> np.ndarray:
     return load_audio(ROOT / "asr_stream" / "assets" / "sample.wav")
 
