@@ -299,6 +299,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                       "sends new connections to the others; starting it again", file=sys.stderr, flush=True)
                 try:
                     dep.restart(r)
+                    print(f"asr-stream replicas: r{r.index} serves again ({r.url})", file=sys.stderr, flush=True)
                 except ValueError as e:
                     print(f"asr-stream replicas: {e}", file=sys.stderr, flush=True)
     print("asr-stream replicas: stopping (replicas drain first)", file=sys.stderr, flush=True)
