@@ -70,6 +70,7 @@ _REQS = [
     Requirement("fortunes", ("fortunes", "fortunes-min"), _fortunes),
     Requirement("chromium", ("chromium",), _which("chromium", "chromium-browser")),
     Requirement("openssl", ("openssl",), _which("openssl")),  # a self-signed certificate for the TLS test of serve
+    Requirement("haproxy", ("haproxy",), _which("haproxy", "/usr/sbin/haproxy")),  # replicas of serve behind a balancer
     Requirement("portaudio", ("libportaudio2",),
                 lambda: importlib.util.find_spec("sounddevice") is not None and ctypes.util.find_library("portaudio") is not None),
     # Flite's voices are built into the flite package

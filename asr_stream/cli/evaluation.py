@@ -38,7 +38,7 @@ def _print_summary(s: dict) -> None:
 
 def eval_cmd(data: str, options: EvalStreamOptions = EvalStreamOptions(), output: Optional[str] = None,
              limit: Optional[int] = None, segment: Literal["auto", "on", "off"] = "auto",
-             baseline: Optional[str] = None) -> dict:
+             baseline: Optional[str] = None, devices: int = 1, num_nodes: int = 1) -> Optional[dict]:
     """Evaluate one setting with the real streaming session: WER, AL/LAAL (also computation-aware), RTF.
 
     Args:
@@ -50,6 +50,12 @@ def eval_cmd(data: str, options: EvalStreamOptions = EvalStreamOptions(), output
             than 30 s (long recordings), on = all, off = none.
         baseline: the --output folder of another eval of the same data: prints this run's WER and LAAL difference to it
             with 95 % paired-bootstrap intervals (also in the returned summary, key "vs_baseline").
+        devices: processes on this machine, each scoring its share of the utterances (Lightning's DDP strategy, as
+            training uses: CPU processes over gloo, or one per GPU with --device cuda); each utterance is scored once
+            and the table is one process's (RTF and the computation-aware latencies measure these processes).
+            Records are written when all are done (asr_stream/evaluation/distributed.py).
+        num_nodes: machines, each running this command with the same --devices, launched as training is (torchrun or
+            SLURM sets the ranks and the address of rank 0).
     """
     from pathlib import Path
 
@@ -73,7 +79,14 @@ def eval_cmd(data: str, options: EvalStreamOptions = EvalStreamOptions(), output
                              f"missing there, {len(other)} with other transcripts)")
     rows: list[dict] = []
     m = o.load()  # a chunk override is checked and announced here
-    s = evaluate(m, utts, setting, output, segment=segment, rows_out=rows)
+    if devices != 1 or num_nodes != 1:
+        from ..evaluation.distributed import evaluate_distributed
+
+        s = evaluate_distributed(m, utts, setting, output, segment, devices, num_nodes, o.device, rows_out=rows)
+        if s is None:  # not rank 0: rank 0 prints and writes
+            return None
+    else:
+        s = evaluate(m, utts, setting, output, segment=segment, rows_out=rows)
     _print_summary(s)
     if base is not None:
         from ..evaluation.stats import compare, format_interval

@@ -111,7 +111,8 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
 
 
 def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool = False, block_ms: int = 100,
-           k: Optional[int] = None, json: Optional[str] = None, api_key_file: Optional[str] = None) -> None:
+           k: Optional[int] = None, json: Optional[str] = None, api_key_file: Optional[str] = None,
+           retries: int = 0) -> None:
     """Transcribe audio files on a running ``asr-stream serve``: words as they arrive, then the final text per file.
 
     Each file is read from disk block by block as it is sent. A bad file is one error line and the next file goes on;
@@ -126,12 +127,14 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         k: ask the server for this wait-k (default: the server's).
         json: also write every file's result (events: words with emission times, finals) to this JSON file.
         api_key_file: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
+        retries: when the connection is lost mid-file (a replica behind a balancer died), connect again up to this many
+            times and send the file again from the end of its last finished utterance (asr_stream.client.stream_resuming).
     """
     import asyncio
     import json as jsonlib
 
     from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS, AudioError, AudioFile, LevelCheck
-    from ..client import ServerError, stream
+    from ..client import ServerError, stream_resuming
     from ..serving.auth import client_key
     from ..transcript import atomic_write, check_outputs, repetition_warning
 
@@ -139,6 +142,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
     key = client_key(api_key_file)
     check_block_ms(block_ms)
+    if retries < 0:
+        raise ValueError(f"--retries must be >= 0, got {retries}")
     check_outputs(files, [json] if json is not None else [])
     results, failed, cut, unsaved = [], [], [], False
     step = max(1, int(round(block_ms * SAMPLES_PER_MS)))
@@ -183,7 +188,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
                 print(" ".join(w["text"] for w in ev["words"]), end=" ", flush=True)
 
         try:
-            res = asyncio.run(stream(url, blocks(), SAMPLE_RATE, k, block_ms if realtime else None, show, api_key=key))
+            res = asyncio.run(stream_resuming(url, blocks(), SAMPLE_RATE, k, block_ms if realtime else None, show, key,
+                                              retries, lambda e, ms: say_error(f"{f}: {e}; connecting again, from {ms / 1000:.1f} s")))
         except ServerError as e:
             print()
             say_error(f"{f}: {e}")

@@ -107,26 +107,12 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
     whole, as they are trained; ``on`` / ``off`` do it for every utterance / none.
     rows_out: if given, the per-utterance records (in ``utts`` order) are appended to it.
     """
-    from ..streaming import StreamingSession
-    from ..streaming.segment import EndpointConfig, SegmentedSession
-
     if segment not in ("auto", "on", "off"):
         raise ValueError(f"segment must be auto, on or off, got {segment!r}")
-
-    if setting.chunk_ms:
-        model.set_chunk_ms(setting.chunk_ms)
-    setting, cfg = setting.resolved(model)  # None: the model's training values; a different explicit value warns
+    setting, cfg = prepare(model, setting)
     out = Path(out_dir) if out_dir else None
-    records: dict[str, dict] = {}
-    rec_file = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        check_resume(out, run_key(model, utts, cfg, setting, segment))
-        rec_path = out / "records.jsonl"
-        records = read_records(rec_path)  # resume: keep what a killed run finished
-        rec_file = rec_path.open("a")
-    if records:
-        stale_records(out, utts, records)  # a record is reused only for the audio it was computed from
+    records = open_records(out, model, utts, cfg, setting, segment) if out is not None else {}
+    rec_file = (out / "records.jsonl").open("a") if out is not None else None
     todo = [u for u in utts if u.id not in records]
     try:
         from rich.progress import Progress
@@ -134,24 +120,7 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"eval {setting.name}", total=len(todo))
             for u in todo:
-                ident = audio_identity(u.audio_path)  # before reading: a file replaced meanwhile is re-scored next time
-                wave = load_audio(u.audio_path)
-                cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * SAMPLE_RATE)
-                session = SegmentedSession(StreamingSession(model, cfg), EndpointConfig() if cut else None)
-                words, compute_at, spent = stream_utterance(session, wave, model.chunk_samples)
-                audio_ms = len(wave) / SAMPLES_PER_MS
-                ref_len = len(normalize_text(u.text).split())
-                lat = LatencyRecord.compute([w.time_ms for w in words], audio_ms, ref_len, compute_at)
-                r = {"id": u.id, "audio": ident, "reference": u.text,
-                     "hypothesis": " ".join(w.text for w in words),
-                     "segments": len(session.segments) if cut else None,
-                     "words": [{"text": w.text, "time_ms": w.time_ms, "compute_ms": c} for w, c in zip(words, compute_at)],
-                     "audio_ms": audio_ms, "compute_s": spent, **{f"lat_{k}": v for k, v in lat.as_dict().items()}}
-                if not cut:  # the schedule: per written target row, chunks seen and words written before it
-                    r["vis"], r["units"], r["chunks"] = row_schedule(session.session)
-                if u.words is not None:  # word alignment of the reference: ends in ms, for PR50 / PR90
-                    r["ref_word_end_ms"] = [round(w.end * 1000.0, 1) for w in u.words]
-                records[u.id] = r
+                records[u.id] = r = score_utterance(model, cfg, u, segment)
                 if rec_file:
                     rec_file.write(json.dumps(r) + "\n")
                     rec_file.flush()
@@ -159,6 +128,58 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
     finally:
         if rec_file:
             rec_file.close()
+    return finish(model, utts, setting, cfg, records, out, rows_out)
+
+
+def prepare(model, setting: Setting) -> tuple[Setting, StreamConfig]:
+    """Apply the setting's chunk length to ``model``; the setting with the model's training values filled in, and its
+    stream config (see :meth:`Setting.resolved`)."""
+    if setting.chunk_ms:
+        model.set_chunk_ms(setting.chunk_ms)
+    return setting.resolved(model)  # None: the model's training values; a different explicit value warns
+
+
+def open_records(out: Path, model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Setting,
+                 segment: str) -> dict[str, dict]:
+    """The records ``out`` already holds for this run (a resume), by id, after checking that they were made with these
+    settings (:func:`check_resume`, which writes them into a new folder) and dropping those whose audio changed."""
+    out.mkdir(parents=True, exist_ok=True)
+    check_resume(out, run_key(model, utts, cfg, setting, segment))
+    records = read_records(out / "records.jsonl")  # resume: keep what a killed run finished
+    if records:
+        stale_records(out, utts, records)  # a record is reused only for the audio it was computed from
+    return records
+
+
+def score_utterance(model, cfg: StreamConfig, u: Utterance, segment: str) -> dict:
+    """Stream one utterance through a new session and score it: the record ``records.jsonl`` keeps (hypothesis, word
+    emission times and compute, latencies, the schedule, the audio's identity)."""
+    from ..streaming import StreamingSession
+    from ..streaming.segment import EndpointConfig, SegmentedSession
+
+    ident = audio_identity(u.audio_path)  # before reading: a file replaced meanwhile is re-scored next time
+    wave = load_audio(u.audio_path)
+    cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * SAMPLE_RATE)
+    session = SegmentedSession(StreamingSession(model, cfg), EndpointConfig() if cut else None)
+    words, compute_at, spent = stream_utterance(session, wave, model.chunk_samples)
+    audio_ms = len(wave) / SAMPLES_PER_MS
+    ref_len = len(normalize_text(u.text).split())
+    lat = LatencyRecord.compute([w.time_ms for w in words], audio_ms, ref_len, compute_at)
+    r = {"id": u.id, "audio": ident, "reference": u.text,
+         "hypothesis": " ".join(w.text for w in words),
+         "segments": len(session.segments) if cut else None,
+         "words": [{"text": w.text, "time_ms": w.time_ms, "compute_ms": c} for w, c in zip(words, compute_at)],
+         "audio_ms": audio_ms, "compute_s": spent, **{f"lat_{k}": v for k, v in lat.as_dict().items()}}
+    if not cut:  # the schedule: per written target row, chunks seen and words written before it
+        r["vis"], r["units"], r["chunks"] = row_schedule(session.session)
+    if u.words is not None:  # word alignment of the reference: ends in ms, for PR50 / PR90
+        r["ref_word_end_ms"] = [round(w.end * 1000.0, 1) for w in u.words]
+    return r
+
+
+def finish(model, utts: Sequence[Utterance], setting: Setting, cfg: StreamConfig, records: Mapping[str, dict],
+           out: Optional[Path], rows_out: Optional[list] = None) -> dict:
+    """The summary of ``records`` (taken in ``utts`` order), written to ``out/summary.json`` when ``out`` is given."""
     rows = [records[u.id] for u in utts if u.id in records]
     if rows_out is not None:
         rows_out.extend(rows)
