@@ -10,12 +10,14 @@ SAMPLE := asr_stream/assets/sample.wav
 .PHONY: install sysdeps corpus-sysdeps test test-all mutants demo whisper-tiny clean
 
 # System packages the tests use: espeak-ng, flite (~3 MB) + fortunes (synthetic speech and text), PortAudio
-# (sounddevice), venv support for Debian's python3, chromium (the browser-page test of `serve`). Installed with
+# (sounddevice), venv support for Debian's python3, chromium (the browser-page test of `serve`), openssl (a
+# self-signed certificate for its TLS test), haproxy (replicas of `serve` behind a balancer: deploy/haproxy.cfg,
+# asr_stream/serving/replicas.py; Debian's own haproxy service config listens on nothing). Installed with
 # apt-get when missing (as root, or through sudo).
 # Festival and its English voices in Debian main (the synthetic corpus's other engine; ~40 MB) are there so their
 # tests run too.
 APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
-	fortunes fortunes-min libportaudio2 python3-venv chromium
+	fortunes fortunes-min libportaudio2 python3-venv chromium openssl haproxy
 # The synthetic recipe's corpus also uses the MBROLA voices (espeak-ng mb-us1, mb-us2, mb-us3, mb-en1: diphones
 # recorded from four real speakers). They are in Debian contrib/non-free, which this target adds to apt's sources
 # (a separate file, /etc/apt/sources.list.d/asr-stream-contrib.sources) when apt cannot find a missing one. So are

@@ -13,10 +13,31 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+# The names of modes and policies, written once: the command line's choices (its options are typed with these
+# Literals), the configs' checks and the tuples below all come from here. What a mode is: asr_stream.groups (its
+# layout and masks); what a policy is and the parameters it takes: asr_stream.streaming.policy (its registry).
+
 Mode = Literal["group", "interleaved", "batch"]
+"""A decoding mode: where target rows sit among the chunks (:mod:`asr_stream.groups`)."""
+MODES: tuple[Mode, ...] = typing.get_args(Mode)
 Reencode = Literal["none", "position", "kv"]
+"""Batch mode's re-encoding of the target after each chunk (``none``: plain batch)."""
+REENCODES: tuple[Reencode, ...] = typing.get_args(Reencode)
+EvalMode = Literal["group", "interleaved", "batch", "batch-position", "batch-kv"]
+"""An evaluation setting's mode: a :data:`Mode`, or ``batch-<reencode>`` (:func:`split_eval_mode`)."""
+EVAL_MODES: tuple[EvalMode, ...] = typing.get_args(EvalMode)
 PolicyName = Literal["waitk", "ctc", "confidence"]
+"""A read/write policy (:data:`asr_stream.streaming.policy.REGISTRY`)."""
+POLICIES: tuple[PolicyName, ...] = typing.get_args(PolicyName)
 EarlyEos = Literal["wait", "stop"]
+
+
+def split_eval_mode(name: str) -> tuple[Mode, Reencode]:
+    """``"batch-kv"`` -> ("batch", "kv"); a plain mode -> (mode, "none"). ValueError on a name not in EVAL_MODES."""
+    if name not in EVAL_MODES:
+        raise ValueError(f"unknown mode {name!r} (expected one of {EVAL_MODES})")
+    mode, _, reencode = name.partition("-")
+    return mode, reencode or "none"  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,10 @@ from typing import Sequence
 
 import torch
 
+from .config import MODES  # the mode names, written once there
+
 PROMPT, AUDIO, TARGET, PAD = 0, 1, 2, 3
 KIND_NAMES = {PROMPT: "p", AUDIO: "a", TARGET: "t", PAD: "_"}
-MODES = ("group", "interleaved", "batch")
 
 
 def visible_chunks(k: int, units_done: int, n_chunks: int) -> int:

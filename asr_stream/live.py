@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .audio.io import SAMPLE_RATE
-from .signals import StepGuard
 from .streaming import Word
+from .streaming.driver import drive
 from .streaming.segment import SegmentedSession
 
 
@@ -30,32 +30,12 @@ def run_live(stream: SegmentedSession, blocks: Iterable[np.ndarray], on_words: C
     blocks: 16 kHz mono float32 arrays of any length; the loop ends when they do, or on Ctrl-C.
     on_words: called with each non-empty list of newly emitted words, in order (append-only).
 
-    On Ctrl-C (KeyboardInterrupt; SIGTERM too under :func:`~asr_stream.signals.sigterm_as_interrupt`) or the end
-    of ``blocks``, the block source is closed, the stream finished, and the transcript returned; a second signal
-    during that last ``finish()`` aborts.
+    On Ctrl-C (KeyboardInterrupt; SIGTERM too under :func:`~asr_stream.signals.sigterm_as_interrupt`), the end
+    of ``blocks`` or an error from them, the block source is closed, the stream finished, and the transcript
+    returned (the error raised); a second signal during that last ``finish()`` aborts. The loop is
+    :func:`asr_stream.streaming.driver.drive`.
     """
-
-    def emit(words: list[Word]) -> None:
-        if words:
-            on_words(list(words))
-
-    it = iter(blocks)
-    try:
-        for block in it:
-            a = np.asarray(block, dtype=np.float32).reshape(-1)
-            if not a.size:
-                continue
-            with StepGuard() as d:
-                words = stream.push(a)
-            emit(words)
-            d.reraise()
-    except KeyboardInterrupt:
-        pass  # Ctrl-C or SIGTERM (under sigterm_as_interrupt): stop listening, keep what was heard
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()  # stop the microphone before the last decoding steps
-    emit(stream.finish())
+    drive(stream, blocks, on_words, keep_on_interrupt=True)  # Ctrl-C or SIGTERM: stop listening, keep what was heard
     return stream.text
 
 

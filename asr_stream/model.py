@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import decoder as dec
+from .audio.io import SAMPLES_PER_MS
 from .config import ModelConfig, model_config_from_dict, model_config_to_json
 from .encoder import build_encoder
 from .encoder.whisper import ARCHITECTURE_FILES, NOTICE_PATTERNS
@@ -97,7 +98,7 @@ class SpeechLLM(nn.Module):
 
     @property
     def chunk_ms(self) -> float:
-        return self.encoder.chunk_samples / 16.0
+        return self.encoder.chunk_samples / SAMPLES_PER_MS
 
     @property
     def embeds_per_chunk(self) -> int:

@@ -158,6 +158,15 @@ def repetition_warning(words: Sequence[str], least: int = 4) -> str | None:
             f"speech; the transcript is probably wrong")
 
 
+def unheard_warning(unheard_s: float, segments: Sequence[int]) -> str | None:
+    """The warning about speech that produced no words (:func:`asr_stream.streaming.segment.unheard`), None if none."""
+    if not unheard_s:
+        return None
+    return (f"{unheard_s:.1f} s of sound above the endpointer's level (speech, or noise) in {len(segments)} segment(s) "
+            f"produced no words (after a segment's last word, or in all of it) "
+            f"(segments {', '.join(map(str, segments[:10]))}{' ...' if len(segments) > 10 else ''})")
+
+
 def _clock(ms: float, sep: str) -> str:
     ms = max(0, int(round(ms)))
     h, rem = divmod(ms, 3_600_000)
@@ -217,6 +226,15 @@ def _word_ends(seg: Mapping) -> tuple[list[str], list[float]]:
         ends += [prev + (raw[i] - prev) * c / weights[-1] for c in weights]
         prev, i = raw[i], j + 1
     return texts, ends
+
+
+def word_spans(seg: Mapping) -> list[tuple[str, float, float]]:
+    """(word, start ms, end ms) of a segment's words: each ends where the subtitles end it (:func:`_word_ends`) and
+    starts where the word before it ends (the first at the segment's start). Estimates: the model writes a word after
+    hearing it, and says when, not where it began."""
+    texts, ends = _word_ends(seg)
+    starts = [float(seg["start_ms"])] + ends[:-1]
+    return list(zip(texts, starts, ends))
 
 
 def _segment_cues(seg: Mapping) -> list[tuple[float, float, list[str]]]:
@@ -281,4 +299,4 @@ def render(result: Mapping, fmt: str) -> str:
 
 
 __all__ = ["FORMATS", "LiveOutput", "WriteError", "atomic_write", "check_outputs", "output_target", "render", "repetition_warning",
-           "to_srt", "to_txt", "to_vtt"]
+           "to_srt", "to_txt", "to_vtt", "unheard_warning", "word_spans"]

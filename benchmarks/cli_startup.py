@@ -2,7 +2,7 @@
 
 Answers whether ``asr-stream`` should build its subcommands with jsonargparse (``jsonargparse.CLI`` on the
 same command functions, which is what it is for) instead of its own argparse builder
-(``asr_stream.cli._add_command``). Each variant runs a cheap command (``masks``: no model, no audio) and
+(``asr_stream.cli.parser.add_command``). Each variant runs a cheap command (``masks``: no model, no audio) and
 ``transcribe --help`` in fresh processes; the figure is the median wall time of ``--runs`` runs.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cli_startup.py --runs 7
@@ -22,8 +22,7 @@ import time
 PROTOTYPE = """
 import sys
 from jsonargparse import CLI
-from asr_stream.cli import export, masks, mic, transcribe
-from asr_stream.evaluation.commands import eval_cmd, sweep_cmd
+from asr_stream.cli import eval_cmd, export, masks, mic, sweep_cmd, transcribe
 CLI([transcribe, mic, eval_cmd, sweep_cmd, masks, export], args=sys.argv[1:])
 """
 

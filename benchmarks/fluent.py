@@ -45,8 +45,8 @@ def joined(waves: list, texts: list[str], lo: float, hi: float, seed: int = 0) -
 
 def main(argv=None) -> None:
     from asr_stream import default_model_dir
-    from asr_stream.data.longform import trim_silence
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.longform import trim_silence
+    from asr_stream.corpus.synth import synthesize
     from asr_stream.evaluation.wer import wer_details
     from asr_stream.model import SpeechLLM
     from asr_stream.streaming import StreamingSession
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
 
     raw = json.loads(Path(a.heldout).read_text())[: a.sentences]
     items = [(it["id"], it["text"]) for it in raw]
-    from asr_stream.data.synth import DEFAULT_VOICES
+    from asr_stream.corpus.voices import DEFAULT_VOICES
 
     voice = lambda i: DEFAULT_VOICES[i % len(DEFAULT_VOICES)] if a.rotate_voices else raw[i]["voice"]  # noqa: E731
     waves = [trim_silence(synthesize(it["spoken"], voice(i), it["rate"], it["pitch"])) for i, it in enumerate(raw)]

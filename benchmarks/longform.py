@@ -72,8 +72,8 @@ def main(argv=None) -> None:
     from rich.table import Table
 
     from asr_stream import default_model_dir
-    from asr_stream.data.longform import join_utterances, write_recording
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.longform import join_utterances, write_recording
+    from asr_stream.corpus.synth import synthesize
     from asr_stream.evaluation.wer import wer_details
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

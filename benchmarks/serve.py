@@ -22,6 +22,15 @@ sends a SECONDS-long recording as fast as the server reads it (started first): e
 before and after:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve.py --flood 60 --clients 1 --seconds 2.5 --schedulers batched
+
+``--load`` makes the load table of the README (issue 30), batched scheduler only: per ``--replicas`` value (0: one
+server, clients connect to it; N: N replicas behind HAProxy with deploy/haproxy.cfg, asr_stream.serving.replicas) and
+client count, the lag percentiles, the CPU time of the serving processes (replicas + balancer) per client and second,
+and their resident memory per client (peak during the run minus idle, over the clients); then the REST throughput
+(audio seconds decoded per wall second) of ``--uploads`` concurrent uploads of ``--upload-s`` seconds each, alone and
+beside ``--rest-beside`` real-time clients:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve.py --load --replicas 0 2 --clients 8 16 24 32 --output /tmp/load
 """
 
 from __future__ import annotations
@@ -44,8 +53,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def recordings(n: int, seconds: float) -> list[tuple[np.ndarray, str]]:
-    from asr_stream.data.longform import join_utterances
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.longform import join_utterances
+    from asr_stream.corpus.synth import synthesize
 
     raw = json.loads((ROOT / "tests" / "data" / "heldout.json").read_text())
     items = [(it["id"], it["text"]) for it in raw]
@@ -95,8 +104,8 @@ async def run_clients(url: str, recs: list[tuple[np.ndarray, str]], n: int, bloc
 
 def flood_recording(seconds: float) -> np.ndarray:
     """The flooder's recording: other sentences than the live clients' (seed 1000)."""
-    from asr_stream.data.longform import join_utterances
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.longform import join_utterances
+    from asr_stream.corpus.synth import synthesize
 
     raw = json.loads((ROOT / "tests" / "data" / "heldout.json").read_text())
     rec = join_utterances([(it["id"], it["text"]) for it in raw],
@@ -182,6 +191,152 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15 of stat)
+    return total
+
+
+def wav_bytes(x: np.ndarray) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    b = io.BytesIO()
+    sf.write(b, x, 16000, format="WAV", subtype="PCM_16")
+    return b.getvalue()
+
+
+def post_upload(http_url: str, body: bytes) -> tuple[int, str]:
+    """POST /v1/audio/transcriptions (multipart, response_format text); (status, text)."""
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(http_url)
+    sep = b"asr-stream-benchmark-boundary"
+    form = (b"--" + sep + b'\r\nContent-Disposition: form-data; name="model"\r\n\r\ndefault\r\n'
+            + b"--" + sep + b'\r\nContent-Disposition: form-data; name="response_format"\r\n\r\ntext\r\n'
+            + b"--" + sep + b'\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            + b"Content-Type: audio/wav\r\n\r\n" + body + b"\r\n--" + sep + b"--\r\n")
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=900)
+    try:
+        conn.request("POST", "/v1/audio/transcriptions", form,
+                     {"Content-Type": f"multipart/form-data; boundary={sep.decode()}"})
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+async def uploads_beside(http_url: str, ws_url: str, bodies: list[bytes], recs, n_live: int):
+    """``bodies`` uploaded at once (each in its own thread), started one second after ``n_live`` real-time clients
+    (none: alone); returns (wall seconds of the uploads, their answers, the live clients' results)."""
+    loop = asyncio.get_running_loop()
+    live = asyncio.create_task(run_clients(ws_url, recs, n_live)) if n_live else None
+    if live is not None:
+        await asyncio.sleep(1.0)
+    t0 = time.monotonic()
+    answers = await asyncio.gather(*[loop.run_in_executor(None, post_upload, http_url, b) for b in bodies])
+    wall = time.monotonic() - t0
+    return wall, answers, (await live if live is not None else [])
+
+
+def main_load(a) -> None:
+    """The load table (see the module doc): per --replicas value and client count; REST alone and beside clients."""
+    import tempfile
+    import threading
+
+    from asr_stream.serving.replicas import HAPROXY_CFG
+    from asr_stream.serving.replicas import start as start_replicas
+
+    recs = recordings(max(a.clients + [a.rest_beside]), a.seconds)
+    up = flood_recording(a.upload_s)
+    bodies = [wav_bytes(up)] * a.uploads
+    # every benchmark client comes from 127.0.0.1: the config's per-address cap (8) would refuse the 9th
+    cfg = Path(tempfile.mkdtemp(prefix="serve-bench-")) / "haproxy.cfg"
+    cfg.write_text("\n".join(x for x in HAPROXY_CFG.read_text().splitlines() if "reject if { sc0_conn_cur" not in x) + "\n")
+    serve_args = ["--max-clients", str(max(a.clients + [a.rest_beside]) + a.uploads), "--idle-timeout-s", "120",
+                  "--threads", "1", "--encoder-dtype", a.encoder_dtype]
+    rows, rest = [], []
+    for n_rep in a.replicas:
+        if n_rep == 0:
+            proc, url = start_server("batched", int(serve_args[1]), a.tick_ms, 1, a.encoder_dtype)
+            pids, http_url, stop = [proc.pid], url.replace("ws://", "http://").rstrip("/"), None
+            where = "one server"
+        else:
+            dep = start_replicas(n_rep, 0, serve_args=serve_args, config=cfg, log=None,
+                                 env={"PYTHONPATH": str(ROOT)})
+            url, http_url = dep.url, dep.http_url
+            pids = [r.process.pid for r in dep.replicas] + [dep.balancer.pid]
+            proc, stop, where = None, dep, f"{n_rep} replica{'s' if n_rep > 1 else ''} behind HAProxy"
+        try:
+            asyncio.run(run_clients(url, recs, min(2, len(recs)), 100))  # warm-up (each replica, with leastconn)
+            rss_idle = sum(rss_mb(p) for p in pids)
+            for n in a.clients:
+                peak, done = [rss_idle], threading.Event()
+
+                def sample():
+                    while not done.wait(0.5):
+                        peak.append(sum(rss_mb(p) for p in pids))
+
+                t = threading.Thread(target=sample, daemon=True)
+                t.start()
+                c0, t0 = cpu_s(pids), time.monotonic()
+                results = asyncio.run(run_clients(url, recs, n))
+                wall, cpu = time.monotonic() - t0, cpu_s(pids) - c0
+                done.set()
+                t.join()
+                lags = np.array([x for r in results for x in r.lags_ms()])
+                row = {"replicas": n_rep, "where": where, "clients": n, "words": int(lags.size),
+                       "p50_ms": float(np.percentile(lags, 50)), "p95_ms": float(np.percentile(lags, 95)),
+                       "held": bool(np.percentile(lags, 95) <= HELD_P95_MS), "wall_s": wall, "cpu_s": cpu,
+                       "cpu_per_client_pct": 100.0 * cpu / wall / n, "rss_idle_mb": rss_idle, "rss_peak_mb": max(peak),
+                       "rss_per_client_mb": (max(peak) - rss_idle) / n}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            alone_text = None
+            for beside in (0, a.rest_beside):
+                wall, answers, live = asyncio.run(uploads_beside(http_url, url, bodies, recs, beside))
+                alone_text = answers[0][1] if alone_text is None else alone_text
+                lags = np.array([x for r in live for x in r.lags_ms()])
+                row = {"replicas": n_rep, "where": where, "uploads": a.uploads, "upload_s": a.upload_s,
+                       "beside_clients": beside, "wall_s": wall, "statuses": [st for st, _ in answers],
+                       "audio_s_per_s": a.uploads * a.upload_s / wall,
+                       "same_text": {txt for _, txt in answers} == {alone_text},  # each as the first upload alone
+                       "live_p95_ms": float(np.percentile(lags, 95)) if lags.size else None}
+                rest.append({**row, "text": answers[0][1][:200]})
+                print(json.dumps(row), flush=True)
+        finally:
+            if stop is not None:
+                stop.stop()
+            else:
+                proc.terminate()
+                proc.wait(30)
+    lines = ["| serving | clients | p50 lag ms | p95 lag ms | held (p95 <= 1 s) | CPU per client (% of a core) | "
+             "RSS idle MB | RSS per client MB |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['where']} | {r['clients']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {'yes' if r['held'] else 'no'} | "
+                     f"{r['cpu_per_client_pct']:.1f} | {r['rss_idle_mb']:.0f} | {r['rss_per_client_mb']:.1f} |")
+    lines += ["", "| serving | uploads at once | live clients beside | audio s per s | live p95 lag ms | answers |",
+              "|---|---|---|---|---|---|"]
+    for r in rest:
+        p95 = "" if r["live_p95_ms"] is None else f"{r['live_p95_ms']:.0f}"
+        answers = ", ".join(map(str, r["statuses"])) + ("" if r["same_text"] else " (texts differ from alone)")
+        lines.append(f"| {r['where']} | {r['uploads']} x {r['upload_s']:.0f} s | {r['beside_clients']} | "
+                     f"{r['audio_s_per_s']:.1f} | {p95} | {answers} |")
+    print("\n".join(lines))
+    if a.output:
+        out = Path(a.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "serve_load.json").write_text(json.dumps({"rows": rows, "rest": rest, "seconds": a.seconds,
+                                                         "encoder_dtype": a.encoder_dtype}, indent=2) + "\n")
+        (out / "serve_load.md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
@@ -201,7 +356,15 @@ def main(argv=None) -> None:
                     help="the server's --encoder-dtype, for every scheduler (compare schedulers at the same dtype)")
     ap.add_argument("--flood", type=float, default=None, metavar="SECONDS",
                     help="measure the live clients alone and beside one client sending SECONDS of audio unpaced")
+    ap.add_argument("--load", action="store_true", help="the load table (module doc): --replicas, --clients, REST")
+    ap.add_argument("--replicas", type=int, nargs="+", default=[0, 2],
+                    help="--load: 0 = one server, N = N replicas behind HAProxy (default: 0 2)")
+    ap.add_argument("--uploads", type=int, default=2, help="--load: uploads sent at once (default: 2)")
+    ap.add_argument("--upload-s", type=float, default=60.0, help="--load: seconds of audio per upload (default: 60)")
+    ap.add_argument("--rest-beside", type=int, default=8, help="--load: real-time clients beside the uploads (default: 8)")
     a = ap.parse_args(argv)
+    if a.load:
+        return main_load(a)
     if a.flood is not None:
         return main_flood(a)
     if a.repeats < 1:

@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from asr_stream import decoder as dec
-from asr_stream.config import StreamConfig
+from asr_stream.config import EVAL_MODES, StreamConfig, split_eval_mode
 from asr_stream.groups import (
     AUDIO,
     PROMPT,
@@ -60,13 +60,7 @@ from asr_stream.model import Batch, SpeechLLM
 from asr_stream.streaming import StreamingSession
 from asr_stream.streaming.batched import BatchedStreams, rounds
 
-MODES = {
-    "group": dict(mode="group"),
-    "interleaved": dict(mode="interleaved"),
-    "batch-kv": dict(mode="batch", reencode="kv"),
-    "batch-position": dict(mode="batch", reencode="position"),
-    "batch": dict(mode="batch"),
-}
+MODES = EVAL_MODES  # a mode, or batch-<reencode> (asr_stream.config: the names, written once)
 SYLLABLES = ["ba", "be", "bi", "bo", "da", "de", "di", "do", "ka", "ke", "ki", "ko", "la", "le", "li", "lo", "ma", "me", "mi", "mo", "na", "ne", "ni", "no", "ra", "re", "ri", "ro", "sa", "se", "si", "so", "ta", "te", "ti", "to", "va", "ve", "vi", "vo", "an", "en", "in", "on", "ar", "er", "ir", "or", "st", "th", "sh", "ch"]
 TARGETS = dict(reencode_ratio=10.0, last_first=1.5, floor_ratio=1.2, rtf=0.05)
 
@@ -121,7 +115,8 @@ def utterance(model: SpeechLLM, seconds: float, words_per_s: float, seed: int) -
 
 
 def stream_config(name: str, k: int) -> StreamConfig:
-    return StreamConfig(k=k, max_tokens_per_s=100.0, **MODES[name])  # the length guard must not cut the forced text
+    mode, reencode = split_eval_mode(name)
+    return StreamConfig(mode=mode, reencode=reencode, k=k, max_tokens_per_s=100.0)  # the guard must not cut the forced text
 
 
 def kv_bytes(cache) -> int:

@@ -39,7 +39,7 @@ CONDITIONS = ("clean", "-20dB", "white-20dB", "white-10dB", "babble-20dB", "babb
 def build(n: int, seed: int):
     """(audio, sentence spans [(start, end)], word spans [(start, end)], babble noise, reference text), spans in
     samples."""
-    from asr_stream.data import engines
+    from asr_stream.corpus import engines
 
     items = json.loads((ROOT / "tests" / "data" / "heldout.json").read_text())
     rng = np.random.default_rng(seed)

@@ -45,7 +45,7 @@ def utterances(n: int, voices: list[str], join: int = 1) -> list[tuple[str, str,
     """(voice, reference text, 16 kHz audio) of the first ``n`` held-out sentences, per voice ("espeak": each
     sentence's recorded espeak-ng voice and settings); ``join`` > 1: that many consecutive sentences of a voice as
     one utterance, 300 ms of silence between them (longer utterances: most chunks then have a full context)."""
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.synth import synthesize
 
     items = json.loads((ROOT / "tests" / "data" / "heldout.json").read_text())[:n]
     gap = np.zeros(4800, np.float32)

@@ -43,7 +43,7 @@ class Requirement:
 
 def _voice(voice: str) -> Callable[[], bool]:
     def check() -> bool:
-        from asr_stream.data import engines
+        from asr_stream.corpus import engines
 
         return engines.voice_works(voice)
 
@@ -51,9 +51,9 @@ def _voice(voice: str) -> Callable[[], bool]:
 
 
 def _fortunes() -> bool:
-    from asr_stream.data import synth
+    from asr_stream.corpus.text import FORTUNE_DIR
 
-    return (synth.FORTUNE_DIR / "fortunes").is_file()
+    return (FORTUNE_DIR / "fortunes").is_file()
 
 
 def _which(*programs: str) -> Callable[[], bool]:
@@ -69,6 +69,8 @@ _REQS = [
     Requirement("espeak-ng", ("espeak-ng",), _which("espeak-ng")),
     Requirement("fortunes", ("fortunes", "fortunes-min"), _fortunes),
     Requirement("chromium", ("chromium",), _which("chromium", "chromium-browser")),
+    Requirement("openssl", ("openssl",), _which("openssl")),  # a self-signed certificate for the TLS test of serve
+    Requirement("haproxy", ("haproxy",), _which("haproxy", "/usr/sbin/haproxy")),  # replicas of serve behind a balancer
     Requirement("portaudio", ("libportaudio2",),
                 lambda: importlib.util.find_spec("sounddevice") is not None and ctypes.util.find_library("portaudio") is not None),
     # Flite's voices are built into the flite package

@@ -218,7 +218,7 @@ def test_multi_engine_recipe_config() -> None:
 
     import yaml
 
-    from asr_stream.data import engines
+    from asr_stream.corpus import engines
 
     repo = Path(__file__).resolve().parents[1]
     run = (repo / "recipes" / "synthetic" / "run.sh").read_text()

@@ -213,3 +213,79 @@ def test_early_eos_rejected_in_a_batch_as_alone(make_model, codec, mode):
         s = eng.sessions[b]
         assert s.state.k_extra == alone[b].state.k_extra and s.words == alone[b].words
         assert (torch.stack(s.logits) - torch.stack(alone[b].logits)).abs().max().item() <= TOL
+
+
+def _writes_and_private_uses(path, owner_names):
+    """(line, text) of every write to a session's state (an assignment, or a list mutation, through ``.state`` or a
+    name bound to it) and every ``_private`` attribute of a session (``self.sessions[...]`` or a name bound to one)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    sessions, states = set(owner_names), set()
+    for node in ast.walk(tree):  # names bound to a session or to a session's state
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            text = ast.unparse(node.value)
+            if text.startswith("self.sessions[") and not text.endswith(".state"):
+                sessions.add(node.targets[0].id)
+            if text.endswith(".state"):
+                states.add(node.targets[0].id)
+
+    def through_state(e) -> bool:
+        text = ast.unparse(e)
+        return ".state." in text + "." or text.split(".")[0] in states
+
+    def is_session(e) -> bool:
+        text = ast.unparse(e)
+        return text.startswith("self.sessions[") and text.endswith("]") or text in sessions
+
+    found = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AugAssign) else []
+        for t in targets:
+            for e in t.elts if isinstance(t, ast.Tuple) else [t]:
+                if isinstance(e, (ast.Attribute, ast.Subscript)) and through_state(e):
+                    found.append((node.lineno, ast.unparse(node)))
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in
+                ("append", "pop", "extend", "clear", "insert") and through_state(node.func.value)):
+            found.append((node.lineno, ast.unparse(node)))
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and is_session(node.value)):
+            found.append((node.lineno, ast.unparse(node)))
+    return sorted(set(found))
+
+
+def test_batched_streams_drive_sessions_through_their_public_step_protocol():
+    """BatchedStreams calls only public methods of StreamingSession (its step protocol) and writes nothing of a
+    session's state: every write to a StreamState is the session's own."""
+    from pathlib import Path
+
+    import asr_stream.streaming.batched as batched
+
+    assert _writes_and_private_uses(Path(batched.__file__), ()) == []
+
+
+def test_each_counter_of_a_stream_state_has_one_writer():
+    """Each counter of StreamState is assigned in one method of StreamingSession, the one its comment names, and in
+    no other module of the package."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import asr_stream
+    from asr_stream.streaming import session
+
+    src = Path(session.__file__).read_text()
+    writers: dict[str, set[str]] = {c: set() for c in session.COUNTERS}
+    for fn in ast.walk(ast.parse(src)):
+        if isinstance(fn, ast.FunctionDef):
+            for node in ast.walk(fn):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AugAssign) else []
+                for t in targets:
+                    for e in t.elts if isinstance(t, ast.Tuple) else [t]:
+                        if isinstance(e, ast.Attribute) and e.attr in writers:
+                            writers[e.attr].add(fn.name)
+    named = {c: re.search(rf"^    {c}: .*\[(\w+)\]$", src, re.M) for c in session.COUNTERS}
+    assert {c: sorted(w) for c, w in writers.items()} == {c: [m.group(1)] for c, m in named.items() if m}
+    others = [(p.name, c) for p in Path(asr_stream.__file__).parent.rglob("*.py") if p.name != "session.py"
+              for c in session.COUNTERS if re.search(rf"\.state\.{c}\s*[+\-]?=[^=]", p.read_text())]
+    assert others == []

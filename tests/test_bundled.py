@@ -88,7 +88,7 @@ def test_bundled_model_transcribes_held_out_sentences():
     The recipe measured 8.2 % WER on all 300 test utterances and 7.2 % on these 40 (recipes/synthetic/RESULTS.md);
     the bound leaves room for espeak-ng builds that differ slightly, and fails for a broken, untrained or
     much worse model (an untrained one is near 100 %). One sentence alone (the sample) is too noisy to test."""
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.synth import synthesize
     from asr_stream.evaluation.wer import wer_details
 
     items = json.loads(HELDOUT.read_text())

@@ -23,7 +23,7 @@ from asr_stream.data import (
     read_manifest_report,
     write_manifest,
 )
-from asr_stream.data import synth
+from asr_stream import corpus
 
 from .sysdeps import needs
 
@@ -294,23 +294,23 @@ def test_duration_batches_limits() -> None:
     (" ".join(["word"] * 21) + ".", None),
 ])
 def test_clean_sentence(raw: str, expected) -> None:
-    got = synth.clean_sentence(raw)
+    got = corpus.clean_sentence(raw)
     assert (None if got is None else (got.text, got.spoken)) == expected
 
 
 def test_split_sentences_keeps_abbreviations() -> None:
     text = "I met Mr. Jones today. He said hi! Did J. R. R. Tolkien write it? Yes."
-    assert synth.split_sentences(text) == ["I met Mr. Jones today.", "He said hi!",
+    assert corpus.split_sentences(text) == ["I met Mr. Jones today.", "He said hi!",
                                            "Did J. R. R. Tolkien write it?", "Yes."]
 
 
 @needs("fortunes")
 def test_fortunes_text_is_big_enough() -> None:
-    sents = synth.clean_sentences(synth.fortune_sentences())
+    sents = corpus.clean_sentences(corpus.fortune_sentences())
     train = sents[600:]  # what is left after the default 300 dev + 300 test
     assert len({w for s in train for w in s.text.split()}) >= 2000
     assert len({s.text for s in sents}) == len(sents)
-    top = synth.clean_sentences(synth.fortune_sentences(), top_words=500)
+    top = corpus.clean_sentences(corpus.fortune_sentences(), top_words=500)
     vocab = {w for s in top for w in s.text.split()}
     assert 0 < len(vocab) <= 500 and len(top) < len(sents)
 
@@ -340,18 +340,18 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def tiny_corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, synth.SynthReport]:
+def tiny_corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, corpus.SynthReport]:
     base = tmp_path_factory.mktemp("synth")
     text = base / "sentences.txt"
     text.write_text("\n".join(SENTENCES) + "\n")
     a, b, c = base / "a", base / "b", base / "c"
-    report = synth.synthesize_corpus(synth.SynthConfig(out_dir=a, seed=7, text_file=text, jobs=1, **TINY))
+    report = corpus.synthesize_corpus(corpus.SynthConfig(out_dir=a, seed=7, text_file=text, jobs=1, **TINY))
     # Same seed through the CLI with 2 parallel jobs: must give the same corpus.
     rc = _cli().main([str(b), "--seed", "7", "--text-file", str(text), "--num-dev", "1", "--num-test", "1",
                       "--voices", "en-us,en-gb", "--unseen-voice", "en-us+f3", "--min-train-vocab", "0",
                       "--snr-db", "30", "--jobs", "2", "--quiet"])
     assert rc == 0
-    synth.synthesize_corpus(synth.SynthConfig(out_dir=c, seed=8, text_file=text, **TINY))
+    corpus.synthesize_corpus(corpus.SynthConfig(out_dir=c, seed=8, text_file=text, **TINY))
     return a, b, c, report
 
 
@@ -360,7 +360,7 @@ def test_synth_layout_and_splits(tiny_corpora) -> None:
     a, _, _, report = tiny_corpora
     assert report.utterances == {"train": 4, "dev": 1, "test": 1, "test-unseen-voice": 1}
     assert (a / "SPEAKERS.TXT").is_file() and (a / "synth_config.json").is_file()
-    splits = {s: read_librispeech(a, s) for s in synth.SPLITS}
+    splits = {s: read_librispeech(a, s) for s in corpus.SPLITS}
     for s, utts in splits.items():
         assert len(utts) == report.utterances[s]
         for u in utts:
@@ -386,7 +386,7 @@ def test_synth_word_alignments(tiny_corpora) -> None:
     assert report.timed == sum(report.utterances.values())
     assert sorted(p.name for p in (a / "train").rglob("*.alignment.txt")) == \
         sorted(p.name.replace(".trans.", ".alignment.") for p in (a / "train").rglob("*.trans.txt"))
-    for split in synth.SPLITS:
+    for split in corpus.SPLITS:
         for u in read_librispeech(a, split):
             assert u.words is not None and [w.word for w in u.words] == u.text.split()
             times = [t for w in u.words for t in (w.start, w.end)]
@@ -400,7 +400,7 @@ def test_espeak_library_is_the_command_line(tmp_path: Path) -> None:
     which the command line resolves to a voice, and so must we."""
     import subprocess
 
-    from asr_stream.data import espeak
+    from asr_stream.corpus import espeak
 
     text = "well, i don't know, ask the long forgotten one, she said!"
     settings = [("en-us", 175, 50), ("en-gb+f2", 163, 41), ("en-us", 175, 50), ("en-gb", 150, 30),
@@ -426,7 +426,7 @@ def test_espeak_library_does_not_depend_on_the_processes_rand_state(tmp_path: Pa
     import ctypes
     import subprocess
 
-    from asr_stream.data import espeak
+    from asr_stream.corpus import espeak
 
     libc = ctypes.CDLL(None)
     text = "well, i don't know, ask the long forgotten one, she said!"
@@ -443,7 +443,7 @@ def test_espeak_library_does_not_depend_on_the_processes_rand_state(tmp_path: Pa
 @needs_espeak
 def test_word_spans_leave_pauses_out() -> None:
     words = "the captain of the guard asked him, where are you going?".split()
-    audio, spans = synth.speak(" ".join(words), "en-us", 160, 50)
+    audio, spans = corpus.speak(" ".join(words), "en-us", 160, 50)
     assert spans is not None and len(spans) == len(words)
     starts, ends = [a for a, _ in spans], [b for _, b in spans]
     assert starts[0] == 0.0 and all(e > s for s, e in spans) and ends[-1] < len(audio) / SR - 0.1  # end pause
@@ -504,8 +504,8 @@ def test_synth_extra_train_text_changes_nothing_else(tmp_path: Path) -> None:
     text.write_text("\n".join(COMMON[:2] + RARE[:1] + COMMON[2:] + RARE[1:]) + "\n")
     cfg = dict(TINY, seed=3, text_file=text, top_words=7)  # the 7 words of COMMON: RARE is left out
     a, b = tmp_path / "a", tmp_path / "b"
-    synth.synthesize_corpus(synth.SynthConfig(out_dir=a, **cfg))
-    report = synth.synthesize_corpus(synth.SynthConfig(out_dir=b, extra_train_voices=2, **cfg))
+    corpus.synthesize_corpus(corpus.SynthConfig(out_dir=a, **cfg))
+    report = corpus.synthesize_corpus(corpus.SynthConfig(out_dir=b, extra_train_voices=2, **cfg))
     assert report.utterances == {"train": 2 + 2 * 2, "dev": 1, "test": 1, "test-unseen-voice": 1}
 
     fa, fb = _files(a), _files(b)
@@ -520,7 +520,7 @@ def test_synth_extra_train_text_changes_nothing_else(tmp_path: Path) -> None:
     train_b = read_librispeech(b, "train")
     assert {u.id: u.text for u in train_b if u.id in train_a} == train_a
     extra = [u for u in train_b if u.id not in train_a]
-    want = [synth.clean_sentence(r).text for r in RARE]
+    want = [corpus.clean_sentence(r).text for r in RARE]
     assert sorted(u.text for u in extra) == sorted(want * 2)
     for t in want:  # each extra sentence by two different voices
         assert len({u.speaker for u in extra if u.text == t}) == 2
@@ -534,22 +534,22 @@ def test_synth_refuses_bad_settings(tmp_path: Path) -> None:
     text = tmp_path / "s.txt"
     text.write_text("\n".join(SENTENCES) + "\n")
     cfg = dict(TINY, min_train_vocab=2000)
-    with pytest.raises(synth.SynthError, match="distinct words, fewer than min_train_vocab=2000"):
-        synth.synthesize_corpus(synth.SynthConfig(out_dir=tmp_path / "o", text_file=text, **cfg))
-    with pytest.raises(synth.SynthError, match="cannot use voice"):
-        synth.synthesize_corpus(synth.SynthConfig(out_dir=tmp_path / "o", text_file=text,
+    with pytest.raises(corpus.SynthError, match="distinct words, fewer than min_train_vocab=2000"):
+        corpus.synthesize_corpus(corpus.SynthConfig(out_dir=tmp_path / "o", text_file=text, **cfg))
+    with pytest.raises(corpus.SynthError, match="cannot use voice"):
+        corpus.synthesize_corpus(corpus.SynthConfig(out_dir=tmp_path / "o", text_file=text,
                                                   **dict(TINY, voices=("en-us", "no-such-voice"))))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine.txt").write_text("x")
-    with pytest.raises(synth.SynthError, match="directory is not empty"):
-        synth.synthesize_corpus(synth.SynthConfig(out_dir=tmp_path / "full", text_file=text, **TINY))
-    with pytest.raises(synth.SynthError, match="extra_train_voices needs top_words"):
-        synth.SynthConfig(out_dir=tmp_path / "o", text_file=text, extra_train_voices=1, **TINY)
-    with pytest.raises(synth.SynthError, match="extra_train_voices=3 exceeds the 2 training voices"):
-        synth.synthesize_corpus(synth.SynthConfig(out_dir=tmp_path / "o", text_file=text, top_words=20,
+    with pytest.raises(corpus.SynthError, match="directory is not empty"):
+        corpus.synthesize_corpus(corpus.SynthConfig(out_dir=tmp_path / "full", text_file=text, **TINY))
+    with pytest.raises(corpus.SynthError, match="extra_train_voices needs top_words"):
+        corpus.SynthConfig(out_dir=tmp_path / "o", text_file=text, extra_train_voices=1, **TINY)
+    with pytest.raises(corpus.SynthError, match="extra_train_voices=3 exceeds the 2 training voices"):
+        corpus.synthesize_corpus(corpus.SynthConfig(out_dir=tmp_path / "o", text_file=text, top_words=20,
                                                   extra_train_voices=3, **TINY))
-    with pytest.raises(synth.SynthError, match="only 6 usable sentences, need 7"):
-        synth.synthesize_corpus(synth.SynthConfig(out_dir=tmp_path / "o", text_file=text,
+    with pytest.raises(corpus.SynthError, match="only 6 usable sentences, need 7"):
+        corpus.synthesize_corpus(corpus.SynthConfig(out_dir=tmp_path / "o", text_file=text,
                                                   **dict(TINY, num_train=5)))
 
 
@@ -572,5 +572,28 @@ def test_synth_only_splits_equal_the_full_corpus(tiny_corpora, tmp_path: Path) -
             assert np.array_equal(sf.read(str(a / name), dtype="int16")[0], sf.read(str(out / name), dtype="int16")[0])
         else:
             assert fo[name] == fa[name], name
-    with pytest.raises(synth.SynthError, match="only_splits"):
-        synth.SynthConfig(out_dir=tmp_path / "o", text_file=text, only_splits=("tset",), **TINY)
+    with pytest.raises(corpus.SynthError, match="only_splits"):
+        corpus.SynthConfig(out_dir=tmp_path / "o", text_file=text, only_splits=("tset",), **TINY)
+
+
+def test_the_old_import_paths_give_the_corpus_tooling() -> None:
+    """asr_stream.data.{synth,engines,espeak,robust,longform} moved to asr_stream.corpus (and the noise to
+    asr_stream.audio.noise); the old names still import the very same objects, for scripts written against them."""
+    from asr_stream.audio import noise
+    from asr_stream.corpus import engines, espeak, longform, plan, robust, text, voices
+    from asr_stream.data import engines as old_engines
+    from asr_stream.data import espeak as old_espeak
+    from asr_stream.data import longform as old_longform
+    from asr_stream.data import robust as old_robust
+    from asr_stream.data import synth as old_synth
+
+    for name in corpus.__all__:
+        assert getattr(old_synth, name) is getattr(corpus, name), name
+    assert old_synth.speaker_ids is voices.speaker_ids and old_synth.voice_works is engines.voice_works
+    assert old_synth.load_extra_train_sentences is plan.load_extra_train_sentences
+    assert old_synth.keep_top_words is text.keep_top_words and old_synth.check_training_voices is voices.check_training_voices
+    assert old_engines.speak is engines.speak and old_engines.UNSEEN_SPEAKER_SPLITS is engines.UNSEEN_SPEAKER_SPLITS
+    assert old_espeak.word_spans is espeak.word_spans and old_espeak.EspeakError is espeak.EspeakError
+    assert old_longform.join_utterances is longform.join_utterances and old_longform.trim_silence is longform.trim_silence
+    assert old_robust.make_robustness_set is robust.make_robustness_set and old_robust.CONDITIONS is robust.CONDITIONS
+    assert old_robust.pink_noise is noise.pink_noise and old_robust.nonspeech_clips is noise.nonspeech_clips

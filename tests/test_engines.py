@@ -12,7 +12,9 @@ import pytest
 import soundfile as sf
 
 from asr_stream.audio.io import to_mono_16k
-from asr_stream.data import engines, read_librispeech, synth
+from asr_stream import corpus
+from asr_stream.corpus import engines
+from asr_stream.data import read_librispeech
 
 from .sysdeps import needs
 
@@ -40,26 +42,26 @@ def test_evaluation_only_speakers_never_train(tmp_path: Path, voices) -> None:
     where the engine is not installed), by the corpus and by the planner."""
     text = tmp_path / "s.txt"
     text.write_text("\n".join(f"sentence number {w} is here." for w in "one two three four five".split()) + "\n")
-    cfg = synth.SynthConfig(out_dir=tmp_path / "o", text_file=text, num_dev=1, num_test=1, voices=voices,
+    cfg = corpus.SynthConfig(out_dir=tmp_path / "o", text_file=text, num_dev=1, num_test=1, voices=voices,
                             min_train_vocab=0)
-    with pytest.raises(synth.SynthError, match="evaluation-only and must not be training voices"):
-        synth.synthesize_corpus(cfg)
+    with pytest.raises(corpus.SynthError, match="evaluation-only and must not be training voices"):
+        corpus.synthesize_corpus(cfg)
     assert not (tmp_path / "o").exists()
-    with pytest.raises(synth.SynthError, match="evaluation-only"):
-        synth.plan_corpus(cfg, synth.load_sentences(cfg), voices)
+    with pytest.raises(corpus.SynthError, match="evaluation-only"):
+        corpus.plan_corpus(cfg, corpus.load_sentences(cfg), voices)
 
 
 def test_eval_splits_must_be_unseen_speakers(tmp_path: Path) -> None:
     text = tmp_path / "s.txt"
     text.write_text("\n".join(f"sentence number {w} is here." for w in "one two three four five".split()) + "\n")
-    cfg = synth.SynthConfig(out_dir=tmp_path / "o", text_file=text, num_dev=1, num_test=1, min_train_vocab=0,
+    cfg = corpus.SynthConfig(out_dir=tmp_path / "o", text_file=text, num_dev=1, num_test=1, min_train_vocab=0,
                             eval_voices=(("test-awb", ("flite:awb",)),))
-    with pytest.raises(synth.SynthError, match="test-awb: voice.*flite:awb are training speakers"):
-        synth.plan_corpus(cfg, synth.load_sentences(cfg), ["en-us", "flite:awb"])
+    with pytest.raises(corpus.SynthError, match="test-awb: voice.*flite:awb are training speakers"):
+        corpus.plan_corpus(cfg, corpus.load_sentences(cfg), ["en-us", "flite:awb"])
     for bad in [(("train", ("flite:kal",)),), (("test", ("flite:kal",)),), (("test-x", ()),),
                 (("test-x", ("flite:kal",)), ("test-x", ("flite:slt",)))]:
-        with pytest.raises(synth.SynthError, match="bad synth setting"):
-            synth.SynthConfig(out_dir=tmp_path / "o", eval_voices=bad)
+        with pytest.raises(corpus.SynthError, match="bad synth setting"):
+            corpus.SynthConfig(out_dir=tmp_path / "o", eval_voices=bad)
 
 
 @needs("flite:awb", "flite:kal")
@@ -139,9 +141,9 @@ def test_corpus_with_flite_voices_and_unseen_speaker_splits(tmp_path: Path) -> N
                min_train_vocab=0)
     evals = (("test-kal", ("flite:kal16", "flite:kal")), ("test-slt", ("flite:slt",)))
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    synth.synthesize_corpus(synth.SynthConfig(out_dir=a, **cfg))
-    report = synth.synthesize_corpus(synth.SynthConfig(out_dir=b, eval_voices=evals, **cfg))
-    synth.synthesize_corpus(synth.SynthConfig(out_dir=c, eval_voices=evals, jobs=2, **cfg))
+    corpus.synthesize_corpus(corpus.SynthConfig(out_dir=a, **cfg))
+    report = corpus.synthesize_corpus(corpus.SynthConfig(out_dir=b, eval_voices=evals, **cfg))
+    corpus.synthesize_corpus(corpus.SynthConfig(out_dir=c, eval_voices=evals, jobs=2, **cfg))
     assert report.utterances == {"train": 3, "dev": 1, "test": 2, "test-unseen-voice": 2, "test-kal": 2, "test-slt": 2}
     assert report.timed == 12  # word timings from both engines
 
@@ -172,7 +174,7 @@ def test_corpus_with_flite_voices_and_unseen_speaker_splits(tmp_path: Path) -> N
 
     # Test sets alone (no training audio): the same utterances, sample for sample, and the same transcripts.
     d = tmp_path / "d"
-    sub = synth.synthesize_test_sets(synth.SynthConfig(out_dir=d, eval_voices=evals, **cfg), ["test", "test-kal"], limit=1)
+    sub = corpus.synthesize_test_sets(corpus.SynthConfig(out_dir=d, eval_voices=evals, **cfg), ["test", "test-kal"], limit=1)
     assert sub.utterances == {"test": 1, "test-kal": 1}
     fd = files(d)
     audio = [n for n in fd if n.endswith(".flac")]
@@ -182,10 +184,10 @@ def test_corpus_with_flite_voices_and_unseen_speaker_splits(tmp_path: Path) -> N
     for split in ("test", "test-kal"):
         full = {u.id: u.text for u in read_librispeech(b, split)}
         assert all(full[u.id] == u.text for u in read_librispeech(d, split))
-    with pytest.raises(synth.SynthError, match="test sets only: got train"):
-        synth.synthesize_test_sets(synth.SynthConfig(out_dir=tmp_path / "e", **cfg), ["train"])
-    with pytest.raises(synth.SynthError, match="no split test-slt"):
-        synth.synthesize_test_sets(synth.SynthConfig(out_dir=tmp_path / "e", **cfg), ["test-slt"])
+    with pytest.raises(corpus.SynthError, match="test sets only: got train"):
+        corpus.synthesize_test_sets(corpus.SynthConfig(out_dir=tmp_path / "e", **cfg), ["train"])
+    with pytest.raises(corpus.SynthError, match="no split test-slt"):
+        corpus.synthesize_test_sets(corpus.SynthConfig(out_dir=tmp_path / "e", **cfg), ["test-slt"])
 
 
 def test_test_sets_tool_refuses_training_splits(tmp_path: Path) -> None:

@@ -166,11 +166,12 @@ def test_sweep_tables_plots_and_resume(tmp_path, make_model, corpus):
 
 
 def test_eval_cli_on_manifest(tmp_path, make_model, corpus, capsys):
-    from asr_stream.evaluation.commands import eval_cmd
+    from asr_stream.cli.evaluation import eval_cmd
+    from asr_stream.cli.options import EvalStreamOptions
 
     model_dir = make_model(160).save(tmp_path / "model")
     manifest = write_manifest(corpus, tmp_path / "m.jsonl")
-    s = eval_cmd(str(manifest), model=str(model_dir), k=2, output=str(tmp_path / "out"))
+    s = eval_cmd(str(manifest), EvalStreamOptions(model=str(model_dir), k=2), output=str(tmp_path / "out"))
     assert s["utterances"] == 3
     assert "WER" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown mode"):

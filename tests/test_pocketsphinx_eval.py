@@ -20,7 +20,7 @@ TOOL = REPO / "tools" / "pocketsphinx_eval.py"
 
 def _manifest(tmp_path: Path) -> Path:
     from asr_stream.data import Utterance, write_manifest
-    from asr_stream.data.synth import speak
+    from asr_stream.corpus.synth import speak
 
     utts = []
     for i, text in enumerate(["the cat sat on the mat.", ""]):

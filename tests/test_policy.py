@@ -79,6 +79,45 @@ def test_policy_options_are_checked():
         make_policy("confidence", 3, {"threshold": 2})
 
 
+def test_the_policy_and_mode_names_are_written_once():
+    """asr_stream.config names the policies and modes; the policy registry (its classes and parameter tables), the
+    adaptive set and the evaluation settings follow from those names, in their order."""
+    from asr_stream.config import EVAL_MODES, MODES, POLICIES, REENCODES, split_eval_mode
+    from asr_stream.streaming.policy import ADAPTIVE, REGISTRY
+
+    assert tuple(REGISTRY) == POLICIES == ("waitk", "ctc", "confidence")
+    assert [c.name for c in REGISTRY.values()] == list(POLICIES)
+    assert ADAPTIVE == ("ctc", "confidence") and REGISTRY["waitk"].params == ()
+    assert {n: type(make_policy(n, 3)) for n in POLICIES} == REGISTRY
+    assert EVAL_MODES == MODES + tuple(f"batch-{r}" for r in REENCODES if r != "none")
+    assert [split_eval_mode(m) for m in EVAL_MODES] == [(m, "none") for m in MODES] + [("batch", "position"),
+                                                                                      ("batch", "kv")]
+    with pytest.raises(ValueError, match="unknown mode 'batch-none'"):
+        split_eval_mode("batch-none")
+
+
+def test_every_command_offers_the_names_of_the_one_registry():
+    """Each command's --mode/--modes, --reencode and --policy/--policies choices are the registry's names, whatever
+    command (a name added to asr_stream.config reaches every command)."""
+    import argparse
+
+    from asr_stream.cli import build_parser
+    from asr_stream.config import EVAL_MODES, MODES, POLICIES, REENCODES
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    seen = {}
+    for command, parser in sub.choices.items():
+        for a in parser._actions:
+            if a.dest in ("mode", "modes", "reencode", "policy", "policies"):
+                seen[command, a.dest] = tuple(a.choices)
+    want = {"mode": MODES, "reencode": REENCODES, "policy": POLICIES, "policies": POLICIES, "modes": EVAL_MODES}
+    assert {(c, d) for c, d in seen} >= {("transcribe", "policy"), ("mic", "mode"), ("eval", "mode"),
+                                         ("sweep", "policies"), ("masks", "mode")}
+    wrong = {key: got for key, got in seen.items()
+             if got != (EVAL_MODES if key == ("eval", "mode") else want[key[1]])}
+    assert wrong == {}
+
+
 def test_ctc_policy_needs_a_ctc_head(make_model):
     with pytest.raises(ValueError, match="CTC head"):
         StreamingSession(make_model(320), policy="ctc")

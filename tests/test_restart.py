@@ -178,8 +178,8 @@ def fluent(tmp_path_factory):
     pause at all: 11 s of fluent speech."""
     import soundfile as sf
 
-    from asr_stream.data.longform import trim_silence
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.longform import trim_silence
+    from asr_stream.corpus.synth import synthesize
 
     items = json.loads((REPO / "tests" / "data" / "heldout.json").read_text())[4:9]
     audio = np.concatenate([trim_silence(synthesize(it["spoken"], it["voice"], it["rate"], it["pitch"])) for it in items])

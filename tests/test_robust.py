@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from asr_stream.data import Utterance, WordTiming, read_manifest
-from asr_stream.data.robust import CONDITIONS, LEAD_SILENCE_S, make_robustness_set
+from asr_stream.corpus.robust import CONDITIONS, LEAD_SILENCE_S, make_robustness_set
 
 SR = 16_000
 REPO = Path(__file__).resolve().parents[1]

@@ -200,8 +200,8 @@ needs_espeak = needs("espeak-ng")
 def one_minute(tmp_path_factory):
     """About one minute of held-out sentences (training voices, sentences never trained on) joined by 0.2-1.5 s
     pauses, as tools/make_longform.py writes it."""
-    from asr_stream.data.longform import join_utterances, write_recording
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.longform import join_utterances, write_recording
+    from asr_stream.corpus.synth import synthesize
 
     items = json.loads(HELDOUT.read_text())
     rec = join_utterances([(it["id"], it["text"]) for it in items],

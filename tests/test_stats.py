@@ -102,7 +102,8 @@ def test_eval_and_sweep_report_intervals_and_paired_differences(tmp_path, make_m
     import soundfile as sf
 
     from asr_stream.data import Utterance, write_manifest
-    from asr_stream.evaluation.commands import eval_cmd
+    from asr_stream.cli.evaluation import eval_cmd
+    from asr_stream.cli.options import EvalStreamOptions
     from asr_stream.evaluation.runner import Setting
     from asr_stream.evaluation.sweep import baseline_index, grid, run_sweep
 
@@ -116,20 +117,23 @@ def test_eval_and_sweep_report_intervals_and_paired_differences(tmp_path, make_m
     model = make_model(160)
     model_dir = model.save(tmp_path / "model")
     manifest = write_manifest(utts, tmp_path / "m.jsonl")
-    s = eval_cmd(str(manifest), model=str(model_dir), k=1, output=str(tmp_path / "k1"))
+    s = eval_cmd(str(manifest), EvalStreamOptions(model=str(model_dir), k=1), output=str(tmp_path / "k1"))
     lo, hi = s["wer_ci"]
     assert lo <= s["wer"] <= hi and s["ci_resamples"] == RESAMPLES
     assert f"[{100 * lo:.2f}, {100 * hi:.2f}]" in capsys.readouterr().out
-    s3 = eval_cmd(str(manifest), model=str(model_dir), k=3, output=str(tmp_path / "k3"), baseline=str(tmp_path / "k1"))
+    s3 = eval_cmd(str(manifest), EvalStreamOptions(model=str(model_dir), k=3), output=str(tmp_path / "k3"),
+                  baseline=str(tmp_path / "k1"))
     vs = s3["vs_baseline"]
     assert vs["utterances"] == 4 and vs["wer_diff"] == pytest.approx(s3["wer"] - s["wer"])
     assert vs["LAAL_diff"] == pytest.approx(s3["LAAL"] - s["LAAL"])
     assert "against" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no records.jsonl"):
-        eval_cmd(str(manifest), model=str(model_dir), k=3, baseline=str(tmp_path / "nowhere"))
-    eval_cmd(str(write_manifest(utts[:2], tmp_path / "m2.jsonl")), model=str(model_dir), k=3, output=str(tmp_path / "two"))
+        eval_cmd(str(manifest), EvalStreamOptions(model=str(model_dir), k=3), baseline=str(tmp_path / "nowhere"))
+    eval_cmd(str(write_manifest(utts[:2], tmp_path / "m2.jsonl")), EvalStreamOptions(model=str(model_dir), k=3),
+             output=str(tmp_path / "two"))
     with pytest.raises(ValueError, match="not an eval of this data .2 of these 4 utterances missing"):
-        eval_cmd(str(manifest), model=str(model_dir), k=1, output=str(tmp_path / "never"), baseline=str(tmp_path / "two"))
+        eval_cmd(str(manifest), EvalStreamOptions(model=str(model_dir), k=1), output=str(tmp_path / "never"),
+                 baseline=str(tmp_path / "two"))
     assert not (tmp_path / "never").exists()  # refused before anything was evaluated
 
     cells = grid(["group"], [1, 2, 3], [0.0], [None])

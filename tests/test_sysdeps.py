@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_stream.data import engines
+from asr_stream.corpus import engines
 
 from . import sysdeps
 

@@ -25,7 +25,7 @@ def model() -> vad.SileroVAD:
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     """Two seconds or so of espeak-ng speech, no silence around it."""
-    from asr_stream.data import engines
+    from asr_stream.corpus import engines
 
     x, _ = engines.speak("the quick brown fox jumps over the lazy dog", "en-us")
     nz = np.flatnonzero(np.abs(x) > 1e-3)
@@ -112,7 +112,7 @@ def test_endpointer_with_silero_keeps_every_word_and_loses_no_sample(block) -> N
     silero detector each sentence is one segment that holds all its words (espeak-ng's word times), and the audio
     the sink is fed is the stream's, in order, with no sample twice, up to the stream's last sample (the frames the
     detector had not decided yet at the end are not lost), whatever the block size."""
-    from asr_stream.data import engines
+    from asr_stream.corpus import engines
     from asr_stream.streaming.segment import EndpointConfig, Endpointer
 
     from .test_segment import Recorder
@@ -153,7 +153,7 @@ def test_endpointer_with_silero_cuts_a_long_segment_its_pre_roll_before_the_spee
     it silent), a second sentence. The first segment ends 80 ms (silero's pre-roll, EndpointConfig.pre_roll) before
     the frame silero calls speech again, the second starts there with all 80 ms, and every sample is fed once, in
     order, whatever the block size. (Ending 100 ms into silero's pause would clip the second one's pre-roll.)"""
-    from asr_stream.data import engines
+    from asr_stream.corpus import engines
     from asr_stream.streaming.segment import EndpointConfig, Endpointer
 
     from .test_segment import Recorder, segments_fed
@@ -204,13 +204,13 @@ def test_cli_vad_silero_transcribes_the_sample_and_records_it(tmp_path) -> None:
 
 
 def test_cli_vad_silero_without_the_package_fails_before_any_work(monkeypatch) -> None:
-    from asr_stream import cli
+    from asr_stream.cli.options import EndpointOptions
 
     vad.shared_model.cache_clear()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     try:
         with pytest.raises(ValueError, match=r"^--vad silero: the silero VAD needs the package silero-vad==6.2.3"):
-            cli._endpoint(False, 300.0, 20.0, "silero")
+            EndpointOptions(vad="silero").config()
     finally:
         vad.shared_model.cache_clear()
-    assert cli._endpoint(False, 300.0, 20.0, "energy").detector == "energy"
+    assert EndpointOptions(vad="energy").config().detector == "energy"

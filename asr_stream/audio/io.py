@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16_000  # Hz; everything after this module works at this rate
+SAMPLE_RATE = 16_000  # Hz; everything after this module works at this rate (the one definition of the package)
+SAMPLES_PER_MS = SAMPLE_RATE // 1000  # 16: sample counts <-> milliseconds
 MIN_INPUT_RATE = 8_000  # Hz; lower rates carry too little of the speech band to be useful
 MAX_INPUT_RATE = 192_000  # Hz
 

@@ -1,7 +1,9 @@
-"""Data layer: corpus readers (LibriSpeech, JSONL manifests), duration batching, and a synthetic corpus tool.
+"""Data layer, the runtime's readers: corpora (LibriSpeech layout, JSONL manifests), duration batching, and the
+real-speech test set (:mod:`asr_stream.data.human`).
 
-The espeak-ng corpus synthesiser lives in :mod:`asr_stream.data.synth` and is not imported here, so reading
-a corpus never touches subprocess/TTS code.
+The tooling that makes corpora and test sets (speech synthesis, the robustness and long-form sets) lives in
+:mod:`asr_stream.corpus`; reading a corpus never touches its subprocess/TTS code. ``data.synth``, ``data.engines``,
+``data.espeak``, ``data.robust`` and ``data.longform`` are deprecated names that re-export it for old imports.
 """
 
 from .corpus import (

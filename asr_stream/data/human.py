@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio.io import SAMPLE_RATE
 from .corpus import DataError, Utterance, write_manifest
 
-SR = 16_000
 PACKAGE = "pocketsphinx-testdata"
 DEFAULT_SOURCE = Path("/usr/share/pocketsphinx/test/data")
 #: group -> (fileids file, transcription file), relative to the source folder; the audio is ``<folder>/<id>.wav``.
@@ -136,11 +136,11 @@ def read_pcm16(item: HumanItem) -> np.ndarray:
 
     try:
         if item.raw:
-            x, rate = sf.read(str(item.source_audio), dtype="int16", format="RAW", samplerate=SR, channels=1,
+            x, rate = sf.read(str(item.source_audio), dtype="int16", format="RAW", samplerate=SAMPLE_RATE, channels=1,
                               subtype="PCM_16", endian="LITTLE")
         else:
             info = sf.info(str(item.source_audio))
-            if (info.samplerate, info.channels, info.subtype) != (SR, 1, "PCM_16"):
+            if (info.samplerate, info.channels, info.subtype) != (SAMPLE_RATE, 1, "PCM_16"):
                 raise DataError(f"{item.source_audio}: expected 16 kHz mono 16-bit PCM, got {info.samplerate} Hz, "
                                 f"{info.channels} channel(s), {info.subtype}")
             x, rate = sf.read(str(item.source_audio), dtype="int16")
@@ -228,8 +228,8 @@ def make_human_set(out: str | os.PathLike, source: str | os.PathLike = DEFAULT_S
             x = read_pcm16(it)
             rel = Path("audio") / f"{it.id}.flac"
             (tmp / rel).parent.mkdir(exist_ok=True)
-            sf.write(str(tmp / rel), x, SR, subtype="PCM_16")
-            utts.append(Utterance(it.id, tmp / rel, it.text, len(x) / SR, it.group))
+            sf.write(str(tmp / rel), x, SAMPLE_RATE, subtype="PCM_16")
+            utts.append(Utterance(it.id, tmp / rel, it.text, len(x) / SAMPLE_RATE, it.group))
         names = {"all": "human.jsonl", **{g: f"{g}.jsonl" for g in dict.fromkeys(it.group for it in items)}}
         for group, name in names.items():
             write_manifest([u for u in utts if group in ("all", u.speaker)], tmp / name).chmod(0o644)

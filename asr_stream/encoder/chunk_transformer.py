@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio.features import LogMel, spec_augment
+from ..audio.io import SAMPLES_PER_MS
 from ..config import EncoderConfig
 from ..kv import append_kv
 from .base import ChunkEncoder, chunk_samples_for
@@ -122,7 +123,8 @@ class ChunkTransformerEncoder(ChunkEncoder):
         self.chunk_samples = chunk_samples_for(chunk_ms)
         mel_frames = self.chunk_samples // self.logmel.hop
         if mel_frames * self.logmel.hop != self.chunk_samples or mel_frames % SUBSAMPLE:
-            raise ValueError(f"chunk_ms={chunk_ms} must be a multiple of {SUBSAMPLE} hops ({SUBSAMPLE * self.logmel.hop / 16} ms)")
+            raise ValueError(f"chunk_ms={chunk_ms} must be a multiple of {SUBSAMPLE} hops "
+                             f"({SUBSAMPLE * self.logmel.hop / SAMPLES_PER_MS} ms)")
         self.mel_frames = mel_frames
         self.frames_per_chunk = mel_frames // SUBSAMPLE
 

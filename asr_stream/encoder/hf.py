@@ -18,6 +18,7 @@ from math import prod
 import torch
 from torch import nn
 
+from ..audio.io import SAMPLES_PER_MS
 from ..config import EncoderConfig
 from .base import ChunkEncoder, chunk_samples_for
 
@@ -57,9 +58,10 @@ class HFChunkEncoder(ChunkEncoder):
     def set_chunk_ms(self, chunk_ms: int) -> None:
         self.chunk_samples = chunk_samples_for(chunk_ms)
         if self.chunk_samples % self.stride:
-            raise ValueError(f"chunk_ms={chunk_ms} must be a multiple of the encoder stride ({self.stride / 16} ms)")
+            raise ValueError(f"chunk_ms={chunk_ms} must be a multiple of the encoder stride "
+                             f"({self.stride / SAMPLES_PER_MS} ms)")
         self.frames_per_chunk = self.chunk_samples // self.stride
-        ctx = self.cfg.hf_left_context_ms * 16
+        ctx = self.cfg.hf_left_context_ms * SAMPLES_PER_MS
         self.context = ctx - ctx % self.stride
 
     def _encode_windows(self, windows: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..audio.io import SAMPLE_RATE
 from ..config import EncoderConfig
 from .base import ChunkEncoder, chunk_samples_for
 
@@ -155,7 +156,7 @@ def _check_features(where, fe, config) -> None:
     """The feature extractor must make the encoder's mel bands from 16 kHz audio in 10 ms hops (one-line ValueError)."""
     if fe.feature_size != config.num_mel_bins:
         raise ValueError(f"{where}: the feature extractor makes {fe.feature_size} mel bands, the encoder takes {config.num_mel_bins}")
-    if fe.sampling_rate != 16000 or fe.hop_length != 160 or fe.n_fft <= fe.hop_length:
+    if fe.sampling_rate != SAMPLE_RATE or fe.hop_length != 160 or fe.n_fft <= fe.hop_length:
         raise ValueError(f"{where}: feature extractor at {fe.sampling_rate} Hz, hop {fe.hop_length}, FFT "
                          f"{fe.n_fft}; this encoder kind streams 16 kHz audio with 10 ms hops")
 

@@ -32,7 +32,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16000
+from ..audio.io import SAMPLE_RATE
+
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper's window: 30 s
 FRAME_SAMPLES = 320  # one encoder frame: 20 ms
 MULTILINGUAL_VOCAB = 51865  # OpenAI's rule: a vocabulary this large or larger is a multilingual model's

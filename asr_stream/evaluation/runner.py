@@ -9,11 +9,9 @@ run continues where it stopped; a record is reused only while its audio file is 
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
@@ -21,15 +19,13 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..audio.io import load_audio
-from ..config import StreamConfig
+from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS, load_audio
+from ..config import EvalMode, PolicyName, StreamConfig, split_eval_mode
 from ..streaming.defaults import stream_config_for, training_differences
 from ..data import Utterance
 from .latency import LatencyRecord, aggregate, pr_summary, real_time_factor, word_lags
 from .stats import record_intervals
 from .wer import normalize_text, wer_details
-
-SETTINGS = ("group", "interleaved", "batch", "batch-position", "batch-kv")
 
 
 @dataclass(frozen=True)
@@ -38,19 +34,17 @@ class Setting:
 
     mode, k and phi left at None take the model's training values (:meth:`resolved`)."""
 
-    mode: Optional[str] = None  # one of SETTINGS
+    mode: Optional[EvalMode] = None  # a mode, or batch-<reencode> (asr_stream.config.EVAL_MODES)
     k: Optional[int] = None  # wait-k's k; the adaptive policies' default k_max
     phi: Optional[float] = None
     chunk_ms: Optional[int] = None  # None: the model's own
-    policy: str = "waitk"  # waitk / ctc / confidence (asr_stream.streaming.policy)
+    policy: PolicyName = "waitk"  # asr_stream.streaming.policy.REGISTRY
     policy_args: tuple[tuple[str, float], ...] = ()  # sorted (name, value) pairs, e.g. (("margin", 0), ("threshold", 0.5))
 
     def stream_config(self) -> StreamConfig:
-        if self.mode is not None and self.mode not in SETTINGS:
-            raise ValueError(f"unknown mode {self.mode!r} (expected one of {SETTINGS})")
-        mode, _, reencode = (self.mode or "").partition("-")
-        return StreamConfig(mode=mode or None, k=self.k, phi=self.phi, reencode=reencode or "none",  # type: ignore[arg-type]
-                            policy=self.policy, policy_args=dict(self.policy_args))  # type: ignore[arg-type]
+        mode, reencode = split_eval_mode(self.mode) if self.mode is not None else (None, "none")
+        return StreamConfig(mode=mode, k=self.k, phi=self.phi, reencode=reencode, policy=self.policy,
+                            policy_args=dict(self.policy_args))
 
     def resolved(self, model, warn: bool = True) -> tuple["Setting", StreamConfig]:
         """This setting with the model's training values filled in (an adaptive policy's default k_min too, so it is
@@ -85,20 +79,15 @@ def policy_args_tuple(args) -> tuple[tuple[str, float], ...]:
 
 
 def stream_blocks(session, blocks: Iterable[np.ndarray], on_words: Optional[Callable[[list], None]] = None) -> tuple[list, list[float], float]:
-    """Push blocks, then finish; returns (words, compute ms elapsed at each word's emission, total compute s).
+    """Push blocks, then finish (:func:`asr_stream.streaming.driver.drive`); returns (words, compute ms elapsed at
+    each word's emission, total compute s).
 
     Only time inside push/finish counts as compute, so a paced (real-time) source's waits are excluded.
     """
-    words, compute_at, spent = [], [], 0.0
-    for block in itertools.chain(blocks, [None]):  # lazily (a paced source sleeps between blocks); None: the end
-        t0 = time.perf_counter()
-        new = session.finish() if block is None else session.push(block)
-        spent += time.perf_counter() - t0
-        words += new
-        compute_at += [spent * 1000.0] * len(new)
-        if new and on_words is not None:
-            on_words(new)
-    return words, compute_at, spent
+    from ..streaming.driver import drive
+
+    d = drive(session, blocks, on_words)
+    return d.words, d.compute_at_ms, d.compute_s
 
 
 def stream_utterance(session, wave: np.ndarray, block: int) -> tuple[list, list[float], float]:
@@ -118,26 +107,12 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
     whole, as they are trained; ``on`` / ``off`` do it for every utterance / none.
     rows_out: if given, the per-utterance records (in ``utts`` order) are appended to it.
     """
-    from ..streaming import StreamingSession
-    from ..streaming.segment import EndpointConfig, SegmentedSession
-
     if segment not in ("auto", "on", "off"):
         raise ValueError(f"segment must be auto, on or off, got {segment!r}")
-
-    if setting.chunk_ms:
-        model.set_chunk_ms(setting.chunk_ms)
-    setting, cfg = setting.resolved(model)  # None: the model's training values; a different explicit value warns
+    setting, cfg = prepare(model, setting)
     out = Path(out_dir) if out_dir else None
-    records: dict[str, dict] = {}
-    rec_file = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        check_resume(out, run_key(model, utts, cfg, setting, segment))
-        rec_path = out / "records.jsonl"
-        records = read_records(rec_path)  # resume: keep what a killed run finished
-        rec_file = rec_path.open("a")
-    if records:
-        stale_records(out, utts, records)  # a record is reused only for the audio it was computed from
+    records = open_records(out, model, utts, cfg, setting, segment) if out is not None else {}
+    rec_file = (out / "records.jsonl").open("a") if out is not None else None
     todo = [u for u in utts if u.id not in records]
     try:
         from rich.progress import Progress
@@ -145,24 +120,7 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"eval {setting.name}", total=len(todo))
             for u in todo:
-                ident = audio_identity(u.audio_path)  # before reading: a file replaced meanwhile is re-scored next time
-                wave = load_audio(u.audio_path)
-                cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * 16000)
-                session = SegmentedSession(StreamingSession(model, cfg), EndpointConfig() if cut else None)
-                words, compute_at, spent = stream_utterance(session, wave, model.chunk_samples)
-                audio_ms = len(wave) / 16.0
-                ref_len = len(normalize_text(u.text).split())
-                lat = LatencyRecord.compute([w.time_ms for w in words], audio_ms, ref_len, compute_at)
-                r = {"id": u.id, "audio": ident, "reference": u.text,
-                     "hypothesis": " ".join(w.text for w in words),
-                     "segments": len(session.segments) if cut else None,
-                     "words": [{"text": w.text, "time_ms": w.time_ms, "compute_ms": c} for w, c in zip(words, compute_at)],
-                     "audio_ms": audio_ms, "compute_s": spent, **{f"lat_{k}": v for k, v in lat.as_dict().items()}}
-                if not cut:  # the schedule: per written target row, chunks seen and words written before it
-                    r["vis"], r["units"], r["chunks"] = row_schedule(session.session)
-                if u.words is not None:  # word alignment of the reference: ends in ms, for PR50 / PR90
-                    r["ref_word_end_ms"] = [round(w.end * 1000.0, 1) for w in u.words]
-                records[u.id] = r
+                records[u.id] = r = score_utterance(model, cfg, u, segment)
                 if rec_file:
                     rec_file.write(json.dumps(r) + "\n")
                     rec_file.flush()
@@ -170,6 +128,58 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
     finally:
         if rec_file:
             rec_file.close()
+    return finish(model, utts, setting, cfg, records, out, rows_out)
+
+
+def prepare(model, setting: Setting) -> tuple[Setting, StreamConfig]:
+    """Apply the setting's chunk length to ``model``; the setting with the model's training values filled in, and its
+    stream config (see :meth:`Setting.resolved`)."""
+    if setting.chunk_ms:
+        model.set_chunk_ms(setting.chunk_ms)
+    return setting.resolved(model)  # None: the model's training values; a different explicit value warns
+
+
+def open_records(out: Path, model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Setting,
+                 segment: str) -> dict[str, dict]:
+    """The records ``out`` already holds for this run (a resume), by id, after checking that they were made with these
+    settings (:func:`check_resume`, which writes them into a new folder) and dropping those whose audio changed."""
+    out.mkdir(parents=True, exist_ok=True)
+    check_resume(out, run_key(model, utts, cfg, setting, segment))
+    records = read_records(out / "records.jsonl")  # resume: keep what a killed run finished
+    if records:
+        stale_records(out, utts, records)  # a record is reused only for the audio it was computed from
+    return records
+
+
+def score_utterance(model, cfg: StreamConfig, u: Utterance, segment: str) -> dict:
+    """Stream one utterance through a new session and score it: the record ``records.jsonl`` keeps (hypothesis, word
+    emission times and compute, latencies, the schedule, the audio's identity)."""
+    from ..streaming import StreamingSession
+    from ..streaming.segment import EndpointConfig, SegmentedSession
+
+    ident = audio_identity(u.audio_path)  # before reading: a file replaced meanwhile is re-scored next time
+    wave = load_audio(u.audio_path)
+    cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * SAMPLE_RATE)
+    session = SegmentedSession(StreamingSession(model, cfg), EndpointConfig() if cut else None)
+    words, compute_at, spent = stream_utterance(session, wave, model.chunk_samples)
+    audio_ms = len(wave) / SAMPLES_PER_MS
+    ref_len = len(normalize_text(u.text).split())
+    lat = LatencyRecord.compute([w.time_ms for w in words], audio_ms, ref_len, compute_at)
+    r = {"id": u.id, "audio": ident, "reference": u.text,
+         "hypothesis": " ".join(w.text for w in words),
+         "segments": len(session.segments) if cut else None,
+         "words": [{"text": w.text, "time_ms": w.time_ms, "compute_ms": c} for w, c in zip(words, compute_at)],
+         "audio_ms": audio_ms, "compute_s": spent, **{f"lat_{k}": v for k, v in lat.as_dict().items()}}
+    if not cut:  # the schedule: per written target row, chunks seen and words written before it
+        r["vis"], r["units"], r["chunks"] = row_schedule(session.session)
+    if u.words is not None:  # word alignment of the reference: ends in ms, for PR50 / PR90
+        r["ref_word_end_ms"] = [round(w.end * 1000.0, 1) for w in u.words]
+    return r
+
+
+def finish(model, utts: Sequence[Utterance], setting: Setting, cfg: StreamConfig, records: Mapping[str, dict],
+           out: Optional[Path], rows_out: Optional[list] = None) -> dict:
+    """The summary of ``records`` (taken in ``utts`` order), written to ``out/summary.json`` when ``out`` is given."""
     rows = [records[u.id] for u in utts if u.id in records]
     if rows_out is not None:
         rows_out.extend(rows)

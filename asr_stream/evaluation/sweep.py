@@ -35,7 +35,7 @@ def policy_settings(base: Sequence[Setting], policies: Sequence[str], policy_gri
     settings' k irrelevant to that policy, so those cells are not repeated per k."""
     from dataclasses import replace
 
-    from ..streaming.policy import POLICIES
+    from ..config import POLICIES
 
     unknown = sorted(set(policies) - set(POLICIES)) + sorted(set(policy_grid) - set(policies))
     if unknown:

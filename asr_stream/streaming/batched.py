@@ -2,10 +2,13 @@
 
 A serving engine holds ``n`` slots. Each slot is a :class:`~asr_stream.streaming.session.StreamingSession`
 (its own audio buffer, encoder state, ``Elements`` table, positions, wait-k counters, teacher forcing and
-words): all per-stream logic is the session's own. Only the decoder call is shared. At each
-:meth:`BatchedStreams.step` every stream stages at most one call (``StreamingSession._next_step``: a
-chunk's E audio slots, one target row, or both fused), the calls are padded to the same width with PAD
-slots and run as ONE forward over one ``DynamicCache`` of batch size B (the streams attached now).
+words): all per-stream logic is the session's own, and the engine drives each session through its public step
+protocol (``begin``, ``feed``, ``close``, ``next_step``, ``append_columns``, ``complete``, ...; see
+:class:`~asr_stream.streaming.session.StreamingSession`), writing nothing of a session's state itself. Only the
+decoder call is shared. At each :meth:`BatchedStreams.step` every stream stages at most one call
+(``StreamingSession.next_step``: a chunk's E audio slots, one target row, or both fused), the calls are padded to
+the same width with PAD slots and run as ONE forward over one ``DynamicCache`` of batch size B (the streams attached
+now).
 
 Why PADs are harmless: :func:`asr_stream.groups.allowed` lets a PAD query see only itself and hides PAD
 keys from every other query, so each stream computes what it computes alone (up to float rounding of
@@ -83,7 +86,7 @@ class BatchedStreams:
         self._pending: dict[int, Step] = {}  # a staged step not yet run (the prompt of a fresh stream)
         self._pads = [0] * n  # PAD slots ever given to each slot: their (negative) arrival numbers
         self._owed = [0] * n  # PAD columns not yet appended to each slot's table (see _sync)
-        self._idle: dict[int, tuple] = {}  # slots whose last _next_step was None, with what would change that
+        self._idle: dict[int, tuple] = {}  # slots whose last next_step was None, with what would change that
         self._returned = [0] * n  # words of each slot already returned by push / finish / poll
         for i in range(n):
             self.reset(i)
@@ -96,11 +99,11 @@ class BatchedStreams:
     # -- per-stream API ---------------------------------------------------------------------------
     def feed(self, i: int, samples: np.ndarray | torch.Tensor) -> None:
         """Queue 16 kHz mono float32 samples for stream ``i`` (no compute)."""
-        self.sessions[i]._buffer(samples)
+        self.sessions[i].feed(samples)
 
     def end(self, i: int) -> None:
         """No more audio for stream ``i``: the next steps read its zero-padded tail and write its last words."""
-        self.sessions[i].state.closing = True
+        self.sessions[i].close()
 
     def poll(self, i: int) -> list[Word]:
         """Words of stream ``i`` emitted since the last push / finish / poll of ``i``."""
@@ -122,7 +125,7 @@ class BatchedStreams:
         self.end(i)
         self.drain()
         if self.done(i):
-            self.sessions[i]._flush_word()
+            self.sessions[i].flush_word()
         return self.poll(i)
 
     def done(self, i: int) -> bool:
@@ -143,11 +146,9 @@ class BatchedStreams:
             if k < 1:
                 raise ValueError(f"k must be >= 1, got {k}")
             sess.cfg = with_k(self.cfg, k)  # an adaptive policy's k_min never above the new k_max
-        sess.state = sess._fresh_state()
-        sess.state.cache = None  # the stream lives in self.cache
+        step = sess.begin(own_cache=False)  # the stream lives in self.cache
         self._pending.pop(i, None)
         self._attach(i)
-        step = sess._prompt_step()
         if step is not None:
             self._pending[i] = step
 
@@ -157,9 +158,7 @@ class BatchedStreams:
         if i in self.attached:
             self._detach(i)
         self._pending.pop(i, None)
-        s = self.sessions[i].state
-        s.closing = s.finished = s.ended = True  # done(i): nothing to read or write
-        s.buffer, s.encoded = np.zeros(0, np.float32), []
+        self.sessions[i].abandon()  # done(i): nothing to read or write
         self._returned[i] = len(self.sessions[i].words)
 
     # -- stepping ---------------------------------------------------------------------------------
@@ -174,7 +173,7 @@ class BatchedStreams:
                 mark = self._idle.get(i)
                 if mark is not None and mark[0] is s and mark[1] == s.buffer.shape[0] and mark[2] == s.closing:
                     continue  # nothing it waits for has changed since it last had no work
-                st = self._pending.pop(i, None) or self.sessions[i]._next_step()
+                st = self._pending.pop(i, None) or self.sessions[i].next_step()
                 if st is not None:
                     plans[i] = st
                     self._idle.pop(i, None)
@@ -182,7 +181,7 @@ class BatchedStreams:
                     waiting.append(i)
                     self._idle[i] = (s, s.buffer.shape[0], s.closing)
             for i in [i for i in waiting if self.done(i)]:
-                self.sessions[i]._flush_word()
+                self.sessions[i].flush_word()
                 self._detach(i)
             if not plans:
                 return False
@@ -219,8 +218,7 @@ class BatchedStreams:
         Waiting rows get their PAD columns lazily (one append when the stream next steps, not one per step it
         waited): the rows and their arrival numbers are the same either way."""
         if self._owed[i]:
-            s = self.sessions[i].state
-            s.elements = Elements.cat([s.elements, self._pad_elements(i, self._owed[i])])
+            self.sessions[i].append_columns(self._pad_elements(i, self._owed[i]), 0)
             self._owed[i] = 0
 
     def _pad_elements(self, i: int, n: int) -> Elements:
@@ -252,18 +250,15 @@ class BatchedStreams:
             if st is None:  # a waiting row: Q PAD columns, appended to its table when it is next read
                 self._owed[i] += Q
                 continue
-            s = self.sessions[i].state
             self._sync(i)
             q = len(st.new)
             new = st.new if q == Q else Elements.cat([st.new, self._pad_elements(i, Q - q)])
-            keys = Elements.cat([s.elements, new])
+            keys = self.sessions[i].append_columns(new, q)  # the stream's table, with this step's columns
             mask[j] = additive_mask(allowed(self.cfg.mode, new, keys), dtype)
             pos[j] = new.position
             x[j, :q] = st.embeds
             self.pad_positions += Q - q  # waiting rows are not computed (see _forward_rows)
             j += 1
-            s.elements = keys
-            s.decoder_positions += q
         if b == B:
             logits = dec.run(m.llm, x, mask.to(m.device), pos.to(m.device), self.cache)
         else:
@@ -274,7 +269,7 @@ class BatchedStreams:
         for i in self.attached:
             st = plans.get(i)
             if st is not None:
-                self.sessions[i]._complete(st, logits[j, : len(st.new)])
+                self.sessions[i].complete(st, logits[j, : len(st.new)])
                 j += 1
 
     def _forward_rows(self, rows: list[int], x, mask, pos, Q: int) -> torch.Tensor:
@@ -314,7 +309,7 @@ class BatchedStreams:
         many = getattr(m.encoder, "stream_many", None)
         groups: dict[Any, list[tuple[int, np.ndarray]]] = {}
         for i in self.attached:
-            chunk = self.sessions[i]._chunk_to_encode()
+            chunk = self.sessions[i].chunk_to_encode()
             if chunk is not None:
                 key = "all" if many is not None else _signature(self.sessions[i].state.enc)
                 groups.setdefault(key, []).append((i, chunk))
@@ -331,6 +326,7 @@ class BatchedStreams:
                 new_states = [_row(st, b) for b in range(len(members))]
             emb = m.project(out)
             mass: list[float | None] = [None] * len(members)
+            last: list[Any] = [None] * len(members)  # the ctc policy's last-frame posteriors
             ids = m.ctc_tokens(out).tolist() if self.sessions[members[0][0]].tracks_words else [None] * len(members)
             if self.sessions[members[0][0]].policy.needs_ctc:  # the ctc policy's evidence, carried frame to frame
                 first = [self.sessions[i].state.ctc_last is None for i, _ in members]
@@ -339,14 +335,11 @@ class BatchedStreams:
                     if not rows:
                         continue
                     prev = None if fresh else torch.cat([self.sessions[members[b][0]].state.ctc_last for b in rows])
-                    onsets, last = m.boundary_onsets(out[rows], prev)
+                    onsets, ends = m.boundary_onsets(out[rows], prev)
                     for r, b in enumerate(rows):
-                        mass[b] = float(onsets[r])
-                        self.sessions[members[b][0]].state.ctc_last = last[r : r + 1]
+                        mass[b], last[b] = float(onsets[r]), ends[r : r + 1]
             for b, (i, _) in enumerate(members):
-                s = self.sessions[i].state
-                s.encoded.append((s.chunks_read + len(s.encoded), emb[b], mass[b], ids[b]))
-                s.enc = new_states[b]
+                self.sessions[i].add_encoded(emb[b], mass[b], ids[b], new_states[b], last[b])
             self.encoder_calls += 1
             self.encoder_streams += len(members)
 
@@ -357,8 +350,7 @@ class BatchedStreams:
     def _attach(self, i: int) -> None:
         """Give slot ``i`` a cache row, all PAD so far: a free row if there is one (its old keys are never seen
         again: every column so far is PAD to the new stream), else a new zero row."""
-        s = self.sessions[i].state
-        s.elements, self._owed[i] = self._pad_elements(i, 0), self.length
+        self._owed[i] = self.length  # the fresh stream's table is empty: every column so far is owed as PAD
         self._idle.pop(i, None)
         if None in self.slot_at:
             self.slot_at[self.slot_at.index(None)] = i
@@ -391,7 +383,7 @@ class BatchedStreams:
         if 2 * len(keep) <= self.length:
             dec.cache_keep(self.cache, keep)
             for j in self.attached:
-                self.sessions[j].state.elements = self.sessions[j].state.elements.take(keep)
+                self.sessions[j].keep_columns(keep)
             self.length = len(keep)
 
 

@@ -24,9 +24,8 @@ import warnings
 from dataclasses import replace
 from typing import Any
 
-from ..config import ModelConfig, StreamConfig, TrainingMismatchWarning
-from ..groups import MODES
-from .policy import make_policy
+from ..config import MODES, ModelConfig, StreamConfig, TrainingMismatchWarning
+from .policy import ADAPTIVE, make_policy
 
 PREFERRED_K = 3
 
@@ -36,9 +35,6 @@ def default_k(train_k: tuple[int, ...] | list[int]) -> int:
     if not train_k:
         return PREFERRED_K
     return min(train_k, key=lambda k: (abs(k - PREFERRED_K), -k))
-
-
-ADAPTIVE = ("ctc", "confidence")  # the policies with a k_min
 
 
 def default_k_min(model_cfg: ModelConfig, k_max: int) -> int:

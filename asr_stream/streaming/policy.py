@@ -30,11 +30,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
+from ..config import POLICIES, PolicyName
 from ..groups import visible_chunks
-
-POLICIES = ("waitk", "ctc", "confidence")
 
 
 class Action(Enum):
@@ -110,6 +109,8 @@ class Policy:
     name = ""
     needs_ctc = False
     k_max = 1
+    params: ClassVar[tuple[str, ...]] = ()
+    """The parameters ``--policy-args`` may set (wait-k's k is ``--k``), in the order errors list them."""
 
     def action(self, v: View) -> Action:
         raise NotImplementedError
@@ -155,6 +156,7 @@ class CtcTriggered(Policy):
     k_min: int = 1  # the smallest trained k is filled in for a model (streaming.defaults)
     name = "ctc"
     needs_ctc = True
+    params = ("k_max", "k_min", "threshold", "margin")
 
     def __post_init__(self) -> None:
         if self.k_max < 1:
@@ -183,6 +185,7 @@ class ConfidenceTriggered(Policy):
     threshold: float = 0.9
     k_min: int = 1  # the smallest trained k is filled in for a model (streaming.defaults)
     name = "confidence"
+    params = ("k_max", "k_min", "threshold")
 
     def __post_init__(self) -> None:
         if self.k_max < 1:
@@ -204,26 +207,31 @@ class ConfidenceTriggered(Policy):
         return f"confidence-t{self.threshold:g}-k{self.k_min}..{self.k_max}"
 
 
-_ARGS = {"waitk": (), "ctc": ("k_max", "k_min", "threshold", "margin"), "confidence": ("k_max", "k_min", "threshold")}
+#: The policy registry: name -> class, in the order of :data:`asr_stream.config.POLICIES` (the names, written once:
+#: the command line's ``--policy`` choices); each class's ``params`` is its parameter table.
+REGISTRY: dict[PolicyName, type[Policy]] = {c.name: c for c in (WaitK, CtcTriggered, ConfidenceTriggered)}  # type: ignore[misc]
+#: The adaptive policies: those with a k_min (filled in from a model's training by streaming.defaults).
+ADAPTIVE: tuple[PolicyName, ...] = tuple(n for n, c in REGISTRY.items() if "k_min" in c.params)
 
 
 def make_policy(name: str, k: int, args: Mapping[str, Any] | None = None) -> Policy:
     """The policy ``name`` with ``args``; ``k`` is wait-k's k and the adaptive policies' default k_max."""
-    if name not in POLICIES:
+    if name not in REGISTRY:
         raise ValueError(f"unknown policy {name!r} (expected one of {', '.join(POLICIES)})")
+    cls = REGISTRY[name]  # type: ignore[index]
     args = dict(args or {})
-    unknown = sorted(set(args) - set(_ARGS[name]))
+    unknown = sorted(set(args) - set(cls.params))
     if unknown:
-        allowed = ", ".join(_ARGS[name]) or "none"
+        allowed = ", ".join(cls.params) or "none"
         raise ValueError(f"policy {name!r} has no parameter(s) {', '.join(unknown)} (its parameters: {allowed})")
-    if name == "waitk":
+    if cls is WaitK:
         return WaitK(k)
     args.setdefault("k_max", k)
     try:
         args = {a: (float(v) if a == "threshold" else int(v)) for a, v in args.items()}
     except (TypeError, ValueError):
         raise ValueError(f"policy {name!r}: bad parameter value in {dict(args)}") from None
-    return CtcTriggered(**args) if name == "ctc" else ConfidenceTriggered(**args)
+    return cls(**args)
 
 
 def parse_policy_args(items: Sequence[str] | str | None) -> dict[str, Any]:

@@ -40,6 +40,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ..audio.io import SAMPLE_RATE
+
 
 @dataclass(frozen=True)
 class RestartRule:
@@ -68,7 +70,7 @@ class RestartRule:
         ``words`` words, the last one when ``last_word_chunk`` chunks were read; ``k_extra`` > 0: it asked to end."""
         if words == 0:
             return False  # nothing to restart after
-        if samples_read >= self.max_s * 16000:
+        if samples_read >= self.max_s * SAMPLE_RATE:
             return True
         return k_extra > 0 and chunks_read - last_word_chunk >= self.stall_chunks
 

@@ -45,7 +45,8 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from ..audio.io import SAMPLE_RATE
+from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS
+from .driver import Driver
 from .endpoint import FRAME, EndpointConfig, EnergyDetector, Endpointer, Sink
 from .restart import RestartRule, SegmentAudio
 from .session import StreamingSession, Word
@@ -68,11 +69,11 @@ class Segment:
 
     @property
     def start_ms(self) -> float:
-        return self.start / 16.0
+        return self.start / SAMPLES_PER_MS
 
     @property
     def end_ms(self) -> float:
-        return self.end / 16.0
+        return self.end / SAMPLES_PER_MS
 
     @property
     def text(self) -> str:
@@ -80,8 +81,8 @@ class Segment:
 
     def as_dict(self) -> dict:
         return {"index": self.index, "start_ms": self.start_ms, "end_ms": self.end_ms,
-                "speech_end_ms": self.speech_end / 16.0, "heard_end_ms": self.heard_end / 16.0, "rule": self.rule,
-                "text": self.text,
+                "speech_end_ms": self.speech_end / SAMPLES_PER_MS, "heard_end_ms": self.heard_end / SAMPLES_PER_MS,
+                "rule": self.rule, "text": self.text,
                 "words": [{"text": w.text, "time_ms": w.time_ms} for w in self.words]}
 
 
@@ -94,7 +95,7 @@ def unheard(segments: Sequence[Segment], min_speech_ms: float = RestartRule.rere
     reads on from its last word. This is the "never lose words silently" report of long transcriptions.
     """
     rest = lambda s: s.speech_end - (max(s.start, s.heard_end) if s.words else s.start)  # noqa: E731
-    bad = [s for s in segments if s.end >= 0 and s.rule != "restart" and rest(s) / 16.0 >= min_speech_ms]
+    bad = [s for s in segments if s.end >= 0 and s.rule != "restart" and rest(s) / SAMPLES_PER_MS >= min_speech_ms]
     return sum(rest(s) / SAMPLE_RATE for s in bad), [s.index for s in bad]
 
 
@@ -436,6 +437,7 @@ class PerClientStreams:
     def __init__(self, model, n: int, cfg, endpoint, on_segment: Optional[Callable] = None) -> None:
         self.model, self.n, self.cfg, self.endpoint, self.on_segment = model, n, cfg, endpoint, on_segment
         self.sessions: list = [None] * n
+        self.drivers: list = [None] * n  # each session's steps (streaming.driver; no signal guard: the event loop's)
         self.inbox: list[list[np.ndarray]] = [[] for _ in range(n)]
         self.ending = [False] * n
         self.new: list[list] = [[] for _ in range(n)]
@@ -446,10 +448,11 @@ class PerClientStreams:
         cb = (lambda seg, i=i: self.on_segment(i, seg)) if self.on_segment else None
         cfg = with_k(self.cfg, k) if k is not None else self.cfg
         self.sessions[i] = SegmentedSession(StreamingSession(self.model, cfg), self.endpoint, cb)
+        self.drivers[i] = Driver(self.sessions[i], guard=False)
         self.inbox[i], self.ending[i], self.new[i] = [], False, []
 
     def release(self, i: int) -> None:
-        self.sessions[i] = None
+        self.sessions[i] = self.drivers[i] = None
         self.inbox[i], self.ending[i], self.new[i] = [], False, []
 
     def feed(self, i: int, samples: np.ndarray) -> None:
@@ -465,9 +468,9 @@ class PerClientStreams:
             if self.inbox[i]:
                 x = np.concatenate(self.inbox[i])
                 self.inbox[i] = []
-                self.new[i] += s.push(x)
+                self.new[i] += self.drivers[i].push(x)
             if self.ending[i]:
-                self.new[i] += s.finish()
+                self.new[i] += self.drivers[i].finish()
 
     def poll(self, i: int) -> list:
         new, self.new[i] = self.new[i], []

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from .. import decoder as dec
+from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS
 from ..config import StreamConfig
-from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements, visible_chunks
+from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements
 from .defaults import stream_config_for
 from .policy import Action, View, make_policy, max_rows
 from .restart import RestartRule, word_end
@@ -41,34 +42,41 @@ class Word:
 
 @dataclass
 class StreamState:
-    """Everything one stream carries. Each counter is written by exactly one method (named in brackets)."""
+    """Everything one stream carries. Only the session's own methods write it (named in brackets; a driver such as
+    BatchedStreams calls the public ones, :class:`StreamingSession`'s step protocol, and only reads the state).
+    Each counter (:data:`COUNTERS`) has one writer."""
 
-    enc: Any  # encoder stream cache [_read_chunk]
-    cache: Any  # decoder DynamicCache [_append / _reencode*]
-    elements: Elements  # what each cache slot is, in cache order [_append / _reencode*; _consume hides a rejected row]
+    enc: Any  # encoder stream cache [add_encoded]
+    cache: Any  # decoder DynamicCache; None when the driver holds the cache (begin(own_cache=False)) [begin / _reencode_all]
+    elements: Elements  # what each cache slot is, in cache order [_columns; keep_columns drops; _refuse hides a row]
     pending: int  # next target input token, BOS at start [_consume]
-    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # samples short of a chunk [_buffer / _take_chunk]
-    samples_in: int = 0  # samples received [_buffer]
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # samples short of a chunk [feed / _take_chunk; abandon]
+    samples_in: int = 0  # samples received [feed]
     chunks_read: int = 0  # chunks encoded and appended [_read_chunk]
-    arrivals: int = 0  # slots ever staged (arrival counter) [_stage; _consume gives a rejected row's back]
+    arrivals: int = 0  # slots ever staged (arrival counter) [_arrive]
     rows: int = 0  # target rows fed [_consume]
     units: int = 0  # target units finished (wait-k's j) [_consume]
     k_extra: int = 0  # chunks added to k, one per EOS chosen before the end of the audio (early_eos="wait") [_consume]
-    refused_at: int = -1  # chunks read when the pending row was last refused (early EOS, policy); -1: never [_consume]
+    refused_at: int = -1  # chunks read when the pending row was last refused (early EOS, policy); -1: never [_refuse]
     heard: list[float] = field(default_factory=list)  # per chunk read: CTC boundary-token onsets so far (ctc policy) [_read_chunk]
-    ctc_last: Any = None  # (1, nB) boundary posteriors of the last frame encoded (ctc policy) [_read_chunk / BatchedStreams._encode_ahead]
+    ctc_last: Any = None  # (1, nB) boundary posteriors of the last frame encoded (ctc policy) [add_encoded]
     ctc_ids: list[int] = field(default_factory=list)  # per encoder frame read: the CTC head's greedy token (restarts) [_read_chunk]
-    texts: list[str] = field(default_factory=list)  # the words of this utterance, as finished [_flush_word]
-    last_word_chunk: int = 0  # chunks read when the last word was finished [_flush_word]
-    restart_at: int = -1  # a restart is due at this sample of the utterance: nothing more is read (-1: none) [_next_step / stop_for_reread]
+    texts: list[str] = field(default_factory=list)  # the words of this utterance, as finished [flush_word]
+    last_word_chunk: int = 0  # chunks read when the last word was finished [flush_word]
+    restart_at: int = -1  # a restart is due at this sample of the utterance: nothing more is read (-1: none) [next_step / stop_for_reread]
     tokens: list[int] = field(default_factory=list)  # emitted tokens, no BOS/EOS [_consume]
-    word: list[int] = field(default_factory=list)  # tokens of the unfinished word [_consume / _flush_word]
-    ended: bool = False  # EOS written or length guard hit after the end of audio [_consume / _next_step]
-    closing: bool = False  # finish() called: no more audio will come [finish]
-    finished: bool = False  # finish() called and all its audio read (the policy's "N is known") [_next_step]
-    decoder_positions: int = 0  # decoder slots computed, re-encoding included [_run; BatchedStreams.step]
-    src_embeds: list[torch.Tensor] = field(default_factory=list)  # per chunk (E, H); kept only for kv re-encoding
-    encoded: list = field(default_factory=list)  # [(chunk index, embeddings (E, H), boundary mass or None, CTC tokens or None)] encoded ahead (BatchedStreams); enc is the state after them [_read_chunk]
+    word: list[int] = field(default_factory=list)  # tokens of the unfinished word [_consume / flush_word]
+    ended: bool = False  # EOS written or length guard hit after the end of audio [_consume / next_step; abandon]
+    closing: bool = False  # no more audio will come [close; abandon]
+    finished: bool = False  # closed and all its audio read (the policy's "N is known") [next_step; abandon]
+    decoder_positions: int = 0  # decoder slots computed, re-encoding included [_columns]
+    src_embeds: list[torch.Tensor] = field(default_factory=list)  # per chunk (E, H); kept only for kv re-encoding [_read_chunk]
+    encoded: list = field(default_factory=list)  # [(chunk index, embeddings (E, H), boundary mass or None, CTC tokens or None)] encoded, not yet read; enc is the state after them [add_encoded / _read_chunk; abandon]
+
+
+#: The counters of :class:`StreamState`: each is written by one method of :class:`StreamingSession` only.
+COUNTERS = ("samples_in", "chunks_read", "arrivals", "rows", "units", "k_extra", "refused_at", "last_word_chunk",
+            "decoder_positions")
 
 
 class Step(NamedTuple):
@@ -94,10 +102,19 @@ def _zero_padded(samples: np.ndarray, length: int) -> np.ndarray:
 class StreamingSession:
     """Greedy streaming transcription of one audio stream with a :class:`~asr_stream.model.SpeechLLM`.
 
-    The work is split into :meth:`_next_step` (policy + encoder: decide and stage the next decoder call),
-    the decoder call itself, and :meth:`_complete` (use the logits). A session runs its steps one by one
-    on its own cache; :class:`~asr_stream.streaming.batched.BatchedStreams` runs the steps of many
-    sessions as one batched call.
+    :meth:`push` and :meth:`finish` run the session on its own decoder cache. Underneath is the **step protocol**,
+    public so that a driver can run many sessions' decoder calls as one batched call
+    (:class:`~asr_stream.streaming.batched.BatchedStreams`, which writes nothing of a session's state itself):
+
+    - :meth:`begin` starts an utterance and returns its prompt step; :meth:`feed` queues audio and :meth:`close`
+      says no more will come (no compute); :meth:`abandon` ends the utterance, dropping what is buffered;
+    - :meth:`chunk_to_encode` / :meth:`add_encoded`: the driver may encode buffered chunks ahead, in batches (a
+      chunk's encoder output depends on the audio only);
+    - :meth:`next_step` decides and stages the next decoder call (policy + encoder), or None: waiting or done;
+    - the driver runs the call: :meth:`append_columns` adds the step's slots (and PAD slots of other streams) to
+      this stream's table and returns it (the mask's keys); :meth:`keep_columns` follows the driver's cache
+      compaction;
+    - :meth:`complete` takes the call's logits; :meth:`flush_word` emits the last word once the stream is done.
     """
 
     def __init__(self, model, cfg: StreamConfig | None = None, **overrides) -> None:
@@ -134,8 +151,7 @@ class StreamingSession:
     # -- public API -----------------------------------------------------------------------------
     def reset(self) -> None:
         """Start a new utterance (keeps ``words``). Memory held drops back to the prompt."""
-        self.state = self._fresh_state()
-        step = self._prompt_step()
+        step = self.begin()
         if step is not None:
             with torch.inference_mode():
                 self._execute(step)
@@ -153,7 +169,7 @@ class StreamingSession:
     @property
     def ms_read(self) -> float:
         s = self.state
-        return min(s.chunks_read * self.model.chunk_samples, s.samples_in) / 16.0
+        return min(s.chunks_read * self.model.chunk_samples, s.samples_in) / SAMPLES_PER_MS
 
     def heard_to(self) -> int:
         """Samples from the utterance start to the end of its last finished word, as far as the session can tell:
@@ -180,7 +196,7 @@ class StreamingSession:
         if self.restart is None or not self.tracks_words or not s.finished or s.restart_at >= 0 or not s.texts:
             return False
         at = self.heard_to()
-        if speech_end - at < self.restart.reread_ms * 16:
+        if speech_end - at < self.restart.reread_ms * SAMPLES_PER_MS:
             return False
         s.restart_at = at
         return True
@@ -195,7 +211,7 @@ class StreamingSession:
     def push(self, samples: np.ndarray | torch.Tensor) -> list[Word]:
         """Feed 16 kHz mono float32 samples (any block size). Returns the words finished meanwhile."""
         n0 = len(self.words)
-        self._buffer(samples)
+        self.feed(samples)
         with torch.inference_mode():
             self._advance()
         return self.words[n0:]
@@ -204,28 +220,26 @@ class StreamingSession:
         """End of audio: zero-pad the last partial chunk, read the encoder's look-ahead chunks of zeros after it
         (``SpeechLLM.num_chunks``: as training pads), then write until EOS or the length guard."""
         n0 = len(self.words)
-        self.state.closing = True
+        self.close()
         with torch.inference_mode():
             self._advance()
         if self.state.restart_at < 0:  # stopped for a restart: the unfinished word is read again after it
-            self._flush_word()
+            self.flush_word()
         return self.words[n0:]
 
-    # -- the step machine (shared with BatchedStreams) ---------------------------------------------
-    def _fresh_state(self) -> StreamState:
+    # -- the step protocol (public: BatchedStreams drives sessions through it; see the class doc) -------
+    def begin(self, own_cache: bool = True) -> Step | None:
+        """Start a new utterance's state (``words`` are kept) and return its first step, the prompt, staged but not
+        run (None: the model has no prompt). ``own_cache=False``: the driver holds the decoder cache (``state.cache``
+        is None) and runs every step itself."""
         m = self.model
         empty = Elements.make([], [], [], [], [], [])
-        return StreamState(enc=m.encoder.init_state(1), cache=dec.new_cache(m.llm), elements=empty, pending=self.codec.bos_id)
+        self.state = StreamState(enc=m.encoder.init_state(1), cache=dec.new_cache(m.llm) if own_cache else None,
+                                 elements=empty, pending=self.codec.bos_id)
+        return self._prompt_step()
 
-    def _prompt_step(self) -> Step | None:
-        m = self.model
-        P = len(m.prompt_ids)
-        if not P:
-            return None
-        with torch.inference_mode():
-            return Step(self._stage(source_elements(P, [], prompt=True)), m.embed_tokens(m.prompt_ids))
-
-    def _buffer(self, samples: np.ndarray | torch.Tensor) -> None:
+    def feed(self, samples: np.ndarray | torch.Tensor) -> None:
+        """Queue 16 kHz mono float32 samples (no compute); RuntimeError after :meth:`close`."""
         s = self.state
         if s.closing:
             raise RuntimeError("push() after finish(): call reset() to start a new utterance")
@@ -233,25 +247,23 @@ class StreamingSession:
         s.samples_in += a.shape[0]
         s.buffer = np.concatenate([s.buffer, a]) if s.buffer.size else a
 
-    def _advance(self) -> None:
-        """Run steps until the stream waits for audio or is done."""
-        while (step := self._next_step()) is not None:
-            self._execute(step)
+    def close(self) -> None:
+        """No more audio will come (no compute): the next steps read the zero-padded tail and the encoder's look-ahead
+        chunks of zeros, then write until EOS or the length guard."""
+        self.state.closing = True
 
-    def _view(self) -> View:
-        """What the policy sees of this stream now."""
+    def abandon(self) -> None:
+        """End this utterance now: buffered and encoded audio is dropped, nothing more is read or written (a driver's
+        slot that leaves the batch). ``words`` are kept."""
         s = self.state
-        return View(units=s.units, rows=s.rows, chunks_read=s.chunks_read, finished=s.finished, ended=s.ended,
-                    row_limit=self._row_limit(), k_extra=s.k_extra, refused_at=s.refused_at, heard=s.heard)
+        s.closing = s.finished = s.ended = True
+        s.buffer, s.encoded = np.zeros(0, np.float32), []
 
-    def _action(self) -> Action:
-        return self.policy.action(self._view())
-
-    def _next_step(self) -> Step | None:
+    def next_step(self) -> Step | None:
         """Decide and stage the next decoder call (runs the encoder; not the decoder), or None: waiting or done.
 
         Same order as reading chunk by chunk and writing whatever each chunk allows: a write when the
-        policy says so, else the next whole chunk (after finish(): the zero-padded tail), else wait.
+        policy says so, else the next whole chunk (after close(): the zero-padded tail), else wait.
         """
         s = self.state
         if s.restart_at >= 0:
@@ -278,6 +290,79 @@ class StreamingSession:
                 continue
             return self._stage_write(step) if self._action() is Action.WRITE else step
 
+    def append_columns(self, new: Elements, computed: int) -> Elements:
+        """The driver appended the cache columns ``new`` to this stream's row: this step's slots, padded, or the PAD
+        slots other streams' steps gave it; ``computed`` of them went through the decoder for this stream. Returns
+        the stream's table with them (the keys of the step's mask)."""
+        return self._columns(Elements.cat([self.state.elements, new]), computed)
+
+    def keep_columns(self, keep: torch.Tensor) -> None:
+        """Keep only the table rows ``keep`` (cache column indices, ascending): the cache's owner drops the others."""
+        self.state.elements = self.state.elements.take(keep)
+
+    def complete(self, step: Step, logits: torch.Tensor) -> None:
+        """Use a step's logits (its last row's, or all its rows'): a write consumes those of its last row."""
+        if step.write:
+            self._consume(logits[-1])
+
+    def chunk_to_encode(self) -> np.ndarray | None:
+        """The next buffered chunk not encoded yet, or None. Lets a driver run encoders ahead, in batches, and hand
+        the outputs back with :meth:`add_encoded`: a chunk's encoder output depends on the audio only, never on what
+        the decoder has done."""
+        s = self.state
+        if s.ended or s.restart_at >= 0:
+            return None
+        cs, j = self.model.chunk_samples, len(s.encoded)
+        if s.buffer.shape[0] >= (j + 1) * cs:
+            return s.buffer[j * cs : (j + 1) * cs]
+        if s.closing and s.chunks_read + j < self.model.num_chunks(s.samples_in):
+            return _zero_padded(s.buffer[j * cs :], cs)
+        return None
+
+    def add_encoded(self, embeds: torch.Tensor, mass: float | None, ids: list[int] | None, enc: Any,
+                    ctc_last: Any) -> None:
+        """The encoder's output for :meth:`chunk_to_encode`'s chunk: its projected embeddings (E, H), the CTC boundary
+        mass (ctc policy, else None) and greedy CTC tokens (when words are tracked, else None), the encoder state
+        after it, and the boundary posteriors of its last frame (ctc policy, else None). Read in order by
+        :meth:`next_step`."""
+        s = self.state
+        s.encoded.append((s.chunks_read + len(s.encoded), embeds, mass, ids))
+        s.enc, s.ctc_last = enc, ctc_last
+
+    def flush_word(self) -> None:
+        """Emit the unfinished word (at the end of the utterance)."""
+        s = self.state
+        if s.word:
+            text = self.codec.decode(s.word)
+            if text:
+                self.words.append(Word(text=text, time_ms=self.ms_read, tokens=tuple(s.word)))
+                s.texts.append(text)
+                s.last_word_chunk = s.chunks_read
+            s.word = []
+
+    # -- the step machine --------------------------------------------------------------------------
+    def _prompt_step(self) -> Step | None:
+        m = self.model
+        P = len(m.prompt_ids)
+        if not P:
+            return None
+        with torch.inference_mode():
+            return Step(self._stage(source_elements(P, [], prompt=True)), m.embed_tokens(m.prompt_ids))
+
+    def _advance(self) -> None:
+        """Run steps until the stream waits for audio or is done."""
+        while (step := self.next_step()) is not None:
+            self._execute(step)
+
+    def _view(self) -> View:
+        """What the policy sees of this stream now."""
+        s = self.state
+        return View(units=s.units, rows=s.rows, chunks_read=s.chunks_read, finished=s.finished, ended=s.ended,
+                    row_limit=self._row_limit(), k_extra=s.k_extra, refused_at=s.refused_at, heard=s.heard)
+
+    def _action(self) -> Action:
+        return self.policy.action(self._view())
+
     def _take_chunk(self) -> np.ndarray | None:
         """The next whole chunk of the buffer (after finish(): the zero-padded tail), or None."""
         s = self.state
@@ -290,27 +375,9 @@ class StreamingSession:
             return tail
         return None
 
-    def _chunk_to_encode(self) -> np.ndarray | None:
-        """The next buffered chunk not encoded yet, or None. Lets BatchedStreams run encoders ahead, in batches:
-        a chunk's encoder output depends on the audio only, never on what the decoder has done."""
-        s = self.state
-        if s.ended or s.restart_at >= 0:
-            return None
-        cs, j = self.model.chunk_samples, len(s.encoded)
-        if s.buffer.shape[0] >= (j + 1) * cs:
-            return s.buffer[j * cs : (j + 1) * cs]
-        if s.closing and s.chunks_read + j < self.model.num_chunks(s.samples_in):
-            return _zero_padded(s.buffer[j * cs :], cs)
-        return None
-
     def _execute(self, step: Step) -> None:
         """Run one step on this session's own cache."""
-        self._complete(step, self._append(step.new, step.embeds)[0])
-
-    def _complete(self, step: Step, logits: torch.Tensor) -> None:
-        """Use a step's logits (its last row's, or all its rows'): a write consumes those of its last row."""
-        if step.write:
-            self._consume(logits[-1])
+        self.complete(step, self._append(step.new, step.embeds)[0])
 
     # -- reading ---------------------------------------------------------------------------------
     def _read_chunk(self, chunk: np.ndarray) -> Step | None:
@@ -326,14 +393,8 @@ class StreamingSession:
             s.chunks_read += 1
             return None
         if emb is None:
-            wave = torch.from_numpy(chunk).to(m.device)[None]
-            enc, s.enc = m.encoder.stream(wave, s.enc)
-            emb = m.project(enc)[0]  # (E, H)
-            if self.policy.needs_ctc:
-                onsets, s.ctc_last = m.boundary_onsets(enc, s.ctc_last)
-                mass = float(onsets[0])
-            if self.tracks_words:
-                ids = m.ctc_tokens(enc)[0].tolist()
+            self._encode(chunk)
+            _, emb, mass, ids = s.encoded.pop(0)
         if ids is not None:
             s.ctc_ids += ids
         if mass is not None:  # cumulative: the policy compares it with the words written
@@ -351,9 +412,22 @@ class StreamingSession:
             return None
         return Step(self._stage(els), emb)
 
+    def _encode(self, chunk: np.ndarray) -> None:
+        """Encode one chunk here (no driver encoded it ahead), handing the output over as a driver would."""
+        s, m = self.state, self.model
+        wave = torch.from_numpy(chunk).to(m.device)[None]
+        enc, state = m.encoder.stream(wave, s.enc)
+        mass = ids = last = None
+        if self.policy.needs_ctc:
+            onsets, last = m.boundary_onsets(enc, s.ctc_last)
+            mass = float(onsets[0])
+        if self.tracks_words:
+            ids = m.ctc_tokens(enc)[0].tolist()
+        self.add_encoded(m.project(enc)[0], mass, ids, state, last)  # embeddings (E, H)
+
     # -- writing ---------------------------------------------------------------------------------
     def _row_limit(self) -> int:
-        secs = self.state.chunks_read * self.model.chunk_samples / 16000.0
+        secs = self.state.chunks_read * self.model.chunk_samples / SAMPLE_RATE
         return max_rows(secs, self.cfg.max_tokens_per_s, self.cfg.max_tokens_extra)
 
     def _target_position(self, row: int) -> float:
@@ -395,17 +469,17 @@ class StreamingSession:
         s.rows += 1
         if nxt == self.codec.eos_id:
             s.ended = True
-            self._flush_word()
+            self.flush_word()
             return
         boundary = self.codec.is_boundary(nxt, first=not s.tokens)  # as codec.boundaries counts a transcript
         if self.codec.style == "prefix" and boundary:
-            self._flush_word()  # a new word starts: the previous one is complete
+            self.flush_word()  # a new word starts: the previous one is complete
         s.tokens.append(nxt)
         s.word.append(nxt)
         if boundary:
             s.units += 1
             if self.codec.style == "suffix":
-                self._flush_word()
+                self.flush_word()
         s.pending = nxt
 
     def _refuse(self, i: int) -> None:
@@ -416,7 +490,7 @@ class StreamingSession:
         if self.logits is not None:
             self.written[-1] = False
         s.elements.kind[(s.elements.kind == TARGET) & (s.elements.index == i)] = PAD
-        s.arrivals -= 1
+        self._arrive(-1)
         s.refused_at = s.chunks_read
 
     def _choose(self, row: int, logits: torch.Tensor) -> int:
@@ -425,38 +499,42 @@ class StreamingSession:
             return self.forced[row]
         return int(torch.argmax(logits))
 
-    def _flush_word(self) -> None:
-        s = self.state
-        if s.word:
-            text = self.codec.decode(s.word)
-            if text:
-                self.words.append(Word(text=text, time_ms=self.ms_read, tokens=tuple(s.word)))
-                s.texts.append(text)
-                s.last_word_chunk = s.chunks_read
-            s.word = []
-
     # -- the decoder -------------------------------------------------------------------------------
     def _run(self, q: Elements, keys: Elements, embeds: torch.Tensor, cache) -> torch.Tensor:
         m = self.model
         mask = additive_mask(allowed(self.cfg.mode, q, keys), embeds.dtype).to(m.device)[None]
-        self.state.decoder_positions += len(q)
         return dec.run(m.llm, embeds[None], mask, q.position[None].to(m.device), cache, last_only=True)
 
     def _stage(self, new: Elements) -> Elements:
         """Give new slots their arrival numbers (and, interleaved, their positions)."""
-        s = self.state
-        new.arrival = torch.arange(s.arrivals, s.arrivals + len(new))
+        a0 = self._arrive(len(new))
+        new.arrival = torch.arange(a0, a0 + len(new))
         if self.cfg.mode == "interleaved":
             new.position = new.arrival.double()
-        s.arrivals += len(new)
         return new
+
+    def _arrive(self, n: int, start: int | None = None) -> int:
+        """``n`` more slots arrive (-1: a refused row's number is given back), counted from ``start`` when given (a
+        rebuilt cache); returns the first one's arrival number. The one writer of ``arrivals``."""
+        s = self.state
+        first = s.arrivals if start is None else start
+        s.arrivals = first + n
+        return first
+
+    def _columns(self, keys: Elements, computed: int) -> Elements:
+        """The table becomes ``keys`` (the old one and new columns after it, or a rebuilt one), ``computed`` slots of
+        which were run through the decoder: the one writer of ``decoder_positions``."""
+        s = self.state
+        s.elements = keys
+        s.decoder_positions += computed
+        return keys
 
     def _append(self, new: Elements, embeds: torch.Tensor) -> torch.Tensor:
         """Append staged slots to the cache; their mask rows come from the shared rule. Returns logits."""
         s = self.state
         keys = Elements.cat([s.elements, new])
         logits = self._run(new, keys, embeds, s.cache)
-        s.elements = keys
+        self._columns(keys, len(new))
         return logits
 
     def _target_inputs(self) -> list[int]:
@@ -469,14 +547,14 @@ class StreamingSession:
         keep = torch.nonzero(s.elements.kind != TARGET).flatten()
         old_t = s.elements.take(torch.nonzero(s.elements.kind == TARGET).flatten())
         dec.cache_keep(s.cache, keep)
-        s.elements = s.elements.take(keep)
+        self.keep_columns(keep)
         S = len(m.prompt_ids) + s.chunks_read * m.embeds_per_chunk
         order = torch.argsort(old_t.index)
         rows = old_t.index[order]
         tgt = target_elements(rows.tolist(), old_t.chunk[order].tolist(), (S + rows.double()).tolist(), old_t.arrival[order].tolist())
         keys = Elements.cat([s.elements, tgt])
         self._run(tgt, keys, m.embed_tokens(self._target_inputs()), s.cache)
-        s.elements = keys
+        self._columns(keys, len(tgt))
 
     def _reencode_all(self) -> None:
         """Batch + KV re-encoding: rebuild the cache from scratch over prompt, audio read and targets."""
@@ -496,8 +574,8 @@ class StreamingSession:
         els.arrival = torch.arange(len(els))
         s.cache = dec.new_cache(m.llm)
         self._run(els, els, torch.cat(embeds), s.cache)
-        s.elements = els
-        s.arrivals = len(els)
+        self._columns(els, len(els))
+        self._arrive(len(els), start=0)
 
 
 __all__ = ["StreamingSession", "StreamState", "Step", "Word"]

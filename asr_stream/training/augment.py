@@ -29,7 +29,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-SR = 16_000  # Hz
+from ..audio.io import SAMPLE_RATE
+from ..audio.noise import pink_noise
+
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ def speed(wave: np.ndarray, factor: float) -> np.ndarray:
         return wave
     import librosa
 
-    return librosa.resample(wave, orig_sr=int(round(SR * factor)), target_sr=SR, res_type="soxr_hq").astype(np.float32)
+    return librosa.resample(wave, orig_sr=int(round(SAMPLE_RATE * factor)), target_sr=SAMPLE_RATE,
+                            res_type="soxr_hq").astype(np.float32)
 
 
 def pitch_shift(wave: np.ndarray, semitones: float) -> np.ndarray:
@@ -125,14 +128,15 @@ def pitch_shift(wave: np.ndarray, semitones: float) -> np.ndarray:
         return wave
     import librosa
 
-    return librosa.effects.pitch_shift(wave, sr=SR, n_steps=float(semitones), res_type="soxr_hq").astype(np.float32)
+    return librosa.effects.pitch_shift(wave, sr=SAMPLE_RATE, n_steps=float(semitones),
+                                       res_type="soxr_hq").astype(np.float32)
 
 
 def room_response(rng: np.random.Generator, rt60_s: float, wet: float) -> np.ndarray:
     """A synthetic impulse response: 1 at t = 0, then Gaussian noise decaying by 60 dB over ``rt60_s`` seconds,
     scaled to ``wet`` times the direct sound's energy; length rt60_s."""
-    n = max(2, int(rt60_s * SR))
-    t = np.arange(n) / SR
+    n = max(2, int(rt60_s * SAMPLE_RATE))
+    t = np.arange(n) / SAMPLE_RATE
     tail = rng.standard_normal(n) * 10 ** (-3.0 * t / rt60_s)  # amplitude -60 dB at rt60
     tail[0] = 0.0
     tail *= wet / max(np.sqrt(np.sum(tail**2)), 1e-12)
@@ -152,16 +156,16 @@ def reverberate(wave: np.ndarray, ir: np.ndarray) -> np.ndarray:
 
 def pad_silence(wave: np.ndarray, lead_s: float, trail_s: float) -> np.ndarray:
     """Digital silence of ``lead_s`` seconds before and ``trail_s`` after."""
-    return np.concatenate([np.zeros(int(round(lead_s * SR)), np.float32), wave,
-                           np.zeros(int(round(trail_s * SR)), np.float32)])
+    return np.concatenate([np.zeros(int(round(lead_s * SAMPLE_RATE)), np.float32), wave,
+                           np.zeros(int(round(trail_s * SAMPLE_RATE)), np.float32)])
 
 
 def telephone(wave: np.ndarray) -> np.ndarray:
     """Down to 8 kHz and back up: the band above 4 kHz is gone, as in narrow-band telephone or 8 kHz files."""
     import librosa
 
-    lo = librosa.resample(wave, orig_sr=SR, target_sr=8000, res_type="soxr_hq")
-    return librosa.resample(lo, orig_sr=8000, target_sr=SR, res_type="soxr_hq")[: len(wave)].astype(np.float32)
+    lo = librosa.resample(wave, orig_sr=SAMPLE_RATE, target_sr=8000, res_type="soxr_hq")
+    return librosa.resample(lo, orig_sr=8000, target_sr=SAMPLE_RATE, res_type="soxr_hq")[: len(wave)].astype(np.float32)
 
 
 def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator, reference: Optional[np.ndarray] = None) -> np.ndarray:
@@ -230,8 +234,6 @@ def nonspeech(n: int, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarra
         return None
     if NONSPEECH_KINDS[kind] == "silence":
         return np.zeros(n, np.float32)
-    from ..data.robust import pink_noise
-
     g = np.random.default_rng(seed)
     x = g.standard_normal(n) if NONSPEECH_KINDS[kind] == "white" else pink_noise(n, g)
     return np.clip(x * 10 ** (dbfs / 20), -1.0, 1.0).astype(np.float32)

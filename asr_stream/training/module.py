@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 
+from ..audio.io import SAMPLE_RATE
 from ..config import ModelConfig
 from ..decoder import TextCodec
 from ..model import Batch, SpeechLLM
@@ -115,7 +116,7 @@ class SpeechLLMModule(L.LightningModule):
         if out.ctc is not None:
             self.log("train/ctc", out.ctc, batch_size=bs)
         self.log("train/k", float(k or 0), batch_size=bs)
-        self.log("train/audio_s", float(b.wave_lens.sum()) / 16000, reduce_fx="sum", batch_size=bs)
+        self.log("train/audio_s", float(b.wave_lens.sum()) / SAMPLE_RATE, reduce_fx="sum", batch_size=bs)
         return out.loss
 
     def validation_step(self, b, batch_idx: int):
