@@ -64,7 +64,8 @@ def alone(model, cfg, wave: np.ndarray) -> SegmentedSession:
 
 @contextmanager
 def running(server: Server):
-    """Serve on a free loopback port in a thread; yields the ws:// URL; stops the server afterwards."""
+    """Serve on a free loopback port in a thread; yields the ws:// URL; stops the server afterwards (if it has not
+    stopped by itself, as a drain does: then its loop is already closed)."""
     loop = asyncio.new_event_loop()
     ports: queue.Queue = queue.Queue()
     box: dict = {}
@@ -84,7 +85,10 @@ def running(server: Server):
     try:
         yield f"ws://127.0.0.1:{port}/"
     finally:
-        loop.call_soon_threadsafe(box["task"].cancel)
+        try:
+            loop.call_soon_threadsafe(box["task"].cancel)
+        except RuntimeError:  # the loop has closed: the server stopped by itself
+            pass
         t.join(30)
 
 

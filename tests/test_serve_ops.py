@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -85,33 +83,6 @@ def test_with_keys_metrics_need_one_and_health_checks_do_not(model, cfg):
     assert got[("asr_stream_rest_requests_total", (("status", "401"),))] == 1
 
 
-@contextmanager
-def serving(server: Server):
-    """``running`` for a server that stops by itself (a drain): its loop may be closed by the time the test is done."""
-    loop, ports, box = asyncio.new_event_loop(), queue.Queue(), {}
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        box["task"] = loop.create_task(server.serve("127.0.0.1", 0, ports.put))
-        try:
-            loop.run_until_complete(box["task"])
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001
-            pass
-        loop.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    port = ports.get(timeout=60)
-    try:
-        yield f"ws://127.0.0.1:{port}/"
-    finally:
-        try:
-            loop.call_soon_threadsafe(box["task"].cancel)
-        except RuntimeError:  # the loop has closed: the server stopped by itself
-            pass
-        t.join(30)
-
-
 def shutdown_when(server: Server, event_ok):
     """An on_event callback that asks ``server`` (in its own thread) to shut down at the first event ``event_ok``
     accepts, as SIGTERM does."""
@@ -164,7 +135,7 @@ def test_shutdown_ends_streams_at_a_pause_and_keeps_every_word(model, cfg):
 
     w = np.concatenate([waves()[1]] * 7)  # 31 s: speech, pauses
     server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=2, drain_s=60.0))
-    with serving(server) as url:
+    with running(server) as url:
         u = urlparse(url)
         probe = http.client.HTTPConnection(u.hostname, u.port, timeout=60)  # a load balancer's kept-alive connection
         probe.request("GET", "/readyz")
@@ -206,7 +177,7 @@ def test_shutdown_cuts_a_stream_without_pauses_at_drain_s_and_refuses_uploads(mo
 
     w = noise_audio(30.0, seed=5)  # no pause anywhere
     server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=2, drain_s=1.0))
-    with serving(server) as url:
+    with running(server) as url:
         evs, code = close_code(url, blocks_of(w, 100), shutdown_when(server, lambda ev: ev["type"] == "partial"))
     kinds = [e["type"] for e in evs]
     assert code == 1001 and kinds[-1] == "eof" and kinds.count("error") == 1
@@ -220,7 +191,7 @@ def test_shutdown_cuts_a_stream_without_pauses_at_drain_s_and_refuses_uploads(mo
     server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=2, drain_s=0.0))
     hold, tick = threading.Event(), server._tick
     server._tick = lambda *a: (hold.wait(60), tick(*a))[1]  # the upload cannot finish before the drain
-    with serving(server) as url:
+    with running(server) as url:
         async def both():
             task = asyncio.create_task(asyncio.to_thread(upload, url, waves()[1]))
             while not server.conns:
