@@ -37,6 +37,11 @@ class UtteranceDataset(Dataset):
         return len(self.utts)
 
     def __getitem__(self, key: Union[int, tuple[int, int]]) -> tuple[np.ndarray, str]:
+        wave, text, _ = self.draw(key)
+        return wave, text
+
+    def draw(self, key: Union[int, tuple[int, int]]) -> tuple[np.ndarray, str, bool]:
+        """The item as :meth:`__getitem__` serves it, and whether non-speech replaced the utterance."""
         i, epoch = key if isinstance(key, tuple) else (key, 0)
         u = self.utts[i]
         wave = load_audio(u.audio_path)
@@ -48,8 +53,8 @@ class UtteranceDataset(Dataset):
             wave = augment(wave, self.augment, rng)
             quiet = nonspeech(len(wave), self.augment, rng)
             if quiet is not None:
-                wave, text = quiet, ""
-        return wave.astype(np.float32), text
+                return quiet.astype(np.float32), "", True
+        return wave.astype(np.float32), text, False
 
 
 @dataclass

@@ -13,7 +13,7 @@ from ..data import read_corpus
 from ..data.corpus import check_corpus_spec
 from .augment import AugmentConfig
 from .data import DurationBatchSampler, UtteranceDataset, collate
-from .features import FeatureDataset, collate_features
+from .features import FeatureDataset, collate_features, nonspeech_settings
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -94,7 +94,7 @@ class SpeechDataModule(L.LightningDataModule):
             sampler.skip_once(*self._resume)
             self._resume = None
         if shuffle and self.features:  # training batches from the frozen encoder's cache
-            return DataLoader(FeatureDataset(self.features, len(utts)), batch_sampler=sampler,
+            return DataLoader(FeatureDataset(self.features, len(utts), nonspeech_settings(self.augment)), batch_sampler=sampler,
                               collate_fn=collate_features, num_workers=self.num_workers,
                               persistent_workers=self.num_workers > 0)
         return DataLoader(UtteranceDataset(utts, speeds, self.seed + rank, augment), batch_sampler=sampler, collate_fn=collate,
