@@ -22,11 +22,17 @@ def _print_summary(s: dict) -> None:
             (("PR50", "PR90") if pr else ()) + ("RTF",):
         t.add_column(col, justify="right")
     f = lambda v: "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"  # noqa: E731
-    t.add_row(f"{100 * s['wer']:.2f}", f"{s['substitutions']}/{s['deletions']}/{s['insertions']}", f(s["AL"]), f(s["LAAL"]),
+    t.add_row(f"{100 * s['wer']:.2f}" if s["ref_words"] else "-", f"{s['substitutions']}/{s['deletions']}/{s['insertions']}", f(s["AL"]), f(s["LAAL"]),
               f(s["AL_CA"]), f(s["LAAL_CA"]), f(s["first_word_delay"]), f(s["last_word_delay"]),
               *((f(s["PR50"]), f(s["PR90"])) if pr else ()), f"{s['rtf']:.3f}")
     Console().print(t)
     nan2 = (math.nan, math.nan)
+    if "nonspeech_utterances" in s:
+        print(f"non-speech (no reference words): {s['nonspeech_words']} words written on {s['nonspeech_with_words']} of "
+              f"{s['nonspeech_utterances']} utterances" + (" (each an insertion in the WER)" if s["ref_words"] else ""))
+    if not s["ref_words"]:
+        print("WER undefined: no utterance has reference words; latencies undefined")
+        return
     print(f"WER {100 * s['wer']:.2f} %, 95 % interval {format_interval(*s.get('wer_ci', nan2), 100, 2)}; LAAL "
           f"{f(s['LAAL'])} ms, 95 % interval {format_interval(*s.get('LAAL_ci', nan2), 1, 0)} (percentile bootstrap over "
           f"the {s['utterances']} utterances, asr_stream/evaluation/stats.py: how far another draw of such utterances "

@@ -366,8 +366,13 @@ def read_records(path: Path) -> dict[str, dict]:
 
 
 def summarize(rows: Sequence[dict]) -> dict:
+    """One setting's summary of its records. Latencies are means over the utterances with reference words (a word
+    written on non-speech has no word it could lag behind); utterances without reference words (non-speech) also
+    count how many words were written on them: ``nonspeech_utterances``, ``nonspeech_with_words``,
+    ``nonspeech_words`` (their words are insertions in the WER, which is undefined when no utterance has words)."""
     w = wer_details([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
-    lat = aggregate([{k[4:]: v for k, v in r.items() if k.startswith("lat_")} for r in rows])
+    spoken = [r for r in rows if r["reference"].split()]
+    lat = aggregate([{k[4:]: v for k, v in r.items() if k.startswith("lat_")} for r in spoken])
     audio_s = sum(r["audio_ms"] for r in rows) / 1000.0
     compute_s = sum(r["compute_s"] for r in rows)
     out = {"utterances": len(rows), "wer": w["wer"], "substitutions": w["substitutions"], "deletions": w["deletions"],
@@ -378,6 +383,10 @@ def summarize(rows: Sequence[dict]) -> dict:
     out.update(pr_summary(lag for r in rows if "ref_word_end_ms" in r for lag in record_word_lags(r)))
     out.update(schedule_summary(rows))
     out.update(record_intervals(rows))  # 95 % bootstrap intervals of WER and LAAL over these utterances
+    silent = [r for r in rows if not r["reference"].split()]
+    if silent:
+        out.update(nonspeech_utterances=len(silent), nonspeech_with_words=sum(bool(r["hypothesis"].split()) for r in silent),
+                   nonspeech_words=sum(len(r["hypothesis"].split()) for r in silent))
     return out
 
 
