@@ -30,6 +30,9 @@ PolicyName = Literal["waitk", "ctc", "confidence"]
 """A read/write policy (:data:`asr_stream.streaming.policy.REGISTRY`)."""
 POLICIES: tuple[PolicyName, ...] = typing.get_args(PolicyName)
 EarlyEos = Literal["wait", "stop"]
+TextFormat = Literal["plain", "formatted"]
+"""What a model writes (:attr:`ModelConfig.text_format`): upper case without punctuation, or case and punctuation."""
+TEXT_FORMATS: tuple[TextFormat, ...] = typing.get_args(TextFormat)
 
 
 def split_eval_mode(name: str) -> tuple[Mode, Reencode]:
@@ -165,6 +168,11 @@ class ModelConfig:
     """Wait-k values drawn from per batch in training (several = one model for any k)."""
     phi: float = 0.0
     """Target-group position offset used in training (group mode)."""
+    text_format: TextFormat = "plain"
+    """What the model writes. plain: upper case without punctuation (LibriSpeech style); formatted: the text as
+    written, with case and punctuation (trained on :attr:`Utterance.formatted`; its tokenizer must know cased
+    text: ``prepare(..., text_format="formatted")``). Inference shows it as written unless asked for plain text
+    (``--plain``: :func:`asr_stream.transcript.plain_text`); WER is scored after normalisation either way."""
 
 
 class TrainingMismatchWarning(UserWarning):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -25,8 +26,23 @@ EOW = "</w>"  # end-of-word suffix of our own BPE
 WORD_START_MARKS = ("▁", "Ġ")  # SentencePiece / byte-level BPE word-start markers
 
 
+def _marks_only(piece: str) -> bool:
+    """Is a token's text, without its word marker, punctuation only (``",</w>"``, ``"▁."``)?"""
+    text = piece[: -len(EOW)] if piece.endswith(EOW) else piece.lstrip("".join(WORD_START_MARKS))
+    return bool(text) and all(unicodedata.category(c).startswith("P") for c in text)
+
+
 class TextCodec:
-    """Tokenizer + word-boundary knowledge. ``style`` is 'suffix' (end-of-word BPE) or 'prefix' (word-start)."""
+    """Tokenizer + word-boundary knowledge. ``style`` is 'suffix' (end-of-word BPE) or 'prefix' (word-start).
+
+    A target unit (the wait-k schedule's word) is a whitespace-separated word with the punctuation written against
+    it: "Hello," and "you?" are one unit each, so a full stop costs no extra chunk. Formatted text keeps its marks
+    in their words (:attr:`asr_stream.corpus.text.Sentence.formatted`), and a tokenizer that splits on whitespace
+    only puts them in the word's tokens (suffix style: the word-final token ends with the mark; prefix style: the
+    mark is a continuation token without "▁"). A mark standing alone between spaces (``"world ."``) is never a
+    unit of its own: a prefix-style ``"▁."`` continues the word before it, and a suffix-style ``".</w>"`` that
+    starts a word does not finish a unit (it joins the next word's unit), so a model that writes one gets no
+    extra chunk for it either."""
 
     def __init__(self, tokenizer) -> None:
         self.tok = tokenizer
@@ -45,6 +61,9 @@ class TextCodec:
             flags = [bool(p) and str(p).startswith(WORD_START_MARKS) for p in pieces]
         # the flag of token t: does emitting t complete (suffix) / start (prefix) a target unit?
         self._boundary = torch.tensor([f and i not in special for i, f in enumerate(flags)], dtype=torch.bool)
+        # tokens that are punctuation only: never a unit on their own (see the class docstring)
+        self._marks = torch.tensor([bool(p) and i not in special and _marks_only(str(p)) for i, p in enumerate(pieces)],
+                                   dtype=torch.bool)
 
     def __len__(self) -> int:
         return len(self.tok)
@@ -55,18 +74,30 @@ class TextCodec:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True).strip()
 
-    def is_boundary(self, token: int, first: bool = False) -> bool:
+    def is_boundary(self, token: int, first: bool = False, word_start: bool = False) -> bool:
         """Does emitting ``token`` complete (suffix style) / start (prefix style) a target unit?
 
         ``first``: the token is the transcript's first. In prefix style it always starts a unit: a
         byte-level BPE (GPT-2 style "Ġ", as Phi-4-mini's) gives the first word no marker, and without this
         every later word would count one start fewer and see one chunk less than wait-k promises.
-        (SentencePiece marks the first word too, so nothing changes there.)"""
-        return bool(self._boundary[token]) or (first and self.style == "prefix")
+        (SentencePiece marks the first word too, so nothing changes there.)
+        ``word_start``: (suffix style) the token starts a whitespace word (the transcript's first token, or the
+        one after a word-final token); a punctuation-only word-final token there is a mark standing alone and
+        finishes no unit. Prefix style: a punctuation-only token never starts one (except as ``first``)."""
+        if self.style == "prefix":
+            return first or (bool(self._boundary[token]) and not bool(self._marks[token]))
+        return bool(self._boundary[token]) and not (word_start and bool(self._marks[token]))
 
     def boundaries(self, ids: Sequence[int]) -> list[bool]:
-        """:meth:`is_boundary` of each token of a transcript (the first one counted as its first)."""
-        return [self.is_boundary(t, first=i == 0) for i, t in enumerate(ids)]
+        """:meth:`is_boundary` of each token of a transcript (the first one counted as its first; a token after a
+        word-final one as a word start)."""
+        return [self.boundary_after(ids[i - 1] if i else None, t) for i, t in enumerate(ids)]
+
+    def boundary_after(self, prev: int | None, token: int) -> bool:
+        """:meth:`is_boundary` of ``token`` written after ``prev`` (None: it is the transcript's first): the one
+        rule the training layout (:meth:`boundaries`) and the streaming session both count units with."""
+        word_start = prev is None or (self.style == "suffix" and bool(self._boundary[prev]))
+        return self.is_boundary(token, first=prev is None, word_start=word_start)
 
     def save(self, path: str | Path) -> None:
         self.tok.save_pretrained(str(path))

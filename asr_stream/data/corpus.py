@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
 
+from ..config import TEXT_FORMATS
+
 log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
@@ -72,7 +74,7 @@ class Utterance:
     def target(self, text_format: str = "plain") -> str:
         """The training target of a model with ``text_format`` (``ModelConfig.text_format``): ``text`` for plain,
         ``formatted`` for formatted, falling back to ``text`` where the corpus has no formatted text."""
-        if text_format not in ("plain", "formatted"):
+        if text_format not in TEXT_FORMATS:
             raise ValueError(f"unknown text format {text_format!r} (expected plain or formatted)")
         return self.formatted if text_format == "formatted" and self.formatted is not None else self.text
 

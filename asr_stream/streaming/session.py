@@ -204,7 +204,7 @@ class StreamingSession:
     def _ctc_text(self, t: int) -> str:
         """Token t's characters as the CTC transcript spells them, with a space where a word ends (starts)."""
         if t not in self._token_text:
-            text, edge = self.codec.decode([t]), self.codec.is_boundary(t)
+            text, edge = self.codec.decode([t]), bool(self.codec._boundary[t])  # the raw word marker: where a space goes
             self._token_text[t] = (text + " " if edge else text) if self.codec.style == "suffix" else (" " + text if edge else text)
         return self._token_text[t]
 
@@ -471,7 +471,7 @@ class StreamingSession:
             s.ended = True
             self.flush_word()
             return
-        boundary = self.codec.is_boundary(nxt, first=not s.tokens)  # as codec.boundaries counts a transcript
+        boundary = self.codec.boundary_after(s.tokens[-1] if s.tokens else None, nxt)  # as codec.boundaries counts
         if self.codec.style == "prefix" and boundary:
             self.flush_word()  # a new word starts: the previous one is complete
         s.tokens.append(nxt)

@@ -49,13 +49,16 @@ def item_key(epoch: int, index: int) -> str:
 
 
 def cache_meta(encoder, encoder_cfg, train: Sequence[str], sample: Optional[int], speeds: Sequence[float],
-               augment: AugmentConfig, seed: int, max_utterances: Optional[int], dtype: str) -> dict[str, Any]:
-    """What a cache was made for; the training compares it with its own settings (:func:`check_cache`)."""
+               augment: AugmentConfig, seed: int, max_utterances: Optional[int], dtype: str,
+               targets: str = "plain") -> dict[str, Any]:
+    """What a cache was made for; the training compares it with its own settings (:func:`check_cache`). The
+    transcripts it holds are ``targets`` (recorded only when formatted, so that older caches still match)."""
     from .module import weights_digest
 
-    return {"encoder": asdict(encoder_cfg), "encoder_sha256": weights_digest(encoder), "train": list(train),
+    meta = {"encoder": asdict(encoder_cfg), "encoder_sha256": weights_digest(encoder), "train": list(train),
             "sample_utterances": sample, "max_utterances": max_utterances, "speed_perturb": [float(s) for s in speeds],
             "augment": asdict(augment), "seed": int(seed), "dtype": dtype}
+    return meta if targets == "plain" else {**meta, "targets": targets}
 
 
 def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
@@ -72,8 +75,8 @@ def check_cache(folder: str | Path, want: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"data.features {folder}: no readable {META} ({type(e).__name__}): write the cache with "
                          "python -m asr_stream.training.cache_features") from None
     have, need = _comparable(meta), _comparable(want)
-    for key in need:
-        if have.get(key) != need[key]:
+    for key in [*need, *(k for k in have if k not in need)]:
+        if have.get(key) != need.get(key):
             what = "the encoder's weights" if key == "encoder_sha256" else f"'{key}'"
             raise ValueError(f"data.features {folder}: made for other settings ({what} differs from this training's): "
                              "write a new cache for this config")
@@ -144,7 +147,7 @@ def write_cache(net, dm, folder: str | Path, epochs: int, batch_seconds: float, 
     dm.setup("fit")
     utts: list[Utterance] = dm.train_utts
     meta = cache_meta(net.encoder, net.cfg.encoder, dm.train_specs, dm.sample_utterances, dm.speeds, dm.augment, dm.seed,
-                      dm.max_utterances, str(dtype).replace("torch.", ""))
+                      dm.max_utterances, str(dtype).replace("torch.", ""), dm.targets)
     folder.mkdir(parents=True, exist_ok=True)
     done: set[str] = set()
     before = 0
@@ -167,7 +170,7 @@ def write_cache(net, dm, folder: str | Path, epochs: int, batch_seconds: float, 
     batches = [[k for k in b if item_key(k[1], k[0]) not in done] for b in batches]
     batches = [b for b in batches if b]
     todo = sum(len(b) for b in batches)
-    ds = UtteranceDataset(utts, dm.speeds, dm.seed, dm.augment)  # rank 0's draws (SpeechDataModule: seed + rank)
+    ds = UtteranceDataset(utts, dm.speeds, dm.seed, dm.augment, dm.targets)  # rank 0's draws (SpeechDataModule: seed + rank)
     loader = DataLoader(ds, batch_sampler=batches, collate_fn=collate, num_workers=dm.num_workers)
     net.eval()
     pending: dict[str, torch.Tensor] = {}
