@@ -214,6 +214,11 @@ class StreamConfig:
     """Parameters of the adaptive policies: ctc: threshold (boundary mass, default 0.5), margin (chunks, default 0),
     k_max, k_min; confidence: threshold (probability, default 0.9), k_max, k_min. k_min unset: the smallest k the
     model was trained with (filled in when the settings are resolved for a model)."""
+    plain: bool = False
+    """Write plain text whatever the model writes: a formatted model's words (``ModelConfig.text_format``) upper case
+    without punctuation, as a plain model writes them (:func:`asr_stream.transcript.plain_text`; a word that is only
+    punctuation is not written). A plain model's words are unchanged. Word times, the schedule and everything the
+    model computes are the same either way."""
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

@@ -64,7 +64,7 @@ def eval_cmd(data: str, options: EvalStreamOptions = EvalStreamOptions(), output
 
     o = options
     utts = read_corpus(data)[:limit]
-    setting = Setting(o.mode, o.k, o.phi, o.chunk_ms, o.policy, policy_args_tuple(o.policy_args))
+    setting = Setting(o.mode, o.k, o.phi, o.chunk_ms, o.policy, policy_args_tuple(o.policy_args), o.plain)
     base = None
     if baseline is not None:  # read before the run, so a wrong folder fails fast
         path = Path(baseline) / "records.jsonl"

@@ -28,6 +28,7 @@ from ..config import StreamConfig
 from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements
 from .defaults import stream_config_for
 from .policy import Action, View, make_policy, max_rows
+from ..transcript import plain_text
 from .restart import RestartRule, word_end
 
 
@@ -335,8 +336,10 @@ class StreamingSession:
         if s.word:
             text = self.codec.decode(s.word)
             if text:
-                self.words.append(Word(text=text, time_ms=self.ms_read, tokens=tuple(s.word)))
-                s.texts.append(text)
+                shown = plain_text(text) if self.cfg.plain and self.model.cfg.text_format == "formatted" else text
+                if shown:  # (plain: a mark alone is no word)
+                    self.words.append(Word(text=shown, time_ms=self.ms_read, tokens=tuple(s.word)))
+                s.texts.append(text)  # what the model wrote: the restart rules align it with the CTC transcript
                 s.last_word_chunk = s.chunks_read
             s.word = []
 
