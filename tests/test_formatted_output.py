@@ -149,3 +149,43 @@ def test_eval_of_a_plain_model_has_no_formatted_scores(make_model, formatted_cor
     assert "formatted_wer" not in s and "punct_f1" not in s
     settings = json.loads((tmp_path / "cell" / "settings.json").read_text())
     assert "plain" not in settings["stream"]  # folders written before --plain existed still resume
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+def test_transcribe_writes_the_models_text_or_plain_text(fmodel, tmp_path, capsys):  # noqa: F811
+    from .test_outputs import run
+
+    d = fmodel.save(tmp_path / "fmt")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, noise_audio(2.5, seed=1), 16000)
+    got = {}
+    for name, extra in (("as_written", []), ("plain", ["--plain"])):
+        code, out, err = run(["transcribe", str(wav), "--model", str(d), "--json", str(tmp_path / f"{name}.json"),
+                              *extra], capsys)
+        assert code == 0, err
+        got[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert got["as_written"]["settings"]["text_format"] == "formatted"
+    assert got["plain"]["settings"]["text_format"] == "plain"
+    written = [w["text"] for w in got["as_written"]["files"][0]["words"]]
+    assert any(w != plain_text(w) for w in written)  # this random model writes lower case or marks
+    assert [w["text"] for w in got["plain"]["files"][0]["words"]] == [t for w in written if (t := plain_text(w))]
+
+
+def test_eval_command_prints_the_formatted_scores_unless_plain(fmodel, formatted_corpus, tmp_path, capsys):  # noqa: F811
+    from asr_stream.data import write_manifest
+
+    from .test_outputs import run
+
+    d = fmodel.save(tmp_path / "fmt")
+    manifest = write_manifest(formatted_corpus, tmp_path / "m.jsonl")
+    code, out, err = run(["eval", "--data", str(manifest), "--model", str(d), "--output", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert f"{100 * s['formatted_wer']:.2f}" in out  # the table's column (its title may wrap)
+    assert f"WER with case and punctuation {100 * s['formatted_wer']:.2f} %" in out
+    assert f"punctuation F1 {s['punct_f1']:.3f}" in out
+    code, out, err = run(["eval", "--data", str(manifest), "--model", str(d), "--plain", "--output", str(tmp_path / "b")], capsys)
+    assert code == 0, err
+    assert "formatted" not in out and "formatted_wer" not in json.loads((tmp_path / "b" / "summary.json").read_text())
