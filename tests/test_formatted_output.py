@@ -189,3 +189,37 @@ def test_eval_command_prints_the_formatted_scores_unless_plain(fmodel, formatted
     code, out, err = run(["eval", "--data", str(manifest), "--model", str(d), "--plain", "--output", str(tmp_path / "b")], capsys)
     assert code == 0, err
     assert "formatted" not in out and "formatted_wer" not in json.loads((tmp_path / "b" / "summary.json").read_text())
+
+
+def test_the_server_sends_the_models_text_and_clients_can_make_it_plain(fmodel, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """A formatted model's server sends its words as written and says so in ``ready``; ``serve --plain`` sends plain
+    words; ``client --plain`` and ``mic --url --plain`` make a formatted server's words plain on the client."""
+    from asr_stream.audio.sources import FAKE_MIC_ENV
+    from asr_stream.cli import main
+    from asr_stream.client import blocks_of, stream
+    from asr_stream.server import Server, ServerConfig
+    from asr_stream.streaming.defaults import stream_config_for
+
+    from .test_serve import ENDPOINT, alone, run, running
+
+    wave = noise_audio(2.0, seed=1)
+    path = tmp_path / "w.wav"
+    sf.write(path, wave, 16000, subtype="FLOAT")
+    cfg = stream_config_for(fmodel, mode="group", k=2)
+    ref = alone(fmodel, cfg, wave)
+    assert ref.text != plain_text(ref.text)  # this random model writes lower case or marks
+    with running(Server(fmodel, cfg, ENDPOINT, ServerConfig(max_clients=2))) as url:
+        res = run(stream(url, blocks_of(wave, 100)))
+        assert res.events[0]["text_format"] == "formatted" and res.text == ref.text
+        main(["client", str(path), "--url", url, "--plain", "--json", str(tmp_path / "c.json")])
+        assert capsys.readouterr().out.splitlines()[-1] == f"final: {plain_text(ref.text)}"
+        saved = json.loads((tmp_path / "c.json").read_text())["files"][0]
+        assert saved["text"] == plain_text(ref.text) and " ".join(f["text"] for f in saved["finals"]) == plain_text(ref.text)
+        monkeypatch.setenv(FAKE_MIC_ENV, str(path))
+        main(["mic", "--url", url, "--plain"])
+        assert capsys.readouterr().out.splitlines()[-1] == f"final: {plain_text(ref.text)}"
+    plain_cfg = stream_config_for(fmodel, mode="group", k=2, plain=True)
+    with running(Server(fmodel, plain_cfg, ENDPOINT, ServerConfig(max_clients=2))) as url:
+        res = run(stream(url, blocks_of(wave, 100)))
+        assert res.events[0]["text_format"] == "plain" and res.text == plain_text(ref.text)
+        assert [w["time_ms"] for w in res.words] == [w.time_ms for w in ref.words if plain_text(w.text)]
