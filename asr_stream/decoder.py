@@ -124,6 +124,55 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> TextCodec:
     return TextCodec(fast)
 
 
+def transfer_vocabulary(src_llm: nn.Module, src_codec: TextCodec, llm: nn.Module, codec: TextCodec) -> dict[str, int]:
+    """Start ``llm`` (the same architecture, the vocabulary of ``codec``) from ``src_llm`` (``src_codec``'s): every
+    weight is copied except the input and output embeddings, whose rows are made per token of the new vocabulary:
+
+    - special tokens (BOS, EOS, pad, unknown): the old one of the same role;
+    - a token the old vocabulary has in upper case (``"the</w>"`` -> ``"THE</w>"``): its row, so cased text starts
+      where the plain model's words are;
+    - else the mean of the rows of the old tokenizer's tokens for the token's text in upper case (``"Hel"`` ->
+      ``"HEL"``), unknown tokens left out;
+    - else (punctuation, which a plain vocabulary has no token for) the mean of all old rows.
+
+    Used when a model that writes formatted text starts from a plain model's decoder (``model.init_decoder_from`` with
+    a ``model.tokenizer`` of its own). Returns how many tokens each rule made."""
+    src, dst = base_model(src_llm), base_model(llm)
+    old_in, old_out = src.get_input_embeddings().weight, src.get_output_embeddings().weight
+    state = {k: v for k, v in src.state_dict().items() if v.shape == dst.state_dict()[k].shape}
+    missing, _ = dst.load_state_dict(state, strict=False)
+    vocab_keys = {k for k in dst.state_dict() if k not in state}
+    if set(missing) != vocab_keys or len(vocab_keys) > 2:
+        raise ValueError(f"cannot transfer the decoder: weights other than the embeddings differ ({sorted(vocab_keys)})")
+    old = src_codec.tok
+    roles = {codec.bos_id: src_codec.bos_id, codec.eos_id: src_codec.eos_id, codec.pad_id: src_codec.pad_id}
+    if codec.tok.unk_token_id is not None and old.unk_token_id is not None:
+        roles[codec.tok.unk_token_id] = old.unk_token_id
+    old_vocab = old.get_vocab()
+    unk = {old.unk_token_id}
+    counts = {"special": 0, "same": 0, "pieces": 0, "mean": 0}
+    rows: list[list[int]] = []
+    for t, piece in enumerate(codec.tok.convert_ids_to_tokens(list(range(len(codec))))):
+        piece = str(piece or "")
+        if t in roles:
+            rows.append([roles[t]])
+            counts["special"] += 1
+        elif piece.upper() in old_vocab and old_vocab[piece.upper()] not in unk:
+            rows.append([old_vocab[piece.upper()]])
+            counts["same"] += 1
+        else:
+            text = piece[: -len(EOW)] if piece.endswith(EOW) else piece.lstrip("".join(WORD_START_MARKS))
+            ids = [i for i in src_codec.encode(text.upper()) if i not in unk] if text else []
+            rows.append(ids)
+            counts["pieces" if ids else "mean"] += 1
+    with torch.no_grad():
+        for new, weight in ((dst.get_input_embeddings().weight, old_in), (dst.get_output_embeddings().weight, old_out)):
+            mean = weight.mean(0)
+            for t, ids in enumerate(rows[: new.shape[0]]):
+                new[t] = weight[ids].mean(0) if ids else mean
+    return counts
+
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 TINY_PHI3 = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,

@@ -235,3 +235,38 @@ def test_one_switch_trains_a_formatted_model(formatted_manifest, tmp_path, capsy
     m = SpeechLLM.load(tmp_path / "model")
     assert m.cfg.text_format == "formatted"
     assert json.loads((tmp_path / "model" / "config.json").read_text())["text_format"] == "formatted"
+
+
+def test_a_formatted_model_starts_from_a_plain_models_decoder(tmp_path, codec):
+    """model.init_decoder_from + model.tokenizer: the plain decoder's weights, its embeddings mapped to the new (cased)
+    vocabulary token by token: the rows of tokens it knows in upper case, the mean for punctuation."""
+    import torch
+
+    from asr_stream.decoder import EOW, base_model, train_bpe
+    from asr_stream.model import SpeechLLM
+    from asr_stream.training.module import SpeechLLMModule
+
+    torch.manual_seed(0)
+    src = SpeechLLM(test_sized(160), codec)
+    src.save(tmp_path / "src")
+    new = train_bpe(SENTENCES * 3 + ["THE QUICK BROWN FOX"], 150)
+    new.save(tmp_path / "tok")
+    mod = SpeechLLMModule(model=replace(test_sized(160), text_format="formatted"), init_decoder_from=str(tmp_path / "src"),
+                          tokenizer=str(tmp_path / "tok"))
+    net = mod.net
+    assert net.codec.decode(net.codec.encode(SENTENCES[1])) == SENTENCES[1]
+    old_sd, new_sd = base_model(src.llm).state_dict(), base_model(net.llm).state_dict()
+    emb = {k for k in new_sd if old_sd[k].shape != new_sd[k].shape}
+    assert emb == {"model.embed_tokens.weight", "lm_head.weight"}
+    assert all(torch.equal(old_sd[k], new_sd[k]) for k in new_sd if k not in emb)
+    old_vocab = codec.tok.get_vocab()
+    pieces = new.tok.convert_ids_to_tokens(list(range(len(new))))
+    same = [(t, old_vocab[p.upper()]) for t, p in enumerate(pieces) if p.upper() in old_vocab and t > 3]
+    marks = [t for t, p in enumerate(pieces) if p in (",", ".", "?", "!", "," + EOW, "." + EOW, "?" + EOW, "!" + EOW)]
+    assert len(same) > 20 and marks
+    for key in emb:
+        for t, o in same:
+            assert torch.equal(new_sd[key][t], old_sd[key][o])
+        for t in marks:
+            assert torch.allclose(new_sd[key][t], old_sd[key].mean(0))
+        assert torch.equal(new_sd[key][new.eos_id], old_sd[key][codec.eos_id])
