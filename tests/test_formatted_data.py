@@ -270,3 +270,16 @@ def test_a_formatted_model_starts_from_a_plain_models_decoder(tmp_path, codec):
         for t in marks:
             assert torch.allclose(new_sd[key][t], old_sd[key].mean(0))
         assert torch.equal(new_sd[key][new.eos_id], old_sd[key][codec.eos_id])
+
+
+def test_the_formatted_recipe_is_the_whisper_recipe_with_formatted_targets():
+    """conf/tiny_synthetic_whisper_formatted.yaml differs from conf/tiny_synthetic_whisper.yaml only in what it is
+    taught (text_format, its tokenizer) and where it writes: the plain model is its baseline."""
+    root = Path(__file__).parents[1] / "conf"
+    plain = yaml.safe_load((root / "tiny_synthetic_whisper.yaml").read_text())
+    fmt = yaml.safe_load((root / "tiny_synthetic_whisper_formatted.yaml").read_text())
+    assert fmt["model"]["model"].pop("text_format") == "formatted" and "text_format" not in plain["model"]["model"]
+    assert fmt["model"].pop("tokenizer") == "exp/synthetic_whisper_formatted/prep/tokenizer"
+    assert fmt["model"]["init_decoder_from"] == plain["model"]["init_decoder_from"]
+    moved = json.dumps(plain).replace("exp/synthetic_whisper/", "exp/synthetic_whisper_formatted/")
+    assert fmt == json.loads(moved)
