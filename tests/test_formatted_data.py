@@ -283,3 +283,13 @@ def test_the_formatted_recipe_is_the_whisper_recipe_with_formatted_targets():
     assert fmt["model"]["init_decoder_from"] == plain["model"]["init_decoder_from"]
     moved = json.dumps(plain).replace("exp/synthetic_whisper/", "exp/synthetic_whisper_formatted/")
     assert fmt == json.loads(moved)
+
+
+def test_a_formatted_model_needs_a_tokenizer_of_cased_text(tmp_path, codec):
+    from asr_stream.model import SpeechLLM
+    from asr_stream.training.module import SpeechLLMModule
+
+    SpeechLLM(test_sized(160), codec).save(tmp_path / "src")  # an upper-case tokenizer
+    with pytest.raises(ValueError, match="the tokenizer cannot write cased, punctuated text"):
+        SpeechLLMModule(model=replace(test_sized(160), text_format="formatted"), init_decoder_from=str(tmp_path / "src"))
+    SpeechLLMModule(model=test_sized(160), init_decoder_from=str(tmp_path / "src"))  # plain: fine

@@ -20,6 +20,9 @@ from ..decoder import TextCodec, transfer_vocabulary
 from ..model import Batch, SpeechLLM
 
 
+FORMATTED_PROBE = "a, a."  # lower case and marks: what a formatted model's tokenizer must write without <unk>
+
+
 class SpeechLLMModule(L.LightningModule):
     def __init__(
         self,
@@ -89,6 +92,10 @@ class SpeechLLMModule(L.LightningModule):
             self.net.encoder.cfg = model.encoder
         else:
             self.net = SpeechLLM(model, codec)
+        unk = self.net.codec.tok.unk_token_id
+        if model.text_format == "formatted" and unk is not None and unk in self.net.codec.encode(FORMATTED_PROBE):
+            raise ValueError("model.model.text_format formatted: the tokenizer cannot write cased, punctuated text "
+                             "(train one with prepare(..., text_format='formatted') and give it as model.tokenizer)")
         if feat_stats and hasattr(self.net.encoder, "feat_mean"):
             stats = json.loads(Path(feat_stats).read_text())
             with torch.no_grad():
