@@ -40,9 +40,9 @@ class TextCodec:
     in their words (:attr:`asr_stream.corpus.text.Sentence.formatted`), and a tokenizer that splits on whitespace
     only puts them in the word's tokens (suffix style: the word-final token ends with the mark; prefix style: the
     mark is a continuation token without "▁"). A mark standing alone between spaces (``"world ."``) is never a
-    unit of its own: a prefix-style ``"▁."`` continues the word before it, and a suffix-style ``".</w>"`` that
-    starts a word does not finish a unit (it joins the next word's unit), so a model that writes one gets no
-    extra chunk for it either."""
+    unit of its own: a prefix-style ``"▁."`` continues the word before it (and a word token after a ``"▁\""`` starts
+    the unit: an opening quote belongs to its word), and a suffix-style ``".</w>"`` that starts a word does not
+    finish a unit (it joins the next word's unit), so a model that writes one gets no extra chunk for it either."""
 
     def __init__(self, tokenizer) -> None:
         self.tok = tokenizer
@@ -81,12 +81,15 @@ class TextCodec:
         byte-level BPE (GPT-2 style "Ġ", as Phi-4-mini's) gives the first word no marker, and without this
         every later word would count one start fewer and see one chunk less than wait-k promises.
         (SentencePiece marks the first word too, so nothing changes there.)
-        ``word_start``: (suffix style) the token starts a whitespace word (the transcript's first token, or the
+        ``word_start``: suffix style: the token starts a whitespace word (the transcript's first token, or the
         one after a word-final token); a punctuation-only word-final token there is a mark standing alone and
-        finishes no unit. Prefix style: a punctuation-only token never starts one (except as ``first``)."""
+        finishes no unit. Prefix style: a punctuation-only token never starts a unit (except as ``first``), and
+        ``word_start`` says that the token follows one with a word-start marker ("▁\"" before "Hello"): a word
+        token there starts the unit the mark could not (an opening quote belongs to the word after it)."""
+        mark = bool(self._marks[token])
         if self.style == "prefix":
-            return first or (bool(self._boundary[token]) and not bool(self._marks[token]))
-        return bool(self._boundary[token]) and not (word_start and bool(self._marks[token]))
+            return first or (not mark and (bool(self._boundary[token]) or word_start))
+        return bool(self._boundary[token]) and not (word_start and mark)
 
     def boundaries(self, ids: Sequence[int]) -> list[bool]:
         """:meth:`is_boundary` of each token of a transcript (the first one counted as its first; a token after a
@@ -96,8 +99,11 @@ class TextCodec:
     def boundary_after(self, prev: int | None, token: int) -> bool:
         """:meth:`is_boundary` of ``token`` written after ``prev`` (None: it is the transcript's first): the one
         rule the training layout (:meth:`boundaries`) and the streaming session both count units with."""
-        word_start = prev is None or (self.style == "suffix" and bool(self._boundary[prev]))
-        return self.is_boundary(token, first=prev is None, word_start=word_start)
+        if prev is None:
+            return self.is_boundary(token, first=True, word_start=True)
+        if self.style == "suffix":
+            return self.is_boundary(token, word_start=bool(self._boundary[prev]))
+        return self.is_boundary(token, word_start=bool(self._boundary[prev]) and bool(self._marks[prev]))
 
     def save(self, path: str | Path) -> None:
         self.tok.save_pretrained(str(path))

@@ -78,6 +78,12 @@ def test_a_mark_standing_alone_is_no_unit(fcodec):
     assert {"▁,", "▁.", "▁?"} <= set(sp_pieces)
     assert sp_codec.boundaries(sp) == [p.startswith("▁") and p not in ("▁,", "▁.", "▁?") for p in sp_pieces]
     assert sum(sp_codec.boundaries(sp_codec.encode(FORMATTED[1]))) == len(FORMATTED[1].split())
+    # an opening quote with its word-start marker: the word after it starts the unit ('"Hello' is one unit)
+    quotes = [f'He said "{w} there" to me.' for w in ("Hello", "Bye", "Stop", "Wait", "Run", "Go", "No", "Yes")]
+    quoted = sentencepiece_style(FORMATTED * 4 + quotes * 4, 110)
+    ids = quoted.encode('He said "Hello there" to me.')
+    assert '▁"' in quoted.tok.convert_ids_to_tokens(ids)
+    assert sum(quoted.boundaries(ids)) == 6
 
 
 @pytest.mark.parametrize("text", [FORMATTED[1], LOOSE])
@@ -96,3 +102,31 @@ def test_punctuated_streaming_equals_training_forward(fmodel, fcodec, text, mode
         assert words == ["Hello", ", world", ". Is", "nothing", "ever", "encoded", "twice", "?"]
     else:
         assert words == text.split()
+
+
+QUOTED = 'He said "Hello there" , to me .'  # an opening quote, and loose marks, with a word-start tokenizer
+
+
+@pytest.fixture(scope="module")
+def sp_formatted():
+    quotes = [f'He said "{w} there" to me.' for w in ("Hello", "Bye", "Stop", "Wait", "Run", "Go", "No", "Yes")]
+    codec = sentencepiece_style(FORMATTED * 4 + quotes * 4 + [LOOSE] * 20, 130)
+    torch.manual_seed(1)
+    return codec, SpeechLLM(replace(test_sized(160), text_format="formatted"), codec).eval()
+
+
+@pytest.mark.parametrize("mode,k", [("group", 1), ("interleaved", 2)])
+def test_word_start_punctuated_streaming_equals_training_forward(sp_formatted, mode, k):
+    codec, model = sp_formatted
+    tokens = codec.encode(QUOTED)
+    pieces = codec.tok.convert_ids_to_tokens(tokens)
+    assert {'▁"', "▁,", "▁."} <= set(pieces)
+    assert sum(codec.boundaries(tokens)) == 6  # He, said, "Hello, there", to, me (the loose marks join their words)
+    wave = noise_audio(2.2, seed=22)
+    full = forward_logits(model, wave, tokens, mode=mode, k=k)
+    streamed, s = stream_logits(model, wave, tokens, 1000, mode=mode, k=k)
+    assert (streamed - full).abs().max().item() <= TOL
+    assert s.state.units == 6
+    # a word is shown when the next one starts; an opening quote is written before its word starts, so it is shown
+    # with the word before it (its unit, for the schedule, is the next word's)
+    assert [w.text for w in s.words] == ["He", 'said "', "Hello", 'there" ,', "to", "me ."]
