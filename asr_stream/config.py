@@ -30,6 +30,9 @@ PolicyName = Literal["waitk", "ctc", "confidence"]
 """A read/write policy (:data:`asr_stream.streaming.policy.REGISTRY`)."""
 POLICIES: tuple[PolicyName, ...] = typing.get_args(PolicyName)
 EarlyEos = Literal["wait", "stop"]
+TextFormat = Literal["plain", "formatted"]
+"""What a model writes (:attr:`ModelConfig.text_format`): upper case without punctuation, or case and punctuation."""
+TEXT_FORMATS: tuple[TextFormat, ...] = typing.get_args(TextFormat)
 
 
 def split_eval_mode(name: str) -> tuple[Mode, Reencode]:
@@ -165,6 +168,11 @@ class ModelConfig:
     """Wait-k values drawn from per batch in training (several = one model for any k)."""
     phi: float = 0.0
     """Target-group position offset used in training (group mode)."""
+    text_format: TextFormat = "plain"
+    """What the model writes. plain: upper case without punctuation (LibriSpeech style); formatted: the text as
+    written, with case and punctuation (trained on :attr:`Utterance.formatted`; its tokenizer must know cased
+    text: ``prepare(..., text_format="formatted")``). Inference shows it as written unless asked for plain text
+    (``--plain``: :func:`asr_stream.transcript.plain_text`); WER is scored after normalisation either way."""
 
 
 class TrainingMismatchWarning(UserWarning):
@@ -206,6 +214,11 @@ class StreamConfig:
     """Parameters of the adaptive policies: ctc: threshold (boundary mass, default 0.5), margin (chunks, default 0),
     k_max, k_min; confidence: threshold (probability, default 0.9), k_max, k_min. k_min unset: the smallest k the
     model was trained with (filled in when the settings are resolved for a model)."""
+    plain: bool = False
+    """Write plain text whatever the model writes: a formatted model's words (``ModelConfig.text_format``) upper case
+    without punctuation, as a plain model writes them (:func:`asr_stream.transcript.plain_text`; a word that is only
+    punctuation is not written). A plain model's words are unchanged. Word times, the schedule and everything the
+    model computes are the same either way."""
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

@@ -23,6 +23,27 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCH
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
+def plain_text(text: str) -> str:
+    """``text`` as a plain model writes it: upper case without punctuation, the WER normalisation
+    (:func:`asr_stream.evaluation.wer.normalize_text`) in upper case; ``"Hello, world."`` -> ``"HELLO WORLD"``."""
+    from .evaluation.wer import normalize_text
+
+    return normalize_text(text).upper()
+
+
+def plain_event(ev: dict) -> dict:
+    """A server event (docs/protocol.md) with its words made plain (:func:`plain_text`): ``partial`` and ``final``
+    words' texts, a word that is only punctuation dropped, and a ``final``'s ``text`` written again from its words;
+    other events unchanged. What ``client --plain`` and ``mic --url --plain`` show of a formatted server's words."""
+    if ev.get("type") not in ("partial", "final"):
+        return ev
+    words = [{**w, "text": t} for w in ev.get("words", []) if (t := plain_text(w["text"]))]
+    out = {**ev, "words": words}
+    if ev["type"] == "final":
+        out["text"] = " ".join(w["text"] for w in words)
+    return out
+
+
 def output_target(path: str | os.PathLike) -> Path:
     """The file that writing ``path`` replaces: ``path`` itself (absolute, links resolved) when it is a regular file
     or does not exist yet; a symbolic link's final target when that is a regular file or a new path. Anything else

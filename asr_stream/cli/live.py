@@ -59,7 +59,7 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         if endpoint.vad != "energy":
             raise ValueError("--vad sets the local endpointer; with --url the server's endpoint rules apply")
         try:
-            _remote_mic(url, blocks, options.k, output, key)
+            _remote_mic(url, blocks, options.k, output, key, options.plain)
         finally:
             warn("microphone", check.warnings())
         return
@@ -87,16 +87,18 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         sys.exit(1)
 
 
-def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: Optional[str] = None) -> None:
+def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: Optional[str] = None,
+                plain: bool = False) -> None:
     """``mic --url``: stream the microphone to a server; the first Ctrl-C (or SIGTERM) stops the microphone, sends the
-    end message and waits for the server's last words; a second one aborts."""
+    end message and waits for the server's last words; a second one aborts. ``plain``: the server's words are made
+    plain here (:func:`asr_stream.transcript.plain_text`)."""
     import asyncio
     import signal
     import threading
 
     from ..audio.io import SAMPLE_RATE
     from ..client import ServerError, stream
-    from ..transcript import LiveOutput
+    from ..transcript import LiveOutput, plain_text
 
     if not url.startswith(("ws://", "wss://")):
         raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
@@ -115,7 +117,7 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: 
 
     def show(ev) -> None:
         if ev["type"] == "partial":
-            new = [w["text"] for w in ev["words"]]
+            new = [t for t in (plain_text(w["text"]) if plain else w["text"] for w in ev["words"]) if t]
             words.extend(new)
             print(" ".join(new), end=" ", flush=True)
             if out is not None:

@@ -52,6 +52,8 @@ class StreamOptions:
     policy_args: list[str] = option([], "parameters of the policy as NAME=VALUE: ctc: threshold (0.5), margin (0 "
                                         "chunks), k_max, k_min; confidence: threshold (0.9), k_max, k_min (k_min "
                                         "default: the smallest k the model was trained with).")
+    plain: bool = option(False, "write upper-case text without punctuation, as plain models do, from a model that writes "
+                                "case and punctuation (text_format formatted); a plain model's text is unchanged.")
 
     def load(self):
         """The model (:func:`asr_stream.loading.load_model`: device, chunk override and bfloat16 checks)."""
@@ -66,7 +68,7 @@ class StreamOptions:
     def session_fields(self) -> dict[str, Any]:
         """The stream settings as the keyword arguments of a :class:`~asr_stream.streaming.StreamingSession`."""
         return {"mode": self.mode, "k": self.k, "phi": self.phi, "policy": self.policy,
-                "policy_args": self.policy_params()}
+                "policy_args": self.policy_params(), "plain": self.plain}
 
     def config(self, m, **more: Any):
         """The stream settings for model ``m`` (:func:`~asr_stream.streaming.defaults.stream_config_for`; ``more``:

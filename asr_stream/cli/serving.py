@@ -112,7 +112,7 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
 
 def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool = False, block_ms: int = 100,
            k: Optional[int] = None, json: Optional[str] = None, api_key_file: Optional[str] = None,
-           retries: int = 0) -> None:
+           retries: int = 0, plain: bool = False) -> None:
     """Transcribe audio files on a running ``asr-stream serve``: words as they arrive, then the final text per file.
 
     Each file is read from disk block by block as it is sent. A bad file is one error line and the next file goes on;
@@ -129,6 +129,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         api_key_file: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
         retries: when the connection is lost mid-file (a replica behind a balancer died), connect again up to this many
             times and send the file again from the end of its last finished utterance (asr_stream.client.stream_resuming).
+        plain: show and write the server's words as upper-case text without punctuation (a server whose model writes
+            case and punctuation; a plain server's words are unchanged).
     """
     import asyncio
     import json as jsonlib
@@ -136,7 +138,7 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS, AudioError, AudioFile, LevelCheck
     from ..client import ServerError, stream_resuming
     from ..serving.auth import client_key
-    from ..transcript import atomic_write, check_outputs, repetition_warning
+    from ..transcript import atomic_write, check_outputs, plain_event, repetition_warning
 
     if not url.startswith(("ws://", "wss://")):
         raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
@@ -183,6 +185,7 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         got: list[dict] = []  # the events received, kept when Ctrl-C or SIGTERM stops the stream
 
         def show(ev) -> None:
+            ev = plain_event(ev) if plain else ev
             got.append(ev)
             if ev["type"] == "partial":
                 print(" ".join(w["text"] for w in ev["words"]), end=" ", flush=True)
@@ -204,6 +207,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
             print()
             save()
             raise
+        if plain:
+            res.events[:] = [plain_event(e) for e in res.events]
         print()
         print(f"final: {res.text}", flush=True)
         server_said = [f"server: {e['reason']}" for e in res.errors if not e.get("fatal", True)]

@@ -40,11 +40,12 @@ class Setting:
     chunk_ms: Optional[int] = None  # None: the model's own
     policy: PolicyName = "waitk"  # asr_stream.streaming.policy.REGISTRY
     policy_args: tuple[tuple[str, float], ...] = ()  # sorted (name, value) pairs, e.g. (("margin", 0), ("threshold", 0.5))
+    plain: bool = False  # score a formatted model's words made plain (StreamConfig.plain): no formatted figures
 
     def stream_config(self) -> StreamConfig:
         mode, reencode = split_eval_mode(self.mode) if self.mode is not None else (None, "none")
         return StreamConfig(mode=mode, k=self.k, phi=self.phi, reencode=reencode, policy=self.policy,
-                            policy_args=dict(self.policy_args))
+                            policy_args=dict(self.policy_args), plain=self.plain)
 
     def resolved(self, model, warn: bool = True) -> tuple["Setting", StreamConfig]:
         """This setting with the model's training values filled in (an adaptive policy's default k_min too, so it is
@@ -52,7 +53,8 @@ class Setting:
         TrainingMismatchWarning unless ``warn`` is False)."""
         cfg = stream_config_for(model, self.stream_config(), warn=warn)
         mode = cfg.mode if cfg.reencode == "none" else f"{cfg.mode}-{cfg.reencode}"
-        return Setting(mode, cfg.k, cfg.phi, self.chunk_ms, self.policy, policy_args_tuple(cfg.policy_args)), cfg
+        return Setting(mode, cfg.k, cfg.phi, self.chunk_ms, self.policy, policy_args_tuple(cfg.policy_args),
+                       self.plain), cfg
 
     @property
     def policy_name(self) -> str:
@@ -64,7 +66,7 @@ class Setting:
         chunk = f"-c{self.chunk_ms}" if self.chunk_ms else ""
         policy = "" if self.policy == "waitk" else f"-{self.policy_name}"
         return (f"{self.mode or 'trained'}-k{self.k if self.k is not None else 'T'}-phi{'T' if self.phi is None else f'{self.phi:g}'}"
-                f"{chunk}{policy}")
+                f"{chunk}{policy}{'-plain' if self.plain else ''}")
 
 
 def policy_args_tuple(args) -> tuple[tuple[str, float], ...]:
@@ -164,7 +166,9 @@ def score_utterance(model, cfg: StreamConfig, u: Utterance, segment: str) -> dic
     words, compute_at, spent = stream_utterance(session, wave, model.chunk_samples)
     audio_ms = len(wave) / SAMPLES_PER_MS
     ref_len = len(normalize_text(u.text).split())
-    lat = LatencyRecord.compute([w.time_ms for w in words], audio_ms, ref_len, compute_at)
+    # latencies over the normalised words, as WER counts them: a formatted word gives 1 (or 0: a mark alone, or more)
+    emitted = [(w.time_ms, c) for w, c in zip(words, compute_at) for _ in normalize_text(w.text).split()]
+    lat = LatencyRecord.compute([t for t, _ in emitted], audio_ms, ref_len, [c for _, c in emitted])
     r = {"id": u.id, "audio": ident, "reference": u.text,
          "hypothesis": " ".join(w.text for w in words),
          "segments": len(session.segments) if cut else None,
@@ -174,6 +178,10 @@ def score_utterance(model, cfg: StreamConfig, u: Utterance, segment: str) -> dic
         r["vis"], r["units"], r["chunks"] = row_schedule(session.session)
     if u.words is not None:  # word alignment of the reference: ends in ms, for PR50 / PR90
         r["ref_word_end_ms"] = [round(w.end * 1000.0, 1) for w in u.words]
+    if model.cfg.text_format == "formatted" and not cfg.plain:  # the hypothesis has case and punctuation
+        r["formatted"] = True
+        if u.formatted is not None:
+            r["reference_formatted"] = u.formatted
     return r
 
 
@@ -249,8 +257,11 @@ def run_key(model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Settin
     utterance."""
     import hashlib
 
-    data = hashlib.sha256("\n".join(f"{u.id}\t{u.text}\t{u.audio_path}" for u in utts).encode()).hexdigest()
-    return {"model": model_digest(model), "data": data, "utterances": len(utts), "stream": asdict(cfg),
+    fmt = model.cfg.text_format == "formatted" and not cfg.plain  # formatted references are scored: they count too
+    data = hashlib.sha256("\n".join(f"{u.id}\t{u.text}\t{u.audio_path}" + (f"\t{u.formatted}" if fmt else "")
+                                    for u in utts).encode()).hexdigest()
+    stream = {k: v for k, v in asdict(cfg).items() if k != "plain" or v}  # (folders from before it existed: False)
+    return {"model": model_digest(model), "data": data, "utterances": len(utts), "stream": stream,
             "chunk_ms": model.chunk_ms, "segment": segment, "encoder_dtype": encoder_dtype_name(model)}
 
 
@@ -383,11 +394,28 @@ def summarize(rows: Sequence[dict]) -> dict:
     out.update(pr_summary(lag for r in rows if "ref_word_end_ms" in r for lag in record_word_lags(r)))
     out.update(schedule_summary(rows))
     out.update(record_intervals(rows))  # 95 % bootstrap intervals of WER and LAAL over these utterances
+    out.update(formatted_summary(rows))
     silent = [r for r in rows if not r["reference"].split()]
     if silent:
         out.update(nonspeech_utterances=len(silent), nonspeech_with_words=sum(bool(r["hypothesis"].split()) for r in silent),
                    nonspeech_words=sum(len(r["hypothesis"].split()) for r in silent))
     return out
+
+
+def formatted_summary(rows: Sequence[dict]) -> dict:
+    """The formatted-text figures (:mod:`asr_stream.evaluation.formatted`) when every record has a formatted
+    hypothesis and reference: ``formatted_wer`` (case- and punctuation-sensitive, over words and marks),
+    ``formatted_tokens`` (reference words + marks), ``punct_f1`` / ``punct_precision`` / ``punct_recall``
+    (micro-averaged over mark classes) and ``punct_classes`` (per mark). Empty otherwise (a plain model, ``--plain``,
+    or a corpus without formatted text)."""
+    from .formatted import formatted_wer, punctuation_f1
+
+    if not rows or not all(r.get("formatted") and "reference_formatted" in r for r in rows):
+        return {}
+    refs, hyps = [r["reference_formatted"] for r in rows], [r["hypothesis"] for r in rows]
+    fw, pf = formatted_wer(refs, hyps), punctuation_f1(refs, hyps)
+    return {"formatted_wer": fw["wer"], "formatted_tokens": fw["ref_words"], "punct_f1": pf["f1"],
+            "punct_precision": pf["precision"], "punct_recall": pf["recall"], "punct_classes": pf["classes"]}
 
 
 def record_word_lags(r: Mapping) -> list[float]:

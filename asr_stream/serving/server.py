@@ -377,6 +377,7 @@ class Server:
             await ws.send(json.dumps({"type": "ready", "session": c.id, "sample_rate": start["sample_rate"], "format": start["format"],
                                 "k": k, "mode": self.cfg.mode, "phi": self.cfg.phi, "chunk_ms": self.model.chunk_ms,
                                 "model": self.model_name, "max_session_s": lim.max_session_s,
+                                "text_format": "plain" if self.cfg.plain else self.model.cfg.text_format,
                                 "max_frame_bytes": lim.max_frame_bytes, "max_backlog_s": lim.max_backlog_s}))
             self._work.set()  # the engine resets the slot for this connection
             while not c.ended:

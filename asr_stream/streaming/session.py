@@ -28,6 +28,7 @@ from ..config import StreamConfig
 from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements
 from .defaults import stream_config_for
 from .policy import Action, View, make_policy, max_rows
+from ..transcript import plain_text
 from .restart import RestartRule, word_end
 
 
@@ -204,7 +205,7 @@ class StreamingSession:
     def _ctc_text(self, t: int) -> str:
         """Token t's characters as the CTC transcript spells them, with a space where a word ends (starts)."""
         if t not in self._token_text:
-            text, edge = self.codec.decode([t]), self.codec.is_boundary(t)
+            text, edge = self.codec.decode([t]), bool(self.codec._boundary[t])  # the raw word marker: where a space goes
             self._token_text[t] = (text + " " if edge else text) if self.codec.style == "suffix" else (" " + text if edge else text)
         return self._token_text[t]
 
@@ -335,8 +336,10 @@ class StreamingSession:
         if s.word:
             text = self.codec.decode(s.word)
             if text:
-                self.words.append(Word(text=text, time_ms=self.ms_read, tokens=tuple(s.word)))
-                s.texts.append(text)
+                shown = plain_text(text) if self.cfg.plain and self.model.cfg.text_format == "formatted" else text
+                if shown:  # (plain: a mark alone is no word)
+                    self.words.append(Word(text=shown, time_ms=self.ms_read, tokens=tuple(s.word)))
+                s.texts.append(text)  # what the model wrote: the restart rules align it with the CTC transcript
                 s.last_word_chunk = s.chunks_read
             s.word = []
 
@@ -471,7 +474,7 @@ class StreamingSession:
             s.ended = True
             self.flush_word()
             return
-        boundary = self.codec.is_boundary(nxt, first=not s.tokens)  # as codec.boundaries counts a transcript
+        boundary = self.codec.boundary_after(s.tokens[-1] if s.tokens else None, nxt)  # as codec.boundaries counts
         if self.codec.style == "prefix" and boundary:
             self.flush_word()  # a new word starts: the previous one is complete
         s.tokens.append(nxt)

@@ -10,6 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ..data import read_corpus
+from ..config import TEXT_FORMATS
 from ..data.corpus import check_corpus_spec
 from .augment import AugmentConfig
 from .data import DurationBatchSampler, UtteranceDataset, collate
@@ -30,6 +31,7 @@ class SpeechDataModule(L.LightningDataModule):
         augment: Optional[dict] = None,
         sample_utterances: Optional[int] = None,
         features: Optional[str] = None,
+        targets: str = "plain",
     ) -> None:
         """
         Args:
@@ -50,6 +52,8 @@ class SpeechDataModule(L.LightningDataModule):
             features: a folder of the frozen encoder's outputs for these training settings, written by
                 ``python -m asr_stream.training.cache_features`` (:mod:`asr_stream.training.features`): training reads
                 them instead of the audio (the encoder is not run on training batches; validation still runs it).
+            targets: plain or formatted transcripts (:meth:`asr_stream.data.Utterance.target`); set from
+                ``model.model.text_format`` by the training command (linked: one switch, in the model).
         """
         super().__init__()
         for spec in [*train, *val]:
@@ -63,6 +67,9 @@ class SpeechDataModule(L.LightningDataModule):
         self.sample_utterances, self.features = sample_utterances, features
         if features is not None and not Path(features).is_dir():
             raise ValueError(f"data.features {features}: no such folder (write it with python -m asr_stream.training.cache_features)")
+        if targets not in TEXT_FORMATS:
+            raise ValueError(f"data.targets must be one of {', '.join(TEXT_FORMATS)}, got {targets!r}")
+        self.targets = targets
         self.augment = AugmentConfig.from_dict(augment)  # a bad key or range: one line now, not once fit has begun
         UtteranceDataset([], self.speeds)  # checks the speed factors
 
@@ -84,6 +91,11 @@ class SpeechDataModule(L.LightningDataModule):
         self.val_utts = [u for s in self.val_specs for u in read_corpus(s)]
         if not self.train_utts:
             raise ValueError(f"no training utterances in {self.train_specs}")
+        if self.targets == "formatted":  # a corpus without formatted text would silently teach plain text
+            for u in (*self.train_utts, *self.val_utts):
+                if u.formatted is None and u.text.strip():
+                    raise ValueError(f"{u.audio_path}: no formatted text for '{u.id}' (formatted targets; add it with "
+                                     "tools/add_formatted_text.py or write the corpus again)")
 
     def _loader(self, utts, shuffle: bool, speeds, augment: Optional[AugmentConfig] = None) -> DataLoader:
         t = self.trainer
@@ -97,7 +109,7 @@ class SpeechDataModule(L.LightningDataModule):
             return DataLoader(FeatureDataset(self.features, len(utts), nonspeech_settings(self.augment)), batch_sampler=sampler,
                               collate_fn=collate_features, num_workers=self.num_workers,
                               persistent_workers=self.num_workers > 0)
-        return DataLoader(UtteranceDataset(utts, speeds, self.seed + rank, augment), batch_sampler=sampler, collate_fn=collate,
+        return DataLoader(UtteranceDataset(utts, speeds, self.seed + rank, augment, self.targets), batch_sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

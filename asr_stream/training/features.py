@@ -79,14 +79,17 @@ def speech_only(augment: AugmentConfig) -> AugmentConfig:
 
 
 def cache_meta(encoder, encoder_cfg, train: Sequence[str], sample: Optional[int], speeds: Sequence[float],
-               augment: AugmentConfig, seed: int, max_utterances: Optional[int], dtype: str) -> dict[str, Any]:
-    """What a cache was made for; the training compares it with its own settings (:func:`check_cache`)."""
+               augment: AugmentConfig, seed: int, max_utterances: Optional[int], dtype: str,
+               targets: str = "plain") -> dict[str, Any]:
+    """What a cache was made for; the training compares it with its own settings (:func:`check_cache`). The
+    transcripts it holds are ``targets`` (recorded only when formatted, so that older caches still match)."""
     from .module import weights_digest
 
-    return {"encoder": asdict(encoder_cfg), "encoder_sha256": weights_digest(encoder), "train": list(train),
+    meta = {"encoder": asdict(encoder_cfg), "encoder_sha256": weights_digest(encoder), "train": list(train),
             "sample_utterances": sample, "max_utterances": max_utterances, "speed_perturb": [float(s) for s in speeds],
             "augment": asdict(speech_only(augment)), "nonspeech": nonspeech_settings(augment), "seed": int(seed),
             "dtype": dtype}
+    return meta if targets == "plain" else {**meta, "targets": targets}
 
 
 def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
@@ -109,8 +112,8 @@ def check_cache(folder: str | Path, want: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"data.features {folder}: written before non-speech items were kept apart (its items mix "
                          "speech and non-speech): write a new cache for this config")
     have, need = _comparable(meta), _comparable(want)
-    for key in need:
-        if have.get(key) != need[key]:
+    for key in [*need, *(k for k in have if k not in need)]:
+        if have.get(key) != need.get(key):
             what = "the encoder's weights" if key == "encoder_sha256" else f"'{key}'"
             raise ValueError(f"data.features {folder}: made for other settings ({what} differs from this training's): "
                              "write a new cache for this config")
@@ -194,7 +197,7 @@ def write_cache(net, dm, folder: str | Path, epochs: int, batch_seconds: float, 
     dm.setup("fit")
     utts: list[Utterance] = dm.train_utts
     meta = cache_meta(net.encoder, net.cfg.encoder, dm.train_specs, dm.sample_utterances, dm.speeds, dm.augment, dm.seed,
-                      dm.max_utterances, str(dtype).replace("torch.", ""))
+                      dm.max_utterances, str(dtype).replace("torch.", ""), dm.targets)
     want_ns = meta["nonspeech"]
     folder.mkdir(parents=True, exist_ok=True)
     done: set[str] = set()
@@ -224,7 +227,7 @@ def write_cache(net, dm, folder: str | Path, epochs: int, batch_seconds: float, 
     batches = [b for b in batches if b]
     todo = sum(len(b) for b in batches)
     # rank 0's draws (SpeechDataModule: seed + rank), without non-speech replacement
-    ds = UtteranceDataset(utts, dm.speeds, dm.seed, speech_only(dm.augment))
+    ds = UtteranceDataset(utts, dm.speeds, dm.seed, speech_only(dm.augment), dm.targets)
     loader = DataLoader(ds, batch_sampler=batches, collate_fn=collate, num_workers=dm.num_workers)
     net.eval()
     from rich.progress import Progress
@@ -251,7 +254,7 @@ def _write_nonspeech(net, dm, utts, epochs: int, done: set[str], writer: "_Shard
 
     from .data import UtteranceDataset, collate
 
-    ds = UtteranceDataset(utts, dm.speeds, dm.seed, dm.augment)
+    ds = UtteranceDataset(utts, dm.speeds, dm.seed, dm.augment, dm.targets)
     keys = [(i, e) for e in range(epochs) for i in range(len(utts)) if nonspeech_key(e, i) not in done]
     draws = DataLoader(_Draws(ds, keys), batch_size=None, num_workers=dm.num_workers)
     task = bar.add_task("non-speech", total=len(keys))
