@@ -117,7 +117,9 @@ class Server:
         share_ms = limits.share_ms if limits.share_ms is not None else 2 * max(self.tick_s * 1000.0, model.chunk_ms)
         self.share = max(1, int(share_ms * SAMPLE_RATE / 1000))  # samples per stream per tick
         self.backlog = int(limits.max_backlog_s * SAMPLE_RATE)
-        self.addresses = AddressCount(limits.max_per_address)
+        self.addresses = AddressCount(limits.max_per_address)  # open WebSockets per address
+        self.waiting = AddressCount(limits.max_per_address)  # connections without a request yet (serving.gate)
+        self.uploading = AddressCount(limits.max_uploads if limits.max_per_address else 0)  # uploads (serving.rest)
         self._behind = False  # the last tick left audio waiting: tick again without gathering
         model.encoder.threads = limits.threads
         self._finals: dict[int, list] = {}  # slot -> segments closed during the current tick
