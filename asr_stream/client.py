@@ -153,6 +153,8 @@ async def stream(url: str, blocks: Iterable[np.ndarray], sample_rate: int = 1600
             if not sender.done():
                 sender.cancel()
             elif not sender.cancelled() and sender.exception() is not None and not res.errors:
+                if isinstance(sender.exception(), ConnectionClosed):  # the connection died under the sender first
+                    raise ConnectionLost("the server closed the connection before eof") from None
                 raise ServerError(f"sending audio failed: {sender.exception()}")
     return res
 

@@ -17,7 +17,7 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
           tick_ms: Optional[float] = None, scheduler: Literal["batched", "per-client"] = "batched",
           threads: int = 1, decoder_threads: int = 1, max_upload_mb: float = 25.0,
           max_uploads: int = 2, api_key_file: Optional[str] = None, certfile: Optional[str] = None,
-          keyfile: Optional[str] = None, drain_s: float = 30.0) -> None:
+          keyfile: Optional[str] = None, drain_s: float = 30.0, start_timeout_s: float = 10.0) -> None:
     """Serve live transcription over WebSocket (docs/protocol.md), a browser page at http://HOST:PORT/ and OpenAI-style
     uploads at POST /v1/audio/transcriptions, on one port.
 
@@ -64,6 +64,8 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
         drain_s: on SIGTERM (or Ctrl-C) the server stops accepting connections, lets each open stream go on to the
             end of its utterance for at most this many seconds, sends it the words of everything it read, an error
             event saying the server is going away and eof, then exits 0 (a second signal ends the streams at once).
+        start_timeout_s: seconds a new connection has to send its request (else 408 and closed; --max-per-address
+            such connections per address, one more gets 429 at once), and a WebSocket its start message.
     """
     import asyncio
     import os
@@ -77,7 +79,7 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
                           min_audio_s=min_audio_s, max_backlog_s=max_backlog_s, max_per_address=max_per_address,
                           max_frame_bytes=max_frame_bytes, send_queue=send_queue, tick_ms=tick_ms,
                           threads=threads, decoder_threads=decoder_threads, max_upload_mb=max_upload_mb,
-                          max_uploads=max_uploads, drain_s=drain_s)
+                          max_uploads=max_uploads, drain_s=drain_s, start_timeout_s=start_timeout_s)
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {port}")
     rules = endpoint.config()
