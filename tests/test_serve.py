@@ -1,6 +1,6 @@
 """``asr-stream serve`` over loopback: the protocol, concurrent clients against a lone SegmentedSession, faults.
 
-The server runs in a thread with its own event loop; clients are ``asr_stream.client.stream`` or raw
+The server runs in a thread with its own event loop; clients are ``asr_stream.serving.client.stream`` or raw
 ``websockets`` connections. Counts are bounded and every wait has a timeout; nothing asserts on timing.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from asr_stream.client import ServerError, blocks_of, stream  # noqa: E402
+from asr_stream.serving.client import ServerError, blocks_of, stream  # noqa: E402
 from asr_stream.server import Server, ServerConfig  # noqa: E402
 from asr_stream.streaming import StreamingSession  # noqa: E402
 from asr_stream.streaming.defaults import stream_config_for  # noqa: E402

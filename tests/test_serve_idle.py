@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 import asr_stream.serving.rest as rest
-from asr_stream.client import blocks_of, stream
+from asr_stream.serving.client import blocks_of, stream
 from asr_stream.server import Server, ServerConfig
 
 from .test_serve import ENDPOINT, alone, cfg, check_matches, model, run, running, waves  # noqa: F401

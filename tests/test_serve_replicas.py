@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from asr_stream.audio.io import load_audio
-from asr_stream.client import ServerError, blocks_of, stream, stream_resuming
+from asr_stream.serving.client import ServerError, blocks_of, stream, stream_resuming
 from asr_stream.serving.replicas import HAPROXY_CFG, haproxy_config, start
 
 from .sysdeps import needs

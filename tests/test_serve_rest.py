@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr_stream.client import blocks_of, stream
+from asr_stream.serving.client import blocks_of, stream
 from asr_stream.server import Server, ServerConfig
 from asr_stream.transcript import render, to_srt, word_spans
 

@@ -98,14 +98,14 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: 
                 retries: int = 0) -> None:
     """``mic --url``: stream the microphone to a server; the first Ctrl-C (or SIGTERM) stops the microphone, sends the
     end message and waits for the server's last words; a second one aborts. A lost connection is taken up again
-    ``retries`` times (:func:`~asr_stream.client.stream_resuming`): the words since the last final are dropped and come
+    ``retries`` times (:func:`~asr_stream.serving.client.stream_resuming`): the words since the last final are dropped and come
     again from the new connection; ``--output`` ends with the transcript of the whole stream."""
     import asyncio
     import signal
     import threading
 
     from ..audio.io import SAMPLE_RATE
-    from ..client import ServerError, stream_resuming
+    from ..serving.client import ServerError, stream_resuming
     from ..transcript import LiveOutput
 
     if not url.startswith(("ws://", "wss://")):

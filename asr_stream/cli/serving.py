@@ -130,13 +130,13 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         json: also write every file's result (events: words with emission times, finals) to this JSON file.
         api_key_file: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
         retries: when the connection is lost mid-file (a replica behind a balancer died), connect again up to this many
-            times and send the file again from the end of its last finished utterance (asr_stream.client.stream_resuming).
+            times and send the file again from the end of its last finished utterance (asr_stream.serving.client.stream_resuming).
     """
     import asyncio
     import json as jsonlib
 
     from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS, AudioError, AudioFile, LevelCheck
-    from ..client import ServerError, stream_resuming
+    from ..serving.client import ServerError, stream_resuming
     from ..serving.auth import client_key
     from ..transcript import atomic_write, check_outputs, repetition_warning
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, Optional
 
-from ..fairness import AddressCount
+from .fairness import AddressCount
 
 KEEPALIVE_S = 75.0
 """Seconds aiohttp keeps an idle keep-alive connection open between requests (its own default for ``run_app``)."""
