@@ -50,6 +50,13 @@ class Result:
         return [e for e in self.events if e["type"] == "final"]
 
     @property
+    def segments(self) -> list[dict]:
+        """The finals as ``transcribe --json`` lists its segments (asr_stream.transcript.SEGMENT_FIELDS)."""
+        return [{"index": e["index"], "start_ms": e["start_ms"], "end_ms": e["end_ms"], "rule": e["rule"],
+                 "text": e["text"], "words": [{"text": w["text"], "time_ms": w["time_ms"]} for w in e["words"]]}
+                for e in self.finals]
+
+    @property
     def text(self) -> str:
         return " ".join(w["text"] for w in self.words)
 
