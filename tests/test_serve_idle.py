@@ -224,3 +224,23 @@ def test_idle_connections_let_in_are_closed_with_their_reason(model, cfg, monkey
 
 async def _no_start(url: str):
     return await first_event(await upgrade(url, WS))
+
+
+def test_a_burst_of_ordinary_clients_from_one_address_is_not_refused(model, cfg, monkeypatch):
+    """12 connections from one address accepted before any of them sent its request (a burst the event loop accepts
+    before it reads): the 4 over the per-address cap are not refused while they are within GRACE_S (made long here),
+    and once each sends its request, all 12 are answered 200."""
+    import asr_stream.serving.gate as gate
+
+    monkeypatch.setattr(gate, "GRACE_S", 3600.0)
+    server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=1))
+    with running(server) as url:
+        port = urlparse(url).port
+        socks = [raw(port, RAW) for _ in range(12)]
+        until(lambda: server.waiting.open.get(RAW) == 8, "8 connections counted")
+        for s in socks:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = [answer(s) for s in socks]
+        until(lambda: not server.waiting.open, "every place freed")
+    assert all(r.startswith(b"HTTP/1.1 200 ") and r.endswith(b"\r\n\r\nok\n") for r in got), got
+    assert refusals(server) == {}

@@ -43,6 +43,10 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
     rules = endpoint.config()
     options.policy_params()  # a bad parameter fails before the microphone opens
     check_block_ms(block_ms)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"--retries must be a whole number >= 0, got {retries!r}")
+    if retries and url is None:
+        raise ValueError("--retries connects to a server again: give --url too")
     if output is not None:
         check_outputs([], [output])
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
@@ -51,10 +55,6 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
     blocks = watch_level(blocks, check, lambda w: warn("microphone", [w]))
     if api_key_file is not None and url is None:
         raise ValueError("--api-key-file is the key of a server: give --url too")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"--retries must be a whole number >= 0, got {retries!r}")
-    if retries and url is None:
-        raise ValueError("--retries connects to a server again: give --url too")
     if url is not None:
         from ..serving.auth import client_key
 

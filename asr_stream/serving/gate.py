@@ -4,10 +4,9 @@ Every TCP connection passes through a :class:`Gated` protocol in front of aiohtt
 accepted (after the TLS handshake, with TLS) until its first request head is complete (the blank line after the
 headers). Meanwhile:
 
-- one remote address may have at most ``--max-per-address`` such connections (0: no limit); one more is answered
-  at once with ``429`` and a one-line reason, and closed (aiohttp never sees it), unless its whole request head has
-  already arrived (a burst of clients that send their requests at once is not refused for being faster than the
-  event loop's reads);
+- one remote address may have at most ``--max-per-address`` such connections (0: no limit); one more that has not
+  sent its whole request head within :data:`GRACE_S` (half a second; an ordinary client sends it at once) is answered
+  ``429`` with a one-line reason and closed;
 - a connection whose request head is not complete ``--start-timeout-s`` after it was accepted (it sent nothing, or a
   slow-loris sends its head a byte at a time) is answered ``408`` with a one-line reason and closed.
 
@@ -27,6 +26,9 @@ from .fairness import AddressCount
 KEEPALIVE_S = 75.0
 """Seconds aiohttp keeps an idle keep-alive connection open between requests (its own default for ``run_app``)."""
 HEAD_END = (b"\r\n\r\n", b"\n\n")
+GRACE_S = 0.5
+"""Seconds a connection over the per-address cap has to complete its request head before it is refused (429): an
+ordinary client sends it at once, so a burst of them is not refused for being accepted before their heads are read."""
 
 
 def http_answer(status: int, reason: str, text: str) -> bytes:
@@ -34,24 +36,6 @@ def http_answer(status: int, reason: str, text: str) -> bytes:
     body = (text.splitlines()[0] + "\n").encode()
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n").encode() + body
-
-
-def _head_waiting(transport) -> bool:
-    """Whether a whole request head is already in the kernel's buffer for ``transport`` (a plain TCP socket): sent at
-    once by the client, it only awaits the event loop's next read. So a burst of connections from one address that
-    each send their request at once is not refused; those that sent nothing, or half a head, are. With TLS the
-    buffer is encrypted: False."""
-    import socket
-
-    sock = transport.get_extra_info("socket")
-    if sock is None or transport.get_extra_info("sslcontext") is not None:
-        return False
-    try:
-        with sock.dup() as s:
-            data = s.recv(1 << 16, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except OSError:
-        return False
-    return any(end in data for end in HEAD_END)
 
 
 class Gate:
@@ -73,7 +57,8 @@ class Gated(asyncio.Protocol):
         self.inner: Optional[asyncio.Protocol] = inner
         self.gate = gate
         self.address = "?"
-        self.waiting = False  # counted in gate.waiting: no complete request head yet
+        self.waiting = False  # no complete request head yet
+        self.counted = False  # counted in gate.waiting (not when let in over the cap, for GRACE_S)
         self.tail = b""  # the last bytes received, to find the end of the head across reads
         self.timer: Optional[asyncio.TimerHandle] = None
         self.transport: Optional[asyncio.Transport] = None
@@ -83,37 +68,43 @@ class Gated(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if peer else "?"
         gate = self.gate
+        loop = asyncio.get_running_loop()
+        self.waiting = True
         if gate.waiting.admit(self.address):
-            self.waiting = True
-            self.timer = asyncio.get_running_loop().call_later(gate.timeout_s, self._expire)
-        elif not _head_waiting(transport):
-            gate.refused("per_address")
-            self.inner = None
-            transport.write(http_answer(429, "Too Many Requests", f"busy: {gate.waiting.limit} connections from "
-                                        f"{self.address} have sent no request yet, the most one address may have "
-                                        "(--max-per-address)"))
-            transport.close()
-            return
+            self.counted = True
+            self.timer = loop.call_later(gate.timeout_s, self._expire)
+        else:  # over the cap: refused unless its head comes at once (a burst of ordinary clients is not refused)
+            self.timer = loop.call_later(GRACE_S, self._refuse)
         self.inner.connection_made(transport)
 
     def _leave(self) -> None:
-        if self.waiting:
-            self.waiting = False
+        self.waiting = False
+        if self.counted:
+            self.counted = False
             self.gate.waiting.leave(self.address)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
     def _expire(self) -> None:
-        """No complete request head within the time: 408, closed."""
+        """No complete request head within ``--start-timeout-s``: 408, closed."""
+        self._close(408, "Request Timeout", "request_timeout",
+                    f"no request within {self.gate.timeout_s:g} s of connecting (--start-timeout-s)")
+
+    def _refuse(self) -> None:
+        """Over the per-address cap and no complete head within :data:`GRACE_S`: 429, closed."""
+        self._close(429, "Too Many Requests", "per_address",
+                    f"busy: {self.gate.waiting.limit} connections from {self.address} have sent no request yet, the "
+                    "most one address may have (--max-per-address)")
+
+    def _close(self, status: int, phrase: str, why: str, text: str) -> None:
         self.timer = None
         if not self.waiting or self.transport is None or self.transport.is_closing():
             return
         self._leave()
-        self.gate.refused("request_timeout")
+        self.gate.refused(why)
         inner, self.inner = self.inner, None
-        self.transport.write(http_answer(408, "Request Timeout", f"no request within {self.gate.timeout_s:g} s of "
-                                         "connecting (--start-timeout-s)"))
+        self.transport.write(http_answer(status, phrase, text))
         self.transport.close()
         if inner is not None:
             inner.connection_lost(None)  # aiohttp's handler ends now (it is told nothing more of this connection)
@@ -147,4 +138,4 @@ class Gated(asyncio.Protocol):
             self.inner.resume_writing()
 
 
-__all__ = ["Gate", "Gated", "KEEPALIVE_S", "http_answer"]
+__all__ = ["GRACE_S", "Gate", "Gated", "KEEPALIVE_S", "http_answer"]
