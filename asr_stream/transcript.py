@@ -319,5 +319,11 @@ def render(result: Mapping, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r} (expected one of {FORMATS})")
 
 
-__all__ = ["FORMATS", "LiveOutput", "WriteError", "atomic_write", "check_outputs", "output_target", "render", "repetition_warning",
+RESULT_FIELDS = ("file", "text", "segments", "words", "audio_s", "warnings", "complete")
+"""Fields every file's result has in ``transcribe --json`` and ``client --json`` (docs/protocol.md, "Result files"):
+the same names, units and meaning in both. Each segment has :data:`SEGMENT_FIELDS`; each word ``text`` and
+``time_ms``. Either command adds its own fields beside these."""
+SEGMENT_FIELDS = ("index", "start_ms", "end_ms", "rule", "text", "words")
+
+__all__ = ["FORMATS", "RESULT_FIELDS", "SEGMENT_FIELDS", "LiveOutput", "WriteError", "atomic_write", "check_outputs", "output_target", "render", "repetition_warning",
            "to_srt", "to_txt", "to_vtt", "unheard_warning", "word_spans"]

@@ -30,14 +30,14 @@ from collections.abc import Sequence
 
 import jiwer
 
-from .wer import _APOSTROPHES, wer_details
+from .wer import APOSTROPHES, wer_details
 
 _TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
 _WORD = re.compile(r"\w+(?:'\w+)*")
 
 
 def _prepare(s: str) -> str:
-    s = unicodedata.normalize("NFKC", s).translate(_APOSTROPHES)
+    s = unicodedata.normalize("NFKC", s).translate(APOSTROPHES)
     return "".join(" " if unicodedata.category(c) == "Pd" or c == "\u2212" else c for c in s)
 
 

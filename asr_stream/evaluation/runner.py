@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
@@ -147,6 +148,7 @@ def open_records(out: Path, model, utts: Sequence[Utterance], cfg: StreamConfig,
     settings (:func:`check_resume`, which writes them into a new folder) and dropping those whose audio changed."""
     out.mkdir(parents=True, exist_ok=True)
     check_resume(out, run_key(model, utts, cfg, setting, segment))
+    fold_parts(out)  # what the processes of a killed multi-process run finished
     records = read_records(out / "records.jsonl")  # resume: keep what a killed run finished
     if records:
         stale_records(out, utts, records)  # a record is reused only for the audio it was computed from
@@ -346,6 +348,34 @@ def _short(v) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}={w}" for k, w in v.items()) + "}"
     return str(v)[:12] if isinstance(v, str) and len(v) == 64 else str(v)
+
+
+PART = "records.rank{rank}.jsonl"
+"""Where process ``rank`` of a multi-process eval appends each record as it is scored (beside ``records.jsonl``)."""
+
+
+def fold_parts(out: Path) -> int:
+    """Append the whole lines of the part files a killed multi-process run left in ``out`` (:data:`PART`) to
+    ``records.jsonl`` and delete them; the number of records taken. A torn last line is dropped (it is scored again).
+    Records of an id already there are appended too: the last line of an id counts, and a part's is the newer one."""
+    parts = sorted(out.glob(PART.format(rank="*")))
+    taken = []
+    for p in parts:
+        lines = p.read_text().splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            import warnings
+
+            warnings.warn(f"{p}: dropped a torn last line (the run was interrupted mid-write); that utterance is "
+                          "evaluated again", stacklevel=2)
+        taken += [x for x in lines if x.endswith("\n") and x.strip()]
+    if taken:
+        with (out / "records.jsonl").open("a") as f:
+            f.write("".join(taken))
+            f.flush()
+            os.fsync(f.fileno())
+    for p in parts:
+        p.unlink()
+    return len(taken)
 
 
 def read_records(path: Path) -> dict[str, dict]:
