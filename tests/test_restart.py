@@ -163,6 +163,9 @@ def test_restarts_read_on_from_the_last_word_and_batched_streams_restart_alike(m
         # (this random model's argmax near-ties can flip with the memory layout of a run: the suite once saw 0.78 s
         # after the last word of the last segment), and then it is reported
         assert all(segs[i].rule == "end" for i in s.unheard[1]), (s.unheard, [g.rule for g in segs])
+        # emission times go forward (eval's latencies refuse anything else)
+        times = [x.time_ms for x in s.words]
+        assert times == sorted(times)
     for block in (5120, 64000):
         eng = SegmentedStreams.run(model, waves, endpoint=ep, block=block, mode="group", k=2)
         for i, s in enumerate(alone):
@@ -249,3 +252,22 @@ def test_a_lookahead_encoder_s_ctc_word_ends_are_moved_back_by_its_lag(make_mode
         st.ctc_ids = [codec.pad_id] * 30 + codec.encode("THE") + [codec.pad_id] * 20
         ends.append(s.heard_to())
     assert 30 * 320 < ends[0] < 8 * 2560 and ends[0] - ends[1] == 2560
+
+
+def test_a_segment_s_words_never_come_before_the_last_segment_s_last_words():
+    """A restarted segment's last words are written up to k chunks after its audio ended (here at 3,840 and 4,160 ms
+    of the stream), while the next segment starts at the restart point (2,720 ms) and writes its first word k
+    chunks after that (3,680 ms by its own reckoning). That word was emitted after the others: it gets their time,
+    and times go forward (`eval --segment on` refused the whole run with 'delays_ms must be non-decreasing'
+    on a robustness set: seen with the bundled model and the Whisper model)."""
+    from asr_stream.streaming.segment import _Segments
+    from asr_stream.streaming.session import Word
+
+    segs = _Segments(None)
+    first = segs.open(0)
+    segs.audio.add(np.zeros(16000 * 5, np.float32))
+    segs.add(first, [Word("A", 2240.0, (1,)), Word("B", 3840.0, (2,)), Word("C", 4160.0, (3,))])
+    segs.restart(2720 * 16)
+    out = segs.add(segs.current, [Word("D", 960.0, (4,)), Word("E", 1600.0, (5,))])
+    assert [w.time_ms for w in out] == [4160.0, 2720.0 + 1600.0]
+    assert [w.time_ms for w in segs.words] == [2240.0, 3840.0, 4160.0, 4160.0, 4320.0]

@@ -128,7 +128,15 @@ class _Segments:
         return tail
 
     def add(self, seg: Segment, words: Iterable[Word]) -> list[Word]:
-        out = [replace(w, time_ms=w.time_ms + seg.start_ms) for w in words]
+        """``seg``'s new words with stream times: the time within the segment plus its start, but never before a word
+        already emitted. A segment's last words, written after its audio ended (wait-k's lag), can lie after the next
+        segment's first ones by that reckoning (after a restart the next segment reads audio that had already
+        arrived); they were emitted first, so the next ones wait for them. Times stay independent of block sizes."""
+        out = []
+        last = self.words[-1].time_ms if self.words else 0.0
+        for w in words:
+            last = max(w.time_ms + seg.start_ms, last)
+            out.append(replace(w, time_ms=last))
         seg.words += out
         self.words += out
         return out
