@@ -74,8 +74,9 @@ def context_from_options(context: Optional[str], context_file: Optional[str]) ->
 @functools.lru_cache(maxsize=8)
 def _cased(codec) -> bool:
     """Does the tokenizer write lower-case letters? (the synthetic models' BPE has only upper case)"""
+    special = set(getattr(codec.tok, "all_special_tokens", []))
     vocab = codec.tok.get_vocab() if hasattr(codec.tok, "get_vocab") else {}
-    return any(ch.islower() for piece in vocab for ch in piece.replace("</w>", ""))
+    return any(ch.islower() for piece in vocab if piece not in special for ch in piece.replace("</w>", ""))
 
 
 def context_ids(codec, phrases: Sequence[str]) -> list[int]:

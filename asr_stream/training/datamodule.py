@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from ..data import read_corpus
 from ..data.corpus import check_corpus_spec
 from .augment import AugmentConfig
-from .data import DurationBatchSampler, UtteranceDataset, collate
+from ..context import ContextDraw, ContextSampler
+from .data import ContextCollate, DurationBatchSampler, UtteranceDataset, WithContext, collate
 from .features import FeatureDataset, collate_features
 
 
@@ -30,6 +31,7 @@ class SpeechDataModule(L.LightningDataModule):
         augment: Optional[dict] = None,
         sample_utterances: Optional[int] = None,
         features: Optional[str] = None,
+        context: Optional[dict] = None,
     ) -> None:
         """
         Args:
@@ -50,6 +52,10 @@ class SpeechDataModule(L.LightningDataModule):
             features: a folder of the frozen encoder's outputs for these training settings, written by
                 ``python -m asr_stream.training.cache_features`` (:mod:`asr_stream.training.features`): training reads
                 them instead of the audio (the encoder is not run on training batches; validation still runs it).
+            context: context lists (prompted hotwords) for training utterances, e.g. ``{prob: 0.5,
+                distractor_only_prob: 0.3, true_words: [1, 3], distractors: [0, 100], rare_rank: 1000}``; the keys are
+                the fields of :class:`asr_stream.context.ContextDraw`. Needs ``model.model.context_max_tokens`` > 0;
+                longer lists are cut to it. Validation runs without context.
         """
         super().__init__()
         for spec in [*train, *val]:
@@ -64,6 +70,8 @@ class SpeechDataModule(L.LightningDataModule):
         if features is not None and not Path(features).is_dir():
             raise ValueError(f"data.features {features}: no such folder (write it with python -m asr_stream.training.cache_features)")
         self.augment = AugmentConfig.from_dict(augment)  # a bad key or range: one line now, not once fit has begun
+        self.context = ContextDraw.from_dict(context)  # likewise
+        self.context_sampler: Optional[ContextSampler] = None
         UtteranceDataset([], self.speeds)  # checks the speed factors
 
     # Mid-epoch resume: remember how many batches of the current epoch were trained, and skip them.
@@ -84,6 +92,8 @@ class SpeechDataModule(L.LightningDataModule):
         self.val_utts = [u for s in self.val_specs for u in read_corpus(s)]
         if not self.train_utts:
             raise ValueError(f"no training utterances in {self.train_specs}")
+        if self.context.active:
+            self.context_sampler = ContextSampler(self.context, (u.text for u in self.train_utts))
 
     def _loader(self, utts, shuffle: bool, speeds, augment: Optional[AugmentConfig] = None) -> DataLoader:
         t = self.trainer
@@ -94,11 +104,13 @@ class SpeechDataModule(L.LightningDataModule):
             sampler.skip_once(*self._resume)
             self._resume = None
         if shuffle and self.features:  # training batches from the frozen encoder's cache
-            return DataLoader(FeatureDataset(self.features, len(utts)), batch_sampler=sampler,
-                              collate_fn=collate_features, num_workers=self.num_workers,
-                              persistent_workers=self.num_workers > 0)
-        return DataLoader(UtteranceDataset(utts, speeds, self.seed + rank, augment), batch_sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+            ds, coll = FeatureDataset(self.features, len(utts)), collate_features
+        else:
+            ds, coll = UtteranceDataset(utts, speeds, self.seed + rank, augment), collate
+        if shuffle and self.context_sampler is not None:  # training utterances get context lists
+            ds, coll = WithContext(ds, self.context_sampler, self.seed + rank), ContextCollate(coll)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=coll, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_utts, True, self.speeds, self.augment)
