@@ -91,14 +91,19 @@ def test_data_module_batches_carry_context_lists(tiny_setup):  # noqa: F811
     assert (next(iter(dm.train_dataloader())).wave - first.wave).abs().max() == 0
 
 
-def test_a_model_without_context_refuses_context_batches(tiny_setup):  # noqa: F811
+def test_training_batches_take_the_lists_as_ids_and_a_model_without_context_refuses_them(tiny_setup):  # noqa: F811
     from asr_stream.training.data import Collated
+    from asr_stream.training.module import SpeechLLMModule
 
     root, _ = tiny_setup
-    m = make_module(root)
-    b = Collated(np.zeros((1, 1600), np.float32), np.array([1600]), ["A SMALL MODEL"], contexts=[("ZEBRA",)])
+    lists = [("ZEBRA", "QUICK FOX"), ()]
+    b = Collated(np.zeros((2, 1600), np.float32), np.array([1600, 1600]), ["A SMALL MODEL", "FAST TESTS"], contexts=lists)
+    m = SpeechLLMModule(model=replace(test_sized(160), context_max_tokens=12), tokenizer=str(root / "tok"))
+    batch = m._batch(b)
+    assert batch.context == [fit_context(m.net.codec, lists[0], 12), []]
+    assert batch.context[0] == context_ids(m.net.codec, lists[0])[: len(batch.context[0])] and batch.context[0]
     with pytest.raises(ValueError, match="context_max_tokens is 0"):
-        m._batch(b)
+        make_module(root)._batch(b)
 
 
 @pytest.mark.timeout(300)
