@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -73,7 +73,8 @@ class Result:
 
 async def stream(url: str, blocks: Iterable[np.ndarray], sample_rate: int = 16000, k: Optional[int] = None,
                  block_ms: Optional[float] = None, on_event: Optional[Callable[[dict], None]] = None,
-                 open_timeout: float = 10.0, api_key: Optional[str] = None) -> Result:
+                 open_timeout: float = 10.0, api_key: Optional[str] = None,
+                 context: Optional[Sequence[str]] = None) -> Result:
     """Stream float32 ``blocks`` (mono, ``sample_rate`` Hz) to the server at ``url``; return every event.
 
     ``block_ms``: pace the blocks in real time, one every ``block_ms`` ms on an absolute schedule (None: as fast
@@ -101,6 +102,8 @@ async def stream(url: str, blocks: Iterable[np.ndarray], sample_rate: int = 1600
         start = {"type": "start", "sample_rate": int(sample_rate), "format": "float32"}
         if k is not None:
             start["k"] = int(k)
+        if context is not None:  # the stream's context list (docs/protocol.md)
+            start["context"] = list(context)
         try:
             await ws.send(json.dumps(start))
             ready = json.loads(await ws.recv())

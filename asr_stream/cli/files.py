@@ -77,6 +77,7 @@ def transcribe(files: list[str], options: StreamOptions = StreamOptions(), reenc
     from ..transcript import atomic_write, check_outputs, render, repetition_warning, unheard_warning
 
     check_block_ms(block_ms)
+    options.context_phrases()  # a bad --context / --context-file fails before any work
     rules = None if no_segment else endpoint.config()  # None: one utterance, no segmentation
     out_dir = Path(output_dir) if output_dir is not None else Path(".")
     targets = {f: [out_dir / f"{Path(f).stem}.{fmt}" for fmt in dict.fromkeys(format)] for f in files}
@@ -94,7 +95,7 @@ def transcribe(files: list[str], options: StreamOptions = StreamOptions(), reenc
     cfg = options.config(m, reencode=reencode)  # unset: the training values
     settings = {"model": str(options.model) if options.model is not None else "default", "mode": cfg.mode, "k": cfg.k, "phi": cfg.phi,
                 "as_trained": not training_differences(m.cfg, cfg), "reencode": reencode, "chunk_ms": m.chunk_ms,
-                "policy": cfg.policy, "policy_args": cfg.policy_args,
+                "policy": cfg.policy, "policy_args": cfg.policy_args, "context": list(cfg.context),
                 "block_ms": block_ms, "realtime": realtime,
                 "device": options.device, "segmentation": None if rules is None else {"min_silence_ms": rules.min_silence_ms,
                                                                                        "max_segment_s": rules.max_segment_s,

@@ -23,7 +23,7 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         endpoint: where the stream is cut into utterances (:class:`~asr_stream.cli.options.EndpointOptions`).
         min_silence_ms: a pause this long (ms) after speech ends an utterance (the session restarts, text goes on).
         url: decode on a running asr-stream serve at this ws:// address instead of loading a model here (the
-            server's model, mode, φ, policy and endpoint rules apply; --k is sent as this stream's k).
+            server's model, mode, φ, policy and endpoint rules apply; --k and --context are sent as this stream's).
         api_key_file: with --url: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
     """
     from ..audio.io import LevelCheck
@@ -39,6 +39,7 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         return
     rules = endpoint.config()
     options.policy_params()  # a bad parameter fails before the microphone opens
+    context = options.context_phrases()  # so does a bad context
     check_block_ms(block_ms)
     if output is not None:
         check_outputs([], [output])
@@ -59,7 +60,7 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         if endpoint.vad != "energy":
             raise ValueError("--vad sets the local endpointer; with --url the server's endpoint rules apply")
         try:
-            _remote_mic(url, blocks, options.k, output, key)
+            _remote_mic(url, blocks, options.k, output, key, context)
         finally:
             warn("microphone", check.warnings())
         return
@@ -87,7 +88,8 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         sys.exit(1)
 
 
-def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: Optional[str] = None) -> None:
+def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: Optional[str] = None,
+                context: tuple[str, ...] = ()) -> None:
     """``mic --url``: stream the microphone to a server; the first Ctrl-C (or SIGTERM) stops the microphone, sends the
     end message and waits for the server's last words; a second one aborts."""
     import asyncio
@@ -132,7 +134,7 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: 
     saved = True
     print(f"listening... decoding on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
-        asyncio.run(stream(url, until_stopped(), SAMPLE_RATE, k, None, show, api_key=key))
+        asyncio.run(stream(url, until_stopped(), SAMPLE_RATE, k, None, show, api_key=key, context=context or None))
     except ServerError as e:
         raise ValueError(str(e)) from None
     finally:

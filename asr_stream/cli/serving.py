@@ -29,6 +29,8 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
         host: address to listen on (default: loopback only; 0.0.0.0 exposes the server to the network).
         port: TCP port (0: any free port, printed at start).
         k: default wait-k in chunks (default: 3 if the model was trained with it, else its training k closest to 3); a client may ask for its own.
+        context: the context list of every connection that sends none in its start message (words and phrases separated
+            by commas; a client's own list replaces it). Needs a model trained with context lists.
         max_clients: concurrent streams; one more gets a busy error.
         max_session_s: seconds of audio per connection; at the limit the rest is ignored, what came is decoded.
         idle_timeout_s: the idle rule's window: a connection that sent less than --min-audio-s of audio in the last
@@ -92,6 +94,7 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
     except ImportError as e:
         raise ValueError(f"serve needs the {e.name} package: pip install 'asr-stream[serve]'") from None
     options.policy_params()  # a bad parameter fails before the model loads
+    options.context_phrases()  # so does a bad --context (every connection's list unless it sends its own)
     m = options.load()
     cfg = options.config(m)  # unset: the training values
     server = Server(m, cfg, rules, limits, scheduler,

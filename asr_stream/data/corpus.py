@@ -57,7 +57,9 @@ class Utterance:
 
     id: unique key (LibriSpeech ``<speaker>-<chapter>-<utt>``); audio_path: the file;
     text: the transcript; duration: audio length in seconds; speaker: speaker label ("" when unknown);
-    words: the time of each transcript word, when the corpus has a word alignment (else None).
+    words: the time of each transcript word, when the corpus has a word alignment (else None);
+    context: the utterance's context list (words and phrases: its rare words and distractors, a biasing set's
+    ``context`` manifest field, :mod:`asr_stream.context`), else None.
     """
 
     id: str
@@ -66,6 +68,7 @@ class Utterance:
     duration: float
     speaker: str = ""
     words: tuple[WordTiming, ...] | None = None
+    context: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -360,7 +363,12 @@ def _manifest_item(obj: object, where: str, base: Path) -> tuple[Utterance, Path
         raise DataError(f"{where}: 'id' must be a non-empty string")
     if not isinstance(speaker, (str, int)) or isinstance(speaker, bool):
         raise DataError(f"{where}: 'speaker' must be a string")
-    return Utterance(uid, path, text, float(duration), str(speaker)), path
+    context = obj.get("context")
+    if context is not None and (not isinstance(context, list) or not context
+                                or not all(isinstance(c, str) and c.strip() for c in context)):
+        raise DataError(f"{where}: 'context' must be a non-empty list of words and phrases (strings)")
+    return Utterance(uid, path, text, float(duration), str(speaker),
+                     context=tuple(" ".join(c.split()) for c in context) if context is not None else None), path
 
 
 def read_manifest_report(
@@ -418,8 +426,9 @@ def read_manifest(path: str | os.PathLike, on_error: OnError = "raise", check_au
     """Read a NeMo-style JSONL manifest, keeping the file's order.
 
     Each line is an object with ``audio_filepath`` (relative paths resolve against the manifest's folder),
-    ``duration`` (seconds, trusted as written) and ``text``; optional ``id`` (default: the audio file's stem)
-    and ``speaker``. With ``check_audio`` every audio file must exist and have a readable header.
+    ``duration`` (seconds, trusted as written) and ``text``; optional ``id`` (default: the audio file's stem),
+    ``speaker`` and ``context`` (a list of words and phrases: the utterance's context list, as a biasing set
+    has). With ``check_audio`` every audio file must exist and have a readable header.
     Errors name ``file:line``; ``on_error="skip"`` drops bad lines (counts: :func:`read_manifest_report`).
     """
     return read_manifest_report(path, on_error, check_audio)[0]
@@ -445,6 +454,8 @@ def write_manifest(utts: Sequence[Utterance], path: str | os.PathLike) -> Path:
         row = {"audio_filepath": shown, "duration": u.duration, "text": u.text, "id": u.id}
         if u.speaker:
             row["speaker"] = u.speaker
+        if u.context is not None:
+            row["context"] = list(u.context)
         rows.append(json.dumps(row, ensure_ascii=False))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
