@@ -99,6 +99,13 @@ def check_context_length(model_cfg, n_tokens: int) -> None:
                          f"{model_cfg.context_max_tokens} (give fewer or shorter phrases)")
 
 
+def checked_ids(model, phrases: Sequence[str]) -> list[int]:
+    """:func:`context_ids` of ``phrases`` for ``model`` (a SpeechLLM), checked by :func:`check_context_length`."""
+    ids = context_ids(model.codec, phrases) if phrases else []
+    check_context_length(model.cfg, len(ids))
+    return ids
+
+
 def fit_context(codec, phrases: Sequence[str], max_tokens: int) -> list[int]:
     """Training: the ids of the longest prefix of ``phrases`` that fits ``max_tokens`` (phrases come shuffled)."""
     ids: list[int] = []
@@ -206,5 +213,6 @@ def context_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index, 0xC0])
 
 
-__all__ = ["ContextDraw", "ContextSampler", "MAX_CONTEXT_FILE_BYTES", "check_context_length", "context_from_options",
+__all__ = ["ContextDraw", "ContextSampler", "MAX_CONTEXT_FILE_BYTES", "check_context_length", "checked_ids",
+           "context_from_options",
            "context_ids", "context_rng", "fit_context", "parse_context", "read_context_file"]

@@ -26,6 +26,7 @@ import torch
 from .. import decoder as dec
 from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS
 from ..config import StreamConfig
+from ..context import checked_ids
 from ..groups import PAD, TARGET, Elements, additive_mask, allowed, context_elements, source_elements, target_elements
 from .defaults import stream_config_for
 from .policy import Action, View, make_policy, max_rows
@@ -147,15 +148,9 @@ class StreamingSession:
 
     @property
     def context_ids(self) -> list[int]:
-        """Token ids of ``cfg.context`` (:func:`asr_stream.context.context_ids`; [] for none), checked against what the
-        model was trained to read (one-line ValueError)."""
-        phrases = tuple(self.cfg.context)
-        if self._context is None or self._context[0] != phrases:
-            from ..context import check_context_length, context_ids
-
-            ids = context_ids(self.codec, phrases) if phrases else []
-            check_context_length(self.model.cfg, len(ids))
-            self._context = (phrases, ids)
+        """Token ids of ``cfg.context`` ([] for none; a list the model cannot read: ValueError, :func:`checked_ids`)."""
+        if self._context is None or self._context[0] != tuple(self.cfg.context):
+            self._context = (tuple(self.cfg.context), checked_ids(self.model, self.cfg.context))
         return self._context[1]
 
     @property
@@ -365,14 +360,8 @@ class StreamingSession:
         if not P and not ctx:
             return None
         with torch.inference_mode():
-            parts, embeds = [], []
-            if ctx:
-                parts.append(context_elements(self.cfg.mode, len(ctx), self.cfg.phi))
-                embeds.append(m.embed_tokens(ctx))
-            if P:
-                parts.append(self._stage(source_elements(P, [], prompt=True)))
-                embeds.append(m.embed_tokens(m.prompt_ids))
-            return Step(Elements.cat(parts), torch.cat(embeds))
+            parts = [context_elements(self.cfg.mode, len(ctx), self.cfg.phi), self._stage(source_elements(P, [], prompt=True))]
+            return Step(Elements.cat(parts), m.embed_tokens(ctx + m.prompt_ids))
 
     def _advance(self) -> None:
         """Run steps until the stream waits for audio or is done."""
