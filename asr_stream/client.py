@@ -227,7 +227,8 @@ RECONNECT_PATIENCE_S = 10.0  # s of refused or 5xx connection attempts after a l
 async def stream_resuming(url: str, blocks: Iterable[np.ndarray], sample_rate: int = 16000, k: Optional[int] = None,
                           block_ms: Optional[float] = None, on_event: Optional[Callable[[dict], None]] = None,
                           api_key: Optional[str] = None, retries: int = 0,
-                          on_retry: Optional[Callable[[ConnectionLost, float], None]] = None) -> Result:
+                          on_retry: Optional[Callable[[ConnectionLost, float], None]] = None,
+                          context: Optional[Sequence[str]] = None) -> Result:
     """:func:`stream`, and when the connection is lost mid-stream (:class:`ConnectionLost`: a replica behind a balancer
     died), up to ``retries`` times: connect to ``url`` again (the balancer picks a live replica) and send again the
     audio from the end of the last ``final`` on. The rule: every utterance finished before the loss is kept as it
@@ -258,7 +259,7 @@ async def stream_resuming(url: str, blocks: Iterable[np.ndarray], sample_rate: i
                 on_event(ev)
 
         try:
-            res = await stream(url, tape.replay(), sample_rate, k, block_ms, hook, api_key=api_key)
+            res = await stream(url, tape.replay(), sample_rate, k, block_ms, hook, api_key=api_key, context=context)
             out.sent_at = [(n + round(ms * 16), t) for n, t in res.sent_at]
             return out
         except ConnectFailed as e:  # connecting again: the balancer may not know yet that a replica died

@@ -48,7 +48,7 @@ def read_context_file(path: str | Path) -> tuple[str, ...]:
     missing, unreadable, too large, non-UTF-8 or empty file."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"--context-file {p}: no such file")
+        raise ValueError(f"--context-file {p}: {'not a regular file' if p.exists() else 'no such file'}")
     size = p.stat().st_size
     if size > MAX_CONTEXT_FILE_BYTES:
         raise ValueError(f"--context-file {p}: {size} bytes, more than a context can hold ({MAX_CONTEXT_FILE_BYTES} at most)")

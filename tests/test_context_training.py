@@ -139,3 +139,17 @@ def test_a_few_steps_through_the_training_command_line_give_a_model_that_streams
                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=280)
     assert r.returncode != 0 and "context_max_tokens is 0" in r.stderr
     assert SENTENCES  # the corpus of tiny_setup
+
+
+def test_the_context_config_is_its_sibling_plus_the_context_knobs():
+    """conf/tiny_synthetic_whisper_context.yaml trains what conf/tiny_synthetic_whisper.yaml trains (its no-context
+    baseline), with lists: the same settings but the context knobs and the output folders, and valid knobs."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "conf"
+    sib, ctx = (yaml.safe_load((root / n).read_text()) for n in ("tiny_synthetic_whisper.yaml", "tiny_synthetic_whisper_context.yaml"))
+    assert ctx["model"]["model"].pop("context_max_tokens") >= 700  # 100 distractors of rare words: ~650 tokens
+    draw = ContextDraw.from_dict(ctx["data"].pop("context"))
+    assert draw.active and 0 < draw.distractor_only_prob < 1 and draw.distractors[1] >= 100
+    text = lambda c: yaml.safe_dump(c).replace("exp/synthetic_whisper_context/", "exp/synthetic_whisper/")  # noqa: E731
+    assert text(ctx) == text(sib)

@@ -115,7 +115,7 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
 
 def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool = False, block_ms: int = 100,
            k: Optional[int] = None, json: Optional[str] = None, api_key_file: Optional[str] = None,
-           retries: int = 0) -> None:
+           retries: int = 0, context: Optional[str] = None, context_file: Optional[str] = None) -> None:
     """Transcribe audio files on a running ``asr-stream serve``: words as they arrive, then the final text per file.
 
     Each file is read from disk block by block as it is sent. A bad file is one error line and the next file goes on;
@@ -132,6 +132,9 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         api_key_file: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
         retries: when the connection is lost mid-file (a replica behind a balancer died), connect again up to this many
             times and send the file again from the end of its last finished utterance (asr_stream.client.stream_resuming).
+        context: ask the server to use this context list (words and phrases separated by commas; the server's model
+            must have been trained with context lists).
+        context_file: the context list from a UTF-8 file (phrases one a line or separated by commas), after --context's.
     """
     import asyncio
     import json as jsonlib
@@ -147,6 +150,9 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     check_block_ms(block_ms)
     if retries < 0:
         raise ValueError(f"--retries must be >= 0, got {retries}")
+    from ..context import context_from_options
+
+    phrases = context_from_options(context, context_file)
     check_outputs(files, [json] if json is not None else [])
     results, failed, cut, unsaved = [], [], [], False
     step = max(1, int(round(block_ms * SAMPLES_PER_MS)))
@@ -192,7 +198,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
 
         try:
             res = asyncio.run(stream_resuming(url, blocks(), SAMPLE_RATE, k, block_ms if realtime else None, show, key,
-                                              retries, lambda e, ms: say_error(f"{f}: {e}; connecting again, from {ms / 1000:.1f} s")))
+                                              retries, lambda e, ms: say_error(f"{f}: {e}; connecting again, from {ms / 1000:.1f} s"),
+                                              phrases or None))
         except ServerError as e:
             print()
             say_error(f"{f}: {e}")
