@@ -109,7 +109,8 @@ def test_start_message_context_is_checked():
             parse_start(json.dumps({**base, "context": bad}))
 
 
-def test_each_connection_streams_with_its_own_context(ctx_model):
+@pytest.mark.parametrize("scheduler", ["batched", "per-client"])
+def test_each_connection_streams_with_its_own_context(ctx_model, scheduler):
     """Two clients at once, one with a context and one without, then a third in the freed slot without one: each
     transcript is the lone session's with that client's context (a reused slot keeps nothing of the last one's)."""
     from asr_stream.client import blocks_of, stream
@@ -119,7 +120,7 @@ def test_each_connection_streams_with_its_own_context(ctx_model):
     w = waves()[1]
     with_ctx, without = alone(ctx_model, replace(cfg, context=CTX), w), alone(ctx_model, cfg, w)
     assert as_pairs(with_ctx.words) != as_pairs(without.words)  # the context changes this random model's words
-    server = Server(ctx_model, cfg, ENDPOINT, ServerConfig(max_clients=2))
+    server = Server(ctx_model, cfg, ENDPOINT, ServerConfig(max_clients=2), scheduler)
     with running(server) as url:
         async def both():
             return await asyncio_gather(stream(url, blocks_of(w, 100), context=list(CTX)), stream(url, blocks_of(w, 100)))
