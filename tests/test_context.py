@@ -217,3 +217,17 @@ def test_a_model_trained_without_context_refuses_one(make_model, ctx_model):
         StreamingSession(ctx_model(), context=tuple(["ZANZIBAR"] * 40))
     with pytest.raises(ValueError, match="not a string"):
         StreamingSession(ctx_model(), cfg=StreamConfig(context="ZANZIBAR"))
+
+
+def test_the_masks_command_draws_the_context_as_the_design_notes_show(capsys):
+    """`asr-stream masks --context-tokens 2` prints the picture of docs/design.md ("Context lists")."""
+    from pathlib import Path
+
+    import asr_stream.cli as cli
+
+    cli.main(["masks", "--mode", "group", "--k", "1", "--chunks", "3", "--words", "1 2", "--context-tokens", "2"])
+    drawn = [ln.rstrip() for ln in capsys.readouterr().out.splitlines()[2:]]
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text()
+    start = doc.rindex("\n", 0, doc.index("c0  c1  a0")) + 1
+    shown = [ln[2:].rstrip() for ln in doc[start:].split("\n  ```")[0].splitlines()]
+    assert drawn == shown and len(drawn) == 10

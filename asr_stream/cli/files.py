@@ -186,7 +186,7 @@ def export(ckpt: str, like: str, output: str, weights: Literal["average", "live"
 
 def masks(mode: Mode = "group", k: int = 1, phi: float = 0.0,
           chunks: int = 3, embeds_per_chunk: int = 1, prompt_tokens: int = 0,
-          words: str = "1 2 1") -> None:
+          words: str = "1 2 1", context_tokens: int = 0) -> None:
     """Print a mode's attention mask for a small example, to see what the model attends to.
 
     Args:
@@ -197,6 +197,7 @@ def masks(mode: Mode = "group", k: int = 1, phi: float = 0.0,
         embeds_per_chunk: source embeddings per chunk E.
         prompt_tokens: prompt tokens P before the audio.
         words: tokens per target word, e.g. "1 2 1" = a one-token word, a two-token word, a one-token word.
+        context_tokens: tokens C of a context list (prompted hotwords), before the target group.
     """
     from ..groups import render, training_layout, units_done
 
@@ -208,9 +209,13 @@ def masks(mode: Mode = "group", k: int = 1, phi: float = 0.0,
         raise ValueError(f"--words must be tokens per word as positive integers, e.g. \"1 2 1\"; got {words!r}")
     flags = [i == n - 1 for n in lengths for i in range(n)]
     units = units_done(flags)
-    els = training_layout(mode, prompt_tokens, chunks, embeds_per_chunk, units, None if mode == "batch" else k, phi)
-    print(f"mode={mode} k={k} phi={phi} N={chunks} E={embeds_per_chunk} P={prompt_tokens} words={lengths}")
-    print("rows: p = prompt, a = audio embedding, t = target row (t0 = BOS; row i predicts token i); x = attends; (position)")
+    if context_tokens < 0:
+        raise ValueError(f"--context-tokens must be >= 0, got {context_tokens}")
+    els = training_layout(mode, prompt_tokens, chunks, embeds_per_chunk, units, None if mode == "batch" else k, phi,
+                          C=context_tokens)
+    print(f"mode={mode} k={k} phi={phi} N={chunks} E={embeds_per_chunk} P={prompt_tokens} C={context_tokens} words={lengths}")
+    print("rows: p = prompt, c = context, a = audio embedding, t = target row (t0 = BOS; row i predicts token i); "
+          "x = attends; (position)")
     print(render(mode, els))
 
 
