@@ -10,8 +10,8 @@ only, 1-3 of its rare words, 0-20 distractors), then the held-out cross-entropy 
 forced, wait-k 3) is printed with three lists: the utterance's rare words + 10 distractors, 20 distractors only, and
 none; at step 0 too (an untrained model given a list).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/context_positions.py \\
-        --train librispeech:data/synthetic_multi:train --heldout librispeech:data/synthetic_multi:dev --steps 150
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/context_positions.py --train librispeech:data/synthetic_multi_part:train \\
+        --heldout librispeech:data/synthetic_multi:dev --steps 60 --utts 160 --eval-utts 32   # benchmarks/RESULTS.md
 
 A small proxy (a tiny decoder, minutes of fine-tuning): it says how readily each layout is picked up and whether an
 untrained list disturbs the model, not what a full training reaches.
