@@ -30,6 +30,9 @@ PolicyName = Literal["waitk", "ctc", "confidence"]
 """A read/write policy (:data:`asr_stream.streaming.policy.REGISTRY`)."""
 POLICIES: tuple[PolicyName, ...] = typing.get_args(PolicyName)
 EarlyEos = Literal["wait", "stop"]
+TextFormat = Literal["plain", "formatted"]
+"""What a model writes (:attr:`ModelConfig.text_format`): upper case without punctuation, or case and punctuation."""
+TEXT_FORMATS: tuple[TextFormat, ...] = typing.get_args(TextFormat)
 
 
 def split_eval_mode(name: str) -> tuple[Mode, Reencode]:
@@ -169,6 +172,11 @@ class ModelConfig:
     """The longest context list (in tokens, separators included) the model was trained to read as a prefix of its
     target group (:mod:`asr_stream.context`); 0: trained without context lists, and a context given to it is
     refused. Longer lists are refused too."""
+    text_format: TextFormat = "plain"
+    """What the model writes. plain: upper case without punctuation (LibriSpeech style); formatted: the text as
+    written, with case and punctuation (trained on :attr:`Utterance.formatted`; its tokenizer must know cased
+    text: ``prepare(..., text_format="formatted")``). Inference shows it as written unless asked for plain text
+    (``--plain``: :func:`asr_stream.transcript.plain_text`); WER is scored after normalisation either way."""
 
 
 class TrainingMismatchWarning(UserWarning):
@@ -213,6 +221,11 @@ class StreamConfig:
     context: tuple[str, ...] = ()
     """Context list (prompted hotwords): words and phrases the decoder reads before the transcript, e.g.
     ("Zanzibar", "Okonkwo") (:mod:`asr_stream.context`). Empty: none. Needs a model trained with context lists."""
+    plain: bool = False
+    """Write plain text whatever the model writes: a formatted model's words (``ModelConfig.text_format``) upper case
+    without punctuation, as a plain model writes them (:func:`asr_stream.transcript.plain_text`; a word that is only
+    punctuation is not written). A plain model's words are unchanged. Word times, the schedule and everything the
+    model computes are the same either way."""
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

@@ -22,6 +22,7 @@ is a one-line ValueError.
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -166,14 +167,39 @@ class ContextDraw:
         return self.prob > 0
 
 
+def list_words(text: str) -> list[str]:
+    """The words of a transcript as a context list writes them: split at spaces, punctuation at either end dropped
+    (a formatted transcript's ``Zanzibar,`` is ``Zanzibar``; the apostrophe ``'`` is kept, as plain text has it), case
+    kept; a word that is only punctuation is none."""
+    out = []
+    for w in text.split():
+        a, b = 0, len(w)
+        while a < b and w[a] != "'" and unicodedata.category(w[a])[0] in "PS":
+            a += 1
+        while b > a and w[b - 1] != "'" and unicodedata.category(w[b - 1])[0] in "PS":
+            b -= 1
+        if a < b:
+            out.append(w[a:b])
+    return out
+
+
+def word_key(word: str) -> str:
+    """What two spellings of a word share (its upper case): rarity and "is it in the text" are decided on it."""
+    return word.upper()
+
+
 class ContextSampler:
     """Draws a training utterance's context list from its transcript (:class:`ContextDraw`'s rules)."""
 
     def __init__(self, draw: ContextDraw, transcripts: Iterable[str]) -> None:
         self.draw = draw
-        counts = Counter(w for t in transcripts for w in t.split())
-        ranked = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-        self.common = frozenset(ranked[: draw.rare_rank])
+        counts, spelled = Counter(), {}  # by word_key; each key's most frequent spelling (a formatted model's case)
+        for t in transcripts:
+            for w in list_words(t):
+                counts[word_key(w)] += 1
+                spelled.setdefault(word_key(w), Counter())[w] += 1
+        ranked = [spelled[k].most_common(1)[0][0] for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+        self.common = frozenset(word_key(w) for w in ranked[: draw.rare_rank])
         if draw.word_list:
             p = Path(draw.word_list)
             try:
@@ -191,8 +217,8 @@ class ContextSampler:
         d = self.draw
         if rng.random() >= d.prob:
             return ()
-        words = list(dict.fromkeys(text.split()))
-        rare = [w for w in words if w not in self.common]
+        words = list(dict.fromkeys(list_words(text)))
+        rare = [w for w in words if word_key(w) not in self.common]
         true: list[str] = []
         if rare and rng.random() >= d.distractor_only_prob:
             n = int(rng.integers(d.true_words[0], d.true_words[1] + 1))
@@ -200,9 +226,9 @@ class ContextSampler:
         n_d = int(rng.integers(d.distractors[0], d.distractors[1] + 1))
         if not true:
             n_d = max(n_d, 1)
-        in_text = set(words)
+        in_text = {word_key(w) for w in words}
         picks = rng.choice(len(self.pool), size=min(len(self.pool), n_d + len(in_text)), replace=False) if n_d else []
-        distract = [self.pool[j] for j in picks if self.pool[j] not in in_text][:n_d]
+        distract = [self.pool[j] for j in picks if word_key(self.pool[j]) not in in_text][:n_d]
         out = true + distract
         return tuple(out[j] for j in rng.permutation(len(out)))
 
@@ -215,4 +241,4 @@ def context_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 __all__ = ["ContextDraw", "ContextSampler", "MAX_CONTEXT_FILE_BYTES", "check_context_length", "checked_ids",
            "context_from_options",
-           "context_ids", "context_rng", "fit_context", "parse_context", "read_context_file"]
+           "context_ids", "context_rng", "fit_context", "list_words", "parse_context", "read_context_file", "word_key"]

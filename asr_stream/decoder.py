@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -25,8 +26,23 @@ EOW = "</w>"  # end-of-word suffix of our own BPE
 WORD_START_MARKS = ("▁", "Ġ")  # SentencePiece / byte-level BPE word-start markers
 
 
+def _marks_only(piece: str) -> bool:
+    """Is a token's text, without its word marker, punctuation only (``",</w>"``, ``"▁."``)?"""
+    text = piece[: -len(EOW)] if piece.endswith(EOW) else piece.lstrip("".join(WORD_START_MARKS))
+    return bool(text) and all(unicodedata.category(c).startswith("P") for c in text)
+
+
 class TextCodec:
-    """Tokenizer + word-boundary knowledge. ``style`` is 'suffix' (end-of-word BPE) or 'prefix' (word-start)."""
+    """Tokenizer + word-boundary knowledge. ``style`` is 'suffix' (end-of-word BPE) or 'prefix' (word-start).
+
+    A target unit (the wait-k schedule's word) is a whitespace-separated word with the punctuation written against
+    it: "Hello," and "you?" are one unit each, so a full stop costs no extra chunk. Formatted text keeps its marks
+    in their words (:attr:`asr_stream.corpus.text.Sentence.formatted`), and a tokenizer that splits on whitespace
+    only puts them in the word's tokens (suffix style: the word-final token ends with the mark; prefix style: the
+    mark is a continuation token without "▁"). A mark standing alone between spaces (``"world ."``) is never a
+    unit of its own: a prefix-style ``"▁."`` continues the word before it (and a word token after a ``"▁\""`` starts
+    the unit: an opening quote belongs to its word), and a suffix-style ``".</w>"`` that starts a word does not
+    finish a unit (it joins the next word's unit), so a model that writes one gets no extra chunk for it either."""
 
     def __init__(self, tokenizer) -> None:
         self.tok = tokenizer
@@ -45,6 +61,9 @@ class TextCodec:
             flags = [bool(p) and str(p).startswith(WORD_START_MARKS) for p in pieces]
         # the flag of token t: does emitting t complete (suffix) / start (prefix) a target unit?
         self._boundary = torch.tensor([f and i not in special for i, f in enumerate(flags)], dtype=torch.bool)
+        # tokens that are punctuation only: never a unit on their own (see the class docstring)
+        self._marks = torch.tensor([bool(p) and i not in special and _marks_only(str(p)) for i, p in enumerate(pieces)],
+                                   dtype=torch.bool)
 
     def __len__(self) -> int:
         return len(self.tok)
@@ -55,18 +74,36 @@ class TextCodec:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True).strip()
 
-    def is_boundary(self, token: int, first: bool = False) -> bool:
+    def is_boundary(self, token: int, first: bool = False, word_start: bool = False) -> bool:
         """Does emitting ``token`` complete (suffix style) / start (prefix style) a target unit?
 
         ``first``: the token is the transcript's first. In prefix style it always starts a unit: a
         byte-level BPE (GPT-2 style "Ġ", as Phi-4-mini's) gives the first word no marker, and without this
         every later word would count one start fewer and see one chunk less than wait-k promises.
-        (SentencePiece marks the first word too, so nothing changes there.)"""
-        return bool(self._boundary[token]) or (first and self.style == "prefix")
+        (SentencePiece marks the first word too, so nothing changes there.)
+        ``word_start``: suffix style: the token starts a whitespace word (the transcript's first token, or the
+        one after a word-final token); a punctuation-only word-final token there is a mark standing alone and
+        finishes no unit. Prefix style: a punctuation-only token never starts a unit (except as ``first``), and
+        ``word_start`` says that the token follows one with a word-start marker ("▁\"" before "Hello"): a word
+        token there starts the unit the mark could not (an opening quote belongs to the word after it)."""
+        mark = bool(self._marks[token])
+        if self.style == "prefix":
+            return first or (not mark and (bool(self._boundary[token]) or word_start))
+        return bool(self._boundary[token]) and not (word_start and mark)
 
     def boundaries(self, ids: Sequence[int]) -> list[bool]:
-        """:meth:`is_boundary` of each token of a transcript (the first one counted as its first)."""
-        return [self.is_boundary(t, first=i == 0) for i, t in enumerate(ids)]
+        """:meth:`is_boundary` of each token of a transcript (the first one counted as its first; a token after a
+        word-final one as a word start)."""
+        return [self.boundary_after(ids[i - 1] if i else None, t) for i, t in enumerate(ids)]
+
+    def boundary_after(self, prev: int | None, token: int) -> bool:
+        """:meth:`is_boundary` of ``token`` written after ``prev`` (None: it is the transcript's first): the one
+        rule the training layout (:meth:`boundaries`) and the streaming session both count units with."""
+        if prev is None:
+            return self.is_boundary(token, first=True, word_start=True)
+        if self.style == "suffix":
+            return self.is_boundary(token, word_start=bool(self._boundary[prev]))
+        return self.is_boundary(token, word_start=bool(self._boundary[prev]) and bool(self._marks[prev]))
 
     def save(self, path: str | Path) -> None:
         self.tok.save_pretrained(str(path))
@@ -91,6 +128,55 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> TextCodec:
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     return TextCodec(fast)
+
+
+def transfer_vocabulary(src_llm: nn.Module, src_codec: TextCodec, llm: nn.Module, codec: TextCodec) -> dict[str, int]:
+    """Start ``llm`` (the same architecture, the vocabulary of ``codec``) from ``src_llm`` (``src_codec``'s): every
+    weight is copied except the input and output embeddings, whose rows are made per token of the new vocabulary:
+
+    - special tokens (BOS, EOS, pad, unknown): the old one of the same role;
+    - a token the old vocabulary has in upper case (``"the</w>"`` -> ``"THE</w>"``): its row, so cased text starts
+      where the plain model's words are;
+    - else the mean of the rows of the old tokenizer's tokens for the token's text in upper case (``"Hel"`` ->
+      ``"HEL"``), unknown tokens left out;
+    - else (punctuation, which a plain vocabulary has no token for) the mean of all old rows.
+
+    Used when a model that writes formatted text starts from a plain model's decoder (``model.init_decoder_from`` with
+    a ``model.tokenizer`` of its own). Returns how many tokens each rule made."""
+    src, dst = base_model(src_llm), base_model(llm)
+    old_in, old_out = src.get_input_embeddings().weight, src.get_output_embeddings().weight
+    state = {k: v for k, v in src.state_dict().items() if v.shape == dst.state_dict()[k].shape}
+    missing, _ = dst.load_state_dict(state, strict=False)
+    vocab_keys = {k for k in dst.state_dict() if k not in state}
+    if set(missing) != vocab_keys or len(vocab_keys) > 2:
+        raise ValueError(f"cannot transfer the decoder: weights other than the embeddings differ ({sorted(vocab_keys)})")
+    old = src_codec.tok
+    roles = {codec.bos_id: src_codec.bos_id, codec.eos_id: src_codec.eos_id, codec.pad_id: src_codec.pad_id}
+    if codec.tok.unk_token_id is not None and old.unk_token_id is not None:
+        roles[codec.tok.unk_token_id] = old.unk_token_id
+    old_vocab = old.get_vocab()
+    unk = {old.unk_token_id}
+    counts = {"special": 0, "same": 0, "pieces": 0, "mean": 0}
+    rows: list[list[int]] = []
+    for t, piece in enumerate(codec.tok.convert_ids_to_tokens(list(range(len(codec))))):
+        piece = str(piece or "")
+        if t in roles:
+            rows.append([roles[t]])
+            counts["special"] += 1
+        elif piece.upper() in old_vocab and old_vocab[piece.upper()] not in unk:
+            rows.append([old_vocab[piece.upper()]])
+            counts["same"] += 1
+        else:
+            text = piece[: -len(EOW)] if piece.endswith(EOW) else piece.lstrip("".join(WORD_START_MARKS))
+            ids = [i for i in src_codec.encode(text.upper()) if i not in unk] if text else []
+            rows.append(ids)
+            counts["pieces" if ids else "mean"] += 1
+    with torch.no_grad():
+        for new, weight in ((dst.get_input_embeddings().weight, old_in), (dst.get_output_embeddings().weight, old_out)):
+            mean = weight.mean(0)
+            for t, ids in enumerate(rows[: new.shape[0]]):
+                new[t] = weight[ids].mean(0) if ids else mean
+    return counts
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -23,6 +23,27 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCH
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
+def plain_text(text: str) -> str:
+    """``text`` as a plain model writes it: upper case without punctuation, the WER normalisation
+    (:func:`asr_stream.evaluation.wer.normalize_text`) in upper case; ``"Hello, world."`` -> ``"HELLO WORLD"``."""
+    from .evaluation.wer import normalize_text
+
+    return normalize_text(text).upper()
+
+
+def plain_event(ev: dict) -> dict:
+    """A server event (docs/protocol.md) with its words made plain (:func:`plain_text`): ``partial`` and ``final``
+    words' texts, a word that is only punctuation dropped, and a ``final``'s ``text`` written again from its words;
+    other events unchanged. What ``client --plain`` and ``mic --url --plain`` show of a formatted server's words."""
+    if ev.get("type") not in ("partial", "final"):
+        return ev
+    words = [{**w, "text": t} for w in ev.get("words", []) if (t := plain_text(w["text"]))]
+    out = {**ev, "words": words}
+    if ev["type"] == "final":
+        out["text"] = " ".join(w["text"] for w in words)
+    return out
+
+
 def output_target(path: str | os.PathLike) -> Path:
     """The file that writing ``path`` replaces: ``path`` itself (absolute, links resolved) when it is a regular file
     or does not exist yet; a symbolic link's final target when that is a regular file or a new path. Anything else
@@ -298,5 +319,11 @@ def render(result: Mapping, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r} (expected one of {FORMATS})")
 
 
-__all__ = ["FORMATS", "LiveOutput", "WriteError", "atomic_write", "check_outputs", "output_target", "render", "repetition_warning",
+RESULT_FIELDS = ("file", "text", "segments", "words", "audio_s", "warnings", "complete")
+"""Fields every file's result has in ``transcribe --json`` and ``client --json`` (docs/protocol.md, "Result files"):
+the same names, units and meaning in both. Each segment has :data:`SEGMENT_FIELDS`; each word ``text`` and
+``time_ms``. Either command adds its own fields beside these."""
+SEGMENT_FIELDS = ("index", "start_ms", "end_ms", "rule", "text", "words")
+
+__all__ = ["FORMATS", "RESULT_FIELDS", "SEGMENT_FIELDS", "LiveOutput", "WriteError", "atomic_write", "check_outputs", "output_target", "render", "repetition_warning",
            "to_srt", "to_txt", "to_vtt", "unheard_warning", "word_spans"]

@@ -93,7 +93,7 @@ def start_server(scheduler: str, max_clients: int, tick_ms: float | None, thread
 
 
 async def run_clients(url: str, recs: list[tuple[np.ndarray, str]], n: int, block_ms: int = 100):
-    from asr_stream.client import blocks_of, stream
+    from asr_stream.serving.client import blocks_of, stream
 
     async def one(i: int):
         await asyncio.sleep(i / max(n, 1))  # staggered over the first second
@@ -128,7 +128,7 @@ def final_ms(r) -> float:
 
 async def beside_flood(url: str, recs, n: int, flood: np.ndarray, block_ms: int = 100):
     """``n`` live clients started once a flooder (``flood`` sent unpaced) has been streaming for a second."""
-    from asr_stream.client import blocks_of, stream
+    from asr_stream.serving.client import blocks_of, stream
 
     ready = asyncio.Event()
     flooder = asyncio.create_task(stream(url, blocks_of(flood, block_ms), 16000, None, None,
@@ -141,7 +141,7 @@ async def beside_flood(url: str, recs, n: int, flood: np.ndarray, block_ms: int 
 
 def measure_flood(url: str, pid: int, recs, n: int, flood: np.ndarray) -> dict:
     """Live clients alone, the flooder alone, then both; RSS of the server around it all."""
-    from asr_stream.client import blocks_of, stream
+    from asr_stream.serving.client import blocks_of, stream
 
     rss0 = rss_mb(pid)
     alone = asyncio.run(run_clients(url, recs, n))

@@ -98,6 +98,30 @@ def test_transcribe_takes_a_context_and_refuses_what_the_model_cannot_read(ctx_d
     assert "no words in the context" in err
 
 
+def test_context_plain_and_retries_on_the_same_commands(ctx_dir, ctx_model, tmp_path, capsys):
+    """--context with --plain (and the client's --retries): transcribe --json's settings and the server's ready event
+    carry both the context list and the text format."""
+    import asr_stream.cli as cli
+    from asr_stream.server import Server, ServerConfig
+    from asr_stream.serving.client import blocks_of, stream_resuming
+
+    audio = tmp_path / "a.wav"
+    sf.write(audio, noise_audio(1.0, seed=3), 16000)
+    cli.main(["transcribe", str(audio), "--model", str(ctx_dir), "--context", "Zanzibar", "--plain", "--json",
+              str(tmp_path / "a.json")])
+    capsys.readouterr()
+    settings = json.loads((tmp_path / "a.json").read_text())["settings"]
+    assert settings["context"] == ["Zanzibar"] and settings["text_format"] == "plain"
+    cfg = replace(stream_config_for(ctx_model, mode="group", k=2), plain=True, context=("OKONKWO",))
+    w = waves()[1]
+    with running(Server(ctx_model, cfg, ENDPOINT, ServerConfig(max_clients=1), "batched")) as url:
+        own = run(stream_resuming(url, blocks_of(w, 100), retries=2, context=list(CTX)))
+        default = run(stream_resuming(url, blocks_of(w, 100), retries=2))
+    assert own.events[0]["context"] == list(CTX) and own.events[0]["text_format"] == "plain"
+    assert default.events[0]["context"] == ["OKONKWO"] and default.events[0]["text_format"] == "plain"
+    assert as_pairs(own.words) == as_pairs(alone(ctx_model, replace(cfg, context=CTX), w).words)
+
+
 def test_start_message_context_is_checked():
     base = {"type": "start", "sample_rate": 16000}
     assert parse_start(json.dumps(base))["context"] is None
@@ -113,7 +137,7 @@ def test_start_message_context_is_checked():
 def test_each_connection_streams_with_its_own_context(ctx_model, scheduler):
     """Two clients at once, one with a context and one without, then a third in the freed slot without one: each
     transcript is the lone session's with that client's context (a reused slot keeps nothing of the last one's)."""
-    from asr_stream.client import blocks_of, stream
+    from asr_stream.serving.client import blocks_of, stream
     from asr_stream.server import Server, ServerConfig
 
     cfg = stream_config_for(ctx_model, mode="group", k=2)

@@ -45,6 +45,25 @@ def test_draws_hold_rare_words_of_the_utterance_and_distractors_not_in_it():
     assert any(empty) and all(w not in common for c in empty for w in c)
 
 
+def test_a_formatted_model_draws_lists_with_case_and_without_marks():
+    """Formatted targets ("The quokka, smiled."): the lists keep the words' case, drop the marks at their ends, and
+    rarity and "in the text" ignore case (a sentence-initial "The" is as common as "the")."""
+    texts = ["The cat sat on the mat.", "the dog sat on the log!", "A zebra ate the hay, Sir."] * 3 + \
+            ["The quokka, Zanzibar, smiled."]
+    sampler = ContextSampler(ContextDraw(prob=1.0, true_words=(1, 3), distractors=(2, 4), rare_rank=6), texts)
+    assert {"THE", "SAT", "ON"} <= sampler.common and "QUOKKA" not in sampler.common
+    assert "Zanzibar" in sampler.pool and "Sir" in sampler.pool and all(w.strip(".,!") == w for w in sampler.pool)
+    text = "The quokka, Zanzibar, smiled at the zebra."
+    seen = set()
+    for i in range(100):
+        ctx = sampler(text, context_rng(0, 0, i))
+        assert ctx and all(w[-1].isalpha() for w in ctx)  # "Zanzibar," is listed as "Zanzibar"
+        seen |= set(ctx)
+        assert not {w.upper() for w in ctx if w not in text.replace(",", "").replace(".", "").split()} & \
+            {w.upper() for w in text.replace(",", "").replace(".", "").split()}  # a distractor is in no case in the text
+    assert {"Zanzibar", "quokka"} <= seen and not {"ZANZIBAR", "QUOKKA", "Zanzibar,", "the", "The"} & seen
+
+
 def test_draw_settings_are_checked_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['probability'\]"):
         ContextDraw.from_dict({"probability": 0.5})

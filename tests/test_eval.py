@@ -234,6 +234,31 @@ def test_word_alignments_give_pr50_pr90(tmp_path, make_model, corpus):
         summarize([dict(rows[0], ref_word_end_ms=[200.0])])
 
 
+def test_words_on_non_speech_are_counted_and_do_not_enter_the_latencies(capsys):
+    """Utterances without reference words (a robustness set's non-speech clips): the words written on them are
+    counted; latencies are means over the spoken utterances only (a word on silence lags behind nothing: its
+    record's LAAL was a negative number that dragged the set's mean below zero); a set of non-speech alone says
+    its WER is undefined instead of printing 'inf %'."""
+    from asr_stream.cli.evaluation import _print_summary
+    from asr_stream.evaluation.runner import summarize
+
+    base = {"audio_ms": 1000.0, "compute_s": 0.1, "words": []}
+    spoken = [dict(base, id="a", reference="ONE TWO", hypothesis="ONE TWO", lat_LAAL=400.0),
+              dict(base, id="b", reference="THREE", hypothesis="THREE", lat_LAAL=600.0)]
+    silent = [dict(base, id="s1", reference="", hypothesis="THE WORLD", lat_LAAL=-900.0),
+              dict(base, id="s2", reference="", hypothesis="", lat_LAAL=float("nan"))]
+    s = summarize(spoken + silent)
+    assert s["LAAL"] == pytest.approx(500.0) and s["LAAL_ci"][0] >= 400.0
+    assert (s["nonspeech_utterances"], s["nonspeech_with_words"], s["nonspeech_words"]) == (2, 1, 2)
+    assert s["insertions"] == 2 and s["wer"] == pytest.approx(2 / 3)
+    assert "nonspeech_words" not in summarize(spoken)
+    only = summarize(silent)
+    only.update(name="nonspeech", rtf=0.1)
+    _print_summary(only)
+    out = capsys.readouterr().out
+    assert "2 words written on 1 of 2 utterances" in out and "WER undefined" in out and "inf" not in out
+
+
 def test_sweep_with_policy_grid(tmp_path, make_model, corpus):
     """Policy parameters are a grid axis: wait-k cells per k, adaptive cells per grid point, all on one LAAL plot;
     each cell records its schedule (wait-k: rows before the end of the audio at lag k, + 1 per early EOS)."""

@@ -75,6 +75,7 @@ def test_two_processes_score_each_utterance_once_and_give_one_process_table(tmp_
     assert [r["id"] for r in recs] == [f"u{i}" for i in range(5)]  # each once, in corpus order
     assert untimed(recs) == untimed(lines(tmp_path / "one"))
     assert untimed(two) == untimed(one)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["records.jsonl", "settings.json", "summary.json"]
     assert len({r["hypothesis"] for r in recs}) >= 3 and 0 < one["wer"] < 1
 
     part = tmp_path / "part"
@@ -85,6 +86,35 @@ def test_two_processes_score_each_utterance_once_and_give_one_process_table(tmp_
     assert sorted(resumed["scored_by_rank"]) == [1, 2]
     assert [r["id"] for r in lines(part)] == [f"u{i}" for i in range(5)]
     assert untimed(resumed) == untimed(one)
+
+
+@pytest.mark.timeout(600)
+def test_each_process_keeps_its_records_as_it_goes(tmp_path):
+    """A two-process run killed after rank 0 scored u0 and rank 1 scored u1 (their predict_step, in this process; the
+    kill is that nothing more runs): each record is already on disk, in that rank's own file. The next run, two
+    processes, scores only the other three, and its records and table are one process's."""
+    from asr_stream.cli.evaluation import eval_cmd
+    from asr_stream.cli.options import StreamOptions
+    from asr_stream.data import read_corpus
+    from asr_stream.evaluation.distributed import EvalModule
+    from asr_stream.evaluation.runner import Setting, open_records
+
+    manifest = corpus(tmp_path)
+    eval_cmd(str(manifest), output=str(tmp_path / "one"))
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    utts, m, out = read_corpus(str(manifest)), StreamOptions().load(), tmp_path / "killed"
+    for rank, i in ((0, 0), (1, 1)):
+        module = type("Rank", (EvalModule,), {"global_rank": rank})(m, utts, Setting(), out, "auto")
+        if rank == 0:  # rank 0 opens the folder (its settings) before anyone scores
+            open_records(out, m, utts, module.cfg, module.setting, "auto")
+        module.predict_step(i)
+    kept = sorted(p.name for p in out.glob("records*.jsonl"))
+    resumed = eval_2(manifest, out)
+    assert kept == ["records.rank0.jsonl", "records.rank1.jsonl"]
+    assert sorted(resumed["scored_by_rank"]) == [1, 2]
+    assert [r["id"] for r in lines(out)] == [f"u{i}" for i in range(5)]
+    assert untimed(lines(out)) == untimed(lines(tmp_path / "one")) and untimed(resumed) == untimed(one)
+    assert sorted(p.name for p in out.iterdir()) == ["records.jsonl", "settings.json", "summary.json"]
 
 
 def test_bad_process_counts_are_one_line_errors(tmp_path, capsys):

@@ -49,14 +49,17 @@ def test_cached_batches_give_the_losses_of_the_audio(setup, tmp_path):
     speed drawn per (epoch, index)) and the same loss and CTC loss to float32 rounding. The cache's rows are the
     encoder's outputs; zeroed rows would change every loss by far more than the tolerance."""
     from asr_stream.training.data import UtteranceDataset, collate
-    from asr_stream.training.features import FeatureDataset, collate_features, write_cache
+    from asr_stream.training.features import FeatureDataset, collate_features, nonspeech_settings, write_cache
 
     root, manifest, cfg = setup
     mod, dm = parts(root, manifest, cfg, sample_utterances=7)
-    assert write_cache(mod.net, dm, tmp_path / "c", epochs=2, batch_seconds=2.0, progress=False) == 14
-    net = mod.net.eval()
+    dm.setup("fit")
     audio = UtteranceDataset(dm.train_utts, dm.speeds, dm.seed, dm.augment)
-    cached = FeatureDataset(tmp_path / "c", len(dm.train_utts))
+    replaced = sum(audio.draw((i, e))[2] for i in range(7) for e in range(2))
+    assert 0 < replaced < 14
+    assert write_cache(mod.net, dm, tmp_path / "c", epochs=2, batch_seconds=2.0, progress=False) == 14 + replaced
+    net = mod.net.eval()
+    cached = FeatureDataset(tmp_path / "c", len(dm.train_utts), nonspeech_settings(dm.augment))
     texts = set()
     for epoch in (0, 1, 2):  # epoch 2 reads the cache's epoch 0 (2 mod 2): the audio's epoch 0 items
         keys = [(i, epoch) for i in range(len(dm.train_utts))]
@@ -153,3 +156,52 @@ def test_training_cli_fits_from_the_cache_and_refuses_a_foreign_one(setup, tmp_p
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("asr-stream train: error: data.features") and "'seed' differs" in err[-1]
+
+
+def test_non_speech_items_are_added_to_a_cache_without_encoding_its_speech_again(setup, tmp_path):
+    """A cache written without non-speech replacement gains it: a second run with ``nonspeech_prob`` > 0 encodes
+    only the items whose coin replaces them (the speech shards stay as they were), and the training then reads
+    exactly the audio path's items, non-speech and empty transcripts included. A training that asks for non-speech
+    from a cache without it, or a cache that mixed the two (written before they were kept apart), is refused."""
+    from asr_stream.training import features as fc
+    from asr_stream.training.data import UtteranceDataset, collate
+
+    root, manifest, cfg = setup
+    plain = {k: v for k, v in AUGMENT.items() if k != "nonspeech_prob"}
+    mod, dm0 = parts(root, manifest, cfg)
+    dm0.augment = fc.AugmentConfig.from_dict(plain)
+    n0 = fc.write_cache(mod.net, dm0, tmp_path / "c", epochs=2, batch_seconds=2.0, progress=False)
+    assert n0 == 2 * len(dm0.train_utts)
+    speech = {p.name: p.read_bytes() for p in (tmp_path / "c").glob("shard-*")}
+    _, dm = parts(root, manifest, cfg)
+    dm.setup("fit")
+    ns = fc.nonspeech_settings(dm.augment)
+    with pytest.raises(ValueError, match="no non-speech items"):
+        fc.FeatureDataset(tmp_path / "c", len(dm.train_utts), ns)
+    with pytest.raises(ValueError, match="no non-speech items"):
+        fc.check_cache(tmp_path / "c", fc.cache_meta(mod.net.encoder, cfg.encoder, dm.train_specs, None, dm.speeds,
+                                                     dm.augment, dm.seed, None, ""))
+    audio = UtteranceDataset(dm.train_utts, dm.speeds, dm.seed, dm.augment)
+    keys = [(i, e) for e in range(2) for i in range(len(dm.train_utts))]
+    replaced = [j for j, k in enumerate(keys) if audio.draw(k)[2]]
+    assert 0 < len(replaced) < len(keys)
+    assert fc.write_cache(mod.net, dm, tmp_path / "c", epochs=2, batch_seconds=2.0, progress=False) == len(replaced)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "c").glob("shard-*") if p.name in speech} == speech
+    assert fc.write_cache(mod.net, dm, tmp_path / "c", epochs=2, batch_seconds=2.0, progress=False) == 0  # all there
+    cached = fc.FeatureDataset(tmp_path / "c", len(dm.train_utts), ns)
+    a, c = collate([audio[i] for i in keys]), fc.collate_features([cached[i] for i in keys])
+    assert torch.equal(a.wave_lens, c.wave_lens) and a.texts == c.texts
+    assert [a.texts[i] for i in replaced] == [""] * len(replaced)
+    net = mod.net.eval()
+    with torch.no_grad():
+        oa, oc = net(mod._batch(a), k=2), net(mod._batch(c), k=2)
+    assert abs(float(oa.loss) - float(oc.loss)) < 1e-5
+    # without non-speech asked for, the same cache serves the speech items
+    plain_items = fc.FeatureDataset(tmp_path / "c", len(dm.train_utts))
+    assert [plain_items[k][2] for k in keys] == [u.text for u in dm.train_utts] * 2
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text())
+    old = {k: v for k, v in meta.items() if k != "nonspeech"}
+    (tmp_path / "c" / "meta.json").write_text(json.dumps({**old, "augment": {**old["augment"], "nonspeech_prob": 0.2}}))
+    with pytest.raises(ValueError, match="written before non-speech items were kept apart"):
+        fc.check_cache(tmp_path / "c", fc.cache_meta(mod.net.encoder, cfg.encoder, dm.train_specs, None, dm.speeds,
+                                                     dm.augment, dm.seed, None, ""))

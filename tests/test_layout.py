@@ -114,5 +114,22 @@ def test_the_sample_rate_is_defined_once() -> None:
             if isinstance(node, ast.Constant) and type(node.value) in (int, float) and node.value == 16000:
                 literals.append(rel)
     assert definitions == ["asr_stream/audio/io.py"]
-    serving = {"asr_stream/client.py", "asr_stream/server.py"}  # client/serve: their own slice
+    serving = {"asr_stream/serving/client.py", "asr_stream/server.py"}  # client/serve: their own slice
     assert sorted(set(literals) - serving) == ["asr_stream/audio/io.py", "asr_stream/audio/vad.py"]
+
+
+def test_the_moved_serving_modules_keep_their_old_names() -> None:
+    """asr_stream.client and asr_stream.fairness moved into asr_stream.serving: the old names are the same module
+    objects (a monkeypatch through one is seen through the other), each with a DeprecationWarning naming the new one."""
+    import subprocess
+    import sys
+
+    code = ("import warnings\nwarnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    import asr_stream.client as a, asr_stream.fairness as b\n"
+            "import asr_stream.serving.client as c, asr_stream.serving.fairness as d\n"
+            "print(a is c, b is d, [str(x.message) for x in w if x.category is DeprecationWarning])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ("True True ['asr_stream.client is deprecated: import asr_stream.serving.client', "
+                                  "'asr_stream.fairness is deprecated: import asr_stream.serving.fairness']")

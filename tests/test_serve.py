@@ -1,6 +1,6 @@
 """``asr-stream serve`` over loopback: the protocol, concurrent clients against a lone SegmentedSession, faults.
 
-The server runs in a thread with its own event loop; clients are ``asr_stream.client.stream`` or raw
+The server runs in a thread with its own event loop; clients are ``asr_stream.serving.client.stream`` or raw
 ``websockets`` connections. Counts are bounded and every wait has a timeout; nothing asserts on timing.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from asr_stream.client import ServerError, blocks_of, stream  # noqa: E402
+from asr_stream.serving.client import ServerError, blocks_of, stream  # noqa: E402
 from asr_stream.server import Server, ServerConfig  # noqa: E402
 from asr_stream.streaming import StreamingSession  # noqa: E402
 from asr_stream.streaming.defaults import stream_config_for  # noqa: E402
@@ -470,3 +470,49 @@ def test_client_sigterm_keeps_what_the_server_sent(model, cfg, tmp_path):
     (f,) = json.loads(out.read_text())["files"]
     assert f["file"] == str(wav) and f["complete"] is False
     assert f["text"].split()[: len(heard)] == heard
+
+
+def test_remote_mic_connects_again_after_a_lost_connection(model, cfg, tmp_path, capsys, monkeypatch):
+    """`mic --url --retries 1`: the server's side of the connection is closed (no error event, as when a replica dies)
+    right after the first final has been sent; the microphone goes on over a new connection from the end of that final
+    (the audio since was kept), and what is printed and written is the transcript of the whole stream, the one a lone
+    session gives. Without --retries the same loss is one error line (exit 2); --retries without --url is refused."""
+    import soundfile as sf
+
+    from asr_stream.audio.sources import FAKE_MIC_ENV
+    from asr_stream.cli import main
+    from asr_stream.serving.web import Socket
+
+    w = waves()[0]
+    ref = alone(model, cfg, w)
+    assert len(ref.segments) >= 2
+    sf.write(tmp_path / "mic.wav", w, 16000, subtype="FLOAT")
+    monkeypatch.setenv(FAKE_MIC_ENV, str(tmp_path / "mic.wav"))  # paced in real time, like a microphone
+    cuts: list[float] = []
+    send = Socket.send
+
+    async def cut_after_the_first_final(self, text: str) -> None:
+        await send(self, text)
+        ev = json.loads(text)
+        if ev["type"] == "final" and not cuts:
+            cuts.append(ev["end_ms"])
+            self._request.transport.close()  # what was sent goes out, then the TCP connection ends: no close frame
+
+    monkeypatch.setattr(Socket, "send", cut_after_the_first_final)
+    server = Server(model, cfg, ENDPOINT, ServerConfig(max_clients=2))
+    with running(server) as url:
+        main(["mic", "--url", url, "--retries", "1", "--output", str(tmp_path / "mic.txt")])
+        printed = capsys.readouterr()
+        served = server.sessions_served
+        cuts.clear()
+        with pytest.raises(SystemExit) as e:
+            main(["mic", "--url", url])
+        without = capsys.readouterr().err
+    assert served == 2 and printed.out.splitlines()[-1] == f"final: {ref.text}"
+    assert (tmp_path / "mic.txt").read_text() == ref.text + "\n"
+    assert (f"asr-stream: error: microphone: the server closed the connection before eof; connecting again, from "
+            f"{ref.segments[0].end_ms / 1000:.1f} s") in printed.err
+    assert e.value.code == 2 and "the server closed the connection before eof" in without
+    with pytest.raises(SystemExit) as e:
+        main(["mic", "--retries", "1"])
+    assert e.value.code == 2 and "--retries connects to a server again: give --url too" in capsys.readouterr().err

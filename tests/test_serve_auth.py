@@ -17,7 +17,7 @@ import soundfile as sf
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from asr_stream.client import ServerError, blocks_of, stream
+from asr_stream.serving.client import ServerError, blocks_of, stream
 from asr_stream.server import Server, ServerConfig
 from asr_stream.serving.auth import ENV, Keys, client_key, read_keys, server_keys
 from asr_stream.serving.tls import server_context

@@ -17,8 +17,8 @@ import pytest
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK  # noqa: E402
 
-from asr_stream.client import ServerError, blocks_of, stream  # noqa: E402
-from asr_stream.fairness import AddressCount, AudioRate, take_share  # noqa: E402
+from asr_stream.serving.client import ServerError, blocks_of, stream  # noqa: E402
+from asr_stream.serving.fairness import AddressCount, AudioRate, take_share  # noqa: E402
 from asr_stream.server import Server, ServerConfig, _Conn  # noqa: E402
 
 from .test_serve import ENDPOINT, alone, as_pairs, cfg, check_matches, model, run, running, waves  # noqa: E402,F401
@@ -412,7 +412,7 @@ def test_client_says_what_the_server_cut_and_streams_files_from_disk(model, cfg,
     third block is bad (NaN) still gets the words of its first 20 s, then one error line and exit 1, like transcribe."""
     import soundfile as sf
 
-    import asr_stream.client
+    import asr_stream.serving.client
     from asr_stream.audio.io import AudioFile
     from asr_stream.cli import main
 
@@ -440,7 +440,7 @@ def test_client_says_what_the_server_cut_and_streams_files_from_disk(model, cfg,
     assert r["cut_short"] == [{"file": str(paths["cut"]), "reason": reason}] and r["failed"] == []
 
     sent, read_at = [0], []  # frames handed to the socket; how many had gone when each block was read from disk
-    blocks, send = AudioFile.blocks, asr_stream.client.stream
+    blocks, send = AudioFile.blocks, asr_stream.serving.client.stream
 
     def spy_blocks(self):
         for b in blocks(self):
@@ -456,7 +456,7 @@ def test_client_says_what_the_server_cut_and_streams_files_from_disk(model, cfg,
         return send(url, counted(), *a, **kw)
 
     monkeypatch.setattr(AudioFile, "blocks", spy_blocks)
-    monkeypatch.setattr(asr_stream.client, "stream", spy_stream)
+    monkeypatch.setattr(asr_stream.serving.client, "stream", spy_stream)
     with running(Server(model, cfg, ENDPOINT, ServerConfig(max_clients=1))) as url:
         with pytest.raises(SystemExit) as e:
             main(["client", str(paths["nan"]), "--url", url, "--json", str(out)])

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from asr_stream.client import blocks_of, stream
+from asr_stream.serving.client import blocks_of, stream
 from asr_stream.server import Server, ServerConfig
 
 from .test_serve import ENDPOINT, alone, cfg, check_matches, model, raw, run, running, waves  # noqa: F401
@@ -97,7 +97,7 @@ def shutdown_when(server: Server, event_ok):
 
 
 def close_code(url: str, blocks, on_event) -> tuple:
-    """Stream like ``asr_stream.client.stream`` (float32, 16 kHz), keeping every event and the close code."""
+    """Stream like ``asr_stream.serving.client.stream`` (float32, 16 kHz), keeping every event and the close code."""
     from websockets.exceptions import ConnectionClosed
 
     async def go():

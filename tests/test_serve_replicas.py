@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from asr_stream.audio.io import load_audio
-from asr_stream.client import ServerError, blocks_of, stream, stream_resuming
+from asr_stream.serving.client import ServerError, blocks_of, stream, stream_resuming
 from asr_stream.serving.replicas import HAPROXY_CFG, haproxy_config, start
 
 from .sysdeps import needs
@@ -38,6 +38,87 @@ def test_config_rewrite_keeps_the_settings_and_lists_every_replica():
         haproxy_config("defaults\n    mode http\n", "127.0.0.1:1", ["127.0.0.1:2"])
     with pytest.raises(ValueError, match="addresses are chosen here"):
         start(2, serve_args=["--port", "9000"])
+
+
+def test_restarts_back_off_and_a_crash_loop_is_left_down():
+    """The rule on its own: exits in a row wait 1, 2, 4, 8 s before the next start (at most max_s), the 5th leaves the
+    replica down; a replica that ran longer than window_s starts a fresh count."""
+    from asr_stream.serving.replicas import Backoff, Restarts
+
+    b = Backoff(Restarts(first_s=1.0, max_s=6.0, limit=5, window_s=300.0))
+    assert [b.exited(t) for t in (0.0, 2.0, 5.0, 10.0)] == [1.0, 2.0, 4.0, 6.0]
+    assert b.exited(20.0) is None
+    b = Backoff(Restarts(first_s=1.0, max_s=30.0, limit=3, window_s=60.0))
+    assert [b.exited(0.0), b.exited(2.0), b.exited(100.0), b.exited(101.0), b.exited(102.0)] == [1.0, 2.0, 1.0, 2.0, None]
+    with pytest.raises(ValueError, match="--restart-limit must be a whole number >= 1"):
+        Restarts(limit=0)
+
+
+class FakeDeployment:
+    """Processes standing in for replicas and the balancer: r1 exits at once each time it is started (a crash loop),
+    r2 and the balancer run until killed. ``restart`` starts r1 again as Deployment.restart does (it fails: the process
+    exits before it serves)."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        from types import SimpleNamespace
+
+        self.run = lambda code: subprocess.Popen([sys.executable, "-c", code])
+        self.replicas = [SimpleNamespace(index=1, process=self.run("raise SystemExit(3)"), url="ws://127.0.0.1:1/"),
+                         SimpleNamespace(index=2, process=self.run("import time; time.sleep(600)"), url="ws://127.0.0.1:2/")]
+        self.balancer = self.run("import time; time.sleep(600)")
+        self.starts = 0
+
+    def restart(self, r) -> None:
+        self.starts += 1
+        r.process = self.run("raise SystemExit(3)")
+        r.process.wait()
+        raise ValueError(f"replica r{r.index} exited with status 3 (its stderr is above, prefixed [r{r.index}])")
+
+    def stop(self) -> None:
+        for p in [r.process for r in self.replicas] + [self.balancer]:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+def test_a_replica_in_a_crash_loop_is_left_down_and_the_others_serve_on():
+    """`python -m asr_stream.serving.replicas` watching a replica that exits every time it starts: it is started again
+    after 1x, 2x the first delay (not at once), then left down after the 3rd exit with one error line; the other
+    replica and the balancer are not touched and the watch goes on until it is stopped (exit status 0)."""
+    import threading
+
+    from asr_stream.serving.replicas import Restarts, supervise
+
+    dep, stop, lines, left = FakeDeployment(), threading.Event(), [], threading.Event()
+
+    def say(line: str) -> None:
+        lines.append(line)
+        if line.startswith("error: r1"):
+            left.set()
+
+    rule = Restarts(first_s=0.05, max_s=1.0, limit=3, window_s=3600.0)
+    watch = threading.Thread(target=lambda: lines.append(supervise(dep, stop, rule, say, poll_s=0.01)))
+    try:
+        watch.start()
+        assert left.wait(TIMEOUT), lines
+        alive = (dep.replicas[1].process.poll(), dep.balancer.poll())
+        stop.set()
+        watch.join(TIMEOUT)
+    finally:
+        stop.set()
+        dep.stop()
+    assert alive == (None, None) and dep.starts == 2, lines
+    said = [x for x in lines if isinstance(x, str) and not x.startswith("replica r1 exited with status 3")]
+    assert said == [
+        "r1 (ws://127.0.0.1:1/) exited with status 3; HAProxy sends new connections to the others; starting it again "
+        "in 0.05 s (exit 1 in a row, left down at 3)",
+        "r1 (ws://127.0.0.1:1/) exited with status 3; HAProxy sends new connections to the others; starting it again "
+        "in 0.1 s (exit 2 in a row, left down at 3)",
+        "error: r1 (ws://127.0.0.1:1/) exited 3 times in a row (last status 3), each within 3600 s of the first: left "
+        "down; the others serve on"]
+    assert lines[-1] == 0
 
 
 @needs("haproxy")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr_stream.client import blocks_of, stream
+from asr_stream.serving.client import blocks_of, stream
 from asr_stream.server import Server, ServerConfig
 from asr_stream.transcript import render, to_srt, word_spans
 
@@ -234,7 +234,8 @@ def test_the_openai_client_works_against_the_server(model, cfg, tmp_path):
 
 def test_slow_bodies_are_bounded(model, cfg):
     """Uploads whose bodies arrive slowly hold no engine slot, but each has a temporary file: at most 2 x --max-uploads
-    are received at once, one more gets 429 before its body is read; once the slow clients leave, uploads are served."""
+    are received at once (here from two addresses: one address may have --max-uploads), one more gets 429 before its
+    body is read; once the slow clients leave, uploads are served."""
     import socket
     from urllib.parse import urlparse
 
@@ -244,8 +245,8 @@ def test_slow_bodies_are_bounded(model, cfg):
         u = urlparse(url)
         body = form({"model": "m"}, ("a.wav", wav(x)))
         slow = []
-        for _ in range(2):  # headers and the first half of the body, then nothing
-            s = socket.create_connection((u.hostname, u.port), timeout=30)
+        for address in ("127.0.0.3", "127.0.0.4"):  # headers and the first half of the body, then nothing
+            s = socket.create_connection((u.hostname, u.port), timeout=30, source_address=(address, 0))
             s.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
                        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n").encode() + body[: len(body) // 2])
             slow.append(s)

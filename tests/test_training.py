@@ -276,8 +276,8 @@ def test_init_decoder_from_takes_the_decoder_and_tokenizer_and_nothing_else(tiny
     wider = replace(cfg, decoder=replace(cfg.decoder, tiny={**cfg.decoder.tiny, "num_hidden_layers": 3}))
     with pytest.raises(ValueError, match="decoder config differs"):
         SpeechLLMModule(model=wider, init_decoder_from=str(tmp_path / "src"))
-    with pytest.raises(ValueError, match="leave out model.tokenizer"):
-        SpeechLLMModule(model=cfg, init_decoder_from=str(tmp_path / "src"), tokenizer=str(tmp_path / "src"))
+    with pytest.raises(ValueError, match="leave out model.init_from"):
+        SpeechLLMModule(model=cfg, init_decoder_from=str(tmp_path / "src"), init_from=str(tmp_path / "src"))
 
 
 def test_export_is_loadable_by_the_session(tiny_setup, tmp_path):

@@ -18,15 +18,31 @@ def _print_summary(s: dict) -> None:
 
     t = Table(title=f"{s['name']}  ({s['utterances']} utterances, {s['audio_s']:.0f} s of audio)")
     pr = s.get("PR_words", 0) > 0  # the corpus has word alignments
-    for col in ("WER %", "S/D/I", "AL", "LAAL", "AL-CA", "LAAL-CA", "first word", "last word") + \
+    fm = "formatted_wer" in s  # a model that writes case and punctuation, scored on formatted references
+    for col in ("WER %",) + (("formatted WER %", "punct F1") if fm else ()) + \
+            ("S/D/I", "AL", "LAAL", "AL-CA", "LAAL-CA", "first word", "last word") + \
             (("PR50", "PR90") if pr else ()) + ("RTF",):
         t.add_column(col, justify="right")
     f = lambda v: "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"  # noqa: E731
-    t.add_row(f"{100 * s['wer']:.2f}", f"{s['substitutions']}/{s['deletions']}/{s['insertions']}", f(s["AL"]), f(s["LAAL"]),
+    t.add_row(f"{100 * s['wer']:.2f}" if s["ref_words"] else "-",
+              *((f"{100 * s['formatted_wer']:.2f}", f"{s['punct_f1']:.3f}") if fm else ()),
+              f"{s['substitutions']}/{s['deletions']}/{s['insertions']}", f(s["AL"]), f(s["LAAL"]),
               f(s["AL_CA"]), f(s["LAAL_CA"]), f(s["first_word_delay"]), f(s["last_word_delay"]),
               *((f(s["PR50"]), f(s["PR90"])) if pr else ()), f"{s['rtf']:.3f}")
     Console().print(t)
+    if fm:
+        marks = ", ".join(f"{c!r} {v['f1']:.3f}" for c, v in s["punct_classes"].items())
+        print(f"formatted text: WER with case and punctuation {100 * s['formatted_wer']:.2f} % over "
+              f"{s['formatted_tokens']} reference words and marks; punctuation F1 {s['punct_f1']:.3f} (precision "
+              f"{s['punct_precision']:.3f}, recall {s['punct_recall']:.3f}; per mark: {marks}) "
+              "(asr_stream/evaluation/formatted.py)")
     nan2 = (math.nan, math.nan)
+    if "nonspeech_utterances" in s:
+        print(f"non-speech (no reference words): {s['nonspeech_words']} words written on {s['nonspeech_with_words']} of "
+              f"{s['nonspeech_utterances']} utterances" + (" (each an insertion in the WER)" if s["ref_words"] else ""))
+    if not s["ref_words"]:
+        print("WER undefined: no utterance has reference words; latencies undefined")
+        return
     print(f"WER {100 * s['wer']:.2f} %, 95 % interval {format_interval(*s.get('wer_ci', nan2), 100, 2)}; LAAL "
           f"{f(s['LAAL'])} ms, 95 % interval {format_interval(*s.get('LAAL_ci', nan2), 1, 0)} (percentile bootstrap over "
           f"the {s['utterances']} utterances, asr_stream/evaluation/stats.py: how far another draw of such utterances "
@@ -75,7 +91,7 @@ def eval_cmd(data: str, options: EvalStreamOptions = EvalStreamOptions(), output
     o = options
     utts = read_corpus(data)[:limit]
     setting = Setting(o.mode, o.k, o.phi, o.chunk_ms, o.policy, policy_args_tuple(o.policy_args), o.context_phrases(),
-                      not no_data_context)
+                      not no_data_context, o.plain)
     base = None
     if baseline is not None:  # read before the run, so a wrong folder fails fast
         path = Path(baseline) / "records.jsonl"

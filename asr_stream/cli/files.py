@@ -96,6 +96,7 @@ def transcribe(files: list[str], options: StreamOptions = StreamOptions(), reenc
     settings = {"model": str(options.model) if options.model is not None else "default", "mode": cfg.mode, "k": cfg.k, "phi": cfg.phi,
                 "as_trained": not training_differences(m.cfg, cfg), "reencode": reencode, "chunk_ms": m.chunk_ms,
                 "policy": cfg.policy, "policy_args": cfg.policy_args, "context": list(cfg.context),
+                "text_format": "plain" if cfg.plain else m.cfg.text_format,
                 "block_ms": block_ms, "realtime": realtime,
                 "device": options.device, "segmentation": None if rules is None else {"min_silence_ms": rules.min_silence_ms,
                                                                                        "max_segment_s": rules.max_segment_s,

@@ -11,7 +11,7 @@ from .options import EndpointOptions, StreamOptions
 
 def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = None, list_devices: bool = False,
         output: Optional[str] = None, block_ms: int = 100, endpoint: EndpointOptions = EndpointOptions(),
-        url: Optional[str] = None, api_key_file: Optional[str] = None) -> None:
+        url: Optional[str] = None, api_key_file: Optional[str] = None, retries: int = 0) -> None:
     """Transcribe the microphone live: words are printed as they come; Ctrl-C stops and prints the transcript.
 
     Args:
@@ -25,6 +25,9 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         url: decode on a running asr-stream serve at this ws:// address instead of loading a model here (the
             server's model, mode, φ, policy and endpoint rules apply; --k and --context are sent as this stream's).
         api_key_file: with --url: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
+        retries: with --url: when the connection is lost (a replica behind a balancer died), connect again up to this
+            many times and send again the audio from the end of the last finished utterance, kept meanwhile (as
+            client --retries; the words of the cut utterance come again).
     """
     from ..audio.io import LevelCheck
     from ..audio.sources import list_input_devices, microphone_blocks
@@ -41,6 +44,10 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
     options.policy_params()  # a bad parameter fails before the microphone opens
     context = options.context_phrases()  # so does a bad context
     check_block_ms(block_ms)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"--retries must be a whole number >= 0, got {retries!r}")
+    if retries and url is None:
+        raise ValueError("--retries connects to a server again: give --url too")
     if output is not None:
         check_outputs([], [output])
     blocks = microphone_blocks(device_index, block_ms=block_ms)  # checks the device before the model loads
@@ -60,7 +67,7 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         if endpoint.vad != "energy":
             raise ValueError("--vad sets the local endpointer; with --url the server's endpoint rules apply")
         try:
-            _remote_mic(url, blocks, options.k, output, key, context)
+            _remote_mic(url, blocks, options.k, output, key, retries, options.plain, context)
         finally:
             warn("microphone", check.warnings())
         return
@@ -89,22 +96,26 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
 
 
 def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: Optional[str] = None,
-                context: tuple[str, ...] = ()) -> None:
+                retries: int = 0, plain: bool = False, context: tuple[str, ...] = ()) -> None:
     """``mic --url``: stream the microphone to a server; the first Ctrl-C (or SIGTERM) stops the microphone, sends the
-    end message and waits for the server's last words; a second one aborts."""
+    end message and waits for the server's last words; a second one aborts. A lost connection is taken up again
+    ``retries`` times (:func:`~asr_stream.serving.client.stream_resuming`): the words since the last final are dropped
+    and come again from the new connection; ``--output`` ends with the transcript of the whole stream. ``plain``: the
+    server's words are made plain here (:func:`asr_stream.transcript.plain_text`)."""
     import asyncio
     import signal
     import threading
 
     from ..audio.io import SAMPLE_RATE
-    from ..client import ServerError, stream
-    from ..transcript import LiveOutput
+    from ..serving.client import ServerError, stream_resuming
+    from ..transcript import LiveOutput, plain_text
 
     if not url.startswith(("ws://", "wss://")):
         raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
     stop = threading.Event()
     out = LiveOutput(output, say_error) if output is not None else None
     words: list[str] = []
+    kept = [0]  # words up to the end of the last final: what a lost connection does not take back
 
     def until_stopped():
         for b in blocks:
@@ -117,13 +128,20 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: 
 
     def show(ev) -> None:
         if ev["type"] == "partial":
-            new = [w["text"] for w in ev["words"]]
+            new = [t for t in (plain_text(w["text"]) if plain else w["text"] for w in ev["words"]) if t]
             words.extend(new)
             print(" ".join(new), end=" ", flush=True)
             if out is not None:
                 out.add(new)
+        elif ev["type"] == "final":
+            kept[0] = len(words)
         elif ev["type"] == "error" and not ev.get("fatal", True):  # e.g. the session length limit: said at once
             print(f"\nasr-stream: warning: microphone: server: {ev['reason']}", file=sys.stderr, flush=True)
+
+    def on_retry(e, ms: float) -> None:
+        del words[kept[0]:]
+        print(f"\nasr-stream: error: microphone: {e}; connecting again, from {ms / 1000:.1f} s (the words since are "
+              "decoded again)", file=sys.stderr, flush=True)
 
     def on_signal(signum, frame) -> None:
         if stop.is_set():
@@ -134,7 +152,8 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: 
     saved = True
     print(f"listening... decoding on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
-        asyncio.run(stream(url, until_stopped(), SAMPLE_RATE, k, None, show, api_key=key, context=context or None))
+        asyncio.run(stream_resuming(url, until_stopped(), SAMPLE_RATE, k, None, show, key, retries, on_retry,
+                                    context=context or None))
     except ServerError as e:
         raise ValueError(str(e)) from None
     finally:

@@ -58,6 +58,8 @@ class StreamOptions:
                                           "error).")
     context_file: Optional[str] = option(None, "the context list from a UTF-8 file (phrases one a line or separated by "
                                                "commas), after --context's.")
+    plain: bool = option(False, "write upper-case text without punctuation, as plain models do, from a model that writes "
+                                "case and punctuation (text_format formatted); a plain model's text is unchanged.")
 
     def load(self):
         """The model (:func:`asr_stream.loading.load_model`: device, chunk override and bfloat16 checks)."""
@@ -79,7 +81,7 @@ class StreamOptions:
     def session_fields(self) -> dict[str, Any]:
         """The stream settings as the keyword arguments of a :class:`~asr_stream.streaming.StreamingSession`."""
         return {"mode": self.mode, "k": self.k, "phi": self.phi, "policy": self.policy,
-                "policy_args": self.policy_params(), "context": self.context_phrases()}
+                "policy_args": self.policy_params(), "context": self.context_phrases(), "plain": self.plain}
 
     def config(self, m, **more: Any):
         """The stream settings for model ``m`` (:func:`~asr_stream.streaming.defaults.stream_config_for`; ``more``:

@@ -17,7 +17,7 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
           tick_ms: Optional[float] = None, scheduler: Literal["batched", "per-client"] = "batched",
           threads: int = 1, decoder_threads: int = 1, max_upload_mb: float = 25.0,
           max_uploads: int = 2, api_key_file: Optional[str] = None, certfile: Optional[str] = None,
-          keyfile: Optional[str] = None, drain_s: float = 30.0) -> None:
+          keyfile: Optional[str] = None, drain_s: float = 30.0, start_timeout_s: float = 10.0) -> None:
     """Serve live transcription over WebSocket (docs/protocol.md), a browser page at http://HOST:PORT/ and OpenAI-style
     uploads at POST /v1/audio/transcriptions, on one port.
 
@@ -66,6 +66,8 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
         drain_s: on SIGTERM (or Ctrl-C) the server stops accepting connections, lets each open stream go on to the
             end of its utterance for at most this many seconds, sends it the words of everything it read, an error
             event saying the server is going away and eof, then exits 0 (a second signal ends the streams at once).
+        start_timeout_s: seconds a new connection has to send its request (else 408 and closed; --max-per-address
+            such connections per address, one more gets 429 at once), and a WebSocket its start message.
     """
     import asyncio
     import os
@@ -79,7 +81,7 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
                           min_audio_s=min_audio_s, max_backlog_s=max_backlog_s, max_per_address=max_per_address,
                           max_frame_bytes=max_frame_bytes, send_queue=send_queue, tick_ms=tick_ms,
                           threads=threads, decoder_threads=decoder_threads, max_upload_mb=max_upload_mb,
-                          max_uploads=max_uploads, drain_s=drain_s)
+                          max_uploads=max_uploads, drain_s=drain_s, start_timeout_s=start_timeout_s)
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {port}")
     rules = endpoint.config()
@@ -115,7 +117,8 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
 
 def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool = False, block_ms: int = 100,
            k: Optional[int] = None, json: Optional[str] = None, api_key_file: Optional[str] = None,
-           retries: int = 0, context: Optional[str] = None, context_file: Optional[str] = None) -> None:
+           retries: int = 0, plain: bool = False, context: Optional[str] = None,
+           context_file: Optional[str] = None) -> None:
     """Transcribe audio files on a running ``asr-stream serve``: words as they arrive, then the final text per file.
 
     Each file is read from disk block by block as it is sent. A bad file is one error line and the next file goes on;
@@ -128,10 +131,14 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         realtime: send the audio at the pace of a microphone (one block every block_ms) instead of at once.
         block_ms: audio per frame sent, in ms.
         k: ask the server for this wait-k (default: the server's).
-        json: also write every file's result (events: words with emission times, finals) to this JSON file.
+        json: also write every file's result to this JSON file, rewritten after each file: the fields transcribe
+            --json has (segments, words with emission times, text, audio seconds, warnings, complete;
+            docs/protocol.md, "Result files") and the server's settings.
         api_key_file: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
         retries: when the connection is lost mid-file (a replica behind a balancer died), connect again up to this many
-            times and send the file again from the end of its last finished utterance (asr_stream.client.stream_resuming).
+            times and send the file again from the end of its last finished utterance (asr_stream.serving.client.stream_resuming).
+        plain: show and write the server's words as upper-case text without punctuation (a server whose model writes
+            case and punctuation; a plain server's words are unchanged).
         context: ask the server to use this context list (words and phrases separated by commas; the server's model
             must have been trained with context lists).
         context_file: the context list from a UTF-8 file (phrases one a line or separated by commas), after --context's.
@@ -140,9 +147,9 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     import json as jsonlib
 
     from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS, AudioError, AudioFile, LevelCheck
-    from ..client import ServerError, stream_resuming
+    from ..serving.client import Result, ServerError, stream_resuming
     from ..serving.auth import client_key
-    from ..transcript import atomic_write, check_outputs, repetition_warning
+    from ..transcript import atomic_write, check_outputs, plain_event, repetition_warning
 
     if not url.startswith(("ws://", "wss://")):
         raise ValueError(f"--url must start with ws:// or wss://, got {url!r}")
@@ -155,14 +162,16 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     phrases = context_from_options(context, context_file)
     check_outputs(files, [json] if json is not None else [])
     results, failed, cut, unsaved = [], [], [], False
+    settings = {"url": url, "k": k, "block_ms": block_ms, "realtime": realtime, "retries": retries}  # each file's
+    # server settings: its "settings" (the ready event)
     step = max(1, int(round(block_ms * SAMPLES_PER_MS)))
 
     def save() -> None:
         nonlocal unsaved
         if json is not None:
             try:
-                atomic_write(json, jsonlib.dumps({"url": url, "files": results, "failed": failed, "cut_short": cut},
-                                                 indent=2) + "\n")
+                atomic_write(json, jsonlib.dumps({"settings": settings, "files": results, "failed": failed,
+                                                  "cut_short": cut, "url": url}, indent=2) + "\n")
                 unsaved = False
             except (OSError, ValueError) as e:  # a full disk: said, naming the file; the next files go on
                 say_error(str(e))
@@ -192,6 +201,7 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         got: list[dict] = []  # the events received, kept when Ctrl-C or SIGTERM stops the stream
 
         def show(ev) -> None:
+            ev = plain_event(ev) if plain else ev
             got.append(ev)
             if ev["type"] == "partial":
                 print(" ".join(w["text"] for w in ev["words"]), end=" ", flush=True)
@@ -207,13 +217,12 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
             save()
             continue
         except KeyboardInterrupt:  # keep what the server sent for this file so far
-            words = [w for ev in got if ev["type"] == "partial" for w in ev["words"]]
-            results.append({"file": str(f), "text": " ".join(w["text"] for w in words),
-                            "finals": [ev for ev in got if ev["type"] == "final"], "words": words, "audio_ms": None,
-                            "settings": got[0] if got else None, "warnings": [], "complete": False})
+            results.append(_result(f, Result(events=got), None, [], False))
             print()
             save()
             raise
+        if plain:
+            res.events[:] = [plain_event(e) for e in res.events]
         print()
         print(f"final: {res.text}", flush=True)
         server_said = [f"server: {e['reason']}" for e in res.errors if not e.get("fatal", True)]
@@ -222,9 +231,7 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         warns += [repeated] if repeated else []
         warn(f, warns)
         eof = res.events[-1]
-        results.append({"file": str(f), "text": res.text, "finals": res.finals, "words": res.words,
-                        "audio_ms": eof.get("audio_ms"), "settings": res.events[0], "warnings": warns,
-                        "complete": audio.complete and not bad and not server_said})
+        results.append(_result(f, res, eof.get("audio_ms"), warns, audio.complete and not bad and not server_said))
         if bad:
             say_error(bad[0])
             failed.append({"file": str(f), "error": bad[0]})
@@ -239,3 +246,9 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
         sys.exit(1)
 
 
+def _result(f, res, audio_ms: Optional[float], warns: list[str], complete: bool) -> dict:
+    """One file's entry of ``client --json``: the fields ``transcribe --json`` has (asr_stream.transcript.RESULT_FIELDS),
+    then the server's settings (its ready event) and, for readers of the older entries, ``finals`` and ``audio_ms``."""
+    return {"file": str(f), "text": res.text, "segments": res.segments, "words": res.words,
+            "audio_s": None if audio_ms is None else audio_ms / 1000.0, "warnings": warns, "complete": complete,
+            "settings": res.events[0] if res.events else None, "finals": res.finals, "audio_ms": audio_ms}

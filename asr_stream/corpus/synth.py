@@ -9,6 +9,7 @@ Output (``<out>/``)::
     train/ dev/ test/ test-unseen-voice/      <split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
                                               + <speaker>-<chapter>.trans.txt   (16 kHz mono FLAC, upper-case text)
                                               + <speaker>-<chapter>.alignment.txt (word timings)
+                                              + <speaker>-<chapter>.formatted.txt (cased, punctuated text)
     SPEAKERS.TXT                              speaker id | sex | split | minutes | espeak-ng voice
     synth_config.json                         the settings used (no timestamps, so reruns are byte-identical)
 
@@ -146,16 +147,26 @@ def _make_one(item: PlannedUtterance, root: Path, snr_db: float | None) -> tuple
 
 
 def _write_transcripts(out: Path, plan: Sequence[PlannedUtterance]) -> dict[Path, list[PlannedUtterance]]:
-    """One ``<speaker>-<chapter>.trans.txt`` per chapter folder (LibriSpeech layout), lines in id order; returns the
-    utterances of each chapter folder."""
+    """One ``<speaker>-<chapter>.trans.txt`` per chapter folder (LibriSpeech layout), lines in id order, and beside it
+    ``<speaker>-<chapter>.formatted.txt`` with the same ids and each sentence's cased, punctuated text
+    (:attr:`Sentence.formatted`); returns the utterances of each chapter folder."""
     chapters: dict[Path, list[PlannedUtterance]] = {}
     for p in plan:
         chapters.setdefault(p.audio_path(out).parent, []).append(p)
     for d, items in chapters.items():
         d.mkdir(parents=True, exist_ok=True)
-        lines = "".join(f"{p.id} {p.sentence.text}\n" for p in sorted(items, key=lambda p: p.id))
+        items = sorted(items, key=lambda p: p.id)
+        lines = "".join(f"{p.id} {p.sentence.text}\n" for p in items)
         (d / f"{items[0].speaker}-{items[0].chapter}.trans.txt").write_text(lines, encoding="utf-8")
+        write_formatted(d / f"{items[0].speaker}-{items[0].chapter}.formatted.txt", items)
     return chapters
+
+
+def write_formatted(path: Path, items: Sequence[PlannedUtterance]) -> None:
+    """``ID FORMATTED TEXT`` lines of ``items`` (in their order) to ``path``; nothing when no sentence knows its
+    formatted text."""
+    if all(p.sentence.formatted for p in items):
+        path.write_text("".join(f"{p.id} {p.sentence.formatted}\n" for p in items), encoding="utf-8")
 
 
 def _prepare_out_dir(out: Path, overwrite: bool, eval_splits: Sequence[str] = ()) -> None:

@@ -42,10 +42,15 @@ _ABBREV_END = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc|Prof|No|Vol|Fig|
 @dataclass(frozen=True)
 class Sentence:
     """One cleaned sentence: ``text`` is the upper-case transcript, ``spoken`` what espeak-ng is given
-    (the same words, lower-case, keeping , . ! ? for prosody)."""
+    (the same words, lower-case, keeping , . ! ? for prosody), ``formatted`` the readable transcript: the words
+    in the source's case with exactly the marks espeak-ng was given (``;`` written ``,``, a final ``.`` added
+    where the source had none), each mark attached to the word before it and double quotes dropped, so that
+    every whitespace-separated unit holds one word (the wait-k unit) and ``normalize_text(formatted).upper()``
+    is ``text``. Empty when not known (built by hand with two fields)."""
 
     text: str
     spoken: str
+    formatted: str = ""
 
 
 def clean_sentence(raw: str, min_words: int = 4, max_words: int = 20) -> Sentence | None:
@@ -64,16 +69,17 @@ def clean_sentence(raw: str, min_words: int = 4, max_words: int = 20) -> Sentenc
         lw = w.lower()
         if not re.search(r"[aeiouy]", lw) or lw in _ABBREVIATIONS or (_ROMAN.match(lw) and lw not in _ROMAN_OK):
             return None
-    spoken: list[str] = []
+    cased: list[str] = []
     for tok in _TOKEN.findall(s):
         if tok in ",;.!?":
-            if spoken and spoken[-1][-1] not in ",.!?":  # keep one mark per gap; ";" is just a pause
-                spoken[-1] += "," if tok == ";" else tok
+            if cased and cased[-1][-1] not in ",.!?":  # keep one mark per gap; ";" is just a pause
+                cased[-1] += "," if tok == ";" else tok
         else:
-            spoken.append(tok.lower())
-    if spoken[-1][-1] not in ".!?":
-        spoken[-1] = spoken[-1].rstrip(",") + "."
-    return Sentence(" ".join(w.upper() for w in words), " ".join(spoken))
+            cased.append(tok)
+    if cased[-1][-1] not in ".!?":
+        cased[-1] = cased[-1].rstrip(",") + "."
+    formatted = " ".join(cased)
+    return Sentence(" ".join(w.upper() for w in words), formatted.lower(), formatted)
 
 
 def split_sentences(text: str) -> list[str]:

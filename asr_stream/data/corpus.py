@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
 
+from ..config import TEXT_FORMATS
+
 log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
@@ -57,9 +59,9 @@ class Utterance:
 
     id: unique key (LibriSpeech ``<speaker>-<chapter>-<utt>``); audio_path: the file;
     text: the transcript; duration: audio length in seconds; speaker: speaker label ("" when unknown);
-    words: the time of each transcript word, when the corpus has a word alignment (else None);
-    context: the utterance's context list (words and phrases: its rare words and distractors, a biasing set's
-    ``context`` manifest field, :mod:`asr_stream.context`), else None.
+    words: the time of each transcript word, when the corpus has a word alignment (else None); formatted: the
+    transcript as written, with case and punctuation, when the corpus has it (else None); context: its context list
+    (its rare words and distractors: a biasing set's ``context`` manifest field, :mod:`asr_stream.context`; else None).
     """
 
     id: str
@@ -68,7 +70,14 @@ class Utterance:
     duration: float
     speaker: str = ""
     words: tuple[WordTiming, ...] | None = None
+    formatted: str | None = None
     context: tuple[str, ...] | None = None
+
+    def target(self, text_format: str = "plain") -> str:
+        """The training target under ``text_format`` (``ModelConfig.text_format``): ``formatted`` if asked and known, else ``text``."""
+        if text_format not in TEXT_FORMATS:
+            raise ValueError(f"unknown text format {text_format!r} (expected plain or formatted)")
+        return self.formatted if text_format == "formatted" and self.formatted is not None else self.text
 
 
 @dataclass
@@ -225,6 +234,29 @@ def _read_alignments(path: Path, texts: dict[str, tuple[int, str]],
     return out
 
 
+def _read_formatted(path: Path, texts: dict[str, tuple[int, str]], problems: _Problems) -> dict[str, str]:
+    """The formatted texts of ``path`` (``ID TEXT`` lines, as ``trans.txt``) whose words, normalised for WER, are
+    those of the transcript line of the same id; a line that differs is a ``bad_formatted`` problem."""
+    from ..evaluation.wer import normalize_text
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        problems("bad_formatted", f"{path}: cannot read formatted text ({_first_line(e)})")
+        return {}
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(lines, 1):
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            continue
+        uid, text = parts[0], (parts[1] if len(parts) > 1 else "")
+        if uid in texts and normalize_text(text) != normalize_text(texts[uid][1]):
+            problems("bad_formatted", f"{path}:{lineno}: words of '{uid}' differ from its transcript")
+            continue
+        out[uid] = text
+    return out
+
+
 def _read_chapter(chapter: Path, speaker: str, problems: _Problems) -> tuple[list[Utterance], int]:
     """Utterances of one ``<speaker>/<chapter>`` folder, and how many audio files + transcript lines it had."""
     prefix = f"{speaker}-{chapter.name}"
@@ -263,6 +295,8 @@ def _read_chapter(chapter: Path, speaker: str, problems: _Problems) -> tuple[lis
 
     align = chapter / f"{prefix}.alignment.txt"
     timings = _read_alignments(align, texts, problems) if align.is_file() else {}
+    fmt = chapter / f"{prefix}.formatted.txt"
+    formatted = _read_formatted(fmt, texts, problems) if fmt.is_file() else {}
     utts: list[Utterance] = []
     stems = {f.stem: f for f in flacs}
     for stem, f in stems.items():
@@ -274,7 +308,7 @@ def _read_chapter(chapter: Path, speaker: str, problems: _Problems) -> tuple[lis
         except DataError as e:
             problems("unreadable_audio", str(e))
             continue
-        utts.append(Utterance(stem, f, texts[stem][1], duration, speaker, timings.get(stem)))
+        utts.append(Utterance(stem, f, texts[stem][1], duration, speaker, timings.get(stem), formatted.get(stem)))
     for uid, (lineno, _) in texts.items():
         if uid not in stems:
             problems("no_audio", f"{trans}:{lineno}: no audio file for '{uid}' (expected {chapter / (uid + '.flac')})")
@@ -330,7 +364,10 @@ def read_librispeech(
 
     A chapter may also hold ``<speaker>-<chapter>.alignment.txt`` word alignments (:func:`parse_alignment_line`;
     the synthetic corpus writes them): they become :attr:`Utterance.words`. A bad alignment line raises, or
-    with ``on_error="skip"`` leaves its utterance without timings (counted as ``bad_alignment``).
+    with ``on_error="skip"`` leaves its utterance without timings (counted as ``bad_alignment``). Likewise
+    ``<speaker>-<chapter>.formatted.txt`` (``ID TEXT`` lines with case and punctuation; the synthetic corpus writes
+    them, ``tools/add_formatted_text.py`` adds them to an older one) becomes :attr:`Utterance.formatted`; its words,
+    normalised, must be the transcript's (``bad_formatted`` otherwise).
     """
     return read_librispeech_report(root, splits, on_error)[0]
 
@@ -363,12 +400,13 @@ def _manifest_item(obj: object, where: str, base: Path) -> tuple[Utterance, Path
         raise DataError(f"{where}: 'id' must be a non-empty string")
     if not isinstance(speaker, (str, int)) or isinstance(speaker, bool):
         raise DataError(f"{where}: 'speaker' must be a string")
-    context = obj.get("context")
-    if context is not None and (not isinstance(context, list) or not context
-                                or not all(isinstance(c, str) and c.strip() for c in context)):
+    formatted, context = obj.get("formatted"), obj.get("context")
+    if formatted is not None and not isinstance(formatted, str):
+        raise DataError(f"{where}: 'formatted' must be a string, got {type(formatted).__name__}")
+    if context is not None and not (isinstance(context, list) and context and all(isinstance(c, str) and c.strip() for c in context)):
         raise DataError(f"{where}: 'context' must be a non-empty list of words and phrases (strings)")
-    return Utterance(uid, path, text, float(duration), str(speaker),
-                     context=tuple(" ".join(c.split()) for c in context) if context is not None else None), path
+    context = tuple(" ".join(c.split()) for c in context) if context is not None else None
+    return Utterance(uid, path, text, float(duration), str(speaker), formatted=formatted, context=context), path
 
 
 def read_manifest_report(
@@ -427,8 +465,9 @@ def read_manifest(path: str | os.PathLike, on_error: OnError = "raise", check_au
 
     Each line is an object with ``audio_filepath`` (relative paths resolve against the manifest's folder),
     ``duration`` (seconds, trusted as written) and ``text``; optional ``id`` (default: the audio file's stem),
-    ``speaker`` and ``context`` (a list of words and phrases: the utterance's context list, as a biasing set
-    has). With ``check_audio`` every audio file must exist and have a readable header.
+    ``speaker``, ``formatted`` (the text with case and punctuation, :attr:`Utterance.formatted`) and ``context`` (a
+    list of words and phrases: the utterance's context list, as a biasing set has). With ``check_audio`` every audio
+    file must exist and have a readable header.
     Errors name ``file:line``; ``on_error="skip"`` drops bad lines (counts: :func:`read_manifest_report`).
     """
     return read_manifest_report(path, on_error, check_audio)[0]
@@ -454,8 +493,9 @@ def write_manifest(utts: Sequence[Utterance], path: str | os.PathLike) -> Path:
         row = {"audio_filepath": shown, "duration": u.duration, "text": u.text, "id": u.id}
         if u.speaker:
             row["speaker"] = u.speaker
-        if u.context is not None:
-            row["context"] = list(u.context)
+        for name, value in (("formatted", u.formatted), ("context", None if u.context is None else list(u.context))):
+            if value is not None:
+                row[name] = value
         rows.append(json.dumps(row, ensure_ascii=False))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

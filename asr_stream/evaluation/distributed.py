@@ -6,11 +6,15 @@ several machines are launched the way training's are (torchrun or SLURM, one com
 
 The rule: rank 0 alone opens the output folder (checks its settings, reads the records a killed run left, drops stale
 ones) and broadcasts the ids still to score; rank r of W scores ids r, r + W, r + 2W, ... of that list, so each
-utterance is scored exactly once whatever W is; the records are gathered to every rank, and rank 0 writes them (in
-corpus order) and the summary. The summary is :func:`~asr_stream.evaluation.runner.summarize` of the same records a
-single process makes, so every column is a single process's except the wall-clock ones (RTF, the computation-aware
-latencies), which measure these processes. Records are written once every rank is done: a multi-process run that is
-killed keeps only what earlier runs wrote (a resume scores the rest again).
+utterance is scored exactly once whatever W is. Each rank appends each record, as soon as it is scored, to its own
+part file in the output folder (``records.rank<r>.jsonl``: no two processes write one file); once every rank is done
+the records are gathered, rank 0 appends them to ``records.jsonl`` (in corpus order) and writes the summary, then each
+rank deletes its part file. A run killed before that leaves the part files: the next run (any number of processes)
+folds them into ``records.jsonl`` first (:func:`~asr_stream.evaluation.runner.fold_parts`) and scores only the rest.
+With several machines the part files of the other machines' ranks are on their disks unless the folder is shared.
+The summary is :func:`~asr_stream.evaluation.runner.summarize` of the same records a single process makes, so every
+column is a single process's except the wall-clock ones (RTF, the computation-aware latencies), which measure these
+processes.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import lightning as L
 import torch
 
 from ..data import Utterance
-from .runner import Setting, data_lists, finish, open_records, prepare, score_utterance
+from .runner import PART, Setting, data_lists, finish, open_records, prepare, score_utterance
 
 
 def _one(x):
@@ -60,12 +64,31 @@ class EvalModule(L.LightningModule):
         if self.failed:  # after a failure this rank scores nothing more: rank 0 reports it once all are done
             return u.id
         try:
-            self.scored[u.id] = score_utterance(self.net, self.cfg, u, self.segment, self.lists)
+            self.scored[u.id] = r = score_utterance(self.net, self.cfg, u, self.segment, self.lists)
+            self.keep(r)
         except Exception as e:  # noqa: BLE001 - handed to rank 0, which raises it (one line) after the gather
             line = str(e).splitlines()[0] if str(e) else ""
             kind = "" if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: "  # a bug says what it is
             self.failed = f"{u.audio_path}: {kind}{line}"
         return u.id  # (None would be warned about)
+
+    def part(self) -> Optional[Path]:
+        """This rank's part file (None: no output folder)."""
+        return self.out / PART.format(rank=self.global_rank) if self.out is not None else None
+
+    def keep(self, record: dict) -> None:
+        """Append ``record`` to this rank's part file at once (a killed run keeps it; the next run folds it in)."""
+        import json
+        import os
+
+        part = self.part()
+        if part is None:
+            return
+        part.parent.mkdir(parents=True, exist_ok=True)  # (another machine's rank: its own disk, or the shared folder)
+        with part.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def evaluate_distributed(model, utts: Sequence[Utterance], setting: Setting, out_dir: Optional[str | Path] = None,
@@ -75,6 +98,7 @@ def evaluate_distributed(model, utts: Sequence[Utterance], setting: Setting, out
     Returns the summary on rank 0 (``rows_out`` gets the records in corpus order there; key ``scored_by_rank``: how
     many utterances each process scored in this run) and None on the other ranks."""
     import json
+    import os
 
     if segment not in ("auto", "on", "off"):
         raise ValueError(f"segment must be auto, on or off, got {segment!r}")
@@ -92,16 +116,22 @@ def evaluate_distributed(model, utts: Sequence[Utterance], setting: Setting, out
     trainer.predict(module, return_predictions=False)
     parts: list = [None] * trainer.world_size  # the process group outlives predict (DDPStrategy.teardown keeps it)
     torch.distributed.all_gather_object(parts, (module.scored, module.failed))
-    if trainer.global_rank != 0:
-        return None
     scored = {k: v for part, _ in parts for k, v in part.items()}
-    failed = [f for _, f in parts if f is not None]
-    records = {**module.records, **scored}
-    if out is not None and scored:
+    if trainer.global_rank == 0 and out is not None and scored:
         with (out / "records.jsonl").open("a") as f:
             for u in utts:
                 if u.id in scored:
                     f.write(json.dumps(scored[u.id]) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    torch.distributed.barrier()  # records.jsonl holds them all: the part files can go
+    part = module.part()
+    if part is not None and part.exists():
+        part.unlink()
+    if trainer.global_rank != 0:
+        return None
+    failed = [f for _, f in parts if f is not None]
+    records = {**module.records, **scored}
     if failed:  # what was scored is kept (a rerun resumes); the error is the user's, as a one-process run raises it
         raise ValueError(failed[0] + (f" (and {len(failed) - 1} more process(es) failed)" if len(failed) > 1 else ""))
     summary = finish(module.net, utts, module.setting, module.cfg, records, out, rows_out)

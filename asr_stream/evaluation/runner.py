@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
@@ -42,11 +43,12 @@ class Setting:
     policy_args: tuple[tuple[str, float], ...] = ()  # sorted (name, value) pairs, e.g. (("margin", 0), ("threshold", 0.5))
     context: tuple[str, ...] = ()  # one context list for every utterance (eval --context); () : none
     data_context: bool = True  # give each utterance the data's own context list (a biasing set's), unless --context
+    plain: bool = False  # score a formatted model's words made plain (StreamConfig.plain): no formatted figures
 
     def stream_config(self) -> StreamConfig:
         mode, reencode = split_eval_mode(self.mode) if self.mode is not None else (None, "none")
         return StreamConfig(mode=mode, k=self.k, phi=self.phi, reencode=reencode, policy=self.policy,
-                            policy_args=dict(self.policy_args), context=tuple(self.context))
+                            policy_args=dict(self.policy_args), context=tuple(self.context), plain=self.plain)
 
     def resolved(self, model, warn: bool = True) -> tuple["Setting", StreamConfig]:
         """This setting with the model's training values filled in (an adaptive policy's default k_min too, so it is
@@ -55,7 +57,7 @@ class Setting:
         cfg = stream_config_for(model, self.stream_config(), warn=warn)
         mode = cfg.mode if cfg.reencode == "none" else f"{cfg.mode}-{cfg.reencode}"
         return Setting(mode, cfg.k, cfg.phi, self.chunk_ms, self.policy, policy_args_tuple(cfg.policy_args),
-                       tuple(cfg.context), self.data_context), cfg
+                       tuple(cfg.context), self.data_context, self.plain), cfg
 
     @property
     def policy_name(self) -> str:
@@ -68,7 +70,7 @@ class Setting:
         policy = "" if self.policy == "waitk" else f"-{self.policy_name}"
         ctx = f"-context{len(self.context)}" if self.context else ""
         return (f"{self.mode or 'trained'}-k{self.k if self.k is not None else 'T'}-phi{'T' if self.phi is None else f'{self.phi:g}'}"
-                f"{chunk}{policy}{ctx}")
+                f"{chunk}{policy}{ctx}{'-plain' if self.plain else ''}")
 
 
 def policy_args_tuple(args) -> tuple[tuple[str, float], ...]:
@@ -165,6 +167,7 @@ def open_records(out: Path, model, utts: Sequence[Utterance], cfg: StreamConfig,
     settings (:func:`check_resume`, which writes them into a new folder) and dropping those whose audio changed."""
     out.mkdir(parents=True, exist_ok=True)
     check_resume(out, run_key(model, utts, cfg, setting, segment, lists))
+    fold_parts(out)  # what the processes of a killed multi-process run finished
     records = read_records(out / "records.jsonl")  # resume: keep what a killed run finished
     if records:
         stale_records(out, utts, records)  # a record is reused only for the audio it was computed from
@@ -190,7 +193,9 @@ def score_utterance(model, cfg: StreamConfig, u: Utterance, segment: str, lists:
     words, compute_at, spent = stream_utterance(session, wave, model.chunk_samples)
     audio_ms = len(wave) / SAMPLES_PER_MS
     ref_len = len(normalize_text(u.text).split())
-    lat = LatencyRecord.compute([w.time_ms for w in words], audio_ms, ref_len, compute_at)
+    # latencies over the normalised words, as WER counts them: a formatted word gives 1 (or 0: a mark alone, or more)
+    emitted = [(w.time_ms, c) for w, c in zip(words, compute_at) for _ in normalize_text(w.text).split()]
+    lat = LatencyRecord.compute([t for t, _ in emitted], audio_ms, ref_len, [c for _, c in emitted])
     r = {"id": u.id, "audio": ident, "reference": u.text,
          "hypothesis": " ".join(w.text for w in words),
          "segments": len(session.segments) if cut else None,
@@ -204,6 +209,10 @@ def score_utterance(model, cfg: StreamConfig, u: Utterance, segment: str, lists:
         r["bias_words"] = list(u.context)  # what B-WER and rare-word recall score against
     if u.words is not None:  # word alignment of the reference: ends in ms, for PR50 / PR90
         r["ref_word_end_ms"] = [round(w.end * 1000.0, 1) for w in u.words]
+    if model.cfg.text_format == "formatted" and not cfg.plain:  # the hypothesis has case and punctuation
+        r["formatted"] = True
+        if u.formatted is not None:
+            r["reference_formatted"] = u.formatted
     return r
 
 
@@ -280,11 +289,12 @@ def run_key(model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Settin
     utterance."""
     import hashlib
 
-    data = hashlib.sha256("\n".join(f"{u.id}\t{u.text}\t{u.audio_path}" + (f"\t{list(u.context)}" if u.context else "")
+    fmt = model.cfg.text_format == "formatted" and not cfg.plain  # formatted references are scored: they count too
+    data = hashlib.sha256("\n".join(f"{u.id}\t{u.text}\t{u.audio_path}" + (f"\t{u.formatted}" if fmt else "")
+                                    + (f"\t{list(u.context)}" if u.context else "")
                                     for u in utts).encode()).hexdigest()
-    stream = asdict(cfg)
-    if not stream["context"]:
-        del stream["context"]  # folders written before context lists existed keep their key
+    # (folders from before plain or context lists existed: plain False, no context; they keep their key)
+    stream = {k: v for k, v in asdict(cfg).items() if (k != "plain" or v) and (k != "context" or v)}
     key = {"model": model_digest(model), "data": data, "utterances": len(utts), "stream": stream,
            "chunk_ms": model.chunk_ms, "segment": segment, "encoder_dtype": encoder_dtype_name(model)}
     if lists:
@@ -375,6 +385,34 @@ def _short(v) -> str:
     return str(v)[:12] if isinstance(v, str) and len(v) == 64 else str(v)
 
 
+PART = "records.rank{rank}.jsonl"
+"""Where process ``rank`` of a multi-process eval appends each record as it is scored (beside ``records.jsonl``)."""
+
+
+def fold_parts(out: Path) -> int:
+    """Append the whole lines of the part files a killed multi-process run left in ``out`` (:data:`PART`) to
+    ``records.jsonl`` and delete them; the number of records taken. A torn last line is dropped (it is scored again).
+    Records of an id already there are appended too: the last line of an id counts, and a part's is the newer one."""
+    parts = sorted(out.glob(PART.format(rank="*")))
+    taken = []
+    for p in parts:
+        lines = p.read_text().splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            import warnings
+
+            warnings.warn(f"{p}: dropped a torn last line (the run was interrupted mid-write); that utterance is "
+                          "evaluated again", stacklevel=2)
+        taken += [x for x in lines if x.endswith("\n") and x.strip()]
+    if taken:
+        with (out / "records.jsonl").open("a") as f:
+            f.write("".join(taken))
+            f.flush()
+            os.fsync(f.fileno())
+    for p in parts:
+        p.unlink()
+    return len(taken)
+
+
 def read_records(path: Path) -> dict[str, dict]:
     """Records of a run, by id. A torn last line (the run was killed mid-write) is dropped with a warning naming the
     file, and the file is rewritten without it, so the resumed run appends after whole lines; a bad line elsewhere
@@ -404,8 +442,13 @@ def read_records(path: Path) -> dict[str, dict]:
 
 
 def summarize(rows: Sequence[dict]) -> dict:
+    """One setting's summary of its records. Latencies are means over the utterances with reference words (a word
+    written on non-speech has no word it could lag behind); utterances without reference words (non-speech) also
+    count how many words were written on them: ``nonspeech_utterances``, ``nonspeech_with_words``,
+    ``nonspeech_words`` (their words are insertions in the WER, which is undefined when no utterance has words)."""
     w = wer_details([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
-    lat = aggregate([{k[4:]: v for k, v in r.items() if k.startswith("lat_")} for r in rows])
+    spoken = [r for r in rows if r["reference"].split()]
+    lat = aggregate([{k[4:]: v for k, v in r.items() if k.startswith("lat_")} for r in spoken])
     audio_s = sum(r["audio_ms"] for r in rows) / 1000.0
     compute_s = sum(r["compute_s"] for r in rows)
     out = {"utterances": len(rows), "wer": w["wer"], "substitutions": w["substitutions"], "deletions": w["deletions"],
@@ -420,7 +463,28 @@ def summarize(rows: Sequence[dict]) -> dict:
 
         out.update(biasing_summary(rows))
     out.update(record_intervals(rows))  # 95 % bootstrap intervals of WER and LAAL over these utterances
+    out.update(formatted_summary(rows))
+    silent = [r for r in rows if not r["reference"].split()]
+    if silent:
+        out.update(nonspeech_utterances=len(silent), nonspeech_with_words=sum(bool(r["hypothesis"].split()) for r in silent),
+                   nonspeech_words=sum(len(r["hypothesis"].split()) for r in silent))
     return out
+
+
+def formatted_summary(rows: Sequence[dict]) -> dict:
+    """The formatted-text figures (:mod:`asr_stream.evaluation.formatted`) when every record has a formatted
+    hypothesis and reference: ``formatted_wer`` (case- and punctuation-sensitive, over words and marks),
+    ``formatted_tokens`` (reference words + marks), ``punct_f1`` / ``punct_precision`` / ``punct_recall``
+    (micro-averaged over mark classes) and ``punct_classes`` (per mark). Empty otherwise (a plain model, ``--plain``,
+    or a corpus without formatted text)."""
+    from .formatted import formatted_wer, punctuation_f1
+
+    if not rows or not all(r.get("formatted") and "reference_formatted" in r for r in rows):
+        return {}
+    refs, hyps = [r["reference_formatted"] for r in rows], [r["hypothesis"] for r in rows]
+    fw, pf = formatted_wer(refs, hyps), punctuation_f1(refs, hyps)
+    return {"formatted_wer": fw["wer"], "formatted_tokens": fw["ref_words"], "punct_f1": pf["f1"],
+            "punct_precision": pf["precision"], "punct_recall": pf["recall"], "punct_classes": pf["classes"]}
 
 
 def record_word_lags(r: Mapping) -> list[float]:

@@ -112,7 +112,9 @@ def paired_mean_difference(values_a: Sequence[float], values_b: Sequence[float],
 
 
 def _laal(records: Sequence[Mapping]) -> list[float]:
-    return [math.nan if r.get("lat_LAAL") is None else float(r["lat_LAAL"]) for r in records]
+    """Each record's LAAL; nan where it has none or no reference words (non-speech: nothing to lag behind)."""
+    return [math.nan if r.get("lat_LAAL") is None or not str(r.get("reference", "-")).split() else float(r["lat_LAAL"])
+            for r in records]
 
 
 def record_intervals(records: Sequence[Mapping], level: float = LEVEL) -> dict:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import jiwer
 
-_APOSTROPHES = str.maketrans({c: "'" for c in "\u2018\u2019\u201a\u201b\u2032\u02bc`"})
+APOSTROPHES = str.maketrans({c: "'" for c in "\u2018\u2019\u201a\u201b\u2032\u02bc`"})
 # An apostrophe not flanked by word characters on both sides is a quote mark.
 _STRAY_APOSTROPHE = re.compile(r"(?<!\w)'|'(?!\w)")
 
@@ -48,7 +48,7 @@ def _map_char(c: str) -> str:
 
 def normalize_text(s: str) -> str:
     """Normalise English text for WER; the rules are in the module docstring."""
-    s = unicodedata.normalize("NFKC", s).lower().translate(_APOSTROPHES)
+    s = unicodedata.normalize("NFKC", s).lower().translate(APOSTROPHES)
     s = "".join(_map_char(c) for c in s)
     s = _STRAY_APOSTROPHE.sub("", s)
     return " ".join(s.split())

@@ -35,7 +35,8 @@ class ServerConfig:
     send_queue: int = 256
     """Events waiting for one client's socket; a client that lets more pile up (a slow reader) is disconnected."""
     start_timeout_s: float = 10.0
-    """Time a new connection has to send its start message."""
+    """Time a new connection has to send its request head (else 408, :mod:`asr_stream.serving.gate`), and a WebSocket
+    its start message."""
     tick_ms: Optional[float] = None
     """Least time between the starts of two engine ticks (None: the model's chunk length). Audio that arrives
     meanwhile waits, so streams whose chunks complete at different moments step together: one batched step for

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-REFUSALS = ("unauthorized", "per_address", "busy", "start_timeout", "protocol", "frame_too_big", "idle", "slow_reader",
-            "internal", "draining")
-"""Why the server refused or closed a WebSocket connection (every reason is exported, from 0)."""
+REFUSALS = ("unauthorized", "per_address", "request_timeout", "busy", "start_timeout", "protocol", "frame_too_big", "idle",
+            "slow_reader", "internal", "draining")
+"""Why the server refused or closed a WebSocket connection, or a connection before its first request (``per_address``,
+``request_timeout``: :mod:`asr_stream.serving.gate`); every reason is exported, from 0."""
 KINDS = ("live", "upload")
 TICK_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.32, 0.5, 1.0, 2.0, 5.0, 10.0)
 LAG_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -37,7 +38,8 @@ class Metrics:
         self.lag = Histogram("asr_stream_lag_seconds", "lag_ms of live streams' partial and final events: the wall time "
                              "from the arrival of the audio an event needed to the event.", buckets=LAG_BUCKETS, registry=r)
         self.refusals = Counter("asr_stream_refusals", "WebSocket connections refused or closed by the server (and "
-                                "requests without a valid key), by reason.", ["reason"], registry=r)
+                                "requests without a valid key, connections refused or timed out before their first "
+                                "request), by reason.", ["reason"], registry=r)
         self.requests = Counter("asr_stream_rest_requests", "POST /v1/audio/transcriptions answers, by HTTP status.",
                                 ["status"], registry=r)
         for kind in KINDS:

@@ -8,7 +8,9 @@ per-address cap is HAProxy's stick table). Arguments after ``--`` go to every re
 with the repository's config, its ``bind`` and ``server`` lines rewritten for these ports (:func:`haproxy_config`).
 The rule for a replica that dies is HAProxy's: its clients' connections are closed, nobody else's is touched, and new
 connections go to the replicas that pass the ``/readyz`` check (``asr-stream client --retries N`` connects again and
-goes on from its last finished utterance). This tool says so on stderr and starts the replica again on its port.
+goes on from its last finished utterance). This tool says so on stderr and starts the replica again on its port,
+after a back-off (:class:`Restarts`: 1 s, doubled after each exit in a row, at most 30 s); after ``--restart-limit``
+exits in a row it leaves the replica down with one error line, and the others serve on.
 SIGTERM or Ctrl-C stops the replicas first (each drains: its streams end at their next pause, ``--drain-s``), then the
 balancer, which relays their last events until then.
 """
@@ -267,6 +269,92 @@ def start(replicas: int = 2, port: int = 8765, host: str = "127.0.0.1", serve_ar
         raise
 
 
+@dataclass(frozen=True)
+class Restarts:
+    """When a replica that exited is started again. The n-th exit in a row is followed by a start after
+    ``first_s * 2**(n-1)`` seconds, at most ``max_s``; exits count "in a row" while each comes within ``window_s`` of
+    the first of them (a replica that ran longer than that starts a fresh count). The ``limit``-th exit in a row
+    leaves it down (a crash loop: a bad model path, a port taken, a GPU gone): one error line, the others serve on."""
+
+    first_s: float = 1.0
+    max_s: float = 30.0
+    limit: int = 5
+    window_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.first_s <= self.max_s) or self.window_s <= 0:
+            raise ValueError(f"need 0 < first_s <= max_s and window_s > 0, got {self}")
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise ValueError(f"--restart-limit must be a whole number >= 1, got {self.limit!r}")
+
+
+class Backoff:
+    """One replica's exits, against a :class:`Restarts` rule."""
+
+    def __init__(self, rule: Restarts) -> None:
+        self.rule, self.exits = rule, []  # monotonic times of the exits in a row
+
+    def exited(self, now: float) -> Optional[float]:
+        """Seconds to wait before starting it again; None: leave it down (``limit`` exits in a row)."""
+        if self.exits and now - self.exits[0] > self.rule.window_s:
+            self.exits = []  # it ran long enough: a fresh count
+        self.exits.append(now)
+        n = len(self.exits)
+        if n >= self.rule.limit:
+            return None
+        return min(self.rule.max_s, self.rule.first_s * 2 ** (n - 1))
+
+
+def _say(line: str) -> None:
+    print(f"asr-stream replicas: {line}", file=sys.stderr, flush=True)
+
+
+def supervise(dep: Deployment, stop: threading.Event, rule: Restarts = Restarts(), say=_say, poll_s: float = 0.2) -> int:
+    """Watch ``dep`` until ``stop`` is set (0) or the balancer exits or every replica is left down (1): a replica that
+    exits is started again on its port after its :class:`Backoff` delay (its start waits for it to serve; one that
+    does not serve within the startup time is killed, an exit like any other), or left down after ``rule.limit``
+    exits in a row. The caller stops ``dep``."""
+    backoff = {r.index: Backoff(rule) for r in dep.replicas}
+    due: dict[int, float] = {}  # replica index -> when it is started again
+    down: set[int] = set()
+    while not stop.wait(poll_s):
+        if dep.balancer.poll() is not None:
+            say(f"error: haproxy exited with status {dep.balancer.returncode}")
+            return 1
+        for r in dep.replicas:
+            if r.index in down or stop.is_set():
+                continue
+            now = time.monotonic()
+            if r.index in due:
+                if now >= due[r.index]:
+                    del due[r.index]
+                    try:
+                        dep.restart(r)
+                        say(f"r{r.index} serves again ({r.url})")
+                    except ValueError as e:
+                        if r.process.poll() is None:  # started but not serving in time: ended, counted as an exit
+                            r.process.kill()
+                            r.process.wait()
+                        say(str(e))
+                continue
+            if r.process.poll() is None:
+                continue
+            wait = backoff[r.index].exited(now)
+            if wait is None:
+                down.add(r.index)
+                say(f"error: r{r.index} ({r.url}) exited {rule.limit} times in a row (last status "
+                    f"{r.process.returncode}), each within {rule.window_s:g} s of the first: left down; the others serve on")
+                if len(down) == len(dep.replicas):
+                    say("error: every replica is down")
+                    return 1
+                continue
+            due[r.index] = now + wait
+            say(f"r{r.index} ({r.url}) exited with status {r.process.returncode}; HAProxy sends new connections to the "
+                f"others; starting it again in {wait:g} s (exit {len(backoff[r.index].exits)} in a row, left down at "
+                f"{rule.limit})")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     import argparse
 
@@ -277,7 +365,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="the balancer's address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="the balancer's port (default: 8765)")
     p.add_argument("--config", default=str(HAPROXY_CFG), help="HAProxy config to rewrite (default: deploy/haproxy.cfg)")
+    p.add_argument("--restart-limit", type=int, default=Restarts.limit,
+                   help=f"exits in a row after which a replica is left down (default: {Restarts.limit}); restarts "
+                        f"wait {Restarts.first_s:g} s, then twice as long each time, at most {Restarts.max_s:g} s")
     a = p.parse_args(ours)
+    try:
+        rule = Restarts(limit=a.restart_limit)
+    except ValueError as e:
+        print(f"asr-stream replicas: error: {e}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -288,23 +384,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     print(f"asr-stream replicas: balancer on {dep.url} (uploads: {dep.http_url}/v1/audio/transcriptions) -> "
           + ", ".join(f"r{r.index} {r.url}" for r in dep.replicas), file=sys.stderr, flush=True)
-    while not stop.wait(1.0):
-        if dep.balancer.poll() is not None:
-            print(f"asr-stream replicas: error: haproxy exited with status {dep.balancer.returncode}", file=sys.stderr)
-            dep.stop()
-            return 1
-        for r in dep.replicas:
-            if r.process.poll() is not None and not stop.is_set():
-                print(f"asr-stream replicas: r{r.index} ({r.url}) exited with status {r.process.returncode}; HAProxy "
-                      "sends new connections to the others; starting it again", file=sys.stderr, flush=True)
-                try:
-                    dep.restart(r)
-                    print(f"asr-stream replicas: r{r.index} serves again ({r.url})", file=sys.stderr, flush=True)
-                except ValueError as e:
-                    print(f"asr-stream replicas: {e}", file=sys.stderr, flush=True)
-    print("asr-stream replicas: stopping (replicas drain first)", file=sys.stderr, flush=True)
+    code = supervise(dep, stop, rule)
+    _say("stopping (replicas drain first)")
     dep.stop()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ greedy), ``timestamp_granularities[]`` (accepted: verbose_json always has segmen
 Bad requests get OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, with a one-line message.
 
 The file is written to a temporary file as it arrives (at most ``--max-upload-mb``: 413 once passed; at most
-``2 x --max-uploads`` requests at once are received, checked or decoded, so disk use is bounded), checked as audio
+``2 x --max-uploads`` requests at once are received, checked or decoded, so disk use is bounded, and at most
+``--max-uploads`` of them from one address unless ``--max-per-address`` is 0), checked as audio
 before it takes a slot, then fed to the engine like a client sending faster than real time: one share per tick
 beside the live streams, read on only while at most ``--max-backlog-s`` of it waits (:meth:`Server.feed_upload`), in
 one of ``--max-uploads`` slots. So an upload costs each live stream at most one extra row of one share per tick, and
@@ -286,6 +287,13 @@ async def transcriptions(server, request: web.Request) -> web.StreamResponse:
         return error_response(429, f"busy: {server.receiving} uploads are being received or decoded, the most this "
                                    f"server takes at once (2 x --max-uploads), try again later", code="busy",
                               headers={"Retry-After": "1"})
+    address = request.remote or "?"
+    if not server.uploading.admit(address):  # one address does not take every place
+        n = server.uploading.limit
+        return error_response(429, f"busy: {n} upload{'s' if n > 1 else ''} from {address} "
+                                   f"{'are' if n > 1 else 'is'} being received or decoded, the most one address may "
+                                   "have (--max-uploads; --max-per-address 0 lifts it), try again later", code="busy",
+                              headers={"Retry-After": "1"})
     server.receiving += 1
     folder = Path(tempfile.mkdtemp(prefix="asr-stream-upload-"))
     try:
@@ -310,6 +318,7 @@ async def transcriptions(server, request: web.Request) -> web.StreamResponse:
         return error_response(500, f"internal error: {type(e).__name__}: {e}", code="internal_error")
     finally:
         server.receiving -= 1
+        server.uploading.leave(address)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -15,7 +15,7 @@ Architecture (see docs/protocol.md for the wire protocol; :mod:`asr_stream.servi
   every stream that has work. The tick runs in a worker thread so the event loop keeps receiving audio. A gone
   connection's waiting audio is dropped at once; the engine never decodes more of it than the tick under way.
 - Slots are held by streams, not sockets: the idle rule wants ``--min-audio-s`` of audio per ``--idle-timeout-s``,
-  and one remote address may hold ``--max-per-address`` connections (:mod:`asr_stream.fairness`).
+  and one remote address may hold ``--max-per-address`` connections (:mod:`asr_stream.serving.fairness`).
 - Events go to a bounded send queue per connection, drained by that connection's own sender coroutine: the
   engine never awaits a client's socket, so a slow reader stalls nobody (its queue overflows and it is
   disconnected with an error).
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..audio.io import SAMPLE_RATE
-from ..fairness import AddressCount, AudioRate, take_share
+from .fairness import AddressCount, AudioRate, take_share
 from .config import ServerConfig
 from .protocol import FORMATS, ProtocolError, decode_frame, parse_start  # noqa: F401 - FORMATS: re-exported
 from .sockets import discard, recv_or_stop, send_error
@@ -118,7 +118,9 @@ class Server:
         share_ms = limits.share_ms if limits.share_ms is not None else 2 * max(self.tick_s * 1000.0, model.chunk_ms)
         self.share = max(1, int(share_ms * SAMPLE_RATE / 1000))  # samples per stream per tick
         self.backlog = int(limits.max_backlog_s * SAMPLE_RATE)
-        self.addresses = AddressCount(limits.max_per_address)
+        self.addresses = AddressCount(limits.max_per_address)  # open WebSockets per address
+        self.waiting = AddressCount(limits.max_per_address)  # connections without a request yet (serving.gate)
+        self.uploading = AddressCount(limits.max_uploads if limits.max_per_address else 0)  # uploads (serving.rest)
         self._behind = False  # the last tick left audio waiting: tick again without gathering
         model.encoder.threads = limits.threads
         self._finals: dict[int, list] = {}  # slot -> segments closed during the current tick
@@ -387,6 +389,7 @@ class Server:
                                 "k": k, "mode": self.cfg.mode, "phi": self.cfg.phi, "chunk_ms": self.model.chunk_ms,
                                 "model": self.model_name, "max_session_s": lim.max_session_s,
                                 "context": list(start["context"] if start["context"] is not None else self.cfg.context),
+                                "text_format": "plain" if self.cfg.plain else self.model.cfg.text_format,
                                 "max_frame_bytes": lim.max_frame_bytes, "max_backlog_s": lim.max_backlog_s}))
             self._work.set()  # the engine resets the slot for this connection
             while not c.ended:

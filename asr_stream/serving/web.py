@@ -7,6 +7,9 @@ endpoint (docs/protocol.md; docs/design.md says why aiohttp).
 - ``POST /v1/audio/transcriptions``: an OpenAI-style upload (:mod:`asr_stream.serving.rest`).
 - ``GET /healthz`` (the process answers), ``GET /readyz`` (the model is loaded, the engine runs and the server is not
   draining), ``GET /metrics`` (Prometheus text format, :mod:`asr_stream.serving.metrics`).
+
+Every connection passes :mod:`asr_stream.serving.gate` until its first request head is complete (a cap per address,
+and ``--start-timeout-s`` to send it).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from .auth import Keys
 from .drain import drain
+from .gate import KEEPALIVE_S, Gate
 from .rest import error_response, transcriptions
 
 MAX_READ_BUFFER = 1 << 19
@@ -153,22 +157,26 @@ async def serve(server, host: str, port: int, ready: Optional[Callable[[int], No
     ``keys``: the API keys asked for (none: no key); ``ssl_context``: TLS (https:// and wss://)."""
     engine = server.start_engine()
     # handler_cancellation: a client that goes away cancels its handler (an upload stops being decoded at once)
-    runner = web.AppRunner(make_app(server, keys), handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(make_app(server, keys), handler_cancellation=True, access_log=None, shutdown_timeout=2.0,
+                           keepalive_timeout=KEEPALIVE_S)
     await runner.setup()
     loop = asyncio.get_running_loop()
     signals = threading.current_thread() is threading.main_thread()  # (a server in a test's thread: no handlers)
-    try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
+    gate = Gate(server.waiting, server.limits.start_timeout_s, server.metrics.refused)
+    listener = None
+    try:  # aiohttp's protocol behind the gate (connections without a request yet: serving.gate)
+        listener = await loop.create_server(gate.wrap(runner.server), host, port, ssl=ssl_context, backlog=128)
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, server.request_shutdown)
         if ready is not None:
-            ready(runner.addresses[0][1])
+            ready(listener.sockets[0].getsockname()[1])
         await server.shutdown.wait()
-        await site.stop()  # no new connections; those open are served (a load balancer's /readyz gets 503)
+        listener.close()  # no new connections; those open are served (a load balancer's /readyz gets 503)
         await drain(server, server.limits.drain_s)
     finally:
+        if listener is not None:
+            listener.close()
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -2,9 +2,8 @@
 
 One decoder KV cache holds everything in arrival order: prompt and context list (``StreamConfig.context``, staged
 with the prompt at the start of every utterance), audio chunk embeddings as they are read, target tokens as they are
-written. What each slot is lives in ``state.elements`` (see
-:mod:`asr_stream.groups`), and every new slot's mask row and position come from the same rule the
-training layout uses, so teacher-forced streaming reproduces the training logits.
+written. What each slot is lives in ``state.elements`` (see :mod:`asr_stream.groups`), and every new slot's mask row
+and position come from the same rule the training layout uses, so teacher-forced streaming reproduces the training logits.
 
 Modes:
 - ``group``: source positions 0.., target φ + i, wait-k mask. Nothing in the cache is ever recomputed.
@@ -30,6 +29,7 @@ from ..context import checked_ids
 from ..groups import PAD, TARGET, Elements, additive_mask, allowed, context_elements, source_elements, target_elements
 from .defaults import stream_config_for
 from .policy import Action, View, make_policy, max_rows
+from ..transcript import plain_text
 from .restart import RestartRule, word_end
 
 
@@ -215,7 +215,7 @@ class StreamingSession:
     def _ctc_text(self, t: int) -> str:
         """Token t's characters as the CTC transcript spells them, with a space where a word ends (starts)."""
         if t not in self._token_text:
-            text, edge = self.codec.decode([t]), self.codec.is_boundary(t)
+            text, edge = self.codec.decode([t]), bool(self.codec._boundary[t])  # the raw word marker: where a space goes
             self._token_text[t] = (text + " " if edge else text) if self.codec.style == "suffix" else (" " + text if edge else text)
         return self._token_text[t]
 
@@ -240,11 +240,10 @@ class StreamingSession:
 
     # -- the step protocol (public: BatchedStreams drives sessions through it; see the class doc) -------
     def begin(self, own_cache: bool = True) -> Step | None:
-        """Start a new utterance's state (``words`` are kept) and return its first step, the prompt and the context
-        list, staged but not run (None: the model has no prompt and the stream no context). ``own_cache=False``: the driver holds the decoder cache (``state.cache``
+        """Start a new utterance's state (``words`` are kept); return its first step, the prompt and context list staged
+        but not run (None: no prompt, no context). ``own_cache=False``: the driver holds the decoder cache (``state.cache``
         is None) and runs every step itself."""
-        m = self.model
-        empty = Elements.make([], [], [], [], [], [])
+        m, empty = self.model, Elements.make([], [], [], [], [], [])
         self.state = StreamState(enc=m.encoder.init_state(1), cache=dec.new_cache(m.llm) if own_cache else None,
                                  elements=empty, pending=self.codec.bos_id)
         return self._prompt_step()
@@ -346,8 +345,10 @@ class StreamingSession:
         if s.word:
             text = self.codec.decode(s.word)
             if text:
-                self.words.append(Word(text=text, time_ms=self.ms_read, tokens=tuple(s.word)))
-                s.texts.append(text)
+                shown = plain_text(text) if self.cfg.plain and self.model.cfg.text_format == "formatted" else text
+                if shown:  # (plain: a mark alone is no word)
+                    self.words.append(Word(text=shown, time_ms=self.ms_read, tokens=tuple(s.word)))
+                s.texts.append(text)  # what the model wrote: the restart rules align it with the CTC transcript
                 s.last_word_chunk = s.chunks_read
             s.word = []
 
@@ -485,7 +486,7 @@ class StreamingSession:
             s.ended = True
             self.flush_word()
             return
-        boundary = self.codec.is_boundary(nxt, first=not s.tokens)  # as codec.boundaries counts a transcript
+        boundary = self.codec.boundary_after(s.tokens[-1] if s.tokens else None, nxt)  # as codec.boundaries counts
         if self.codec.style == "prefix" and boundary:
             self.flush_word()  # a new word starts: the previous one is complete
         s.tokens.append(nxt)

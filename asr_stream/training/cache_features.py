@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", action="config", help="the training config (asr-stream train fit --config ...)")
     p.add_class_arguments(SpeechLLMModule, "model")
     p.add_class_arguments(SpeechDataModule, "data")
+    p.link_arguments("model.model.text_format", "data.targets")  # as the training command links them
     p.add_argument("--trainer", type=Optional[dict], default=None, help="(read from the config, unused)")
     p.add_argument("--seed_everything", type=Any, default=None, help="(read from the config, unused)")
     p.add_argument("--ckpt_path", type=Optional[str], default=None, help="(read from the config, unused)")

@@ -18,6 +18,10 @@ class TrainCLI(LightningCLI):
             kwargs["weights_only"] = True
         return kwargs
 
+    def add_arguments_to_parser(self, parser) -> None:
+        # One switch for what the model writes: the data module gives the transcripts model.model.text_format names.
+        parser.link_arguments("model.model.text_format", "data.targets")
+
     def init_parser(self, **kwargs):
         # A bad option or config key is the user's input: one line (the message) instead of ~100 lines of usage
         # before it; `--help` still prints everything. Errors jsonargparse raises internally (exit_on_error off)
@@ -57,7 +61,8 @@ class TrainCLI(LightningCLI):
                                      "(model.model.encoder.freeze: true)")
                 dm.setup("fit")
                 check_cache(dm.features, cache_meta(net.encoder, net.cfg.encoder, dm.train_specs, dm.sample_utterances,
-                                                    dm.speeds, dm.augment, dm.seed, dm.max_utterances, ""))
+                                                    dm.speeds, dm.augment, dm.seed, dm.max_utterances, "",
+                                                    dm.targets))
             except ValueError as e:
                 print(f"asr-stream train: error: {str(e).splitlines()[0]}", file=sys.stderr)
                 sys.exit(2)

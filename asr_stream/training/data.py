@@ -17,7 +17,8 @@ from .augment import AugmentConfig, augment, nonspeech, speed, utterance_rng
 class UtteranceDataset(Dataset):
     """Loads audio lazily; optional speed perturbation (a factor drawn from ``speeds`` per utterance) and the
     waveform augmentations of ``augment`` (:mod:`asr_stream.training.augment`), which may also replace an
-    utterance by non-speech with an empty transcript (``nonspeech_prob``).
+    utterance by non-speech with an empty transcript (``nonspeech_prob``). ``targets`` (plain / formatted) picks
+    the transcript (:meth:`Utterance.target`): the model's ``text_format``.
 
     Items are asked for by index, or by (index, epoch) as :class:`DurationBatchSampler` yields them with
     ``tag_epoch``: the random draws come from (seed, epoch, index) alone, so they do not depend on the number
@@ -25,8 +26,9 @@ class UtteranceDataset(Dataset):
     """
 
     def __init__(self, utts: Sequence[Utterance], speeds: Sequence[float] = (1.0,), seed: int = 0,
-                 augment: Optional[AugmentConfig] = None) -> None:
+                 augment: Optional[AugmentConfig] = None, targets: str = "plain") -> None:
         self.utts = list(utts)
+        self.targets = targets  # the transcript each item gives: Utterance.target(targets)
         self.speeds = list(speeds)
         if not self.speeds or any(not (0.5 <= s <= 2.0) for s in self.speeds):
             raise ValueError(f"speed_perturb factors must lie in [0.5, 2.0], got {self.speeds}")
@@ -37,19 +39,24 @@ class UtteranceDataset(Dataset):
         return len(self.utts)
 
     def __getitem__(self, key: Union[int, tuple[int, int]]) -> tuple[np.ndarray, str]:
+        wave, text, _ = self.draw(key)
+        return wave, text
+
+    def draw(self, key: Union[int, tuple[int, int]]) -> tuple[np.ndarray, str, bool]:
+        """The item as :meth:`__getitem__` serves it, and whether non-speech replaced the utterance."""
         i, epoch = key if isinstance(key, tuple) else (key, 0)
         u = self.utts[i]
         wave = load_audio(u.audio_path)
         rng = utterance_rng(self.seed, epoch, i)
         factor = self.speeds[int(rng.integers(len(self.speeds)))]  # drawn even for [1.0]: same stream either way
         wave = speed(wave, factor)
-        text = u.text
+        text = u.target(self.targets)
         if self.augment is not None:
             wave = augment(wave, self.augment, rng)
             quiet = nonspeech(len(wave), self.augment, rng)
             if quiet is not None:
-                wave, text = quiet, ""
-        return wave.astype(np.float32), text
+                return quiet.astype(np.float32), "", True
+        return wave.astype(np.float32), text, False
 
 
 @dataclass

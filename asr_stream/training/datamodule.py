@@ -10,11 +10,12 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ..data import read_corpus
+from ..config import TEXT_FORMATS
 from ..data.corpus import check_corpus_spec
 from .augment import AugmentConfig
 from ..context import ContextDraw, ContextSampler
 from .data import ContextCollate, DurationBatchSampler, UtteranceDataset, WithContext, collate
-from .features import FeatureDataset, collate_features
+from .features import FeatureDataset, collate_features, nonspeech_settings
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -32,6 +33,7 @@ class SpeechDataModule(L.LightningDataModule):
         sample_utterances: Optional[int] = None,
         features: Optional[str] = None,
         context: Optional[dict] = None,
+        targets: str = "plain",
     ) -> None:
         """
         Args:
@@ -56,6 +58,8 @@ class SpeechDataModule(L.LightningDataModule):
                 distractor_only_prob: 0.3, true_words: [1, 3], distractors: [0, 100], rare_rank: 1000}``; the keys are
                 the fields of :class:`asr_stream.context.ContextDraw`. Needs ``model.model.context_max_tokens`` > 0;
                 longer lists are cut to it. Validation runs without context.
+            targets: plain or formatted transcripts (:meth:`asr_stream.data.Utterance.target`); set from
+                ``model.model.text_format`` by the training command (linked: one switch, in the model).
         """
         super().__init__()
         for spec in [*train, *val]:
@@ -69,6 +73,9 @@ class SpeechDataModule(L.LightningDataModule):
         self.sample_utterances, self.features = sample_utterances, features
         if features is not None and not Path(features).is_dir():
             raise ValueError(f"data.features {features}: no such folder (write it with python -m asr_stream.training.cache_features)")
+        if targets not in TEXT_FORMATS:
+            raise ValueError(f"data.targets must be one of {', '.join(TEXT_FORMATS)}, got {targets!r}")
+        self.targets = targets
         self.augment = AugmentConfig.from_dict(augment)  # a bad key or range: one line now, not once fit has begun
         self.context = ContextDraw.from_dict(context)  # likewise
         self.context_sampler: Optional[ContextSampler] = None
@@ -92,8 +99,13 @@ class SpeechDataModule(L.LightningDataModule):
         self.val_utts = [u for s in self.val_specs for u in read_corpus(s)]
         if not self.train_utts:
             raise ValueError(f"no training utterances in {self.train_specs}")
-        if self.context.active:
-            self.context_sampler = ContextSampler(self.context, (u.text for u in self.train_utts))
+        if self.targets == "formatted":  # a corpus without formatted text would silently teach plain text
+            for u in (*self.train_utts, *self.val_utts):
+                if u.formatted is None and u.text.strip():
+                    raise ValueError(f"{u.audio_path}: no formatted text for '{u.id}' (formatted targets; add it with "
+                                     "tools/add_formatted_text.py or write the corpus again)")
+        if self.context.active:  # lists drawn from the targets: a formatted model's keep their case
+            self.context_sampler = ContextSampler(self.context, (u.target(self.targets) for u in self.train_utts))
 
     def _loader(self, utts, shuffle: bool, speeds, augment: Optional[AugmentConfig] = None) -> DataLoader:
         t = self.trainer
@@ -104,9 +116,9 @@ class SpeechDataModule(L.LightningDataModule):
             sampler.skip_once(*self._resume)
             self._resume = None
         if shuffle and self.features:  # training batches from the frozen encoder's cache
-            ds, coll = FeatureDataset(self.features, len(utts)), collate_features
+            ds, coll = FeatureDataset(self.features, len(utts), nonspeech_settings(self.augment)), collate_features
         else:
-            ds, coll = UtteranceDataset(utts, speeds, self.seed + rank, augment), collate
+            ds, coll = UtteranceDataset(utts, speeds, self.seed + rank, augment, self.targets), collate
         if shuffle and self.context_sampler is not None:  # training utterances get context lists
             ds, coll = WithContext(ds, self.context_sampler, self.seed + rank), ContextCollate(coll)
         return DataLoader(ds, batch_sampler=sampler, collate_fn=coll, num_workers=self.num_workers,

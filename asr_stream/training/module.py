@@ -16,8 +16,11 @@ from lightning.pytorch.callbacks import WeightAveraging
 
 from ..audio.io import SAMPLE_RATE
 from ..config import ModelConfig
-from ..decoder import TextCodec
+from ..decoder import TextCodec, transfer_vocabulary
 from ..model import Batch, SpeechLLM
+
+
+FORMATTED_PROBE = "a, a."  # lower case and marks: what a formatted model's tokenizer must write without <unk>
 
 
 class SpeechLLMModule(L.LightningModule):
@@ -45,7 +48,10 @@ class SpeechLLMModule(L.LightningModule):
             init_from: a SpeechLLM directory to start from (its weights; its config must match ``model``).
             init_decoder_from: a SpeechLLM directory whose decoder starts this model: its tokenizer and decoder
                 weights (its decoder config must equal ``model.decoder``); the encoder, projector and CTC head start
-                as ``model`` builds them (e.g. the bundled model's decoder behind a new, pretrained encoder).
+                as ``model`` builds them (e.g. the bundled model's decoder behind a new, pretrained encoder). With
+                ``tokenizer`` too, the model gets that vocabulary and the decoder's weights with its embeddings mapped
+                token by token (:func:`asr_stream.decoder.transfer_vocabulary`): a plain model's decoder starting a
+                model that writes case and punctuation.
             export_dir: where the trained model is saved as a SpeechLLM directory (at the end and at each checkpoint).
             lr: peak learning rate (AdamW).
             weight_decay: AdamW weight decay (not applied to biases and norms).
@@ -61,9 +67,8 @@ class SpeechLLMModule(L.LightningModule):
             if path and not (Path(path).is_dir() if want == "dir" else Path(path).is_file()):
                 raise ValueError(f"model.{name} {path}: no such {'folder' if want == 'dir' else 'file'}"
                                  + (" (run the recipe's prepare stage first)" if name != "init_from" else ""))
-        if init_decoder_from and (init_from or tokenizer):
-            raise ValueError("model.init_decoder_from brings its own tokenizer and decoder: leave out "
-                             + ("model.init_from" if init_from else "model.tokenizer"))
+        if init_decoder_from and init_from:
+            raise ValueError("model.init_decoder_from brings its own decoder: leave out model.init_from")
         if init_decoder_from and not Path(init_decoder_from).is_dir():
             raise ValueError(f"model.init_decoder_from {init_decoder_from}: no such folder")
         codec = TextCodec.load(tokenizer) if tokenizer else None
@@ -71,8 +76,11 @@ class SpeechLLMModule(L.LightningModule):
             src = SpeechLLM.load(init_decoder_from)
             if src.cfg.decoder != model.decoder:
                 raise ValueError(f"{init_decoder_from}: its decoder config differs from model.decoder")
-            self.net = SpeechLLM(model, src.codec)
-            self.net.llm.load_state_dict(src.llm.state_dict())
+            self.net = SpeechLLM(model, codec or src.codec)
+            if codec is None:
+                self.net.llm.load_state_dict(src.llm.state_dict())
+            else:  # a vocabulary of its own (e.g. cased text): the decoder's weights, embeddings mapped per token
+                transfer_vocabulary(src.llm, src.codec, self.net.llm, codec)
             del src
         elif init_from:
             self.net = SpeechLLM.load(init_from).train()  # load() returns eval mode (dropout off) for inference
@@ -84,6 +92,10 @@ class SpeechLLMModule(L.LightningModule):
             self.net.encoder.cfg = model.encoder
         else:
             self.net = SpeechLLM(model, codec)
+        unk = self.net.codec.tok.unk_token_id
+        if model.text_format == "formatted" and unk is not None and unk in self.net.codec.encode(FORMATTED_PROBE):
+            raise ValueError("model.model.text_format formatted: the tokenizer cannot write cased, punctuated text "
+                             "(train one with prepare(..., text_format='formatted') and give it as model.tokenizer)")
         if feat_stats and hasattr(self.net.encoder, "feat_mean"):
             stats = json.loads(Path(feat_stats).read_text())
             with torch.no_grad():

@@ -15,7 +15,8 @@ from ..decoder import train_bpe
 from ..data import read_corpus
 
 
-def prepare(train: Sequence[str], out_dir: str, vocab_size: int = 1000, stats_utterances: int = 300, seed: int = 0) -> Path:
+def prepare(train: Sequence[str], out_dir: str, vocab_size: int = 1000, stats_utterances: int = 300, seed: int = 0,
+            text_format: str = "plain") -> Path:
     """Write ``out_dir/tokenizer/`` (end-of-word BPE on the training transcripts) and ``out_dir/feat_stats.json``.
 
     Args:
@@ -24,13 +25,21 @@ def prepare(train: Sequence[str], out_dir: str, vocab_size: int = 1000, stats_ut
         vocab_size: BPE vocabulary size (special tokens included).
         stats_utterances: utterances sampled for the log-mel mean / std.
         seed: sampling seed.
+        text_format: the transcripts the tokenizer is trained on: ``plain`` (upper case) or ``formatted`` (case and
+            punctuation, :attr:`Utterance.formatted`; every utterance with words must have it), for a model with
+            that ``text_format``. Words are split on whitespace only, so a mark stays in its word's last token
+            (``"Hello,"`` ends in one word-final token): the wait-k unit is the word with its punctuation.
     """
     from rich.progress import track
 
     utts = [u for spec in train for u in read_corpus(spec)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    codec = train_bpe((u.text for u in utts), vocab_size)
+    missing = [u for u in utts if text_format == "formatted" and u.formatted is None and u.text.strip()]
+    if missing:
+        raise ValueError(f"{missing[0].audio_path}: no formatted text for '{missing[0].id}' ({len(missing)} utterances "
+                         "without it; add it with tools/add_formatted_text.py)")
+    codec = train_bpe((u.target(text_format) for u in utts), vocab_size)
     codec.save(out / "tokenizer")
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(utts), size=min(stats_utterances, len(utts)), replace=False)
