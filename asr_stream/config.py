@@ -168,6 +168,10 @@ class ModelConfig:
     """Wait-k values drawn from per batch in training (several = one model for any k)."""
     phi: float = 0.0
     """Target-group position offset used in training (group mode)."""
+    context_max_tokens: int = 0
+    """The longest context list (in tokens, separators included) the model was trained to read as a prefix of its
+    target group (:mod:`asr_stream.context`); 0: trained without context lists, and a context given to it is
+    refused. Longer lists are refused too."""
     text_format: TextFormat = "plain"
     """What the model writes. plain: upper case without punctuation (LibriSpeech style); formatted: the text as
     written, with case and punctuation (trained on :attr:`Utterance.formatted`; its tokenizer must know cased
@@ -214,6 +218,9 @@ class StreamConfig:
     """Parameters of the adaptive policies: ctc: threshold (boundary mass, default 0.5), margin (chunks, default 0),
     k_max, k_min; confidence: threshold (probability, default 0.9), k_max, k_min. k_min unset: the smallest k the
     model was trained with (filled in when the settings are resolved for a model)."""
+    context: tuple[str, ...] = ()
+    """Context list (prompted hotwords): words and phrases the decoder reads before the transcript, e.g.
+    ("Zanzibar", "Okonkwo") (:mod:`asr_stream.context`). Empty: none. Needs a model trained with context lists."""
     plain: bool = False
     """Write plain text whatever the model writes: a formatted model's words (``ModelConfig.text_format``) upper case
     without punctuation, as a plain model writes them (:func:`asr_stream.transcript.plain_text`; a word that is only

@@ -23,6 +23,14 @@ Modes (the paper's names)
 - ``batch``: positions of a batch model (target starts right after the source: S + i). Trained offline
   (target sees the whole source); streamed with no / position / KV re-encoding (see streaming.session).
 
+Context (prompted hotwords, :mod:`asr_stream.context`): C tokens of a context list, kind ``CONTEXT``, a prefix of
+the target group. In every mode a context token sees the context tokens before it and nothing else; every target
+row sees all of them; the source (prompt and audio) never sees them, so the source's keys and values do not depend
+on the context and the context's do not depend on the audio. Positions (:func:`context_positions`): the C places
+just before the target group (group: φ - C .. φ - 1; interleaved: -C .. -1, before the stream's first element;
+batch: -C .. -1, before the source, since batch target positions move with the source read). Context slots
+"arrive" before the stream starts (arrival numbers -C .. -1), so no other slot's arrival number or position moves.
+
 Every layout is a table of :class:`Elements` (one row per sequence slot); :func:`allowed` turns two
 such tables (queries, keys) into a boolean mask using only their attributes, so a streaming step and a
 full training forward use literally the same rule. Example: the rows ``BOS a</w> b c</w>`` (a one-token
@@ -50,8 +58,8 @@ import torch
 
 from .config import MODES  # the mode names, written once there
 
-PROMPT, AUDIO, TARGET, PAD = 0, 1, 2, 3
-KIND_NAMES = {PROMPT: "p", AUDIO: "a", TARGET: "t", PAD: "_"}
+PROMPT, AUDIO, TARGET, PAD, CONTEXT = 0, 1, 2, 3, 4
+KIND_NAMES = {PROMPT: "p", AUDIO: "a", TARGET: "t", PAD: "_", CONTEXT: "c"}
 
 
 def visible_chunks(k: int, units_done: int, n_chunks: int) -> int:
@@ -74,8 +82,8 @@ def units_done(boundary: Sequence[bool]) -> list[int]:
 class Elements:
     """One row per sequence slot. All fields are 1-D tensors of equal length."""
 
-    kind: torch.Tensor  # PROMPT / AUDIO / TARGET / PAD
-    index: torch.Tensor  # index within its kind: prompt token p, audio embedding e, target row i
+    kind: torch.Tensor  # PROMPT / AUDIO / TARGET / PAD / CONTEXT
+    index: torch.Tensor  # index within its kind: prompt token p, audio embedding e, target row i, context token c
     src: torch.Tensor  # source index (prompt p, audio P + e); -1 for target/pad
     chunk: torch.Tensor  # audio: its chunk; target: visible chunks v_i; else -1
     arrival: torch.Tensor  # order in which the element entered the stream
@@ -116,22 +124,40 @@ def target_elements(rows: Sequence[int], vis: Sequence[int], positions: Sequence
     return Elements.make(torch.full((n,), TARGET), list(rows), torch.full((n,), -1), list(vis), list(arrivals), list(positions))
 
 
+def context_positions(mode: str, C: int, phi: float = 0.0) -> list[float]:
+    """Positions of C context tokens: the C places before the target group (group: φ - C + c), or before the stream
+    (interleaved, batch: c - C). Negative positions are fine: RoPE rotates by any real position, and attention
+    depends on position differences only."""
+    start = phi - C if mode == "group" else -float(C)
+    return [start + c for c in range(C)]
+
+
+def context_elements(mode: str, C: int, phi: float = 0.0) -> Elements:
+    """The slots of C context tokens (index c, arrival c - C: before every stream slot, at :func:`context_positions`)."""
+    return Elements.make(torch.full((C,), CONTEXT), torch.arange(C), torch.full((C,), -1), torch.full((C,), -1),
+                         torch.arange(-C, 0), context_positions(mode, C, phi))
+
+
 def allowed(mode: str, q: Elements, k: Elements) -> torch.Tensor:
-    """Boolean (Lq, Lk): may query slot q attend to key slot k? Pads see only themselves."""
+    """Boolean (Lq, Lk): may query slot q attend to key slot k? Pads see only themselves; a context token sees the
+    context tokens up to itself only; the source never sees the context; target rows see all of it."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (expected one of {MODES})")
     qk, kk = q.kind[:, None], k.kind[None, :]
+    ctx_q, ctx_k = qk == CONTEXT, kk == CONTEXT
+    ctx_rule = ctx_k & (k.index[None, :] <= q.index[:, None])
     if mode == "interleaved":
         ok = k.arrival[None, :] <= q.arrival[:, None]
-        ok &= (kk != PAD) & (qk != PAD)
+        ok &= (kk != PAD) & (qk != PAD) & ~(ctx_k & ((qk == PROMPT) | (qk == AUDIO)))
+        ok = torch.where(ctx_q, ctx_rule, ok)
     else:  # group and batch share the attention rule; they differ in positions and training visibility
         src_q = (qk == PROMPT) | (qk == AUDIO)
         src_k = (kk == PROMPT) | (kk == AUDIO)
         src_rule = src_k & (k.src[None, :] <= q.src[:, None])
-        tgt_rule = (kk == PROMPT) | ((kk == AUDIO) & (k.chunk[None, :] < q.chunk[:, None])) | (
+        tgt_rule = (kk == PROMPT) | ctx_k | ((kk == AUDIO) & (k.chunk[None, :] < q.chunk[:, None])) | (
             (kk == TARGET) & (k.index[None, :] <= q.index[:, None])
         )
-        ok = torch.where(src_q, src_rule, (qk == TARGET) & tgt_rule)
+        ok = torch.where(src_q, src_rule, torch.where(ctx_q, ctx_rule, (qk == TARGET) & tgt_rule))
     same = (qk == PAD) & (kk == PAD) & (q.arrival[:, None] == k.arrival[None, :])
     return ok | same
 
@@ -145,7 +171,7 @@ def additive_mask(ok: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 
 
 def training_layout(mode: str, P: int, N: int, E: int, units: Sequence[int], k: int | None, phi: float = 0.0,
-                    vis: Sequence[int] | None = None) -> Elements:
+                    vis: Sequence[int] | None = None, C: int = 0) -> Elements:
     """The full-utterance layout a mode trains with.
 
     P prompt tokens, N chunks of E embeddings, target rows i = 0..T with units done ``units[i]``.
@@ -155,6 +181,8 @@ def training_layout(mode: str, P: int, N: int, E: int, units: Sequence[int], k: 
     ``vis``: an explicit schedule instead of wait-k: the chunks row i sees (1 <= vis[i] <= N, never
     decreasing), e.g. the visibilities an adaptive read/write policy gave a stream (its
     ``state.elements.chunk`` of the target rows) or per-word visibilities from an alignment; ``k`` is then unused.
+
+    ``C``: context tokens (:func:`context_elements`), first in sequence order; they arrived before the stream.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (expected one of {MODES})")
@@ -187,7 +215,7 @@ def training_layout(mode: str, P: int, N: int, E: int, units: Sequence[int], k: 
     else:
         pos = [0.0] * n_rows  # set below
     tgt = target_elements(range(n_rows), vis, pos, [arrival[(TARGET, i)] for i in range(n_rows)])
-    els = Elements.cat([prompt, audio, tgt])
+    els = Elements.cat([prompt, context_elements(mode, C, phi), audio, tgt])
     if mode == "interleaved":  # sequence order = arrival order, positions = arrival index
         els = els.take(torch.argsort(els.arrival))
         els.position = els.arrival.double()

@@ -25,7 +25,7 @@ from .audio.io import SAMPLES_PER_MS
 from .config import ModelConfig, model_config_from_dict, model_config_to_json
 from .encoder import build_encoder
 from .encoder.whisper import ARCHITECTURE_FILES, NOTICE_PATTERNS
-from .groups import PROMPT, AUDIO, TARGET, additive_mask, allowed, pad_elements, training_layout, units_done
+from .groups import CONTEXT, PROMPT, AUDIO, TARGET, additive_mask, allowed, pad_elements, training_layout, units_done
 from .projector import Projector
 
 CONFIG_FILE = "config.json"
@@ -49,6 +49,9 @@ class Batch:
     enc: torch.Tensor | None = None
     """The encoder's outputs for ``wave`` when already known (B, >= N*F, D), e.g. a frozen encoder's cached ones
     (:mod:`asr_stream.training.features`): the forward then reads only ``wave_lens`` of the audio."""
+    context: list[list[int]] | None = None
+    """Per utterance, the token ids of its context list (:func:`asr_stream.context.context_ids`; [] or None: no
+    context): the prefix of the target group that the target rows see and the source never does."""
 
 
 @dataclass
@@ -179,6 +182,8 @@ class SpeechLLM(nn.Module):
         ``batch`` mode with k=None trains offline (every target sees the whole utterance).
         ``vis``: per utterance, an explicit visibility per target row (len(targets[b]) + 1 chunks counts)
         instead of wait-k, e.g. the schedule an adaptive read/write policy produced.
+        ``batch.context``: per utterance, context token ids (:mod:`asr_stream.context`); a model trained without
+        context (``context_max_tokens`` = 0) refuses them, as does a list longer than ``context_max_tokens``.
         """
         mode = mode or self.cfg.train_mode
         phi = self.cfg.phi if phi is None else phi
@@ -206,14 +211,23 @@ class SpeechLLM(nn.Module):
 
         layouts, inputs, labels = [], [], []
         prompt_emb = self.embed_tokens(self.prompt_ids) if P else src.new_zeros(0, src.shape[-1])
+        contexts = [list(c or []) for c in batch.context] if batch.context is not None else [[]] * B
+        if any(contexts):
+            from .context import check_context_length
+
+            for c in contexts:
+                check_context_length(self.cfg, len(c))
         for b in range(B):
             y = list(batch.targets[b])
             rows_in = [bos] + y  # target rows
             units = units_done(self.codec.boundaries(y))
-            els = training_layout(mode, P, n_chunks[b], E, units, k, phi, vis=None if vis is None else vis[b])
-            # canonical order of embeddings: prompt, audio, target rows -> gather by element
-            canon = torch.cat([prompt_emb, src[b, : n_chunks[b] * E], self.embed_tokens(rows_in)])
-            offset = torch.where(els.kind == PROMPT, 0, torch.where(els.kind == AUDIO, P, P + n_chunks[b] * E))
+            C = len(contexts[b])
+            els = training_layout(mode, P, n_chunks[b], E, units, k, phi, vis=None if vis is None else vis[b], C=C)
+            # canonical order of embeddings: prompt, context, audio, target rows -> gather by element
+            ctx_emb = self.embed_tokens(contexts[b]) if C else src.new_zeros(0, src.shape[-1])
+            canon = torch.cat([prompt_emb, ctx_emb, src[b, : n_chunks[b] * E], self.embed_tokens(rows_in)])
+            offset = torch.where(els.kind == PROMPT, 0, torch.where(els.kind == CONTEXT, P, torch.where(
+                els.kind == AUDIO, P + C, P + C + n_chunks[b] * E)))
             inputs.append(canon[(offset + els.index).to(self.device)])
             lab = torch.full((len(els),), -100, dtype=torch.long)
             tgt = els.kind == TARGET

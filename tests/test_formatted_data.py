@@ -166,6 +166,22 @@ def test_the_dataset_gives_the_targets_asked_for(formatted_manifest):
     assert UtteranceDataset(utts)[2][1] == normalize_text(SENTENCES[2]).upper()
 
 
+def test_a_formatted_model_trains_with_context_lists_of_its_own_spelling(formatted_manifest):
+    """Context lists for formatted targets are drawn from the formatted text: the words as written (case kept, no
+    marks), never the upper-case transcript's."""
+    from asr_stream.training.datamodule import SpeechDataModule
+
+    _, manifest, _ = formatted_manifest
+    dm = SpeechDataModule(train=[str(manifest)], max_batch_seconds=4.0, num_workers=0, targets="formatted",
+                          context={"prob": 1.0, "distractor_only_prob": 0.0, "rare_rank": 5, "distractors": [1, 3]})
+    dm.setup("fit")
+    written = {w.strip(".,;!?") for t in SENTENCES for w in t.split()}
+    lists = [ctx for b in dm.train_dataloader() for ctx in b.contexts]
+    assert len(lists) == 2 * len(SENTENCES) and all(lists)
+    assert all(w in written for ctx in lists for w in ctx), lists  # "dog" and "Bob", not "DOG" nor "dog."
+    assert any(w[0].isupper() for ctx in lists for w in ctx)  # case kept where the text has it
+
+
 def test_formatted_targets_need_formatted_text(tmp_path):
     from asr_stream.training.datamodule import SpeechDataModule
 
@@ -194,6 +210,21 @@ def test_prepare_trains_the_tokenizer_on_formatted_text(formatted_manifest, tmp_
     prepare([str(manifest)], str(tmp_path / "plain"), vocab_size=120, stats_utterances=2)
     plain = TextCodec.load(tmp_path / "plain" / "tokenizer")
     assert plain.decode(plain.encode(SENTENCES[0])) != SENTENCES[0]  # an upper-case tokenizer cannot write it
+
+
+def test_a_formatted_models_context_keeps_its_case(formatted_manifest, tmp_path):
+    """A context list is tokenised as the model writes: as given for a cased (formatted) tokenizer, upper case for an
+    upper-case one."""
+    from asr_stream.context import context_ids
+    from asr_stream.decoder import TextCodec
+    from asr_stream.training.prepare import prepare
+
+    _, manifest, _ = formatted_manifest
+    for fmt, want in (("formatted", "Bob"), ("plain", "BOB")):
+        prepare([str(manifest)], str(tmp_path / fmt), vocab_size=120, stats_utterances=2, text_format=fmt)
+        codec = TextCodec.load(tmp_path / fmt / "tokenizer")
+        ids = context_ids(codec, ["Bob", "sea shore"])
+        assert codec.decode(ids[: ids.index(codec.eos_id)]) == want
 
 
 def test_a_feature_cache_of_other_targets_is_refused(tmp_path):

@@ -138,6 +138,15 @@ MUTANTS = (
            "model directory's encoder/ (a saved model needs the folder it was trained from)",
            "asr_stream/model.py", 'if cfg.encoder.kind == "whisper" and arch.is_dir():', "if False:",
            ("tests/test_model_io.py::test_whisper_model_loads_without_the_folder_it_was_trained_from",)),
+    Mutant("stream-context-pos+1", "streaming: context positions one place later than the training layout's",
+           "asr_stream/streaming/session.py", "parts = [context_elements(self.cfg.mode, len(ctx), self.cfg.phi),",
+           "parts = [context_elements(self.cfg.mode, len(ctx), self.cfg.phi + 1),", ("tests/test_context.py",)),
+    Mutant("source-sees-context", "the source (prompt and audio) attends to the context list",
+           "asr_stream/groups.py", "ok = torch.where(src_q, src_rule, torch.where",
+           "ok = torch.where(src_q, src_rule | ctx_k, torch.where", ("tests/test_context.py",)),
+    Mutant("context-once", "the context enters the cache only at the stream's first utterance, not after a cut",
+           "asr_stream/streaming/session.py", "P, ctx = len(m.prompt_ids), self.context_ids",
+           "P, ctx = len(m.prompt_ids), ([] if self.words else self.context_ids)", ("tests/test_context.py",)),
 )
 
 

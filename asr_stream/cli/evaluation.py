@@ -50,11 +50,17 @@ def _print_summary(s: dict) -> None:
     print("latencies in ms of audio; WER after normalisation (asr_stream.evaluation.wer.normalize_text)"
           + (f"; PR50/PR90: emission minus the end of the word in the audio, over {s['PR_words']} correct words"
              if pr else ""))
+    if s.get("bias_utterances"):
+        pc = lambda v: "nan" if math.isnan(v) else f"{100 * v:.2f} %"  # noqa: E731
+        print(f"biasing ({s['bias_utterances']} utterances with context lists; asr_stream/evaluation/biasing.py): B-WER "
+              f"{pc(s['b_wer'])} on {s['bias_ref_words']} words of the lists, U-WER {pc(s['u_wer'])} on the other "
+              f"{s['unbiased_ref_words']}, rare-word recall {pc(s['rare_recall'])}")
 
 
 def eval_cmd(data: str, options: EvalStreamOptions = EvalStreamOptions(), output: Optional[str] = None,
              limit: Optional[int] = None, segment: Literal["auto", "on", "off"] = "auto",
-             baseline: Optional[str] = None, devices: int = 1, num_nodes: int = 1) -> Optional[dict]:
+             baseline: Optional[str] = None, devices: int = 1, num_nodes: int = 1,
+             no_data_context: bool = False) -> Optional[dict]:
     """Evaluate one setting with the real streaming session: WER, AL/LAAL (also computation-aware), RTF.
 
     Args:
@@ -72,6 +78,10 @@ def eval_cmd(data: str, options: EvalStreamOptions = EvalStreamOptions(), output
             Records are written when all are done (asr_stream/evaluation/distributed.py).
         num_nodes: machines, each running this command with the same --devices, launched as training is (torchrun or
             SLURM sets the ranks and the address of rank 0).
+        context: a context list for every utterance: words and phrases separated by commas (replaces the data's own
+            lists, which still define B-WER). Needs a model trained with context lists.
+        no_data_context: do not give the utterances the data's own context lists (a biasing set's ``context`` field):
+            B-WER, U-WER and rare-word recall without context, to compare with a run that gives them.
     """
     from pathlib import Path
 
@@ -80,7 +90,8 @@ def eval_cmd(data: str, options: EvalStreamOptions = EvalStreamOptions(), output
 
     o = options
     utts = read_corpus(data)[:limit]
-    setting = Setting(o.mode, o.k, o.phi, o.chunk_ms, o.policy, policy_args_tuple(o.policy_args), o.plain)
+    setting = Setting(o.mode, o.k, o.phi, o.chunk_ms, o.policy, policy_args_tuple(o.policy_args), o.context_phrases(),
+                      not no_data_context, o.plain)
     base = None
     if baseline is not None:  # read before the run, so a wrong folder fails fast
         path = Path(baseline) / "records.jsonl"

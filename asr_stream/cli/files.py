@@ -77,6 +77,7 @@ def transcribe(files: list[str], options: StreamOptions = StreamOptions(), reenc
     from ..transcript import atomic_write, check_outputs, render, repetition_warning, unheard_warning
 
     check_block_ms(block_ms)
+    options.context_phrases()  # a bad --context / --context-file fails before any work
     rules = None if no_segment else endpoint.config()  # None: one utterance, no segmentation
     out_dir = Path(output_dir) if output_dir is not None else Path(".")
     targets = {f: [out_dir / f"{Path(f).stem}.{fmt}" for fmt in dict.fromkeys(format)] for f in files}
@@ -94,7 +95,7 @@ def transcribe(files: list[str], options: StreamOptions = StreamOptions(), reenc
     cfg = options.config(m, reencode=reencode)  # unset: the training values
     settings = {"model": str(options.model) if options.model is not None else "default", "mode": cfg.mode, "k": cfg.k, "phi": cfg.phi,
                 "as_trained": not training_differences(m.cfg, cfg), "reencode": reencode, "chunk_ms": m.chunk_ms,
-                "policy": cfg.policy, "policy_args": cfg.policy_args,
+                "policy": cfg.policy, "policy_args": cfg.policy_args, "context": list(cfg.context),
                 "text_format": "plain" if cfg.plain else m.cfg.text_format,
                 "block_ms": block_ms, "realtime": realtime,
                 "device": options.device, "segmentation": None if rules is None else {"min_silence_ms": rules.min_silence_ms,
@@ -186,7 +187,7 @@ def export(ckpt: str, like: str, output: str, weights: Literal["average", "live"
 
 def masks(mode: Mode = "group", k: int = 1, phi: float = 0.0,
           chunks: int = 3, embeds_per_chunk: int = 1, prompt_tokens: int = 0,
-          words: str = "1 2 1") -> None:
+          words: str = "1 2 1", context_tokens: int = 0) -> None:
     """Print a mode's attention mask for a small example, to see what the model attends to.
 
     Args:
@@ -197,6 +198,7 @@ def masks(mode: Mode = "group", k: int = 1, phi: float = 0.0,
         embeds_per_chunk: source embeddings per chunk E.
         prompt_tokens: prompt tokens P before the audio.
         words: tokens per target word, e.g. "1 2 1" = a one-token word, a two-token word, a one-token word.
+        context_tokens: tokens C of a context list (prompted hotwords), before the target group.
     """
     from ..groups import render, training_layout, units_done
 
@@ -208,9 +210,13 @@ def masks(mode: Mode = "group", k: int = 1, phi: float = 0.0,
         raise ValueError(f"--words must be tokens per word as positive integers, e.g. \"1 2 1\"; got {words!r}")
     flags = [i == n - 1 for n in lengths for i in range(n)]
     units = units_done(flags)
-    els = training_layout(mode, prompt_tokens, chunks, embeds_per_chunk, units, None if mode == "batch" else k, phi)
-    print(f"mode={mode} k={k} phi={phi} N={chunks} E={embeds_per_chunk} P={prompt_tokens} words={lengths}")
-    print("rows: p = prompt, a = audio embedding, t = target row (t0 = BOS; row i predicts token i); x = attends; (position)")
+    if context_tokens < 0:
+        raise ValueError(f"--context-tokens must be >= 0, got {context_tokens}")
+    els = training_layout(mode, prompt_tokens, chunks, embeds_per_chunk, units, None if mode == "batch" else k, phi,
+                          C=context_tokens)
+    print(f"mode={mode} k={k} phi={phi} N={chunks} E={embeds_per_chunk} P={prompt_tokens} C={context_tokens} words={lengths}")
+    print("rows: p = prompt, c = context, a = audio embedding, t = target row (t0 = BOS; row i predicts token i); "
+          "x = attends; (position)")
     print(render(mode, els))
 
 

@@ -23,7 +23,7 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         endpoint: where the stream is cut into utterances (:class:`~asr_stream.cli.options.EndpointOptions`).
         min_silence_ms: a pause this long (ms) after speech ends an utterance (the session restarts, text goes on).
         url: decode on a running asr-stream serve at this ws:// address instead of loading a model here (the
-            server's model, mode, φ, policy and endpoint rules apply; --k is sent as this stream's k).
+            server's model, mode, φ, policy and endpoint rules apply; --k and --context are sent as this stream's).
         api_key_file: with --url: send the first key of this file (default: the ASR_STREAM_API_KEY variable, if set).
         retries: with --url: when the connection is lost (a replica behind a balancer died), connect again up to this
             many times and send again the audio from the end of the last finished utterance, kept meanwhile (as
@@ -42,6 +42,7 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         return
     rules = endpoint.config()
     options.policy_params()  # a bad parameter fails before the microphone opens
+    context = options.context_phrases()  # so does a bad context
     check_block_ms(block_ms)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"--retries must be a whole number >= 0, got {retries!r}")
@@ -66,7 +67,7 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
         if endpoint.vad != "energy":
             raise ValueError("--vad sets the local endpointer; with --url the server's endpoint rules apply")
         try:
-            _remote_mic(url, blocks, options.k, output, key, retries, options.plain)
+            _remote_mic(url, blocks, options.k, output, key, retries, options.plain, context)
         finally:
             warn("microphone", check.warnings())
         return
@@ -95,7 +96,7 @@ def mic(options: StreamOptions = StreamOptions(), device_index: Optional[int] = 
 
 
 def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: Optional[str] = None,
-                retries: int = 0, plain: bool = False) -> None:
+                retries: int = 0, plain: bool = False, context: tuple[str, ...] = ()) -> None:
     """``mic --url``: stream the microphone to a server; the first Ctrl-C (or SIGTERM) stops the microphone, sends the
     end message and waits for the server's last words; a second one aborts. A lost connection is taken up again
     ``retries`` times (:func:`~asr_stream.serving.client.stream_resuming`): the words since the last final are dropped
@@ -151,7 +152,8 @@ def _remote_mic(url: str, blocks, k: Optional[int], output: Optional[str], key: 
     saved = True
     print(f"listening... decoding on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
-        asyncio.run(stream_resuming(url, until_stopped(), SAMPLE_RATE, k, None, show, key, retries, on_retry))
+        asyncio.run(stream_resuming(url, until_stopped(), SAMPLE_RATE, k, None, show, key, retries, on_retry,
+                                    context=context or None))
     except ServerError as e:
         raise ValueError(str(e)) from None
     finally:

@@ -52,6 +52,12 @@ class StreamOptions:
     policy_args: list[str] = option([], "parameters of the policy as NAME=VALUE: ctc: threshold (0.5), margin (0 "
                                         "chunks), k_max, k_min; confidence: threshold (0.9), k_max, k_min (k_min "
                                         "default: the smallest k the model was trained with).")
+    context: Optional[str] = option(None, "context list (prompted hotwords): words and phrases the speech may hold, "
+                                          "separated by commas, e.g. \"Zanzibar, Okonkwo\"; the decoder reads them "
+                                          "before the transcript. Needs a model trained with context lists (else an "
+                                          "error).")
+    context_file: Optional[str] = option(None, "the context list from a UTF-8 file (phrases one a line or separated by "
+                                               "commas), after --context's.")
     plain: bool = option(False, "write upper-case text without punctuation, as plain models do, from a model that writes "
                                 "case and punctuation (text_format formatted); a plain model's text is unchanged.")
 
@@ -65,10 +71,17 @@ class StreamOptions:
 
         return parse_policy_args(self.policy_args)
 
+    def context_phrases(self) -> tuple[str, ...]:
+        """``--context`` and ``--context-file`` as phrases (() for none; bad input is a one-line ValueError, before any
+        work)."""
+        from ..context import context_from_options
+
+        return context_from_options(self.context, self.context_file)
+
     def session_fields(self) -> dict[str, Any]:
         """The stream settings as the keyword arguments of a :class:`~asr_stream.streaming.StreamingSession`."""
         return {"mode": self.mode, "k": self.k, "phi": self.phi, "policy": self.policy,
-                "policy_args": self.policy_params(), "plain": self.plain}
+                "policy_args": self.policy_params(), "context": self.context_phrases(), "plain": self.plain}
 
     def config(self, m, **more: Any):
         """The stream settings for model ``m`` (:func:`~asr_stream.streaming.defaults.stream_config_for`; ``more``:

@@ -29,6 +29,8 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
         host: address to listen on (default: loopback only; 0.0.0.0 exposes the server to the network).
         port: TCP port (0: any free port, printed at start).
         k: default wait-k in chunks (default: 3 if the model was trained with it, else its training k closest to 3); a client may ask for its own.
+        context: the context list of every connection that sends none in its start message (words and phrases separated
+            by commas; a client's own list replaces it). Needs a model trained with context lists.
         max_clients: concurrent streams; one more gets a busy error.
         max_session_s: seconds of audio per connection; at the limit the rest is ignored, what came is decoded.
         idle_timeout_s: the idle rule's window: a connection that sent less than --min-audio-s of audio in the last
@@ -94,6 +96,7 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
     except ImportError as e:
         raise ValueError(f"serve needs the {e.name} package: pip install 'asr-stream[serve]'") from None
     options.policy_params()  # a bad parameter fails before the model loads
+    options.context_phrases()  # so does a bad --context (every connection's list unless it sends its own)
     m = options.load()
     cfg = options.config(m)  # unset: the training values
     server = Server(m, cfg, rules, limits, scheduler,
@@ -114,7 +117,8 @@ def serve(options: StreamOptions = StreamOptions(), host: str = "127.0.0.1", por
 
 def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool = False, block_ms: int = 100,
            k: Optional[int] = None, json: Optional[str] = None, api_key_file: Optional[str] = None,
-           retries: int = 0, plain: bool = False) -> None:
+           retries: int = 0, plain: bool = False, context: Optional[str] = None,
+           context_file: Optional[str] = None) -> None:
     """Transcribe audio files on a running ``asr-stream serve``: words as they arrive, then the final text per file.
 
     Each file is read from disk block by block as it is sent. A bad file is one error line and the next file goes on;
@@ -135,6 +139,9 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
             times and send the file again from the end of its last finished utterance (asr_stream.serving.client.stream_resuming).
         plain: show and write the server's words as upper-case text without punctuation (a server whose model writes
             case and punctuation; a plain server's words are unchanged).
+        context: ask the server to use this context list (words and phrases separated by commas; the server's model
+            must have been trained with context lists).
+        context_file: the context list from a UTF-8 file (phrases one a line or separated by commas), after --context's.
     """
     import asyncio
     import json as jsonlib
@@ -150,6 +157,9 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
     check_block_ms(block_ms)
     if retries < 0:
         raise ValueError(f"--retries must be >= 0, got {retries}")
+    from ..context import context_from_options
+
+    phrases = context_from_options(context, context_file)
     check_outputs(files, [json] if json is not None else [])
     results, failed, cut, unsaved = [], [], [], False
     settings = {"url": url, "k": k, "block_ms": block_ms, "realtime": realtime, "retries": retries}  # each file's
@@ -198,7 +208,8 @@ def client(files: list[str], url: str = "ws://127.0.0.1:8765/", realtime: bool =
 
         try:
             res = asyncio.run(stream_resuming(url, blocks(), SAMPLE_RATE, k, block_ms if realtime else None, show, key,
-                                              retries, lambda e, ms: say_error(f"{f}: {e}; connecting again, from {ms / 1000:.1f} s")))
+                                              retries, lambda e, ms: say_error(f"{f}: {e}; connecting again, from {ms / 1000:.1f} s"),
+                                              phrases or None))
         except ServerError as e:
             print()
             say_error(f"{f}: {e}")

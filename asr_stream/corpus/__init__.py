@@ -14,6 +14,7 @@ Nothing at run time (transcribing, serving, training) imports this package; it m
 ``robust.py``    the robustness test set (silence, gain, 8 kHz, noise, non-speech); its noise from
                  :mod:`asr_stream.audio.noise`
 ``longform.py``  long-form test recordings: utterances joined with pauses
+``biasing.py``   the contextual-biasing test set: rare words not in the training text, held-out voices, context lists
 ================ ===================================================================================================
 
 The real-speech test set (``pocketsphinx-testdata``) is read by :mod:`asr_stream.data.human`.

@@ -59,8 +59,9 @@ class Utterance:
 
     id: unique key (LibriSpeech ``<speaker>-<chapter>-<utt>``); audio_path: the file;
     text: the transcript; duration: audio length in seconds; speaker: speaker label ("" when unknown);
-    words: the time of each transcript word, when the corpus has a word alignment (else None);
-    formatted: the transcript as written, with case and punctuation, when the corpus has it (else None).
+    words: the time of each transcript word, when the corpus has a word alignment (else None); formatted: the
+    transcript as written, with case and punctuation, when the corpus has it (else None); context: its context list
+    (its rare words and distractors: a biasing set's ``context`` manifest field, :mod:`asr_stream.context`; else None).
     """
 
     id: str
@@ -70,10 +71,10 @@ class Utterance:
     speaker: str = ""
     words: tuple[WordTiming, ...] | None = None
     formatted: str | None = None
+    context: tuple[str, ...] | None = None
 
     def target(self, text_format: str = "plain") -> str:
-        """The training target of a model with ``text_format`` (``ModelConfig.text_format``): ``text`` for plain,
-        ``formatted`` for formatted, falling back to ``text`` where the corpus has no formatted text."""
+        """The training target under ``text_format`` (``ModelConfig.text_format``): ``formatted`` if asked and known, else ``text``."""
         if text_format not in TEXT_FORMATS:
             raise ValueError(f"unknown text format {text_format!r} (expected plain or formatted)")
         return self.formatted if text_format == "formatted" and self.formatted is not None else self.text
@@ -399,10 +400,13 @@ def _manifest_item(obj: object, where: str, base: Path) -> tuple[Utterance, Path
         raise DataError(f"{where}: 'id' must be a non-empty string")
     if not isinstance(speaker, (str, int)) or isinstance(speaker, bool):
         raise DataError(f"{where}: 'speaker' must be a string")
-    formatted = obj.get("formatted")
+    formatted, context = obj.get("formatted"), obj.get("context")
     if formatted is not None and not isinstance(formatted, str):
         raise DataError(f"{where}: 'formatted' must be a string, got {type(formatted).__name__}")
-    return Utterance(uid, path, text, float(duration), str(speaker), formatted=formatted), path
+    if context is not None and not (isinstance(context, list) and context and all(isinstance(c, str) and c.strip() for c in context)):
+        raise DataError(f"{where}: 'context' must be a non-empty list of words and phrases (strings)")
+    context = tuple(" ".join(c.split()) for c in context) if context is not None else None
+    return Utterance(uid, path, text, float(duration), str(speaker), formatted=formatted, context=context), path
 
 
 def read_manifest_report(
@@ -461,8 +465,9 @@ def read_manifest(path: str | os.PathLike, on_error: OnError = "raise", check_au
 
     Each line is an object with ``audio_filepath`` (relative paths resolve against the manifest's folder),
     ``duration`` (seconds, trusted as written) and ``text``; optional ``id`` (default: the audio file's stem),
-    ``speaker`` and ``formatted`` (the text with case and punctuation, :attr:`Utterance.formatted`). With
-    ``check_audio`` every audio file must exist and have a readable header.
+    ``speaker``, ``formatted`` (the text with case and punctuation, :attr:`Utterance.formatted`) and ``context`` (a
+    list of words and phrases: the utterance's context list, as a biasing set has). With ``check_audio`` every audio
+    file must exist and have a readable header.
     Errors name ``file:line``; ``on_error="skip"`` drops bad lines (counts: :func:`read_manifest_report`).
     """
     return read_manifest_report(path, on_error, check_audio)[0]
@@ -488,8 +493,9 @@ def write_manifest(utts: Sequence[Utterance], path: str | os.PathLike) -> Path:
         row = {"audio_filepath": shown, "duration": u.duration, "text": u.text, "id": u.id}
         if u.speaker:
             row["speaker"] = u.speaker
-        if u.formatted is not None:
-            row["formatted"] = u.formatted
+        for name, value in (("formatted", u.formatted), ("context", None if u.context is None else list(u.context))):
+            if value is not None:
+                row[name] = value
         rows.append(json.dumps(row, ensure_ascii=False))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -28,7 +28,7 @@ import lightning as L
 import torch
 
 from ..data import Utterance
-from .runner import PART, Setting, finish, open_records, prepare, score_utterance
+from .runner import PART, Setting, data_lists, finish, open_records, prepare, score_utterance
 
 
 def _one(x):
@@ -43,6 +43,7 @@ class EvalModule(L.LightningModule):
         self.net = model  # a submodule: Lightning puts it on this rank's device
         self.utts = list(utts)
         self.setting, self.cfg = prepare(model, setting)
+        self.lists = data_lists(model, self.setting, self.utts)
         self.out, self.segment = out, segment
         self.records: dict[str, dict] = {}  # rank 0: the records already in the output folder
         self.scored: dict[str, dict] = {}  # this rank's new records
@@ -52,7 +53,7 @@ class EvalModule(L.LightningModule):
         todo = None
         if self.global_rank == 0:
             if self.out is not None:
-                self.records = open_records(self.out, self.net, self.utts, self.cfg, self.setting, self.segment)
+                self.records = open_records(self.out, self.net, self.utts, self.cfg, self.setting, self.segment, self.lists)
             todo = [i for i, u in enumerate(self.utts) if u.id not in self.records]
         todo = self.trainer.strategy.broadcast(todo, src=0)
         mine = todo[self.global_rank :: self.trainer.world_size]
@@ -63,7 +64,7 @@ class EvalModule(L.LightningModule):
         if self.failed:  # after a failure this rank scores nothing more: rank 0 reports it once all are done
             return u.id
         try:
-            self.scored[u.id] = r = score_utterance(self.net, self.cfg, u, self.segment)
+            self.scored[u.id] = r = score_utterance(self.net, self.cfg, u, self.segment, self.lists)
             self.keep(r)
         except Exception as e:  # noqa: BLE001 - handed to rank 0, which raises it (one line) after the gather
             line = str(e).splitlines()[0] if str(e) else ""

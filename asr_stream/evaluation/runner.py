@@ -41,12 +41,14 @@ class Setting:
     chunk_ms: Optional[int] = None  # None: the model's own
     policy: PolicyName = "waitk"  # asr_stream.streaming.policy.REGISTRY
     policy_args: tuple[tuple[str, float], ...] = ()  # sorted (name, value) pairs, e.g. (("margin", 0), ("threshold", 0.5))
+    context: tuple[str, ...] = ()  # one context list for every utterance (eval --context); () : none
+    data_context: bool = True  # give each utterance the data's own context list (a biasing set's), unless --context
     plain: bool = False  # score a formatted model's words made plain (StreamConfig.plain): no formatted figures
 
     def stream_config(self) -> StreamConfig:
         mode, reencode = split_eval_mode(self.mode) if self.mode is not None else (None, "none")
         return StreamConfig(mode=mode, k=self.k, phi=self.phi, reencode=reencode, policy=self.policy,
-                            policy_args=dict(self.policy_args), plain=self.plain)
+                            policy_args=dict(self.policy_args), context=tuple(self.context), plain=self.plain)
 
     def resolved(self, model, warn: bool = True) -> tuple["Setting", StreamConfig]:
         """This setting with the model's training values filled in (an adaptive policy's default k_min too, so it is
@@ -55,7 +57,7 @@ class Setting:
         cfg = stream_config_for(model, self.stream_config(), warn=warn)
         mode = cfg.mode if cfg.reencode == "none" else f"{cfg.mode}-{cfg.reencode}"
         return Setting(mode, cfg.k, cfg.phi, self.chunk_ms, self.policy, policy_args_tuple(cfg.policy_args),
-                       self.plain), cfg
+                       tuple(cfg.context), self.data_context, self.plain), cfg
 
     @property
     def policy_name(self) -> str:
@@ -66,8 +68,9 @@ class Setting:
     def name(self) -> str:
         chunk = f"-c{self.chunk_ms}" if self.chunk_ms else ""
         policy = "" if self.policy == "waitk" else f"-{self.policy_name}"
+        ctx = f"-context{len(self.context)}" if self.context else ""
         return (f"{self.mode or 'trained'}-k{self.k if self.k is not None else 'T'}-phi{'T' if self.phi is None else f'{self.phi:g}'}"
-                f"{chunk}{policy}{'-plain' if self.plain else ''}")
+                f"{chunk}{policy}{ctx}{'-plain' if self.plain else ''}")
 
 
 def policy_args_tuple(args) -> tuple[tuple[str, float], ...]:
@@ -113,8 +116,9 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
     if segment not in ("auto", "on", "off"):
         raise ValueError(f"segment must be auto, on or off, got {segment!r}")
     setting, cfg = prepare(model, setting)
+    lists = data_lists(model, setting, utts)
     out = Path(out_dir) if out_dir else None
-    records = open_records(out, model, utts, cfg, setting, segment) if out is not None else {}
+    records = open_records(out, model, utts, cfg, setting, segment, lists) if out is not None else {}
     rec_file = (out / "records.jsonl").open("a") if out is not None else None
     todo = [u for u in utts if u.id not in records]
     try:
@@ -123,7 +127,7 @@ def evaluate(model, utts: Sequence[Utterance], setting: Setting, out_dir: Option
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"eval {setting.name}", total=len(todo))
             for u in todo:
-                records[u.id] = r = score_utterance(model, cfg, u, segment)
+                records[u.id] = r = score_utterance(model, cfg, u, segment, lists)
                 if rec_file:
                     rec_file.write(json.dumps(r) + "\n")
                     rec_file.flush()
@@ -142,12 +146,27 @@ def prepare(model, setting: Setting) -> tuple[Setting, StreamConfig]:
     return setting.resolved(model)  # None: the model's training values; a different explicit value warns
 
 
+def data_lists(model, setting: Setting, utts: Sequence[Utterance]) -> bool:
+    """Does each utterance get the data's own context list (a biasing set's ``context`` field)? Yes when the data has
+    lists, ``setting.data_context`` is on and no ``--context`` replaces them; a model trained without context lists
+    gets none, with a warning (its B-WER is then the no-context baseline)."""
+    import warnings
+
+    if not (setting.data_context and not setting.context and any(u.context for u in utts)):
+        return False
+    if model.cfg.context_max_tokens == 0:
+        warnings.warn("this model was trained without context lists: the data's lists are not given to it (B-WER and "
+                      "rare-word recall are those without context)", stacklevel=2)
+        return False
+    return True
+
+
 def open_records(out: Path, model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Setting,
-                 segment: str) -> dict[str, dict]:
+                 segment: str, lists: bool = False) -> dict[str, dict]:
     """The records ``out`` already holds for this run (a resume), by id, after checking that they were made with these
     settings (:func:`check_resume`, which writes them into a new folder) and dropping those whose audio changed."""
     out.mkdir(parents=True, exist_ok=True)
-    check_resume(out, run_key(model, utts, cfg, setting, segment))
+    check_resume(out, run_key(model, utts, cfg, setting, segment, lists))
     fold_parts(out)  # what the processes of a killed multi-process run finished
     records = read_records(out / "records.jsonl")  # resume: keep what a killed run finished
     if records:
@@ -155,15 +174,21 @@ def open_records(out: Path, model, utts: Sequence[Utterance], cfg: StreamConfig,
     return records
 
 
-def score_utterance(model, cfg: StreamConfig, u: Utterance, segment: str) -> dict:
+def score_utterance(model, cfg: StreamConfig, u: Utterance, segment: str, lists: bool = False) -> dict:
     """Stream one utterance through a new session and score it: the record ``records.jsonl`` keeps (hypothesis, word
-    emission times and compute, latencies, the schedule, the audio's identity)."""
+    emission times and compute, latencies, the schedule, the audio's identity; the context list used and the data's
+    list, which B-WER scores against). ``lists``: the session reads the utterance's own context list
+    (:func:`data_lists`)."""
+    from dataclasses import replace
+
     from ..streaming import StreamingSession
     from ..streaming.segment import EndpointConfig, SegmentedSession
 
     ident = audio_identity(u.audio_path)  # before reading: a file replaced meanwhile is re-scored next time
     wave = load_audio(u.audio_path)
     cut = segment == "on" or (segment == "auto" and len(wave) > LONG_S * SAMPLE_RATE)
+    if lists and u.context:
+        cfg = replace(cfg, context=u.context)
     session = SegmentedSession(StreamingSession(model, cfg), EndpointConfig() if cut else None)
     words, compute_at, spent = stream_utterance(session, wave, model.chunk_samples)
     audio_ms = len(wave) / SAMPLES_PER_MS
@@ -178,6 +203,10 @@ def score_utterance(model, cfg: StreamConfig, u: Utterance, segment: str) -> dic
          "audio_ms": audio_ms, "compute_s": spent, **{f"lat_{k}": v for k, v in lat.as_dict().items()}}
     if not cut:  # the schedule: per written target row, chunks seen and words written before it
         r["vis"], r["units"], r["chunks"] = row_schedule(session.session)
+    if cfg.context:
+        r["context"] = list(cfg.context)
+    if u.context:
+        r["bias_words"] = list(u.context)  # what B-WER and rare-word recall score against
     if u.words is not None:  # word alignment of the reference: ends in ms, for PR50 / PR90
         r["ref_word_end_ms"] = [round(w.end * 1000.0, 1) for w in u.words]
     if model.cfg.text_format == "formatted" and not cfg.plain:  # the hypothesis has case and punctuation
@@ -252,7 +281,8 @@ def model_digest(model) -> str:
     return model._digest
 
 
-def run_key(model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Setting, segment: str) -> dict:
+def run_key(model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Setting, segment: str,
+            lists: bool = False) -> dict:
     """Everything that decides an evaluation's records: model (by content), data (ids, texts, audio paths: the
     --limit is in there), stream settings, chunk length, segmentation and the encoder's compute dtype. A resumed run
     must match it. The audio itself is checked per record (:func:`stale_records`): a changed file re-scores only its
@@ -261,10 +291,15 @@ def run_key(model, utts: Sequence[Utterance], cfg: StreamConfig, setting: Settin
 
     fmt = model.cfg.text_format == "formatted" and not cfg.plain  # formatted references are scored: they count too
     data = hashlib.sha256("\n".join(f"{u.id}\t{u.text}\t{u.audio_path}" + (f"\t{u.formatted}" if fmt else "")
+                                    + (f"\t{list(u.context)}" if u.context else "")
                                     for u in utts).encode()).hexdigest()
-    stream = {k: v for k, v in asdict(cfg).items() if k != "plain" or v}  # (folders from before it existed: False)
-    return {"model": model_digest(model), "data": data, "utterances": len(utts), "stream": stream,
-            "chunk_ms": model.chunk_ms, "segment": segment, "encoder_dtype": encoder_dtype_name(model)}
+    # (folders from before plain or context lists existed: plain False, no context; they keep their key)
+    stream = {k: v for k, v in asdict(cfg).items() if (k != "plain" or v) and (k != "context" or v)}
+    key = {"model": model_digest(model), "data": data, "utterances": len(utts), "stream": stream,
+           "chunk_ms": model.chunk_ms, "segment": segment, "encoder_dtype": encoder_dtype_name(model)}
+    if lists:
+        key["data_context"] = True
+    return key
 
 
 AUDIO_ENDS = 1 << 16  # bytes hashed at each end of an audio file for its identity
@@ -423,6 +458,10 @@ def summarize(rows: Sequence[dict]) -> dict:
         out[key] = lat[key]
     out.update(pr_summary(lag for r in rows if "ref_word_end_ms" in r for lag in record_word_lags(r)))
     out.update(schedule_summary(rows))
+    if any("bias_words" in r for r in rows):
+        from .biasing import biasing_summary
+
+        out.update(biasing_summary(rows))
     out.update(record_intervals(rows))  # 95 % bootstrap intervals of WER and LAAL over these utterances
     out.update(formatted_summary(rows))
     silent = [r for r in rows if not r["reference"].split()]

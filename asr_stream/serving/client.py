@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -80,7 +80,8 @@ class Result:
 
 async def stream(url: str, blocks: Iterable[np.ndarray], sample_rate: int = 16000, k: Optional[int] = None,
                  block_ms: Optional[float] = None, on_event: Optional[Callable[[dict], None]] = None,
-                 open_timeout: float = 10.0, api_key: Optional[str] = None) -> Result:
+                 open_timeout: float = 10.0, api_key: Optional[str] = None,
+                 context: Optional[Sequence[str]] = None) -> Result:
     """Stream float32 ``blocks`` (mono, ``sample_rate`` Hz) to the server at ``url``; return every event.
 
     ``block_ms``: pace the blocks in real time, one every ``block_ms`` ms on an absolute schedule (None: as fast
@@ -108,6 +109,8 @@ async def stream(url: str, blocks: Iterable[np.ndarray], sample_rate: int = 1600
         start = {"type": "start", "sample_rate": int(sample_rate), "format": "float32"}
         if k is not None:
             start["k"] = int(k)
+        if context is not None:  # the stream's context list (docs/protocol.md)
+            start["context"] = list(context)
         try:
             await ws.send(json.dumps(start))
             ready = json.loads(await ws.recv())
@@ -233,7 +236,8 @@ RECONNECT_PATIENCE_S = 10.0  # s of refused or 5xx connection attempts after a l
 async def stream_resuming(url: str, blocks: Iterable[np.ndarray], sample_rate: int = 16000, k: Optional[int] = None,
                           block_ms: Optional[float] = None, on_event: Optional[Callable[[dict], None]] = None,
                           api_key: Optional[str] = None, retries: int = 0,
-                          on_retry: Optional[Callable[[ConnectionLost, float], None]] = None) -> Result:
+                          on_retry: Optional[Callable[[ConnectionLost, float], None]] = None,
+                          context: Optional[Sequence[str]] = None) -> Result:
     """:func:`stream`, and when the connection is lost mid-stream (:class:`ConnectionLost`: a replica behind a balancer
     died), up to ``retries`` times: connect to ``url`` again (the balancer picks a live replica) and send again the
     audio from the end of the last ``final`` on. The rule: every utterance finished before the loss is kept as it
@@ -264,7 +268,7 @@ async def stream_resuming(url: str, blocks: Iterable[np.ndarray], sample_rate: i
                 on_event(ev)
 
         try:
-            res = await stream(url, tape.replay(), sample_rate, k, block_ms, hook, api_key=api_key)
+            res = await stream(url, tape.replay(), sample_rate, k, block_ms, hook, api_key=api_key, context=context)
             out.sent_at = [(n + round(ms * 16), t) for n, t in res.sent_at]
             return out
         except ConnectFailed as e:  # connecting again: the balancer may not know yet that a replica died

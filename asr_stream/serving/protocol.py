@@ -17,8 +17,14 @@ class ProtocolError(ValueError):
 FORMATS = {"int16": (np.dtype("<i2"), 32768.0), "float32": (np.dtype("<f4"), 1.0)}
 
 
+MAX_CONTEXT_CHARS = 20_000
+"""The most characters a start message's context may hold (no model reads more; its token limit is checked after)."""
+
+
 def parse_start(text: str | bytes, max_k: int = 64) -> dict:
-    """The client's start message -> {"sample_rate": int, "format": str, "k": int | None}; ProtocolError if bad."""
+    """The client's start message -> {"sample_rate": int, "format": str, "k": int | None, "context": tuple of phrases |
+    None}; ProtocolError if bad. ``context``: a list of words and phrases, or one string of them separated by commas
+    (:func:`asr_stream.context.parse_context`); whether the model can read it is the server's check."""
     if isinstance(text, bytes):
         if text[:4] == b"RIFF":
             raise ProtocolError("got a WAV header (RIFF) before the start message: send a JSON start message, then raw PCM without the header")
@@ -36,10 +42,28 @@ def parse_start(text: str | bytes, max_k: int = 64) -> dict:
         raise ProtocolError(f"format must be 'int16' or 'float32', got {fmt!r}")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k):
         raise ProtocolError(f"k must be an integer from 1 to {max_k}, got {k!r}")
-    unknown = set(msg) - {"type", "sample_rate", "format", "k"}
+    unknown = set(msg) - {"type", "sample_rate", "format", "k", "context"}
     if unknown:
         raise ProtocolError(f"unknown field(s) in start message: {', '.join(sorted(unknown))}")
-    return {"sample_rate": rate, "format": fmt, "k": k}
+    return {"sample_rate": rate, "format": fmt, "k": k, "context": _context(msg.get("context"))}
+
+
+def _context(value) -> tuple[str, ...] | None:
+    """A start message's context: None (absent), or its phrases; ProtocolError for anything else."""
+    from ..context import parse_context
+
+    if value is None:
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
+    if not isinstance(value, str):
+        raise ProtocolError("context must be a list of strings (words or phrases) or one string of them separated by commas")
+    if len(value) > MAX_CONTEXT_CHARS:
+        raise ProtocolError(f"context is too long: {len(value)} characters (at most {MAX_CONTEXT_CHARS})")
+    try:
+        return parse_context(value, "context")
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
 
 
 def decode_frame(data: bytes, fmt: str) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 The request is ``multipart/form-data`` as OpenAI's API takes it: ``file`` (any format ``transcribe`` reads), ``model``
 (required, any value: the server has one model), ``response_format`` (json, text, srt, vtt, verbose_json), ``language``
-(English only), ``prompt`` (accepted and ignored: the models take no text prompt), ``temperature`` (0 only: decoding is
+(English only), ``prompt`` (a context list: words and phrases separated by commas, read by a model trained with context
+lists, refused with 400 by one trained without; blank: none), ``temperature`` (0 only: decoding is
 greedy), ``timestamp_granularities[]`` (accepted: verbose_json always has segments and words), ``stream`` (false only).
 Bad requests get OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, with a one-line message.
 
@@ -176,8 +177,26 @@ def open_audio(path: Path, name: str, max_s: float):
     return audio
 
 
-async def decode(server, audio, name: str) -> tuple[list, list[str], float]:
-    """Feed ``audio`` through the engine; its segments, the warnings ``transcribe`` gives, seconds of audio."""
+def prompt_context(server, fields: dict) -> Optional[tuple[str, ...]]:
+    """The ``prompt`` field as a context list (words and phrases separated by commas or new lines; blank: none), checked
+    against the model; RequestError 400 when the model cannot read it (trained without context, or too long)."""
+    from ..context import parse_context
+
+    text = fields.get("prompt", "")
+    if not text.strip():
+        return None
+    try:
+        phrases = parse_context(text, "prompt")
+        server.check_context(phrases)
+    except ValueError as e:
+        raise RequestError(400, f"prompt (a context list of words and phrases): {e}", param="prompt",
+                           code="invalid_value") from None
+    return phrases
+
+
+async def decode(server, audio, name: str, context: Optional[tuple[str, ...]] = None) -> tuple[list, list[str], float]:
+    """Feed ``audio`` through the engine (with ``context``, the prompt's list); its segments, the warnings ``transcribe``
+    gives, seconds of audio."""
     from ..audio.io import SAMPLE_RATE, AudioError, LevelCheck
     from ..streaming.segment import unheard
     from ..transcript import repetition_warning, unheard_warning
@@ -185,7 +204,7 @@ async def decode(server, audio, name: str) -> tuple[list, list[str], float]:
     if server.draining:
         raise RequestError(503, "the server is going away (shutting down): send it again (to another replica)",
                            code="shutting_down", headers={"Retry-After": "1"})
-    c = server.open_upload()
+    c = server.open_upload(context)
     if c is None:
         raise RequestError(429, f"busy: {server.limits.max_uploads} upload(s) or all {server.limits.max_clients} streams "
                                 "are in use, try again later", code="busy", headers={"Retry-After": "1"})
@@ -283,11 +302,12 @@ async def transcriptions(server, request: web.Request) -> web.StreamResponse:
             raise RequestError(400, "no file: send the audio in a form field named file", param="file",
                                code="missing_parameter")
         fmt = check_fields(fields)
+        context = prompt_context(server, fields)
         path, name, size = upload
         if size == 0:
             raise RequestError(400, f"{name}: the file is empty", param="file", code="invalid_audio")
         audio = await asyncio.to_thread(open_audio, path, name, lim.max_session_s)
-        segs, warns, audio_s = await decode(server, audio, name)
+        segs, warns, audio_s = await decode(server, audio, name, context)
         return render(segs, warns, audio_s, fmt)
     except RequestError as e:
         return error_response(e.status, e.message, e.param, e.code, e.headers)

@@ -54,6 +54,7 @@ class Conn:
     id: int
     slot: int
     k: Optional[int]
+    context: Optional[tuple] = None  # the client's context list (None: the server's --context, if any)
     inbox: list = field(default_factory=list)  # 16 kHz float32 arrays not yet given to the engine
     pending: int = 0  # samples in the inbox (back-pressure above --max-backlog-s)
     room: asyncio.Event = field(default_factory=asyncio.Event)  # set by the engine when pending is back under the limit
@@ -155,7 +156,7 @@ class Server:
             self.streams.release(slot)
         for c, audio, start, end in jobs:
             if start:
-                self.streams.reset(c.slot, c.k)
+                self.streams.reset(c.slot, c.k, c.context)
             for x in audio:
                 self.streams.feed(c.slot, x)
             if end:
@@ -358,8 +359,16 @@ class Server:
             self.metrics.refused("busy")
             await send_error(ws, f"busy: all {lim.max_clients} streams are in use, try again later", code=1013)
             return
+        if start["context"] is not None:
+            try:
+                self.check_context(start["context"])
+            except ValueError as e:
+                self.metrics.refused("protocol")
+                await send_error(ws, f"context: {e}")
+                return
         slot = self.free.pop(0)
-        c = Conn(id=self._next_id, slot=slot, k=start["k"], queue=asyncio.Queue(lim.send_queue), ws=ws)
+        c = Conn(id=self._next_id, slot=slot, k=start["k"], context=start["context"], queue=asyncio.Queue(lim.send_queue),
+                 ws=ws)
         self._next_id += 1
         self.conns[slot] = c
         self.sessions_served += 1
@@ -379,6 +388,7 @@ class Server:
             await ws.send(json.dumps({"type": "ready", "session": c.id, "sample_rate": start["sample_rate"], "format": start["format"],
                                 "k": k, "mode": self.cfg.mode, "phi": self.cfg.phi, "chunk_ms": self.model.chunk_ms,
                                 "model": self.model_name, "max_session_s": lim.max_session_s,
+                                "context": list(start["context"] if start["context"] is not None else self.cfg.context),
                                 "text_format": "plain" if self.cfg.plain else self.model.cfg.text_format,
                                 "max_frame_bytes": lim.max_frame_bytes, "max_backlog_s": lim.max_backlog_s}))
             self._work.set()  # the engine resets the slot for this connection
@@ -476,13 +486,21 @@ class Server:
         self.metrics.audio.labels("upload" if c.ws is None else "live").inc(x.shape[0] / SAMPLE_RATE)
         c.arrivals.append((c.samples_in, time.monotonic()))
 
+    def check_context(self, phrases) -> None:
+        """ValueError (one line) for a client's context list the model cannot read (trained without context, or
+        longer than it was trained to read)."""
+        from ..context import check_context_length, context_ids
+
+        check_context_length(self.model.cfg, len(context_ids(self.model.codec, phrases)))
+
     # -- uploads (POST /v1/audio/transcriptions, asr_stream.serving.rest) ----------------------------------------
-    def open_upload(self) -> Optional[Conn]:
-        """An engine slot for an upload; None when every slot, or ``--max-uploads`` of them, is taken. Its events go
-        to an unbounded queue its REST handler reads (one file's words: bounded by ``--max-upload-mb``)."""
+    def open_upload(self, context: Optional[tuple] = None) -> Optional[Conn]:
+        """An engine slot for an upload (``context``: its context list, checked by :meth:`check_context`; None: the
+        server's); None when every slot, or ``--max-uploads`` of them, is taken. Its events go to an unbounded queue
+        its REST handler reads (one file's words: bounded by ``--max-upload-mb``)."""
         if not self.free or sum(c.ws is None for c in self.conns.values()) >= self.limits.max_uploads:
             return None
-        c = Conn(id=self._next_id, slot=self.free.pop(0), k=None, queue=asyncio.Queue())
+        c = Conn(id=self._next_id, slot=self.free.pop(0), k=None, context=context, queue=asyncio.Queue())
         self._next_id += 1
         self.conns[c.slot] = c
         self._work.set()

@@ -133,19 +133,34 @@ class BatchedStreams:
         s = self.sessions[i].state
         return s.finished and s.ended and i not in self._pending
 
-    def reset(self, i: int, k: int | None = None) -> None:
+    def reset(self, i: int, k: int | None = None, context: Sequence[str] | None = None) -> None:
         """Start a new utterance in slot ``i`` (its ``words`` are kept, as in ``StreamingSession.reset``).
 
         ``k``: wait-k for this slot from now on (a server's client may ask for its own; the mode and φ are the
-        engine's). None keeps the slot's k.
+        engine's). None keeps the slot's k. ``context``: this slot's context list from now on (() for none; a
+        server's client sends its own); None keeps the slot's. A context the model cannot read is a ValueError.
         """
-        if i in self.attached:
-            self._detach(i)
         sess = self.sessions[i]
+        cfg = sess.cfg
         if k is not None:
             if k < 1:
                 raise ValueError(f"k must be >= 1, got {k}")
-            sess.cfg = with_k(self.cfg, k)  # an adaptive policy's k_min never above the new k_max
+            cfg = with_k(replace(self.cfg, context=cfg.context), k)  # an adaptive policy's k_min never above the new k_max
+        if context is not None:
+            cfg = replace(cfg, context=tuple(context))
+            if context:
+                from ..context import check_context_length
+
+                check_context_length(self.model.cfg, 1 if self.model.cfg.context_max_tokens == 0 else 0)
+        if cfg is not sess.cfg:
+            old, sess.cfg = sess.cfg, cfg
+            try:
+                sess.context_ids  # checked before the slot changes
+            except ValueError:
+                sess.cfg = old
+                raise
+        if i in self.attached:
+            self._detach(i)
         step = sess.begin(own_cache=False)  # the stream lives in self.cache
         self._pending.pop(i, None)
         self._attach(i)

@@ -96,6 +96,13 @@ def stream_config_for(model: Any, cfg: StreamConfig | None = None, warn: bool = 
                        k=cfg.k if cfg.k is not None else default_k(mc.train_k),
                        phi=cfg.phi if cfg.phi is not None else mc.phi)
     _check(resolved)
+    if isinstance(resolved.context, str):
+        raise ValueError("StreamConfig.context is a sequence of phrases, not a string (asr_stream.context.parse_context)")
+    resolved = replace(resolved, context=tuple(resolved.context))
+    if resolved.context:
+        from ..context import check_context_length
+
+        check_context_length(mc, 1 if mc.context_max_tokens == 0 else 0)  # trained without context: refused here
     args = {a: float(v) for a, v in resolved.policy_args.items()}  # "1" -> 1.0 (command line)
     if resolved.policy in ADAPTIVE and "k_min" not in args:
         args["k_min"] = float(default_k_min(mc, int(args.get("k_max", resolved.k))))

@@ -368,11 +368,12 @@ class SegmentedStreams:
     def _slot(self, i: int) -> _Slot:
         return _Slot(self, i, (lambda seg, i=i: self.on_segment(i, seg)) if self.on_segment else None)
 
-    def reset(self, i: int, k: Optional[int] = None) -> None:
+    def reset(self, i: int, k: Optional[int] = None, context: Optional[Sequence[str]] = None) -> None:
         """Make stream ``i`` a fresh stream (a new connection in that slot): engine slot, endpointer and segments
         start over, sample 0 is the new stream's first sample, and nothing of the old stream is returned.
-        ``k``: wait-k for this stream (None: the engine's)."""
-        self.engine.reset(i, k=self.engine.cfg.k if k is None else k)
+        ``k``: wait-k for this stream (None: the engine's); ``context``: its context list (None: the engine's)."""
+        self.engine.reset(i, k=self.engine.cfg.k if k is None else k,
+                          context=self.engine.cfg.context if context is None else context)
         self.engine.poll(i)  # (drain collects every slot, so normally nothing is left here)
         self.slots[i] = self._slot(i)
         self.endpointers[i] = Endpointer(self.endpoint, self.slots[i], self.engine.model.chunk_samples)
@@ -450,11 +451,15 @@ class PerClientStreams:
         self.ending = [False] * n
         self.new: list[list] = [[] for _ in range(n)]
 
-    def reset(self, i: int, k: Optional[int] = None) -> None:
+    def reset(self, i: int, k: Optional[int] = None, context: Optional[Sequence[str]] = None) -> None:
+        from dataclasses import replace
+
         from .defaults import with_k
 
         cb = (lambda seg, i=i: self.on_segment(i, seg)) if self.on_segment else None
         cfg = with_k(self.cfg, k) if k is not None else self.cfg
+        if context is not None:
+            cfg = replace(cfg, context=tuple(context))
         self.sessions[i] = SegmentedSession(StreamingSession(self.model, cfg), self.endpoint, cb)
         self.drivers[i] = Driver(self.sessions[i], guard=False)
         self.inbox[i], self.ending[i], self.new[i] = [], False, []

@@ -1,9 +1,9 @@
 """One stream's state and the loop: ``push(samples) -> new words``; ``finish()`` flushes.
 
-One decoder KV cache holds everything in arrival order: prompt, audio chunk embeddings as they are read,
-target tokens as they are written. What each slot is lives in ``state.elements`` (see
-:mod:`asr_stream.groups`), and every new slot's mask row and position come from the same rule the
-training layout uses, so teacher-forced streaming reproduces the training logits.
+One decoder KV cache holds everything in arrival order: prompt and context list (``StreamConfig.context``, staged
+with the prompt at the start of every utterance), audio chunk embeddings as they are read, target tokens as they are
+written. What each slot is lives in ``state.elements`` (see :mod:`asr_stream.groups`), and every new slot's mask row
+and position come from the same rule the training layout uses, so teacher-forced streaming reproduces the training logits.
 
 Modes:
 - ``group``: source positions 0.., target φ + i, wait-k mask. Nothing in the cache is ever recomputed.
@@ -25,7 +25,8 @@ import torch
 from .. import decoder as dec
 from ..audio.io import SAMPLE_RATE, SAMPLES_PER_MS
 from ..config import StreamConfig
-from ..groups import PAD, TARGET, Elements, additive_mask, allowed, source_elements, target_elements
+from ..context import checked_ids
+from ..groups import PAD, TARGET, Elements, additive_mask, allowed, context_elements, source_elements, target_elements
 from .defaults import stream_config_for
 from .policy import Action, View, make_policy, max_rows
 from ..transcript import plain_text
@@ -125,6 +126,7 @@ class StreamingSession:
         self.cfg = cfg
         self.codec = model.codec
         self._policy: tuple[StreamConfig, Any] | None = None
+        self._context: tuple[tuple[str, ...], list[int]] | None = None
         if self.policy.needs_ctc and model.ctc_head is None:
             raise ValueError(f"policy {cfg.policy!r} needs a model with a CTC head (ctc_weight > 0)")
         self.words: list[Word] = []  # every word emitted, across reset()
@@ -134,6 +136,7 @@ class StreamingSession:
         self.restart: RestartRule | None = None  # set by a segment driver: stop where a restart is due (streaming.restart)
         self.track_words = False  # set by a segment driver: keep the CTC evidence of where words end (heard_to)
         self._token_text: dict[int, str] = {}
+        self.context_ids  # a context the model cannot read: refused now, before any audio
         self.reset()
 
     @property
@@ -142,6 +145,13 @@ class StreamingSession:
         if self._policy is None or self._policy[0] is not self.cfg:
             self._policy = (self.cfg, make_policy(self.cfg.policy, self.cfg.k, self.cfg.policy_args))
         return self._policy[1]
+
+    @property
+    def context_ids(self) -> list[int]:
+        """Token ids of ``cfg.context`` ([] for none; a list the model cannot read: ValueError, :func:`checked_ids`)."""
+        if self._context is None or self._context[0] != tuple(self.cfg.context):
+            self._context = (tuple(self.cfg.context), checked_ids(self.model, self.cfg.context))
+        return self._context[1]
 
     @property
     def tracks_words(self) -> bool:
@@ -230,11 +240,10 @@ class StreamingSession:
 
     # -- the step protocol (public: BatchedStreams drives sessions through it; see the class doc) -------
     def begin(self, own_cache: bool = True) -> Step | None:
-        """Start a new utterance's state (``words`` are kept) and return its first step, the prompt, staged but not
-        run (None: the model has no prompt). ``own_cache=False``: the driver holds the decoder cache (``state.cache``
+        """Start a new utterance's state (``words`` are kept); return its first step, the prompt and context list staged
+        but not run (None: no prompt, no context). ``own_cache=False``: the driver holds the decoder cache (``state.cache``
         is None) and runs every step itself."""
-        m = self.model
-        empty = Elements.make([], [], [], [], [], [])
+        m, empty = self.model, Elements.make([], [], [], [], [], [])
         self.state = StreamState(enc=m.encoder.init_state(1), cache=dec.new_cache(m.llm) if own_cache else None,
                                  elements=empty, pending=self.codec.bos_id)
         return self._prompt_step()
@@ -345,12 +354,15 @@ class StreamingSession:
 
     # -- the step machine --------------------------------------------------------------------------
     def _prompt_step(self) -> Step | None:
+        """The prompt's slots (arrival numbers 0 ..) and the context's (arrival numbers -C .. -1: they arrived before the
+        stream, so no later slot's arrival number or position moves), as one step."""
         m = self.model
-        P = len(m.prompt_ids)
-        if not P:
+        P, ctx = len(m.prompt_ids), self.context_ids
+        if not P and not ctx:
             return None
         with torch.inference_mode():
-            return Step(self._stage(source_elements(P, [], prompt=True)), m.embed_tokens(m.prompt_ids))
+            parts = [context_elements(self.cfg.mode, len(ctx), self.cfg.phi), self._stage(source_elements(P, [], prompt=True))]
+            return Step(Elements.cat(parts), m.embed_tokens(ctx + m.prompt_ids))
 
     def _advance(self) -> None:
         """Run steps until the stream waits for audio or is done."""
@@ -569,16 +581,20 @@ class StreamingSession:
             parts.append(source_elements(P, [], prompt=True))
             embeds.append(m.embed_tokens(m.prompt_ids))
         parts.append(source_elements(P, [c for c in range(n) for _ in range(E)]))
+        ctx = self.context_ids
         embeds.append(torch.cat(s.src_embeds))
         if s.rows:
             parts.append(target_elements(range(s.rows), [n] * s.rows, [S + i for i in range(s.rows)], [0] * s.rows))
             embeds.append(m.embed_tokens(self._target_inputs()))
         els = Elements.cat(parts)
         els.arrival = torch.arange(len(els))
+        if ctx:  # before the stream, as _prompt_step stages it
+            els = Elements.cat([context_elements(self.cfg.mode, len(ctx), self.cfg.phi), els])
+            embeds.insert(0, m.embed_tokens(ctx))
         s.cache = dec.new_cache(m.llm)
         self._run(els, els, torch.cat(embeds), s.cache)
         self._columns(els, len(els))
-        self._arrive(len(els), start=0)
+        self._arrive(len(els) - len(ctx), start=0)
 
 
 __all__ = ["StreamingSession", "StreamState", "Step", "Word"]

@@ -65,6 +65,39 @@ class Collated:
     wave_lens: torch.Tensor
     texts: list[str]
     enc: Optional[torch.Tensor] = None  # (B, frames, D): a frozen encoder's cached outputs (training.features)
+    contexts: Optional[list[tuple[str, ...]]] = None  # per utterance, its context list (() for none): WithContext
+
+
+class WithContext(Dataset):
+    """A training dataset whose items also carry a context list (:class:`asr_stream.context.ContextSampler`), drawn
+    from the item's transcript (its last field, after augmentation: non-speech gets a distractor-only list) with
+    random draws from (seed, epoch, index) alone, apart from the augmentation's (a feature cache stays valid).
+    Items are ``(base item, context)``; :class:`ContextCollate` batches them."""
+
+    def __init__(self, base: Dataset, sampler, seed: int = 0) -> None:
+        self.base, self.sampler, self.seed = base, sampler, seed
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key):
+        from ..context import context_rng
+
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
+        item = self.base[key]
+        return item, self.sampler(item[-1], context_rng(self.seed, epoch, i))
+
+
+class ContextCollate:
+    """Collates :class:`WithContext` items with the base dataset's collate function, then adds ``contexts``."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+
+    def __call__(self, items) -> "Collated":
+        out = self.base([item for item, _ in items])
+        out.contexts = [ctx for _, ctx in items]
+        return out
 
 
 def collate(items: Sequence[tuple[np.ndarray, str]]) -> Collated:

@@ -13,7 +13,8 @@ from ..data import read_corpus
 from ..config import TEXT_FORMATS
 from ..data.corpus import check_corpus_spec
 from .augment import AugmentConfig
-from .data import DurationBatchSampler, UtteranceDataset, collate
+from ..context import ContextDraw, ContextSampler
+from .data import ContextCollate, DurationBatchSampler, UtteranceDataset, WithContext, collate
 from .features import FeatureDataset, collate_features, nonspeech_settings
 
 
@@ -31,6 +32,7 @@ class SpeechDataModule(L.LightningDataModule):
         augment: Optional[dict] = None,
         sample_utterances: Optional[int] = None,
         features: Optional[str] = None,
+        context: Optional[dict] = None,
         targets: str = "plain",
     ) -> None:
         """
@@ -52,6 +54,10 @@ class SpeechDataModule(L.LightningDataModule):
             features: a folder of the frozen encoder's outputs for these training settings, written by
                 ``python -m asr_stream.training.cache_features`` (:mod:`asr_stream.training.features`): training reads
                 them instead of the audio (the encoder is not run on training batches; validation still runs it).
+            context: context lists (prompted hotwords) for training utterances, e.g. ``{prob: 0.5,
+                distractor_only_prob: 0.3, true_words: [1, 3], distractors: [0, 100], rare_rank: 1000}``; the keys are
+                the fields of :class:`asr_stream.context.ContextDraw`. Needs ``model.model.context_max_tokens`` > 0;
+                longer lists are cut to it. Validation runs without context.
             targets: plain or formatted transcripts (:meth:`asr_stream.data.Utterance.target`); set from
                 ``model.model.text_format`` by the training command (linked: one switch, in the model).
         """
@@ -71,6 +77,8 @@ class SpeechDataModule(L.LightningDataModule):
             raise ValueError(f"data.targets must be one of {', '.join(TEXT_FORMATS)}, got {targets!r}")
         self.targets = targets
         self.augment = AugmentConfig.from_dict(augment)  # a bad key or range: one line now, not once fit has begun
+        self.context = ContextDraw.from_dict(context)  # likewise
+        self.context_sampler: Optional[ContextSampler] = None
         UtteranceDataset([], self.speeds)  # checks the speed factors
 
     # Mid-epoch resume: remember how many batches of the current epoch were trained, and skip them.
@@ -96,6 +104,8 @@ class SpeechDataModule(L.LightningDataModule):
                 if u.formatted is None and u.text.strip():
                     raise ValueError(f"{u.audio_path}: no formatted text for '{u.id}' (formatted targets; add it with "
                                      "tools/add_formatted_text.py or write the corpus again)")
+        if self.context.active:  # lists drawn from the targets: a formatted model's keep their case
+            self.context_sampler = ContextSampler(self.context, (u.target(self.targets) for u in self.train_utts))
 
     def _loader(self, utts, shuffle: bool, speeds, augment: Optional[AugmentConfig] = None) -> DataLoader:
         t = self.trainer
@@ -106,11 +116,13 @@ class SpeechDataModule(L.LightningDataModule):
             sampler.skip_once(*self._resume)
             self._resume = None
         if shuffle and self.features:  # training batches from the frozen encoder's cache
-            return DataLoader(FeatureDataset(self.features, len(utts), nonspeech_settings(self.augment)), batch_sampler=sampler,
-                              collate_fn=collate_features, num_workers=self.num_workers,
-                              persistent_workers=self.num_workers > 0)
-        return DataLoader(UtteranceDataset(utts, speeds, self.seed + rank, augment, self.targets), batch_sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+            ds, coll = FeatureDataset(self.features, len(utts), nonspeech_settings(self.augment)), collate_features
+        else:
+            ds, coll = UtteranceDataset(utts, speeds, self.seed + rank, augment, self.targets), collate
+        if shuffle and self.context_sampler is not None:  # training utterances get context lists
+            ds, coll = WithContext(ds, self.context_sampler, self.seed + rank), ContextCollate(coll)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=coll, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_utts, True, self.speeds, self.augment)

@@ -111,7 +111,16 @@ class SpeechLLMModule(L.LightningModule):
 
     # -- steps --------------------------------------------------------------------------------------
     def _batch(self, b) -> Batch:
-        return Batch(b.wave, b.wave_lens, [self.net.codec.encode(t) for t in b.texts], enc=b.enc)
+        contexts = getattr(b, "contexts", None)
+        ids = None
+        if contexts is not None:
+            from ..context import fit_context
+
+            if self.cfg.context_max_tokens == 0:
+                raise ValueError("data.context draws context lists, but model.model.context_max_tokens is 0: set it "
+                                 "(the longest list in tokens the model learns to read)")
+            ids = [fit_context(self.net.codec, c, self.cfg.context_max_tokens) for c in contexts]
+        return Batch(b.wave, b.wave_lens, [self.net.codec.encode(t) for t in b.texts], enc=b.enc, context=ids)
 
     def draw_k(self, step: int) -> Optional[int]:
         """Multi-k training: one k per optimiser step, drawn from cfg.train_k; the same on every rank."""
