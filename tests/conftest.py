@@ -117,3 +117,16 @@ def noise_audio(seconds: float, seed: int = 0) -> np.ndarray:
 
 def pytest_runtest_setup(item):
     check_item(item)  # @needs(...) system requirements: skip with the make target that installs them (tests/sysdeps.py)
+
+
+def run_forced(model, wave, tokens, block: int = 3000, **kw):
+    """A StreamingSession fed ``wave`` in blocks of ``block`` samples with ``tokens`` forced as its output (the
+    streaming side of the streaming == training tests); ``kw`` are the session's settings."""
+    from asr_stream.streaming import StreamingSession
+
+    s = StreamingSession(model, max_tokens_per_s=100.0, **kw)
+    s.teacher_force(tokens)
+    for i in range(0, len(wave), block):
+        s.push(wave[i : i + block])
+    s.finish()
+    return s

@@ -15,7 +15,7 @@ from asr_stream.presets import test_sized
 from asr_stream.streaming import StreamingSession
 from asr_stream.streaming.batched import BatchedStreams
 
-from .conftest import SENTENCES, TOL, noise_audio
+from .conftest import SENTENCES, TOL, noise_audio, run_forced
 
 CONTEXT_A = ("QUICK", "ZANZIBAR", "OKONKWO")
 CONTEXT_B = ("MODELS", "LAZY DOG")
@@ -42,15 +42,6 @@ def forward_logits(model, wave, tokens, context=(), **kw) -> torch.Tensor:
     with torch.no_grad():
         out = model(Batch(torch.from_numpy(wave)[None], torch.tensor([len(wave)]), [tokens], context=ctx), **kw)
     return out.target_logits[0]
-
-
-def stream(model, wave, tokens, block=1000, **kw) -> StreamingSession:
-    s = StreamingSession(model, max_tokens_per_s=100.0, **kw)
-    s.teacher_force(tokens)
-    for i in range(0, len(wave), block):
-        s.push(wave[i : i + block])
-    s.finish()
-    return s
 
 
 def written(s) -> torch.Tensor:
@@ -89,7 +80,7 @@ def test_teacher_forced_streaming_with_a_context_equals_training_forward(ctx_mod
     tokens = codec.encode(SENTENCES[0])
     full = forward_logits(model, wave, tokens, CONTEXT_A, mode=mode, k=k, phi=phi)
     for block in (1000, 4321):
-        s = stream(model, wave, tokens, block, mode=mode, k=k, phi=phi, context=CONTEXT_A)
+        s = run_forced(model, wave, tokens, block, mode=mode, k=k, phi=phi, context=CONTEXT_A)
         got = torch.stack(s.logits)
         assert got.shape == full.shape == (len(tokens) + 1, len(codec))
         assert (got - full).abs().max().item() <= TOL
@@ -104,7 +95,7 @@ def test_batch_streaming_with_a_context_after_the_audio_equals_offline(ctx_model
     wave = noise_audio(0.8, seed=3)
     tokens = codec.encode(SENTENCES[2])
     offline = forward_logits(model, wave, tokens, CONTEXT_B, mode="batch", k=None)
-    s = stream(model, wave, tokens, 2000, mode="batch", k=50, reencode=reencode, context=CONTEXT_B)
+    s = run_forced(model, wave, tokens, 2000, mode="batch", k=50, reencode=reencode, context=CONTEXT_B)
     assert (torch.stack(s.logits) - offline).abs().max().item() <= TOL
 
 
@@ -118,7 +109,7 @@ def test_adaptive_policies_with_a_context_stream_like_training_forward(ctx_model
     tokens = codec.encode(SENTENCES[1])
     phi = 0.5 if mode == "group" else 0.0
     args = {"threshold": 0.6 if policy == "ctc" else 0.2, "k_max": 4, "k_min": 0}
-    s = stream(model, wave, tokens, 3000, mode=mode, phi=phi, policy=policy, policy_args=args, context=CONTEXT_A)
+    s = run_forced(model, wave, tokens, 3000, mode=mode, phi=phi, policy=policy, policy_args=args, context=CONTEXT_A)
     vis = schedule(s)
     assert len(set(v - c for v, c in zip(vis, range(len(vis))))) > 1 or policy == "confidence"
     full = forward_logits(model, wave, tokens, CONTEXT_A, mode=mode, phi=phi, vis=[vis])
@@ -132,7 +123,7 @@ def test_the_source_cache_does_not_depend_on_the_context(ctx_model, codec):
     tokens = codec.encode(SENTENCES[3])
 
     def kv(context, seed):
-        s = stream(model, noise_audio(1.3, seed=seed), tokens, 3000, k=2, context=context)
+        s = run_forced(model, noise_audio(1.3, seed=seed), tokens, 3000, k=2, context=context)
         kinds = s.state.elements.kind
         layer = s.state.cache.layers[-1]
         return {kd: (layer.keys[0, :, kinds == kd], layer.values[0, :, kinds == kd]) for kd in (AUDIO, PROMPT, CONTEXT, TARGET)}

@@ -11,7 +11,7 @@ from asr_stream.streaming.batched import BatchedStreams
 from asr_stream.streaming.policy import (Action, ConfidenceTriggered, CtcTriggered, View, WaitK, make_policy,
                                          parse_policy_args)
 
-from .conftest import SENTENCES, TOL, noise_audio
+from .conftest import SENTENCES, TOL, noise_audio, run_forced
 from .test_streaming import forward_logits
 
 
@@ -131,15 +131,6 @@ def test_policy_follows_a_replaced_config(make_model):
     assert s.policy == WaitK(2)
     s.cfg = replace(s.cfg, k=4)
     assert s.policy == WaitK(4)
-
-
-def run_forced(model, wave, tokens, block=3000, **kw):
-    s = StreamingSession(model, max_tokens_per_s=100.0, **kw)
-    s.teacher_force(tokens)
-    for i in range(0, len(wave), block):
-        s.push(wave[i : i + block])
-    s.finish()
-    return s
 
 
 def schedule(session) -> list[int]:
