@@ -12,7 +12,7 @@ from asr_stream.model import SpeechLLM
 from asr_stream.presets import test_sized
 
 from .conftest import TOL, noise_audio
-from .test_streaming import forward_logits, stream_logits
+from .test_streaming import assert_streams_like_training, forward_logits, stream_logits
 
 FORMATTED = [
     "The quick brown fox jumps over the lazy dog.",
@@ -91,10 +91,7 @@ def test_a_mark_standing_alone_is_no_unit(fcodec):
 def test_punctuated_streaming_equals_training_forward(fmodel, fcodec, text, mode, k, phi):
     wave = noise_audio(2.2, seed=21)
     tokens = fcodec.encode(text)
-    full = forward_logits(fmodel, wave, tokens, mode=mode, k=k, phi=phi)
-    streamed, s = stream_logits(fmodel, wave, tokens, 1000, mode=mode, k=k, phi=phi)
-    assert streamed.shape == full.shape == (len(tokens) + 1, len(fcodec))
-    assert (streamed - full).abs().max().item() <= TOL
+    s = assert_streams_like_training(fmodel, wave, tokens, len(fcodec), mode=mode, k=k, phi=phi)
     # the session's units are the training layout's, and its words carry their marks
     assert s.state.units == units_done(fcodec.boundaries(tokens))[-1]
     words = [w.text for w in s.words]

@@ -28,6 +28,17 @@ def stream_logits(model, wave: np.ndarray, tokens, block: int, **kw) -> tuple[to
     return torch.stack(s.logits), s
 
 
+def assert_streams_like_training(model, wave: np.ndarray, tokens, vocab: int, block: int = 1000,
+                                 **kw) -> StreamingSession:
+    """Streaming ``wave`` with ``tokens`` forced gives the training forward's logits (one row per token and EOS) to
+    the suite's tolerance; returns the session for further checks."""
+    full = forward_logits(model, wave, tokens, **kw)
+    streamed, s = stream_logits(model, wave, tokens, block, **kw)
+    assert streamed.shape == full.shape == (len(tokens) + 1, vocab)
+    assert (streamed - full).abs().max().item() <= TOL
+    return s
+
+
 @pytest.mark.parametrize("encoder", ["own", "whisper", "whisper-lookahead"])
 @pytest.mark.parametrize("chunk_ms", [160, 320])
 @pytest.mark.parametrize("phi", [0.0, 0.5, 256.0])

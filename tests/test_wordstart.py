@@ -16,7 +16,7 @@ from asr_stream.model import SpeechLLM
 from asr_stream.presets import test_sized
 
 from .conftest import SENTENCES, TOL, noise_audio
-from .test_streaming import forward_logits, stream_logits
+from .test_streaming import assert_streams_like_training, stream_logits
 
 TEXT = SENTENCES[0]  # 9 words
 
@@ -85,10 +85,7 @@ def test_training_layout_gives_first_tokens_k_plus_j_and_the_rest_one_more(sp_co
 def test_word_start_streaming_equals_training_forward(sp_model, sp_codec, mode, k, phi):
     wave = noise_audio(1.9, seed=11)
     tokens = sp_codec.encode(TEXT)
-    full = forward_logits(sp_model, wave, tokens, mode=mode, k=k, phi=phi)
-    streamed, s = stream_logits(sp_model, wave, tokens, 1000, mode=mode, k=k, phi=phi)
-    assert streamed.shape == full.shape == (len(tokens) + 1, len(sp_codec))
-    assert (streamed - full).abs().max().item() <= TOL
+    s = assert_streams_like_training(sp_model, wave, tokens, len(sp_codec), mode=mode, k=k, phi=phi)
     assert [w.text for w in s.words] == TEXT.split()  # words are flushed when the next one starts
 
 
