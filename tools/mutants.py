@@ -151,9 +151,10 @@ MUTANTS = (
 
 
 def copy_tree(dst: Path) -> None:
-    """The files pytest needs: the package, the tests and the project file (for pytest's settings)."""
+    """The files pytest needs: the package, the tests, the docs (a test checks a picture in docs/design.md) and the
+    project file (for pytest's settings)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for d in ("asr_stream", "tests"):
+    for d in ("asr_stream", "tests", "docs"):
         shutil.copytree(ROOT / d, dst / d, ignore=ignore)
     shutil.copy2(ROOT / "pyproject.toml", dst / "pyproject.toml")
 
