@@ -117,10 +117,16 @@ def check_cache(folder: str | Path, want: dict[str, Any]) -> dict[str, Any]:
             what = "the encoder's weights" if key == "encoder_sha256" else f"'{key}'"
             raise ValueError(f"data.features {folder}: made for other settings ({what} differs from this training's): "
                              "write a new cache for this config")
-    if want.get("nonspeech") is not None and meta.get("nonspeech") != want["nonspeech"]:
-        raise ValueError(f"data.features {folder}: holds no non-speech items for data.augment's {want['nonspeech']}: "
-                         "run python -m asr_stream.training.cache_features again with this config to add them")
+    check_nonspeech(folder, meta, want.get("nonspeech"))
     return meta
+
+
+def check_nonspeech(folder: str | Path, meta: dict[str, Any], nonspeech: Optional[dict[str, Any]]) -> None:
+    """A one-line ValueError when a training asks for non-speech items (:func:`nonspeech_settings`) that the cache
+    with ``meta`` does not hold for those settings."""
+    if nonspeech is not None and meta.get("nonspeech") != nonspeech:
+        raise ValueError(f"data.features {folder}: holds no non-speech items for data.augment's {nonspeech}: "
+                         "run python -m asr_stream.training.cache_features again with this config to add them")
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -132,9 +138,7 @@ class FeatureDataset(torch.utils.data.Dataset):
     def __init__(self, folder: str | Path, count: int, nonspeech: Optional[dict[str, Any]] = None) -> None:
         self.folder = Path(folder)
         meta = json.loads((self.folder / META).read_text())
-        if nonspeech is not None and meta.get("nonspeech") != nonspeech:
-            raise ValueError(f"data.features {self.folder}: holds no non-speech items for {nonspeech}: run "
-                             "python -m asr_stream.training.cache_features again with this config to add them")
+        check_nonspeech(self.folder, meta, nonspeech)
         self.nonspeech = nonspeech is not None
         self.epochs = int(meta["epochs"])
         self.items: dict[str, dict] = {}
