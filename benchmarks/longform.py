@@ -80,8 +80,11 @@ def main(argv=None) -> None:
     ap.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 30])
     ap.add_argument("--heldout", default=str(ROOT / "tests" / "data" / "heldout.json"))
     ap.add_argument("--output", default="benchmarks/results/longform")
+    ap.add_argument("--model", default=None, help="model directory (default: the bundled model)")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more transcribe options")
     a = ap.parse_args(argv)
+    model_dir = Path(a.model) if a.model else default_model_dir()
+    extra = (["--model", str(model_dir)] if a.model else []) + a.extra
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
     raw = json.loads(Path(a.heldout).read_text())
@@ -94,8 +97,8 @@ def main(argv=None) -> None:
             waves[i] = synthesize(it["spoken"], it["voice"], it["rate"], it["pitch"])
         return waves[i]
 
-    alone = per_utterance_hyps(default_model_dir(), items, load, endpointed=False)
-    alone_ep = per_utterance_hyps(default_model_dir(), items, load, endpointed=True)
+    alone = per_utterance_hyps(model_dir, items, load, endpointed=False)
+    alone_ep = per_utterance_hyps(model_dir, items, load, endpointed=True)
     ref = wer_details([t for _, t in items], [alone[u] for u, _ in items])
     rows = [{"recording": "each utterance alone", "minutes": sum(len(load(i)) for i in range(len(items))) / 16000 / 60,
              "utterances": len(items), "wer": ref["wer"], "sdi": f"{ref['substitutions']}/{ref['deletions']}/{ref['insertions']}"}]
@@ -105,7 +108,7 @@ def main(argv=None) -> None:
     for minutes in a.minutes:
         rec = join_utterances(items, load, minutes * 60, seed=0)
         path = write_recording(rec, tmp / f"longform-{minutes:g}min.flac")
-        r = run_transcribe(path, tmp / f"longform-{minutes:g}min.json", a.extra)  # words: removed with the audio
+        r = run_transcribe(path, tmp / f"longform-{minutes:g}min.json", extra)  # words: removed with the audio
         d = wer_details([rec.text], [r["text"]])
         # the same utterances (with their repeats) transcribed one by one: the fair reference for this recording
         same = wer_details([p.text for p in rec.pieces], [alone[p.id] for p in rec.pieces])
@@ -117,7 +120,7 @@ def main(argv=None) -> None:
                      "rtf": r["rtf"], "peak_rss_mb": r["peak_rss_mb"], "wall_s": r["wall_s"], "unheard_s": r["unheard_s"]})
         (out / "longform.json").write_text(json.dumps(rows, indent=2) + "\n")  # after each length: nothing lost
         Console(stderr=True).print(rows[-1])
-    t = Table(title="long-form transcription (bundled model, k = 3, endpointing on)")
+    t = Table(title=f"long-form transcription ({a.model or 'bundled model'}, k = 3, endpointing on)")
     for c in ("recording", "utterances", "segments", "WER %", "same alone %", "same alone, endpointed %", "S/D/I", "RTF",
               "peak RSS MB", "no-word speech s"):
         t.add_column(c, justify="right")

@@ -73,11 +73,15 @@ def recordings(n: int, seconds: float) -> list[tuple[np.ndarray, str]]:
     return out
 
 
+MODEL: str | None = None  # --model: the model directory every server of this run loads (None: the bundled model)
+
+
 def start_server(scheduler: str, max_clients: int, tick_ms: float | None, threads: int = 1,
                  encoder_dtype: str = "float32") -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "asr_stream", "serve", "--port", "0", "--max-clients", str(max_clients),
            "--scheduler", scheduler, "--idle-timeout-s", "120", "--max-per-address", "0", "--threads", str(threads), "--encoder-dtype", encoder_dtype]
     cmd += [] if tick_ms is None else ["--tick-ms", str(tick_ms)]
+    cmd += [] if MODEL is None else ["--model", MODEL]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 180
@@ -339,6 +343,7 @@ def main_load(a) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="model directory for the servers (default: the bundled model)")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
     ap.add_argument("--grid", action="append", default=[], metavar="SCHED=N,N,...",
                     help="client counts for one scheduler instead of --clients (e.g. per-client=10,12,14); repeatable")
@@ -363,6 +368,8 @@ def main(argv=None) -> None:
     ap.add_argument("--upload-s", type=float, default=60.0, help="--load: seconds of audio per upload (default: 60)")
     ap.add_argument("--rest-beside", type=int, default=8, help="--load: real-time clients beside the uploads (default: 8)")
     a = ap.parse_args(argv)
+    global MODEL
+    MODEL = a.model
     if a.load:
         return main_load(a)
     if a.flood is not None:

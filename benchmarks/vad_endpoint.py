@@ -123,7 +123,7 @@ def transcribe(wave: np.ndarray, detector: str) -> str:
 
     global _MODEL
     if _MODEL is None:
-        _MODEL = SpeechLLM.load(default_model_dir())
+        _MODEL = SpeechLLM.load(_MODEL_DIR or default_model_dir())
     s = SegmentedSession(StreamingSession(_MODEL, k=3), EndpointConfig(detector=detector))
     for i in range(0, wave.size, 5120):
         s.push(wave[i : i + 5120])
@@ -132,6 +132,7 @@ def transcribe(wave: np.ndarray, detector: str) -> str:
 
 
 _MODEL = None
+_MODEL_DIR = None  # --model (None: the bundled model)
 
 
 def score(segments, sents, words, n_samples: int) -> dict:
@@ -159,8 +160,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--detectors", nargs="+", default=["energy", "silero"])
     ap.add_argument("--wer", action="store_true", help="also the bundled model's WER through each endpointer")
+    ap.add_argument("--model", default=None, help="with --wer: the model directory (default: the bundled model)")
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args()
+    global _MODEL_DIR
+    _MODEL_DIR = args.model
     import torch
     from rich.progress import track
 
