@@ -112,6 +112,10 @@ class EncoderConfig:
     """Own encoder: SpecAugment (frequency and time masks) on log-mel while training."""
     freeze: bool = False
     """Do not train the encoder."""
+    unfrozen_top_layers: int = 0
+    """kind='whisper' with ``freeze``: the top N transformer layers and the final layer norm train all the same (the
+    convolutions, positions and lower layers stay frozen), so the encoder can adapt to the short windows it is
+    streamed on. Its outputs then change every step: no feature cache."""
 
 
 @dataclass(frozen=True)

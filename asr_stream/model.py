@@ -78,9 +78,13 @@ class SpeechLLM(nn.Module):
         self.ctc_head = nn.Linear(self.encoder.dim, len(self.codec)) if cfg.ctc_weight > 0 else None
         if cfg.projector.ctc_embed and self.ctc_head is None:
             raise ValueError("projector.ctc_embed needs the CTC head: set ctc_weight > 0")
+        if cfg.encoder.unfrozen_top_layers and not (cfg.encoder.freeze and cfg.encoder.kind == "whisper"):
+            raise ValueError("encoder.unfrozen_top_layers applies to kind 'whisper' with freeze: true")
         if cfg.encoder.freeze:
             self.encoder.requires_grad_(False)
             self.encoder.eval()  # from the start: Lightning captures and restores submodule modes (see train())
+            if cfg.encoder.unfrozen_top_layers:
+                self.encoder.unfreeze_top(cfg.encoder.unfrozen_top_layers)
         self.prompt_ids: list[int] = self.codec.encode(cfg.prompt) if cfg.prompt else []
 
     def train(self, mode: bool = True) -> "SpeechLLM":

@@ -205,3 +205,37 @@ def test_non_speech_items_are_added_to_a_cache_without_encoding_its_speech_again
     with pytest.raises(ValueError, match="written before non-speech items were kept apart"):
         fc.check_cache(tmp_path / "c", fc.cache_meta(mod.net.encoder, cfg.encoder, dm.train_specs, None, dm.speeds,
                                                      dm.augment, dm.seed, None, ""))
+
+
+def test_unfrozen_top_layers_train_the_top_of_whisper_only_and_refuse_the_cache(setup, tmp_path):
+    """encoder.unfrozen_top_layers: 1 on a frozen Whisper encoder: after a training step from the audio, the top
+    layer and the final layer norm have gradients; the convolutions, positions and lower layers have none and do
+    not require them (the optimiser takes the parameters that do). Such an encoder's outputs change every step: no cache. Starting
+    from a frozen model's folder (init_from) applies it too."""
+    from asr_stream.training.data import UtteranceDataset, collate
+    from asr_stream.training.features import write_cache
+    from asr_stream.training.module import SpeechLLMModule
+
+    root, manifest, cfg = setup
+    top = replace(cfg, encoder=replace(cfg.encoder, unfrozen_top_layers=1))
+    mod, dm = parts(root, manifest, top)
+    dm.setup("fit")
+    batch = mod._batch(collate([UtteranceDataset(dm.train_utts, dm.speeds, dm.seed, dm.augment)[(i, 0)] for i in range(3)]))
+    mod.net.train()
+    mod.net(batch, k=2).loss.backward()
+    w = mod.net.encoder.model
+    n = len(w.layers)
+    trained = {id(p) for m in (w.layers[n - 1], w.layer_norm) for p in m.parameters()}
+    assert trained and all(p.grad is not None and p.grad.abs().sum() > 0 for m in (w.layers[n - 1], w.layer_norm)
+                           for p in m.parameters())
+    assert all(p.grad is None and not p.requires_grad for name, p in w.named_parameters() if id(p) not in trained)
+    with pytest.raises(ValueError, match="cannot be cached"):
+        write_cache(mod.net, dm, tmp_path / "c", epochs=1, batch_seconds=2.0, progress=False)
+    frozen, _ = parts(root, manifest, cfg)
+    frozen.net.save(tmp_path / "frozen")
+    again = SpeechLLMModule(model=top, init_from=str(tmp_path / "frozen"))
+    assert {n_ for n_, p in again.net.encoder.named_parameters() if p.requires_grad} == \
+        {n_ for n_, p in mod.net.encoder.named_parameters() if p.requires_grad}
+    with pytest.raises(ValueError, match="unfrozen_top_layers"):
+        SpeechLLMModule(model=replace(cfg, encoder=replace(cfg.encoder, freeze=False, unfrozen_top_layers=1)),
+                        tokenizer=str(root / "tok"))

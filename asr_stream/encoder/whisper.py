@@ -239,6 +239,15 @@ class WhisperChunkEncoder(ChunkEncoder):
         self.lookahead_chunks = L
         self.silence_frames = S // 20
 
+    def unfreeze_top(self, n: int) -> None:
+        """Let the top ``n`` transformer layers and the final layer norm train (the rest keeps requires_grad as set).
+        Whisper's dropout is 0, so the eval mode a frozen encoder is kept in changes nothing for them."""
+        layers = self.model.layers
+        if not 0 < n <= len(layers):
+            raise ValueError(f"encoder.unfrozen_top_layers={n}: this Whisper encoder has {len(layers)} layers")
+        for m in (*layers[len(layers) - n :], self.model.layer_norm):
+            m.requires_grad_(True)
+
     def save_architecture(self, folder: str | Path) -> None:
         """Write what :func:`build_whisper_encoder` reads (``config.json``, ``preprocessor_config.json``) and the
         licence files the encoder came with into ``folder`` (created); no weights."""

@@ -56,9 +56,9 @@ class TrainCLI(LightningCLI):
         dm, net = self.datamodule, self.model.net
         if getattr(dm, "features", None):
             try:
-                if not net.cfg.encoder.freeze:
+                if not net.cfg.encoder.freeze or net.cfg.encoder.unfrozen_top_layers:
                     raise ValueError("data.features: cached encoder outputs need a frozen encoder "
-                                     "(model.model.encoder.freeze: true)")
+                                     "(model.model.encoder.freeze: true, unfrozen_top_layers: 0)")
                 dm.setup("fit")
                 check_cache(dm.features, cache_meta(net.encoder, net.cfg.encoder, dm.train_specs, dm.sample_utterances,
                                                     dm.speeds, dm.augment, dm.seed, dm.max_utterances, "",

@@ -195,9 +195,9 @@ def write_cache(net, dm, folder: str | Path, epochs: int, batch_seconds: float, 
     from .data import UtteranceDataset, collate
 
     folder = Path(folder)
-    if not net.cfg.encoder.freeze:
-        raise ValueError("model.model.encoder.freeze is false: a trained encoder's outputs change every step and "
-                         "cannot be cached")
+    if not net.cfg.encoder.freeze or net.cfg.encoder.unfrozen_top_layers:
+        raise ValueError("the encoder trains (model.model.encoder.freeze false or unfrozen_top_layers > 0): its "
+                         "outputs change every step and cannot be cached")
     dm.setup("fit")
     utts: list[Utterance] = dm.train_utts
     meta = cache_meta(net.encoder, net.cfg.encoder, dm.train_specs, dm.sample_utterances, dm.speeds, dm.augment, dm.seed,

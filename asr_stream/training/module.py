@@ -85,11 +85,14 @@ class SpeechLLMModule(L.LightningModule):
         elif init_from:
             self.net = SpeechLLM.load(init_from).train()  # load() returns eval mode (dropout off) for inference
             # training-only switches (SpecAugment, dropout) may differ: they change no weight
-            enc = replace(self.net.cfg.encoder, spec_augment=model.encoder.spec_augment, dropout=model.encoder.dropout)
+            enc = replace(self.net.cfg.encoder, spec_augment=model.encoder.spec_augment, dropout=model.encoder.dropout,
+                          unfrozen_top_layers=model.encoder.unfrozen_top_layers)
             if enc != model.encoder or self.net.cfg.decoder != model.decoder:
                 raise ValueError(f"{init_from}: its encoder/decoder config differs from the one given")
             self.net.cfg = model
             self.net.encoder.cfg = model.encoder
+            if model.encoder.unfrozen_top_layers:
+                self.net.encoder.unfreeze_top(model.encoder.unfrozen_top_layers)
         else:
             self.net = SpeechLLM(model, codec)
         unk = self.net.codec.tok.unk_token_id
