@@ -183,12 +183,13 @@ def main() -> None:
 
                 rows[-1]["wer"] = round(100 * wer_details([ref], [transcribe(wave, det)])["wer"], 1)
     args.output.mkdir(parents=True, exist_ok=True)
-    meta = {"sentences": len(sents), "words": len(words), "audio_s": round(seconds, 1), "seed": args.seed}
+    meta = {"sentences": len(sents), "words": len(words), "audio_s": round(seconds, 1), "seed": args.seed,
+            "model": args.model or "bundled"}
     (args.output / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     head = "| condition | detector | segments | lost words | cut words | split sentences | merged segments | noise fed (s) | detector CPU / audio s |"
     wer = args.wer
     lines = [f"{meta['sentences']} sentences, {meta['words']} words, {meta['audio_s']} s (seed {args.seed}); "
-             "the endpointer alone, 320 ms blocks" + ("; WER: the bundled model, k = 3." if wer else "."), "",
+             "the endpointer alone, 320 ms blocks" + (f"; WER: {args.model or 'the bundled model'}, k = 3." if wer else "."), "",
              head + (" WER % |" if wer else ""), "|" + "---|" * (10 if wer else 9)]
     for r in rows:
         lines.append(f"| {r['condition']} | {r['detector']} | {r['segments']} | {r['lost']} | {r['cut']} | {r['split']} | "
