@@ -213,7 +213,7 @@ def test_unfrozen_top_layers_train_the_top_of_whisper_only_and_refuse_the_cache(
     not require them (the optimiser takes the parameters that do). Such an encoder's outputs change every step: no cache. Starting
     from a frozen model's folder (init_from) applies it too."""
     from asr_stream.training.data import UtteranceDataset, collate
-    from asr_stream.training.features import write_cache
+    from asr_stream.training.features import cache_meta, check_cache, write_cache
     from asr_stream.training.module import SpeechLLMModule
 
     root, manifest, cfg = setup
@@ -231,7 +231,15 @@ def test_unfrozen_top_layers_train_the_top_of_whisper_only_and_refuse_the_cache(
     assert all(p.grad is None and not p.requires_grad for name, p in w.named_parameters() if id(p) not in trained)
     with pytest.raises(ValueError, match="cannot be cached"):
         write_cache(mod.net, dm, tmp_path / "c", epochs=1, batch_seconds=2.0, progress=False)
-    frozen, _ = parts(root, manifest, cfg)
+    # the field is not part of a cache's identity: a cache written before it existed (its meta has no such key)
+    # still serves a frozen training
+    frozen, fdm = parts(root, manifest, cfg, sample_utterances=3)
+    fdm.setup("fit")
+    write_cache(frozen.net, fdm, tmp_path / "old", epochs=1, batch_seconds=2.0, progress=False)
+    meta = json.loads((tmp_path / "old" / "meta.json").read_text())
+    assert "unfrozen_top_layers" not in meta["encoder"]
+    check_cache(tmp_path / "old", cache_meta(frozen.net.encoder, cfg.encoder, fdm.train_specs, 3, fdm.speeds,
+                                             fdm.augment, fdm.seed, None, ""))
     frozen.net.save(tmp_path / "frozen")
     again = SpeechLLMModule(model=top, init_from=str(tmp_path / "frozen"))
     assert {n_ for n_, p in again.net.encoder.named_parameters() if p.requires_grad} == \

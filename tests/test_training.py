@@ -416,3 +416,25 @@ def test_training_cli_fails_when_max_time_stops_before_max_steps(tiny_setup, tmp
     assert err.startswith("asr-stream train: error: max_time") and "at step 0 of max_steps 4" in err, err
     main(["fit", "--config", conf("00:01:00:00", "whole")])  # reaches max_steps within its time: no error
     main(["fit", "--config", conf(None, "untimed")])
+
+
+def test_training_cli_never_writes_its_config_over_the_config_it_was_started_from(tiny_setup, tmp_path):
+    """Lightning writes a run's resolved config into the logger's folder, or, with no logger, into the root folder,
+    replacing what is there: there it can be the input itself (it once rewrote the repository's config.yaml). A run
+    with no logger writes none; the input keeps its bytes."""
+    from asr_stream.training.cli import main
+
+    root, manifest = tiny_setup
+    run = tmp_path / "run"
+    run.mkdir()
+    c = {"trainer": {"accelerator": "cpu", "max_steps": 1, "logger": False, "default_root_dir": str(run),
+                     "enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False},
+         "model": {"model": asdict(test_sized(160)), "tokenizer": str(root / "tok"), "warmup_steps": 1,
+                   "decay_steps": 5, "export_dir": str(run / "model")},
+         "data": {"train": [str(manifest)], "num_workers": 0, "max_batch_seconds": 2.0}}
+    c["model"]["model"]["train_k"] = list(c["model"]["model"]["train_k"])
+    text = "# my settings, with my comments\n" + yaml.safe_dump(c)
+    (run / "config.yaml").write_text(text)
+    main(["fit", "--config", str(run / "config.yaml")])
+    assert (run / "model" / "model.safetensors").is_file()
+    assert (run / "config.yaml").read_text() == text

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import sys
 
-from lightning.pytorch.cli import LightningCLI
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from .datamodule import SpeechDataModule
 from .module import SpeechLLMModule
+
+
+class RunConfig(SaveConfigCallback):
+    """The resolved config of a run, written into its logger's folder (versioned per run: no earlier run's file is
+    replaced). A run without a logger writes none: Lightning would put it in the working directory, where it can be
+    the very config file the run was started from (it replaced the repository's own ``config.yaml`` once)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.logger is None:
+            return
+        target = (Path(trainer.log_dir or ".") / self.config_filename).resolve()
+        inputs = {Path(str(c)).resolve() for c in (self.config.get("config") or [])}
+        if target in inputs:
+            print(f"asr-stream train: not writing the run's config over its input {target}", file=sys.stderr)
+            return
+        super().setup(trainer, pl_module, stage)
 
 
 class TrainCLI(LightningCLI):
@@ -83,7 +101,8 @@ class TrainCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    TrainCLI(SpeechLLMModule, SpeechDataModule, args=args, save_config_kwargs={"overwrite": True})
+    TrainCLI(SpeechLLMModule, SpeechDataModule, args=args, save_config_callback=RunConfig,
+             save_config_kwargs={"overwrite": True})
 
 
 if __name__ == "__main__":

@@ -85,7 +85,9 @@ def cache_meta(encoder, encoder_cfg, train: Sequence[str], sample: Optional[int]
     transcripts it holds are ``targets`` (recorded only when formatted, so that older caches still match)."""
     from .module import weights_digest
 
-    meta = {"encoder": asdict(encoder_cfg), "encoder_sha256": weights_digest(encoder), "train": list(train),
+    enc = {k: v for k, v in asdict(encoder_cfg).items() if k != "unfrozen_top_layers"}  # 0 for any cache (the
+    # outputs of trained layers are refused): left out, so that caches written before the field existed still match
+    meta = {"encoder": enc, "encoder_sha256": weights_digest(encoder), "train": list(train),
             "sample_utterances": sample, "max_utterances": max_utterances, "speed_perturb": [float(s) for s in speeds],
             "augment": asdict(speech_only(augment)), "nonspeech": nonspeech_settings(augment), "seed": int(seed),
             "dtype": dtype}
