@@ -6,7 +6,7 @@ conf/phi3_librispeech.yaml runs, at its real sizes:
 
 - models: a random HuBERT-large-sized encoder (hidden 1024, 24 layers, 16 heads, FFN 4096, the standard
   7-layer conv front end: 20 ms frames) and a random Phi-3-mini (hidden 3072, 32 layers, 32 heads, FFN 8192,
-  vocabulary 32,064) built on the device in bfloat16 by tools/make_tiny_twin.py and saved to a temporary
+  vocabulary 32,064) built on the device in bfloat16 by tools/model/make_tiny_twin.py and saved to a temporary
   folder, then loaded as the config loads them (``from_pretrained`` of a directory, decoder dtype bfloat16,
   LoRA r = 16 on the decoder, frozen encoder, the same projector and prompt) -> section ``load``: time and
   memory (``torch.cuda.max_memory_allocated``; on CPU the process's peak RSS);
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks", ROOT / "tools"):
+for p in (ROOT, ROOT / "benchmarks", ROOT / "tools" / "model"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 

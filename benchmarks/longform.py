@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Long recordings: WER, RTF and peak memory of `asr-stream transcribe` at 1, 5 and 30 minutes.
 
-The recordings are held-out utterances joined with random pauses (0.2-1.5 s; tools/make_longform.py). Each
+The recordings are held-out utterances joined with random pauses (0.2-1.5 s; tools/corpus/make_longform.py). Each
 length is transcribed by the real command in a fresh process (bundled model, default settings: group mode,
 k = 3, endpointing on), so its peak RSS is that process's own (wait4 rusage). The reference point is the WER
 of the same utterances transcribed one by one (a fresh session each, no endpointing).

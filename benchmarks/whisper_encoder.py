@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
     if a.decoder != "none":
         folder = None
         if a.decoder == "auto":
-            sys.path.insert(0, str(ROOT / "tools"))
+            sys.path.insert(0, str(ROOT / "tools" / "model"))
             from convert_whisper_ct2 import ConvertError, installed_folder
 
             try:

@@ -83,7 +83,7 @@ HELDOUT = Path(__file__).parent / "data" / "heldout.json"
 def test_bundled_model_transcribes_held_out_sentences():
     """Quality of the bundled model, on the first 40 utterances of the synthetic corpus's test split (sentences
     never trained on, training voices), spoken again by espeak-ng from their recorded settings
-    (tools/make_heldout.py; they reproduce the corpus audio exactly). Streaming, group mode, k = 3.
+    (tools/corpus/make_heldout.py; they reproduce the corpus audio exactly). Streaming, group mode, k = 3.
 
     The recipe measured 8.2 % WER on all 300 test utterances and 7.2 % on these 40 (recipes/synthetic/RESULTS.md);
     the bound leaves room for espeak-ng builds that differ slightly, and fails for a broken, untrained or

@@ -265,7 +265,7 @@ def test_eval_gives_the_data_lists_and_reports_biasing(ctx_dir, plain_dir, tmp_p
 def test_biasing_set_tool_writes_rare_words_with_their_lists(tmp_path):
     from .conftest import import_script
 
-    tool = import_script("tools", "make_biasing_set")
+    tool = import_script("tools/corpus", "make_biasing_set")
     words = tmp_path / "words.txt"
     words.write_text("Zanzibar\nOkonkwo\nQuetzalcoatl\nOuagadougou\nTegucigalpa\nLjubljana\nStation\n")
     train = tmp_path / "train.txt"

@@ -329,7 +329,7 @@ TINY = dict(num_dev=1, num_test=1, voices=("en-us", "en-gb"), unseen_voice="en-u
 
 
 def _cli():
-    spec = importlib.util.spec_from_file_location("synth_corpus_cli", REPO / "tools" / "synth_corpus.py")
+    spec = importlib.util.spec_from_file_location("synth_corpus_cli", REPO / "tools" / "corpus" / "synth_corpus.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod

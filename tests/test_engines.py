@@ -192,7 +192,7 @@ def test_corpus_with_flite_voices_and_unseen_speaker_splits(tmp_path: Path) -> N
 
 def test_test_sets_tool_refuses_training_splits(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(repo / "tools" / "synth_test_sets.py"), str(tmp_path / "o"),
+    r = subprocess.run([sys.executable, str(repo / "tools" / "corpus" / "synth_test_sets.py"), str(tmp_path / "o"),
                         "--splits", "test", "train"], capture_output=True, text=True, cwd=repo,
                        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and r.stderr.strip() == "synth_test_sets: error: test sets only: got train"

@@ -1,5 +1,5 @@
 """The real-human-speech test set from Debian's pocketsphinx-testdata (asr_stream/data/human.py,
-tools/make_human_set.py): on the installed package, and on a small made-up copy of its layout."""
+tools/corpus/make_human_set.py): on the installed package, and on a small made-up copy of its layout."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def test_missing_package_names_the_make_target(tmp_path: Path, monkeypatch) -> N
     (tmp_path / "usr/share").mkdir(parents=True)
     with pytest.raises(DataError, match=r"share: not the data folder of pocketsphinx-testdata \(no librivox/transcr"):
         human.make_human_set(tmp_path / "set", tmp_path / "usr/share")  # a folder too high up
-    r = subprocess.run([sys.executable, str(REPO / "tools" / "make_human_set.py"), str(tmp_path / "set"),
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "corpus" / "make_human_set.py"), str(tmp_path / "set"),
                         "--source", str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=REPO,
                        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such folder" in r.stderr, r.stderr

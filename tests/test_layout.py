@@ -1,4 +1,4 @@
-"""The layout check of `make test` (tools/check_layout.py): on a small made-up package it finds each kind of
+"""The layout check of `make test` (tools/checks/check_layout.py): on a small made-up package it finds each kind of
 broken rule, and the real package passes it."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def layout():
-    spec = importlib.util.spec_from_file_location("check_layout_tool", REPO / "tools" / "check_layout.py")
+    spec = importlib.util.spec_from_file_location("check_layout_tool", REPO / "tools" / "checks" / "check_layout.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)  # type: ignore[union-attr]

@@ -217,7 +217,7 @@ def test_whisper_model_directory_errors(tmp_path, codec):
 
 
 def test_bundle_model_carries_the_whisper_encoder_and_its_notice(tmp_path, codec, monkeypatch, capsys):
-    bundle_model = import_script("tools", "bundle_model")
+    bundle_model = import_script("tools/model", "bundle_model")
     model = whisper_model(tmp_path / "whisper", codec)
     src = model.save(tmp_path / "trained")
     shutil.rmtree(tmp_path / "whisper")

@@ -1,4 +1,4 @@
-"""The mutants of ``make mutants`` (tools/mutants.py) still apply to the code: each replaced text occurs exactly
+"""The mutants of ``make mutants`` (tools/checks/mutants.py) still apply to the code: each replaced text occurs exactly
 once, so a refactor that moves it is noticed in the default run, not only when someone runs the mutants."""
 
 import importlib.util
@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_mutant_applies_once():
-    spec = importlib.util.spec_from_file_location("mutants_tool", REPO / "tools" / "mutants.py")
+    spec = importlib.util.spec_from_file_location("mutants_tool", REPO / "tools" / "checks" / "mutants.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)  # type: ignore[union-attr]

@@ -1,4 +1,4 @@
-"""tools/pocketsphinx_eval.py: a one-line skip without pocketsphinx; with it, records and the shared WER."""
+"""tools/baselines/pocketsphinx_eval.py: a one-line skip without pocketsphinx; with it, records and the shared WER."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import soundfile as sf
 from .sysdeps import needs
 
 REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "pocketsphinx_eval.py"
+TOOL = REPO / "tools" / "baselines" / "pocketsphinx_eval.py"
 
 
 def _manifest(tmp_path: Path) -> Path:
@@ -65,12 +65,12 @@ def test_scores_with_the_shared_normalisation(tmp_path: Path) -> None:
 
 
 def test_wer_by_voice_groups_records_by_voice_and_engine(tmp_path, capsys):
-    """tools/wer_by_voice.py: each utterance goes to its speaker's voice (SPEAKERS.TXT) and that voice's engine."""
+    """tools/report/wer_by_voice.py: each utterance goes to its speaker's voice (SPEAKERS.TXT) and that voice's engine."""
     import json
 
     from .conftest import import_script
 
-    tool = import_script("tools", "wer_by_voice")
+    tool = import_script("tools/report", "wer_by_voice")
     corpus, run = tmp_path / "corpus", tmp_path / "run"
     corpus.mkdir()
     run.mkdir()
@@ -95,13 +95,13 @@ def write(d: Path, recs) -> None:
 
 
 def test_ablation_table_scores_every_model_on_the_same_utterances(tmp_path, capsys):
-    """tools/ablation_table.py: a cell uses the utterances all models have (the first --limit in the first model's
+    """tools/report/ablation_table.py: a cell uses the utterances all models have (the first --limit in the first model's
     order), finds <set> or <set>-k3 folders, splits test by engine, and counts words written on non-speech."""
     import json
 
     from .conftest import import_script
 
-    tool = import_script("tools", "ablation_table")
+    tool = import_script("tools/report", "ablation_table")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "SPEAKERS.TXT").write_text(";ID  |SEX| SUBSET |MINUTES| NAME\n1000 | M | test | 0.1 | en-us\n"
@@ -130,7 +130,7 @@ def test_ablation_table_plot(tmp_path):
 
     from .conftest import import_script
 
-    tool = import_script("tools", "ablation_table")
+    tool = import_script("tools/report", "ablation_table")
     for m, hyp in (("a", "A B"), ("b", "A")):
         d = tmp_path / m / "test"
         d.mkdir(parents=True)
@@ -160,7 +160,7 @@ def test_ablation_table_takes_the_columns_of_an_earlier_table(tmp_path, capsys):
     numbers to the plot; a row it lacks is '-'; a file that is not such a table is refused."""
     from .conftest import import_script
 
-    tool = import_script("tools", "ablation_table")
+    tool = import_script("tools/report", "ablation_table")
     write(tmp_path / "a" / "test", [("1-1-0", "A B", "A B"), ("1-1-1", "C D", "C")])
     write(tmp_path / "a" / "robust-nonspeech", [("n", "", "AH AH AH")])
     assert tool.main(["a=" + str(tmp_path / "a"), "--sets", "test,robust-nonspeech"]) == 0
@@ -178,16 +178,16 @@ def test_ablation_table_takes_the_columns_of_an_earlier_table(tmp_path, capsys):
     assert values == {"test (2)": (False, [25.0, 25.0]), "robust-nonspeech (1)": (True, [3.0, None]),
                       "robust-8khz (1)": (False, [None, 0.0])}
     (tmp_path / "notes.md").write_text("| a | b |\n|---|---|\n")
-    with pytest.raises(SystemExit, match="not a table of tools/ablation_table.py"):
+    with pytest.raises(SystemExit, match="not a table of tools/report/ablation_table.py"):
         tool.read_table(tmp_path / "notes.md")
 
 
 def test_trajectory_plot_scores_models_and_reference_on_the_same_utterances(tmp_path, capsys):
-    """tools/trajectory_plot.py: per set, every model and the reference are scored on the utterances all of them
+    """tools/report/trajectory_plot.py: per set, every model and the reference are scored on the utterances all of them
     have; the table has one row per model (steps, voices) plus the reference and the goal; the plot is a new file."""
     from .conftest import import_script
 
-    tool = import_script("tools", "trajectory_plot")
+    tool = import_script("tools/report", "trajectory_plot")
 
     write(tmp_path / "m0" / "test-kal", [("k1", "A B", "A"), ("k2", "C D", "X Y"), ("k3", "E F", "E F")])
     write(tmp_path / "m1" / "test-kal-k3", [("k1", "A B", "A B"), ("k2", "C D", "C Y")])

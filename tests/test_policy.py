@@ -246,7 +246,7 @@ def test_streamed_ctc_evidence_equals_the_whole_utterance(make_model):
     """The evidence the ctc policy decides on, computed chunk by chunk as audio streams in (a lone session and
     BatchedStreams, fed in blocks that straddle chunks), equals the same sum over the whole utterance's encoder
     output: chunk c's first frame is compared with chunk c - 1's last one, not with silence. Ignoring that frame
-    (tools/mutants.py onsets-ignore-prev) passed every other test (issue #27 measured 1.7 WER points on its held-out
+    (tools/checks/mutants.py onsets-ignore-prev) passed every other test (issue #27 measured 1.7 WER points on its held-out
     speech; on tests/data/heldout.json at threshold 1, margin 1 it moved nothing)."""
     model = make_model(320, ctc_embed=True)
     waves = [noise_audio(2.9, seed=31), noise_audio(1.7, seed=32)]

@@ -1,4 +1,4 @@
-"""The tiny twin's config mirrors the real LibriSpeech config, and tools/run_config.py moves a run's paths."""
+"""The tiny twin's config mirrors the real LibriSpeech config, and tools/training/run_config.py moves a run's paths."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _load(name: str) -> dict:
 
 
 def _run_config():
-    return import_script("tools", "run_config")
+    return import_script("tools/training", "run_config")
 
 
 def test_tiny_twin_config_has_the_real_structure():

@@ -199,7 +199,7 @@ needs_espeak = needs("espeak-ng")
 @pytest.fixture(scope="module")
 def one_minute(tmp_path_factory):
     """About one minute of held-out sentences (training voices, sentences never trained on) joined by 0.2-1.5 s
-    pauses, as tools/make_longform.py writes it."""
+    pauses, as tools/corpus/make_longform.py writes it."""
     from asr_stream.corpus.longform import join_utterances, write_recording
     from asr_stream.corpus.synth import synthesize
 

@@ -1,6 +1,6 @@
 """The real-scale path at tiny scale: the structure of conf/phi3_librispeech.yaml (frozen HF HuBERT run chunk-wise,
 Phi3ForCausalLM loaded in bfloat16 from a directory, LoRA, SentencePiece-style word-start tokenizer, prompt)
-through StreamingSession, BatchedStreams, eval and transcribe, with the twin that tools/make_tiny_twin.py writes;
+through StreamingSession, BatchedStreams, eval and transcribe, with the twin that tools/model/make_tiny_twin.py writes;
 and conf/phi3_librispeech_whisper.yaml's model (Whisper's encoder in place of HuBERT, read from a whole
 WhisperForConditionalGeneration checkpoint as openai/whisper-small is stored) through the same, plus a few steps of
 bf16-mixed training.
@@ -25,7 +25,7 @@ from .conftest import SENTENCES, import_script, noise_audio
 
 
 def _twin_module():
-    return import_script("tools", "make_tiny_twin")
+    return import_script("tools/model", "make_tiny_twin")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""tools/wer_laal_plot.py: the table and figure come from the eval folders' summaries, bad input is refused."""
+"""tools/report/wer_laal_plot.py: the table and figure come from the eval folders' summaries, bad input is refused."""
 
 import importlib.util
 import json
@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tool():
-    spec = importlib.util.spec_from_file_location("wer_laal_plot", ROOT / "tools" / "wer_laal_plot.py")
+    spec = importlib.util.spec_from_file_location("wer_laal_plot", ROOT / "tools" / "report" / "wer_laal_plot.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

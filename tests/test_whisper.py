@@ -1,5 +1,5 @@
 """Encoder kind 'whisper' (asr_stream/encoder/whisper.py) and the CTranslate2 converter (asr_stream/encoder/ct2.py,
-tools/convert_whisper_ct2.py), on a tiny random WhisperEncoder saved as a hub download is laid out; with the real
+tools/model/convert_whisper_ct2.py), on a tiny random WhisperEncoder saved as a hub download is laid out; with the real
 tiny.en weights where ``make whisper-tiny`` has installed them. Streaming == training forward through the session
 and BatchedStreams: tests/test_streaming.py, test_batched.py, test_policy.py (parametrised over encoders)."""
 
@@ -424,7 +424,7 @@ def test_ct2_reader_refuses_truncated_foreign_and_non_whisper_files(tiny_ct2, ti
 
 
 def _converter():
-    return import_script("tools", "convert_whisper_ct2")
+    return import_script("tools/model", "convert_whisper_ct2")
 
 
 def test_converter_writes_a_strict_encoder_directory_with_its_notice(tiny_ct2, tmp_path):
@@ -447,7 +447,7 @@ def test_converter_writes_a_strict_encoder_directory_with_its_notice(tiny_ct2, t
         assert torch.equal(saved[k], v), k
     text = (out / "NOTICE").read_text()
     assert "MIT License" in text and "Copyright (c) 2022 OpenAI" in text and pin.model_sha256 in text
-    assert "tools/convert_whisper_ct2.py" in text and "tiny-test==0" in text
+    assert "tools/model/convert_whisper_ct2.py" in text and "tiny-test==0" in text
     with torch.no_grad():  # and runs as an encoder kind
         assert whisper(out)(torch.from_numpy(noise_audio(0.64))[None]).shape == (1, 32, 32)
 

@@ -1,4 +1,4 @@
-"""Whisper run offline with its own decoder (asr_stream/encoder/whisper_offline.py, tools/whisper_offline.py): the
+"""Whisper run offline with its own decoder (asr_stream/encoder/whisper_offline.py, tools/baselines/whisper_offline.py): the
 greedy loop and the tool's records, resume and refusals on a tiny CTranslate2 Whisper written here; with the real
 tiny.en weights where ``make install`` has installed them."""
 
@@ -109,7 +109,7 @@ def test_transcribe_reads_one_window_and_refuses_longer_audio(tiny):
 # -- the tool ---------------------------------------------------------------------------------------------
 
 def tool():
-    return import_script("tools", "whisper_offline")
+    return import_script("tools/baselines", "whisper_offline")
 
 
 WORDS = "ONE TWO THREE FOUR FIVE".split()
@@ -232,7 +232,7 @@ def test_real_tiny_en_transcribes_an_espeak_sentence(tmp_path):
     espeak-ng sentence with at most 20 % WER (measured: 0 errors of 12 words; other sentences measured: 0 of 15,
     2 of 15, and 3 of 13 for "the weather was cold so we stayed inside and read a good book", whose opening it
     hears as "but whether")."""
-    conv = import_script("tools", "convert_whisper_ct2")
+    conv = import_script("tools/model", "convert_whisper_ct2")
     try:
         conv.installed_folder()
     except conv.ConvertError:

@@ -117,7 +117,7 @@ class WhisperStreamState:
 def load_whisper_encoder(name_or_path: str):
     """(WhisperEncoder in float32, WhisperFeatureExtractor) from a hub id or a local directory.
 
-    Takes a ``WhisperEncoder`` directory (what ``tools/convert_whisper_ct2.py`` writes) or a whole Whisper
+    Takes a ``WhisperEncoder`` directory (what ``tools/model/convert_whisper_ct2.py`` writes) or a whole Whisper
     checkpoint (``WhisperForConditionalGeneration`` / ``WhisperModel``, e.g. ``openai/whisper-small``), whose
     encoder weights are renamed on loading. Every encoder weight must be in the checkpoint: a missing one, or a
     weight that is neither the encoder's nor the decoder's, is a one-line ValueError. The feature extractor's

@@ -2,7 +2,7 @@
 
 The sentence is from the synthetic corpus' *test* split (seed 0), so the bundled model never trained on
 it; the voice (en-us) is one of its training voices. Deterministic: rerunning writes the same samples.
-Usage: python tools/make_sample.py [OUT]
+Usage: python tools/corpus/make_sample.py [OUT]
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ VOICE, RATE, PITCH = "en-us", 170, 50
 
 
 def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "asr_stream" / "assets" / "sample.wav"
+    root = Path(__file__).resolve().parents[2]
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else root / "asr_stream" / "assets" / "sample.wav"
     out.parent.mkdir(parents=True, exist_ok=True)
     wave = synthesize(TEXT.lower(), VOICE, RATE, PITCH)
     sf.write(out, wave, 16000, subtype="PCM_16")

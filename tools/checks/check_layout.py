@@ -1,8 +1,8 @@
 """Layout check of the package: the rules of its house (issue 29), checked on the source without importing it.
 
-    python tools/check_layout.py                # asr_stream, less the findings ALLOWED below; `make test` runs it
-    python tools/check_layout.py --strict       # every finding, the allow-list ignored
-    python tools/check_layout.py PACKAGE_DIR    # another package (no allow-list)
+    python tools/checks/check_layout.py                # asr_stream, less the findings ALLOWED below; `make test` runs it
+    python tools/checks/check_layout.py --strict       # every finding, the allow-list ignored
+    python tools/checks/check_layout.py PACKAGE_DIR    # another package (no allow-list)
 
 The rules:
 
@@ -32,7 +32,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "asr_stream"
 MAX_LINES = 600
 
@@ -265,8 +265,9 @@ def apply_allowed(findings: list[Finding], allowed: dict[str, str]) -> tuple[lis
     left = [f for f in findings if f.key not in allowed]
     held = [f for f in findings if f.key in allowed]
     found = {f.key for f in findings}
-    left += [Finding("allowed", k, "tools/check_layout.py", f"ALLOWED names {k!r}, which is no longer found: remove "
-                                                          "the entry") for k in allowed if k not in found]
+    left += [Finding("allowed", k, "tools/checks/check_layout.py",
+                     f"ALLOWED names {k!r}, which is no longer found: remove the entry")
+             for k in allowed if k not in found]
     return left, held
 
 

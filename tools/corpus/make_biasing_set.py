@@ -2,7 +2,7 @@
 """Write the contextual-biasing test set (asr_stream.corpus.biasing): sentences with rare names and words that are not
 in the training text, spoken by held-out voices, each with a context list of its rare words plus distractors.
 
-    python tools/make_biasing_set.py data/biasing --sentences 100 --distractors 100 \\
+    python tools/corpus/make_biasing_set.py data/biasing --sentences 100 --distractors 100 \\
         --exclude librispeech:data/synthetic_multi:train
     python -m asr_stream eval --data data/biasing/biasing.jsonl --model M --output exp/bias/ctx      # with the lists
     python -m asr_stream eval --data data/biasing/biasing.jsonl --model M --output exp/bias/none --no-data-context

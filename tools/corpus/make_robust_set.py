@@ -2,7 +2,7 @@
 """Write the robustness test set (asr_stream.corpus.robust): leading silence, -20 dB, 8 kHz, noise at 10 dB SNR
 versions of a test corpus's utterances, plus non-speech that must transcribe to nothing.
 
-    python tools/make_robust_set.py librispeech:data/synthetic-tests:test data/robust --limit 100
+    python tools/corpus/make_robust_set.py librispeech:data/synthetic-tests:test data/robust --limit 100
     python -m asr_stream eval --data data/robust/lead-silence.jsonl --k 3 --output exp/robust/lead-silence
 """
 

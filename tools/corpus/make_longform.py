@@ -2,12 +2,12 @@
 """Write long-form test recordings: held-out utterances joined with random pauses (asr_stream.corpus.longform).
 
 From a corpus split (LibriSpeech layout, e.g. the synthetic test set) or from a held-out list spoken again by
-espeak-ng (tests/data/heldout.json, as tools/make_heldout.py writes it). For each length in --minutes:
+espeak-ng (tests/data/heldout.json, as tools/corpus/make_heldout.py writes it). For each length in --minutes:
 OUT/longform-<M>min.flac, its pieces (utterance spans) in .pieces.json, and a line in OUT/manifest.jsonl
 (audio_filepath, duration, text) that `asr-stream eval --data OUT/manifest.jsonl` reads.
 
-    .venv/bin/python tools/make_longform.py data/longform --heldout tests/data/heldout.json --minutes 1 5 30
-    .venv/bin/python tools/make_longform.py data/longform --corpus data/synthetic --split test --minutes 1 5 30
+    .venv/bin/python tools/corpus/make_longform.py data/longform --heldout tests/data/heldout.json --minutes 1 5 30
+    .venv/bin/python tools/corpus/make_longform.py data/longform --corpus data/synthetic --split test --minutes 1 5 30
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from asr_stream.corpus.longform import join_utterances, write_recording  # noqa: E402
 

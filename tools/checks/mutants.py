@@ -1,6 +1,6 @@
 """Mutation check of the core: each mutant is a bug the test suite exists to catch; every one must be killed.
 
-    make mutants            # or: python tools/mutants.py [--only NAME ...] [--tests TEST ...] [--list]
+    make mutants            # or: python tools/checks/mutants.py [--only NAME ...] [--tests TEST ...] [--list]
 
 Each mutant is one textual replacement (file, old, new) in the package. It is applied to a temporary copy
 of the repository (the working tree is never edited), then its relevant fast tests run there with
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def apply(m: Mutant, root: Path) -> None:
     n = text.count(m.old)
     if n != 1:
         raise SystemExit(f"mutants: error: mutant {m.name}: the text to replace occurs {n} times in {m.file} "
-                         "(the code moved on: update tools/mutants.py)")
+                         "(the code moved on: update tools/checks/mutants.py)")
     f.write_text(text.replace(m.old, m.new))
 
 

@@ -3,7 +3,7 @@
 11 recordings with their transcripts as 16 kHz FLAC, a JSONL manifest, the package's licence and a NOTICE.
 
     make corpus-sysdeps                          # installs pocketsphinx-testdata (Debian main, BSD-2)
-    python tools/make_human_set.py data/human
+    python tools/corpus/make_human_set.py data/human
     python -m asr_stream eval --data data/human/human.jsonl --k 3 --output exp/human
 """
 

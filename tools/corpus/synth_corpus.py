@@ -2,11 +2,11 @@
 """Write a synthetic LibriSpeech-layout corpus with espeak-ng (see asr_stream.corpus.synth for the design).
 
 Examples:
-    python tools/synth_corpus.py data/synth                      # full size: all fortune sentences
-    python tools/synth_corpus.py data/synth-small --num-train 2000 --num-dev 100 --num-test 100 \\
+    python tools/corpus/synth_corpus.py data/synth                      # full size: all fortune sentences
+    python tools/corpus/synth_corpus.py data/synth-small --num-train 2000 --num-dev 100 --num-test 100 \\
         --top-words 3000 --min-train-vocab 500 --snr-db 20 --jobs 4
 
-    python tools/synth_corpus.py data/synth-multi --voices en-us,en-gb,flite:awb,flite:rms,festival:ked_diphone \\
+    python tools/corpus/synth_corpus.py data/synth-multi --voices en-us,en-gb,flite:awb,flite:rms,festival:ked_diphone \\
         --unseen-speakers --eval-split test-extra=flite:kal16    # voices of several engines; extra test splits
 
 Needs: apt-get install espeak-ng fortunes fortunes-min (MBROLA voices are used when installed); flite and

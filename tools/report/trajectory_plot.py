@@ -3,12 +3,12 @@
 goal is. Prints a markdown table and, with ``--output``, draws one panel per test set.
 
 Each model is ``LABEL:STEPS:VOICES=DIR[,DIR2]``: its fine-tuning steps (0 for a model trained from scratch), the
-number of voices it was trained on, and its ``asr-stream eval`` folders (as ``tools/ablation_table.py`` takes them).
+number of voices it was trained on, and its ``asr-stream eval`` folders (as ``tools/report/ablation_table.py`` takes them).
 Every point of a set is scored on the same utterances: the first ``--limit`` that every model (and the reference)
 has, in the first model's order. ``--reference NAME=DIR`` adds another recogniser's results (PocketSphinx) as a
 horizontal line per set; ``--goal`` a dashed one.
 
-    python tools/trajectory_plot.py --limit 100 --sets test-kal,test-slt,test-unseen-voice \\
+    python tools/report/trajectory_plot.py --limit 100 --sets test-kal,test-slt,test-unseen-voice \\
         "bundled:0:15=exp/baseline_multi" "run B:700:24=exp/synthetic_multi_ft/eval" \\
         --reference PocketSphinx=exp/psphinx_multi --goal 30 --output trajectory.png
 """
@@ -19,8 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools" / "report"))
 
 from ablation_table import find_run, score, shared_ids  # noqa: E402
 from wer_by_voice import read_records  # noqa: E402

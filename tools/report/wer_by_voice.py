@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""WER per voice and per engine of ``asr-stream eval`` (or ``tools/pocketsphinx_eval.py``) results on a synthetic corpus.
+"""WER per voice and per engine of ``asr-stream eval`` (or ``tools/baselines/pocketsphinx_eval.py``) results on a synthetic corpus.
 
 The corpus's ``SPEAKERS.TXT`` names the voice behind each speaker id; each ``records.jsonl`` line has the utterance
 id (``<speaker>-<chapter>-<utt>``), its reference and hypothesis. Rows are grouped by voice and by engine (espeak-ng,
 MBROLA through espeak-ng, Flite, Festival), scored with asr_stream.evaluation.wer.wer_details (the normalisation of
 ``asr-stream eval``). What an engine's voices gain or lose between two models is the engine part of an ablation:
 
-    python tools/wer_by_voice.py data/synthetic_multi exp/synthetic_multi/eval/test-k3 exp/baseline_multi/test300
+    python tools/report/wer_by_voice.py data/synthetic_multi exp/synthetic_multi/eval/test-k3 exp/baseline_multi/test300
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
@@ -25,7 +25,7 @@ def voices_of(corpus: Path) -> dict[str, str]:
     """Speaker id -> voice name, from the corpus's SPEAKERS.TXT."""
     path = corpus / "SPEAKERS.TXT"
     if not path.is_file():
-        raise SystemExit(f"error: {path} not found (a corpus written by tools/synth_corpus.py has one)")
+        raise SystemExit(f"error: {path} not found (a corpus written by tools/corpus/synth_corpus.py has one)")
     out = {}
     for line in path.read_text().splitlines():
         if line.startswith(";") or "|" not in line:

@@ -17,7 +17,7 @@ Both load with ``from_pretrained(<dir>)`` exactly as a hub download does, so ``e
 ``openai/whisper-small``) and ``microsoft/Phi-3-mini-4k-instruct``. No network is used. The real sizes (``benchmarks/gpu_check.py``) come from
 the same functions with other keyword arguments.
 
-    python tools/make_tiny_twin.py exp/librispeech-tiny/twin --text librispeech:data/synth:train
+    python tools/model/make_tiny_twin.py exp/librispeech-tiny/twin --text librispeech:data/synth:train
 """
 
 from __future__ import annotations

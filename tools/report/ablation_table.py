@@ -6,9 +6,9 @@ Each model is ``NAME=DIR`` (or ``NAME=DIR,DIR2``: the first that has a set); DIR
 ``--limit`` of them in the first model's order, so a model evaluated on 300 utterances and one on 100 are compared
 on the same 100. Sets whose name contains ``nonspeech`` have no words to find: the cell counts the words the model
 wrote (the goal is 0). With ``--corpus``, the ``test`` set also gets one row per engine of its voices (espeak-ng,
-MBROLA, Flite, Festival), as ``tools/wer_by_voice.py`` groups them.
+MBROLA, Flite, Festival), as ``tools/report/wer_by_voice.py`` groups them.
 
-    python tools/ablation_table.py --corpus data/synthetic_multi --limit 100 \\
+    python tools/report/ablation_table.py --corpus data/synthetic_multi --limit 100 \\
         --sets test,test-unseen-voice,test-kal,test-slt,robust-clean,robust-nonspeech \\
         bundled=exp/baseline_multi ft=exp/synthetic_multi_ft/eval seed1=exp/synthetic_multi_ft/ablation/seed1/eval
 """
@@ -19,9 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "tools" / "report"))
 
 from wer_by_voice import engine_of, read_records, voices_of  # noqa: E402
 
@@ -59,7 +59,7 @@ def read_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in path.read_text().splitlines()
             if line.startswith("|")]
     if len(rows) < 2 or rows[0][0] != "set (utterances)":
-        raise SystemExit(f"error: {path}: not a table of tools/ablation_table.py")
+        raise SystemExit(f"error: {path}: not a table of tools/report/ablation_table.py")
     return rows[0][1:], {r[0]: r[1:] for r in rows[2:]}
 
 

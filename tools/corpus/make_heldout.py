@@ -6,7 +6,7 @@ gives the transcripts on disk, and writes the first N test-split utterances (in 
 evaluation reads them) as {id, text, spoken, voice, rate, pitch}, where spoken is what espeak-ng was given:
 enough to speak them again with espeak-ng, so the test needs no audio files in the repository.
 
-    .venv/bin/python tools/make_heldout.py data/synthetic tests/data/heldout.json --num 40
+    .venv/bin/python tools/corpus/make_heldout.py data/synthetic tests/data/heldout.json --num 40
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from asr_stream.data import read_corpus, synth
 def heldout(corpus: Path, num: int) -> list[dict]:
     meta_file = corpus / "synth_config.json"
     if not meta_file.is_file():
-        raise SystemExit(f"{meta_file}: not found (a corpus written by tools/synth_corpus.py has it)")
+        raise SystemExit(f"{meta_file}: not found (a corpus written by tools/corpus/synth_corpus.py has it)")
     meta = json.loads(meta_file.read_text())
     names = {f.name for f in fields(synth.SynthConfig)}
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta.items() if k in names}

@@ -1,11 +1,11 @@
 """WER against LAAL, one panel per test set, from `asr-stream eval` output folders; offline references as lines.
 
 Each streaming point is an eval folder (its summary.json: WER and LAAL over the same utterances); an offline system
-(Whisper run offline by tools/whisper_offline.py, PocketSphinx, ...) has no latency of its own and is drawn as a
+(Whisper run offline by tools/baselines/whisper_offline.py, PocketSphinx, ...) has no latency of its own and is drawn as a
 dashed horizontal line at its WER. The table beside the figure (markdown, on stdout) lists every value with the
 95 % bootstrap interval the summary holds.
 
-    python tools/wer_laal_plot.py --output fig.png \
+    python tools/report/wer_laal_plot.py --output fig.png \
         --set test "k=1=exp/x/eval/test-k1" "k=3=exp/x/eval/test-k3" "ctc=exp/x/eval/test-ctc" \
         --offline test "Whisper tiny.en=exp/whisper_tiny_offline/test"
 """

@@ -10,7 +10,7 @@ Each set is NAME=DATA (a JSONL manifest or librispeech:ROOT:SPLIT). Per set it w
 asr_stream.evaluation.wer.wer_details (the same normalisation as ``asr-stream eval``). With ``--ours ROOT``,
 ``ROOT/<NAME>/summary.json`` (written by ``asr-stream eval --output ROOT/<NAME>``) is read and put beside it:
 
-    python tools/pocketsphinx_eval.py --output exp/psphinx --ours exp/eval-k3 --limit 100 \\
+    python tools/baselines/pocketsphinx_eval.py --output exp/psphinx --ours exp/eval-k3 --limit 100 \\
         test=librispeech:data/synthetic-tests:test kal=librispeech:data/synthetic-tests:test-kal \\
         nonspeech=data/robust/nonspeech.jsonl
 """

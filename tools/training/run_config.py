@@ -13,7 +13,7 @@ writes to another --exp needs each run's own paths; this tool writes ``<run>/con
 
 The written file is the exact config the run trained with, kept beside its outputs.
 
-    python tools/run_config.py conf/phi3_librispeech.yaml exp/ls/phi0/config.yaml --run exp/ls/phi0 --phi 0 \\
+    python tools/training/run_config.py conf/phi3_librispeech.yaml exp/ls/phi0/config.yaml --run exp/ls/phi0 --phi 0 \\
         --train exp/ls/manifests/train-clean-100.jsonl --val exp/ls/manifests/dev-clean.jsonl
 """
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             sets[key] = yaml.safe_load(value)
         run_config(cfg, args.run, args.train, args.val, args.phi, sets)
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(f"# written by tools/run_config.py from {args.config}\n"
+        args.output.write_text(f"# written by tools/training/run_config.py from {args.config}\n"
                                + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     except (ValueError, OSError, yaml.YAMLError) as e:
         print(f"run_config: error: {str(e).splitlines()[0]}", file=sys.stderr)

