@@ -12,7 +12,7 @@ from .conftest import import_script
 
 
 def test_benchmark_smoke(tmp_path):
-    bench = import_script("benchmarks", "streaming")
+    bench = import_script("benchmarks/streaming", "streaming")
     codec = train_bpe(bench.sentences(300, seed=1), vocab_size=200)  # covers the benchmark's pseudo-words
     torch.manual_seed(0)
     model_dir = SpeechLLM(presets.test_sized(320, ctc_embed=True), codec).save(tmp_path / "model")
@@ -30,11 +30,11 @@ def test_benchmark_smoke(tmp_path):
 
 
 def test_serve_benchmark_decides_held_by_the_median_of_repeats():
-    """benchmarks/serve.py --repeats: one row per (scheduler, count); held means the median p95 is <= 1 s, so one
+    """benchmarks/serving/serve.py --repeats: one row per (scheduler, count); held means the median p95 is <= 1 s, so one
     slow or fast run near the limit does not decide it; --grid gives one scheduler its own counts."""
     import pytest
 
-    bench = import_script("benchmarks", "serve")
+    bench = import_script("benchmarks/serving", "serve")
 
     def run(sched, n, p95):
         return {"scheduler": sched, "clients": n, "words": 10 * n, "p50_ms": p95 / 2, "p95_ms": p95, "max_ms": p95 + 1}

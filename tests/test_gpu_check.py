@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py runs on the CPU with --tiny, so the GPU script cannot rot between GPU runs."""
+"""benchmarks/gpu/gpu_check.py runs on the CPU with --tiny, so the GPU script cannot rot between GPU runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .conftest import import_script
 
 
 def _gpu_check():
-    return import_script("benchmarks", "gpu_check")
+    return import_script("benchmarks/gpu", "gpu_check")
 
 
 def test_gpu_check_tiny_writes_every_section(tmp_path):

@@ -355,11 +355,11 @@ def test_cli_and_sweep_default_to_training_and_announce_the_rest(phi256_dir, tmp
 # -- 6. the HF encoder's left context: its cost, and why it is not cached --------------------------------
 
 def test_hf_encoder_context_benchmark_runs_and_backs_the_no_cache_decision(tmp_path):
-    """benchmarks/hf_encoder_context.py at tiny size: the figures README and design.md quote come from it."""
+    """benchmarks/encoder/hf_encoder_context.py at tiny size: the figures README and design.md quote come from it."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "benchmarks" / "hf_encoder_context.py"
+    path = Path(__file__).parents[1] / "benchmarks" / "encoder" / "hf_encoder_context.py"
     spec = importlib.util.spec_from_file_location("hf_encoder_context", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -14,7 +14,7 @@
 
 Both load with ``from_pretrained(<dir>)`` exactly as a hub download does, so ``encoder.hf_name_or_path`` and
 ``decoder.name_or_path`` in a config take these directories in place of ``facebook/hubert-large-ll60k`` (or
-``openai/whisper-small``) and ``microsoft/Phi-3-mini-4k-instruct``. No network is used. The real sizes (``benchmarks/gpu_check.py``) come from
+``openai/whisper-small``) and ``microsoft/Phi-3-mini-4k-instruct``. No network is used. The real sizes (``benchmarks/gpu/gpu_check.py``) come from
 the same functions with other keyword arguments.
 
     python tools/model/make_tiny_twin.py exp/librispeech-tiny/twin --text librispeech:data/synth:train

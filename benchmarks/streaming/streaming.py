@@ -20,8 +20,8 @@ Random weights are fine for cost (``tiny_offline()`` + a BPE of ~1000 tokens tra
 pseudo-English), or pass ``--model DIR``. Writes a JSON with every number, a markdown copy of the
 tables and a plot of per-chunk compute over the utterance.
 
-    .venv/bin/python benchmarks/streaming.py                     # 10/30/60 s, 3 repeats, 1/4/16 streams
-    .venv/bin/python benchmarks/streaming.py --durations 5 --repeats 1 --streams 1 2 --no-memory   # smoke
+    .venv/bin/python benchmarks/streaming/streaming.py                     # 10/30/60 s, 3 repeats, 1/4/16 streams
+    .venv/bin/python benchmarks/streaming/streaming.py --durations 5 --repeats 1 --streams 1 2 --no-memory   # smoke
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -453,7 +453,7 @@ def main(argv=None) -> dict:
         tmp = tempfile.TemporaryDirectory()
         model_dir = str(model.save(Path(tmp.name) / "model"))
     n_params = sum(p.numel() for p in model.parameters())
-    res = dict(command="python benchmarks/streaming.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    res = dict(command="python benchmarks/streaming/streaming.py " + " ".join(sys.argv[1:] if argv is None else argv),
                machine=dict(cpu_count=os.cpu_count(), processor=platform.processor() or platform.machine(), python=platform.python_version(),
                             torch=torch.__version__, threads=torch.get_num_threads()),
                threads=torch.get_num_threads(), k=args.k, words_per_s=args.words_per_s, chunk_ms=model.chunk_ms, embeds_per_chunk=model.embeds_per_chunk,

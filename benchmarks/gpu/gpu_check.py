@@ -15,7 +15,7 @@ conf/phi3_librispeech.yaml runs, at its real sizes:
   from the config's set: step time (median) and peak memory;
 - ``stream``: one utterance of 60 s and one of 120 s streamed one 320 ms chunk per push in group,
   interleaved and batch + KV re-encoding, with a forced transcript of one word per chunk (as
-  benchmarks/streaming.py, whose helpers it uses): per-chunk latency p50 / p95 (synchronised), RTF,
+  benchmarks/streaming/streaming.py, whose helpers it uses): per-chunk latency p50 / p95 (synchronised), RTF,
   decoder positions computed, decoder KV bytes, peak memory;
 - ``batched``: ``BatchedStreams`` at 1, 8 and 64 streams of ``--batched-seconds`` each (group, serving rounds of
   one chunk per stream): audio seconds per second, decoder steps, PAD share, peak memory.
@@ -23,8 +23,8 @@ conf/phi3_librispeech.yaml runs, at its real sizes:
 The JSON (``--output``) is rewritten after every measurement, so a run stopped by a time limit keeps what it
 finished. ``--tiny`` runs the same code with tiny models and short audio on the CPU in seconds (the test).
 
-    python benchmarks/gpu_check.py --device cuda --output benchmarks/results/gpu_check.json
-    python benchmarks/gpu_check.py --tiny --device cpu --output /tmp/gpu_check_tiny.json
+    python benchmarks/gpu/gpu_check.py --device cuda --output benchmarks/results/gpu_check.json
+    python benchmarks/gpu/gpu_check.py --tiny --device cpu --output /tmp/gpu_check_tiny.json
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks", ROOT / "tools" / "model"):
+ROOT = Path(__file__).resolve().parents[2]
+for p in (ROOT, ROOT / "benchmarks" / "streaming", ROOT / "tools" / "model"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
@@ -266,7 +266,7 @@ def main(argv=None) -> int:
     sizes = SIZES[args.tiny]
     t_start = time.perf_counter()
     report = Report(args.output, {
-        "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/gpu/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "tiny": args.tiny, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,

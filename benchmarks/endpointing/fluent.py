@@ -8,8 +8,8 @@ with no punctuation (no sentence-final pause at all). Every recording goes throu
 runs it (default endpointing, bundled model unless --model); --batched runs SegmentedStreams too and checks that it
 gives the same words.
 
-    .venv/bin/python benchmarks/fluent.py                      # today's rules
-    .venv/bin/python benchmarks/fluent.py --no-restart         # the endpointer alone (no restarts at the last word)
+    .venv/bin/python benchmarks/endpointing/fluent.py                      # today's rules
+    .venv/bin/python benchmarks/endpointing/fluent.py --no-restart         # the endpointer alone (no restarts at the last word)
 Prints a markdown table; --output DIR also writes fluent.json and fluent.md there.
 """
 
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

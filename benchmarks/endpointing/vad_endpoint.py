@@ -15,7 +15,7 @@ the drivers are fed), in 320 ms blocks. Per detector and condition:
 - with ``--wer``: the bundled model's WER (k = 3) on the whole recording through that endpointer (slow: about a
   minute per row).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vad_endpoint.py --sentences 40 --wer --output benchmarks/results/vad
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/endpointing/vad_endpoint.py --sentences 40 --wer --output benchmarks/results/vad
 Writes results.json, results.md and results.png in --output.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 SR = 16_000

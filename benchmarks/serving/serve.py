@@ -12,16 +12,16 @@ Lag of a word = the wall time it reached the client minus the wall time the clie
 (its ``time_ms``): what a user waits beyond the model's own wait-k delay. A client count is *held* when the p95 lag
 over all words of all clients is <= 1 s.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve.py --clients 1 4 16 32 --seconds 20 --output benchmarks/results/serve
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serving/serve.py --clients 1 4 16 32 --seconds 20 --output benchmarks/results/serve
     # near the limits, on a shared machine: both servers up, taking turns, 3 repeats, median p95 decides
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve.py --grid batched=32,36,40 --grid per-client=10,12,14 --repeats 3
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serving/serve.py --grid batched=32,36,40 --grid per-client=10,12,14 --repeats 3
 
 ``--flood SECONDS`` measures fairness instead (issue 30): the live clients alone, then again beside one client that
 sends a SECONDS-long recording as fast as the server reads it (started first): each live client's time to its final
 (eof received − its last audio sent), the flooder's transcript against its transcript alone, and the server's RSS
 before and after:
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve.py --flood 60 --clients 1 --seconds 2.5 --schedulers batched
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serving/serve.py --flood 60 --clients 1 --seconds 2.5 --schedulers batched
 
 ``--load`` makes the load table of the README (issue 30), batched scheduler only: per ``--replicas`` value (0: one
 server, clients connect to it; N: N replicas behind HAProxy with deploy/haproxy.cfg, asr_stream.serving.replicas) and
@@ -30,7 +30,7 @@ and their resident memory per client (peak during the run minus idle, over the c
 (audio seconds decoded per wall second) of ``--uploads`` concurrent uploads of ``--upload-s`` seconds each, alone and
 beside ``--rest-beside`` real-time clients:
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve.py --load --replicas 0 2 --clients 8 16 24 32 --output /tmp/load
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serving/serve.py --load --replicas 0 2 --clients 8 16 24 32 --output /tmp/load
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HELD_P95_MS = 1000.0  # a client count is held when the p95 lag is at most this
 sys.path.insert(0, str(ROOT))
 

@@ -6,7 +6,7 @@ length is transcribed by the real command in a fresh process (bundled model, def
 k = 3, endpointing on), so its peak RSS is that process's own (wait4 rusage). The reference point is the WER
 of the same utterances transcribed one by one (a fresh session each, no endpointing).
 
-    .venv/bin/python benchmarks/longform.py --minutes 1 5 30 --output benchmarks/results/longform
+    .venv/bin/python benchmarks/endpointing/longform.py --minutes 1 5 30 --output benchmarks/results/longform
 Run it alone: other processes on the two cores change RTF (ratios within one run are what to compare).
 """
 
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

@@ -12,7 +12,7 @@ token accuracy under the adaptive schedule and, for the same rows with the same 
 k = L (uniform history): a gap means the mixed history is outside what the masks covered; L = 0 rows are
 compared with wait-k 1 (one chunk more, the nearest trained schedule).
 
-    .venv/bin/python benchmarks/policy_coverage.py --data librispeech:data/synthetic:test --limit 100 \\
+    .venv/bin/python benchmarks/streaming/policy_coverage.py --data librispeech:data/synthetic:test --limit 100 \\
         --policy ctc --policy-args threshold=1.0 margin=0 k_max=5
 """
 
@@ -25,7 +25,7 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

@@ -4,7 +4,7 @@ Speaks to two questions a CPU budget raises: how fast this machine trains the re
 recipe's hour is a number of steps, fixed in its config), and what a setting costs (precision, dropout),
 measured side by side on the same batches, not guessed from a run.
 
-    .venv/bin/python benchmarks/train_step.py --config conf/tiny_synthetic.yaml \\
+    .venv/bin/python benchmarks/training/train_step.py --config conf/tiny_synthetic.yaml \\
         --data librispeech:data/synthetic:train --steps 20 --variants bf16 bf16-nodropout fp32
 
 Run it on an idle machine: anything else using the cores (a training run) changes the figures several-fold.

@@ -5,7 +5,7 @@ same command functions, which is what it is for) instead of its own argparse bui
 (``asr_stream.cli.parser.add_command``). Each variant runs a cheap command (``masks``: no model, no audio) and
 ``transcribe --help`` in fresh processes; the figure is the median wall time of ``--runs`` runs.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cli_startup.py --runs 7
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cli/cli_startup.py --runs 7
 
 The jsonargparse prototype is only a measurement (it is not wired into the package): the same six command
 functions handed to ``jsonargparse.CLI``, so both variants import the same modules for the commands.

@@ -15,7 +15,7 @@ smaller transformer by default, and prints:
   (final hidden states: bidirectional attention and the non-causal positional conv; conv features: the
   per-window normalisation ``hf_normalize``, and for group-norm front ends the group norm).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hf_encoder_context.py [--size tiny|moderate|large]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/encoder/hf_encoder_context.py [--size tiny|moderate|large]
         [--seconds 10] [--chunk-ms 320] [--context-ms 960] [--threads 1] [--json out.json]
 """
 

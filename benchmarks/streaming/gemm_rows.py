@@ -5,7 +5,7 @@ same weight matrices that the one-pass floor multiplies with hundreds of rows at
 weight shapes of the tiny model (d = 256), the time of ``x @ W`` per row for a range of row counts, and the ratio
 to the largest row count: the price of computing in small pieces before any framework overhead.
 
-    .venv/bin/python benchmarks/gemm_rows.py [--threads N] [--dtype float32|bfloat16]
+    .venv/bin/python benchmarks/streaming/gemm_rows.py [--threads N] [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations

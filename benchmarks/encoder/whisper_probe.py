@@ -13,7 +13,7 @@ Ways (``--variants``, each CONTEXT_MS:LOOKAHEAD_MS:SILENCE_MS, or ``full``):
   adds L to the latency) and S ms of digital silence after that, frames at their stream positions; the chunk's
   frames are kept. 960:0:0 is what `encoder.kind: whisper` computes today (the training forward, equal to streaming).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/whisper_probe.py --corpus librispeech:data/synthetic_multi:train \\
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/encoder/whisper_probe.py --corpus librispeech:data/synthetic_multi:train \\
         --variants full 960:0:0 960:0:640 3840:0:640 960:320:0 960:320:640
 """
 
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

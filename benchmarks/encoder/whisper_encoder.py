@@ -19,7 +19,7 @@ espeak-ng voices and by Flite's slt and kal:
   audio's frames; on ``--join 4`` (11 s) it can, so the streamed features' WER means something there.
 
     make whisper-tiny   # the converted tiny.en encoder in models/whisper-tiny.en
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/whisper_encoder.py [--model models/whisper-tiny.en]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/encoder/whisper_encoder.py [--model models/whisper-tiny.en]
         [--contexts 0 320 960 1920 3840] [--chunk-ms 320] [--sentences 12] [--decoder auto|none|FOLDER] [--json out.json]
 """
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECONDS_30 = 480000
 
 

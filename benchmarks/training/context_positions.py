@@ -10,7 +10,7 @@ only, 1-3 of its rare words, 0-20 distractors), then the held-out cross-entropy 
 forced, wait-k 3) is printed with three lists: the utterance's rare words + 10 distractors, 20 distractors only, and
 none; at step 0 too (an untrained model given a list).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/context_positions.py --train librispeech:data/synthetic_multi_part:train \\
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/training/context_positions.py --train librispeech:data/synthetic_multi_part:train \\
         --heldout librispeech:data/synthetic_multi:dev --steps 60 --utts 160 --eval-utts 32   # benchmarks/RESULTS.md
 
 A small proxy (a tiny decoder, minutes of fine-tuning): it says how readily each layout is picked up and whether an
@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
