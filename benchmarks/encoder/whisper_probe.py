@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 def chunked_features(enc, wave, context_ms: int, lookahead_ms: int, silence_ms: int):
     """(1, n*5120) samples -> (n*16, d): each chunk's frames from its window (the stock modules, as the encoder's
-    reference in tests/test_whisper.py, plus look-ahead and trailing silence)."""
+    reference in tests/equivalence/test_whisper_encoder.py, plus look-ahead and trailing silence)."""
     import torch
     import torch.nn.functional as F
 

@@ -3,7 +3,7 @@
 
 For each utterance the reference transcript is streamed teacher-forced under an adaptive policy; the
 per-row visibilities it produced (the schedule) go into the masked training forward
-(``SpeechLLM.forward(vis=...)``, equal to the stream's logits, tests/test_policy.py). Each row written before
+(``SpeechLLM.forward(vis=...)``, equal to the stream's logits, tests/equivalence/test_policy.py). Each row written before
 the end of the audio has a lag L = visible chunks - words written before it (wait-k k: every row at lag k).
 A model trained with k drawn from {1, 2, 3, 5} has seen every row at L in that set, but always in an
 utterance whose earlier rows had the same lag. The adaptive schedule mixes lags, and can show a row L = 0

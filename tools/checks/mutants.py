@@ -39,12 +39,14 @@ class Mutant:
     tests: tuple[str, ...]  # pytest node ids / files that must catch it (run in this order, -x)
 
 
-CORE = ("tests/test_groups.py", "tests/test_positions.py", "tests/test_streaming.py")
-WHISPER = ("tests/test_whisper.py::test_chunk_windows_and_positions_follow_the_rule",
-           "tests/test_whisper.py::test_streaming_equals_the_training_forward_and_chunks_are_final")
-WHISPER_AHEAD = ("tests/test_whisper.py::test_lookahead_and_trailing_silence_windows_follow_the_rule",
-                 "tests/test_whisper.py::test_streaming_equals_the_training_forward_and_chunks_are_final",
-                 "tests/test_streaming.py::test_whisper_lookahead_reads_one_chunk_of_silence_after_the_audio_and_hears_the_last_chunk")
+CORE = ("tests/equivalence/test_groups.py", "tests/equivalence/test_positions.py",
+        "tests/equivalence/test_streaming.py")
+WHISPER = ("tests/equivalence/test_whisper_encoder.py::test_chunk_windows_and_positions_follow_the_rule",
+           "tests/equivalence/test_whisper_encoder.py::test_streaming_equals_the_training_forward_and_chunks_are_final")
+WHISPER_AHEAD = ("tests/equivalence/test_whisper_encoder.py::test_lookahead_and_trailing_silence_windows_follow_the_rule",
+                 "tests/equivalence/test_whisper_encoder.py::test_streaming_equals_the_training_forward_and_chunks_are_final",
+                 "tests/equivalence/test_streaming.py::"
+                 "test_whisper_lookahead_reads_one_chunk_of_silence_after_the_audio_and_hears_the_last_chunk")
 
 MUTANTS = (
     Mutant("floor-positions", "every position is floored before RoPE (a silently integer φ)",
@@ -71,32 +73,32 @@ MUTANTS = (
            "src_rule = (src_k & (k.src[None, :] <= q.src[:, None])) | (kk == TARGET)", CORE),
     Mutant("skip-position-reencode", "batch mode, reencode=position: target rows are not re-encoded",
            "asr_stream/streaming/session.py", "            if s.rows:\n                self._reencode_targets()",
-           "            if False:\n                self._reencode_targets()", ("tests/test_streaming.py",)),
+           "            if False:\n                self._reencode_targets()", ("tests/equivalence/test_streaming.py",)),
     Mutant("skip-kv-reencode-targets", "batch mode, reencode=kv: the rebuilt cache leaves the target rows out",
            "asr_stream/streaming/session.py",
            "        if s.rows:\n            parts.append(target_elements(range(s.rows), [n] * s.rows",
            "        if False:\n            parts.append(target_elements(range(s.rows), [n] * s.rows",
-           ("tests/test_streaming.py",)),
+           ("tests/equivalence/test_streaming.py",)),
     Mutant("onsets-ignore-prev", "ctc policy evidence: a chunk's first frame ignores the previous chunk's last frame "
            "(every chunk counts onsets as if the stream started there)",
            "asr_stream/model.py", "prev[:, None] if prev is not None else torch.zeros_like(post[:, :1])",
-           "torch.zeros_like(post[:, :1])", ("tests/test_policy.py",)),
+           "torch.zeros_like(post[:, :1])", ("tests/equivalence/test_policy.py",)),
     Mutant("pending-holds-160ms", "endpointer: the audio waiting to be fed holds at most 16 frames (160 ms, the test "
            "models' chunk); at the bundled model's 320 ms feed, a push longer than a feed loses half of every feed",
            "asr_stream/streaming/endpoint.py",
            "x = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]",
            "x = np.concatenate(self._pending[-16:])",
-           ("tests/test_segment.py::test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_dropped",
-            "tests/test_segment.py::test_max_length_cuts_in_speech_and_the_next_segment_goes_on_without_a_gap")),
+           ("tests/unit/test_endpointing.py::test_segments_start_at_speech_and_end_300_ms_into_a_pause_and_no_speech_is_dropped",
+            "tests/unit/test_endpointing.py::test_max_length_cuts_in_speech_and_the_next_segment_goes_on_without_a_gap")),
     Mutant("pause-feeds-its-pre-roll", "endpointer: the last pre-roll frames of a pause that may end a long segment "
            "(rule 1's pause) are fed before the cut: the closing segment reads past its end, or the cut fails",
            "asr_stream/streaming/endpoint.py", "        return min(self._hold, self._silent_run)\n",
            "        return 0\n",
-           ("tests/test_segment.py::test_a_pause_cut_feeds_every_sample_once_whatever_the_pause_push_and_feed_sizes",)),
+           ("tests/unit/test_endpointing.py::test_a_pause_cut_feeds_every_sample_once_whatever_the_pause_push_and_feed_sizes",)),
     Mutant("pause-cut-20ms-always", "endpointer: rule 1's pause cut goes 20 ms (2 frames) before the speech whatever "
            "the pre-roll (silero's is 80 ms)", "asr_stream/streaming/endpoint.py",
            "self._hold = -(-self._pre_roll // FRAME)", "self._hold = 2",
-           ("tests/test_segment.py::test_a_pause_cut_leaves_the_next_segment_its_pre_roll",)),
+           ("tests/unit/test_endpointing.py::test_a_pause_cut_leaves_the_next_segment_its_pre_roll",)),
     Mutant("whisper-pos+1", "Whisper encoder: window positions 1, 2, ... instead of 0, 1, ... (off by one)",
            "asr_stream/encoder/whisper.py", "return (slot - before[:, None]).clamp(min=0)",
            "return (slot - before[:, None] + 1).clamp(min=0)", WHISPER),
@@ -133,20 +135,20 @@ MUTANTS = (
     Mutant("lookahead-ctc-end-unshifted", "a restart's word end from the CTC tokens of a look-ahead encoder is taken "
            "at the frame index, one chunk after the audio it holds", "asr_stream/streaming/session.py",
            "end -= self.model.encoder.lookahead_chunks * self.model.chunk_samples", "end -= 0",
-           ("tests/test_restart.py::test_a_lookahead_encoder_s_ctc_word_ends_are_moved_back_by_its_lag",)),
+           ("tests/unit/test_restart.py::test_a_lookahead_encoder_s_ctc_word_ends_are_moved_back_by_its_lag",)),
     Mutant("load-ignores-encoder-dir", "SpeechLLM.load builds a Whisper encoder from hf_name_or_path, not from the "
            "model directory's encoder/ (a saved model needs the folder it was trained from)",
            "asr_stream/model.py", 'if cfg.encoder.kind == "whisper" and arch.is_dir():', "if False:",
-           ("tests/test_model_io.py::test_whisper_model_loads_without_the_folder_it_was_trained_from",)),
+           ("tests/unit/test_model_io.py::test_whisper_model_loads_without_the_folder_it_was_trained_from",)),
     Mutant("stream-context-pos+1", "streaming: context positions one place later than the training layout's",
            "asr_stream/streaming/session.py", "parts = [context_elements(self.cfg.mode, len(ctx), self.cfg.phi),",
-           "parts = [context_elements(self.cfg.mode, len(ctx), self.cfg.phi + 1),", ("tests/test_context.py",)),
+           "parts = [context_elements(self.cfg.mode, len(ctx), self.cfg.phi + 1),", ("tests/equivalence/test_context.py",)),
     Mutant("source-sees-context", "the source (prompt and audio) attends to the context list",
            "asr_stream/groups.py", "ok = torch.where(src_q, src_rule, torch.where",
-           "ok = torch.where(src_q, src_rule | ctx_k, torch.where", ("tests/test_context.py",)),
+           "ok = torch.where(src_q, src_rule | ctx_k, torch.where", ("tests/equivalence/test_context.py",)),
     Mutant("context-once", "the context enters the cache only at the stream's first utterance, not after a cut",
            "asr_stream/streaming/session.py", "P, ctx = len(m.prompt_ids), self.context_ids",
-           "P, ctx = len(m.prompt_ids), ([] if self.words else self.context_ids)", ("tests/test_context.py",)),
+           "P, ctx = len(m.prompt_ids), ([] if self.words else self.context_ids)", ("tests/equivalence/test_context.py",)),
 )
 
 
