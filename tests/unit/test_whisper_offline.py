@@ -17,7 +17,7 @@ from asr_stream.encoder.whisper_offline import (WhisperError, greedy, load_ct2_w
 
 from ..conftest import TINY_WHISPER, import_script, noise_audio
 from ..sysdeps import needs
-from ..equivalence.test_whisper_encoder import ct2_bytes, ct2_whisper_variables
+from .test_whisper_ct2 import ct2_bytes, ct2_whisper_variables
 
 EOT, SOT, NOTS = 90, 91, 92  # as in Whisper: the special tokens after the words, timestamps (93 ..) after them
 SUPPRESS, SUPPRESS_BEGIN = [3, 7, SOT], [EOT, 5]
