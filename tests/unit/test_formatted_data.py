@@ -134,7 +134,8 @@ def test_an_older_corpus_gets_its_formatted_text_from_its_plan(tmp_path):
 def test_the_tool_says_what_is_wrong_in_one_line(tmp_path, capsys):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("aft", Path(__file__).resolve().parents[2] / "tools" / "corpus" / "add_formatted_text.py")
+    tool_file = Path(__file__).resolve().parents[2] / "tools" / "corpus" / "add_formatted_text.py"
+    spec = importlib.util.spec_from_file_location("aft", tool_file)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)  # type: ignore[union-attr]
     assert tool.main([str(tmp_path / "nowhere")]) == 2

