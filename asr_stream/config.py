@@ -89,7 +89,7 @@ class EncoderConfig:
     """Log-mel front end of the own encoder."""
     hf_name_or_path: str = ""
     """kind='hf': hub id or local directory of a wav2vec2/HuBERT/WavLM model; kind='whisper': of a Whisper model
-    (openai/whisper-small, ..., or a directory that tools/convert_whisper_ct2.py wrote)."""
+    (openai/whisper-small, ..., or a directory that tools/model/convert_whisper_ct2.py wrote)."""
     hf_left_context_ms: int = 0
     """kind='hf' / 'whisper': previous audio (ms) prepended to each chunk as context; outputs for it are discarded
     (whisper: whole 20 ms frames, rounded down)."""

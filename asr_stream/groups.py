@@ -37,7 +37,7 @@ full training forward use literally the same rule. Example: the rows ``BOS a</w>
 word, then a two-token word) have units done c = [0, 1, 1, 2], so with k = 1 and N = 3 chunks of E = 1
 embedding their visibility is v = min(k + c, N) = [1, 2, 2, 3]. The mask, with positions in brackets
 (φ = 0), as ``python -m asr_stream masks --mode group --k 1 --chunks 3 --words "1 2"`` prints it
-(tests/test_groups.py checks these numbers and this picture against the code)::
+(tests/equivalence/test_groups.py checks these numbers and this picture against the code)::
 
                  a0  a1  a2  t0  t1  t2  t3
      a0 (0)       x   .   .   .   .   .   .

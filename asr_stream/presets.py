@@ -26,7 +26,7 @@ def test_sized(chunk_ms: int = 160, prompt: str = "", mode: str = "group", ctc_e
     The decoder is initialised with a large weight range (``initializer_range`` 0.2, Phi-3's default is
     0.02) so that its attention is sharp and positions matter: with 0.02 attention was nearly uniform and
     moving φ from 0 to 0.5 changed the logits by 3e-4, so a decoder that floors positions passed the
-    streaming == training tests. With 0.2, φ 0 -> 0.5 changes them by ~0.8 (tests/test_positions.py).
+    streaming == training tests. With 0.2, φ 0 -> 0.5 changes them by ~0.8 (tests/equivalence/test_positions.py).
     """
     return ModelConfig(
         encoder=EncoderConfig(chunk_ms=chunk_ms, d_model=32, n_layers=2, n_heads=2, dropout=0.0),

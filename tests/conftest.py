@@ -26,7 +26,7 @@ SENTENCES = [
 # Max |streamed - training| logit difference the equivalence tests allow. The test model (presets.test_sized)
 # has logits of magnitude ~4; the float32 gap between the streaming and the training forward is at most
 # 6e-6 on it, while a position error (φ 0 -> 0.5) moves logits by ~0.8 and a visibility error (k 1 -> 2)
-# by ~3 (tests/test_positions.py checks those effects against this tolerance).
+# by ~3 (tests/equivalence/test_positions.py checks those effects against this tolerance).
 TOL = 5e-5
 
 

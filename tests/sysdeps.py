@@ -1,7 +1,7 @@
 """The system packages the tests use, each checked here and installed by a make target named in the Makefile.
 
 A test that needs a system program, voice, library or data package says so with ``@needs("festival:rab_diphone")``
-(or ``pytest.param(..., marks=needs(...))``), never with its own ``skipif``: ``tests/test_sysdeps.py`` fails when a
+(or ``pytest.param(..., marks=needs(...))``), never with its own ``skipif``: ``tests/unit/test_sysdeps.py`` fails when a
 test module checks for a system package itself, or when a requirement's Debian packages are in none of the Makefile's
 lists. The make target that installs each package is read from the Makefile (``APT_PKGS`` -> ``make sysdeps``,
 ``CORPUS_PKGS`` -> ``make corpus-sysdeps``), so the skip reason names the command that fixes it.

@@ -5,7 +5,7 @@ The weights come from the PyPI package ``silero-vad`` (6.2.3, pinned by hash in 
 We read only that file: the package's own loader runs a TorchScript archive and sets torch's thread count to 1
 when imported, and neither is something a library should do behind its caller's back. The network below is the
 package's own description of it (``silero_vad/tinygrad_model.py``): an STFT as a strided convolution, four
-convolutions, one LSTM cell and a sigmoid; ``tests/test_vad.py`` checks it against the package's TorchScript model
+convolutions, one LSTM cell and a sigmoid; ``tests/unit/test_vad.py`` checks it against the package's TorchScript model
 (loaded with that model's weights, it gives that model's scores exactly). The safetensors weights are not the
 TorchScript model's (same network, different values: probably an earlier training run; scores on the same speech
 differ by up to ~0.4 on single windows), so what the endpointer measures is measured with these weights.

@@ -1,5 +1,5 @@
 """The contextual-biasing test set: sentences with rare names and words that are not in the training text, spoken by
-held-out voices, each with a context list of its true rare words plus distractors (``tools/make_biasing_set.py``).
+held-out voices, each with a context list of its true rare words plus distractors (``tools/corpus/make_biasing_set.py``).
 
 - **Rare words**: :data:`RARE_WORDS` (place and person names from many languages, and uncommon English words, all
   plain ASCII letters that every engine reads as words), less every word of the ``exclude`` texts (the training

@@ -5,7 +5,7 @@ line does not print them. The library it is built on reports a word event, with 
 and the time in the audio, for every word it speaks. :class:`Espeak` calls that library the way the command
 line does (voice by name, else by language; then rate and pitch; synchronous output with
 ``espeakCHARS_AUTO | espeakENDPAUSE``), so the samples are the command line's, sample for sample
-(``tests/test_data.py`` checks it against ``espeak-ng -w``), and the events come with them.
+(``tests/unit/test_synth_corpus.py`` checks it against ``espeak-ng -w``), and the events come with them.
 
 One synthesis per forked child. The library carries state from one synthesis to the next (a repeated call
 with the same text and settings comes out a few samples longer or shorter), so a long-lived engine would

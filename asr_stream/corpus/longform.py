@@ -5,7 +5,7 @@ test material for endpointing (:mod:`asr_stream.streaming.segment`). Each record
 reference transcript and the span of every utterance in it, so long-form WER can be set against the WER of
 the same utterances one by one, and each utterance's words can be looked for near its span.
 
-``tools/make_longform.py`` writes them from a corpus split (LibriSpeech layout, e.g. the synthetic test set)
+``tools/corpus/make_longform.py`` writes them from a corpus split (LibriSpeech layout, e.g. the synthetic test set)
 or from the held-out list ``tests/data/heldout.json``.
 """
 

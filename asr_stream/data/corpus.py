@@ -366,7 +366,7 @@ def read_librispeech(
     the synthetic corpus writes them): they become :attr:`Utterance.words`. A bad alignment line raises, or
     with ``on_error="skip"`` leaves its utterance without timings (counted as ``bad_alignment``). Likewise
     ``<speaker>-<chapter>.formatted.txt`` (``ID TEXT`` lines with case and punctuation; the synthetic corpus writes
-    them, ``tools/add_formatted_text.py`` adds them to an older one) becomes :attr:`Utterance.formatted`; its words,
+    them, ``tools/corpus/add_formatted_text.py`` adds them to an older one) becomes :attr:`Utterance.formatted`; its words,
     normalised, must be the transcript's (``bad_formatted`` otherwise).
     """
     return read_librispeech_report(root, splits, on_error)[0]

@@ -242,7 +242,7 @@ def make_human_set(out: str | os.PathLike, source: str | os.PathLike = DEFAULT_S
             f"{len(utts)} utterances, {seconds:.2f} s ({counts}), 16 kHz mono FLAC, the package's samples unchanged.\n"
             "A test set: reported on, never trained on.\n"
             f"Left out (no transcript in the package): {', '.join(LEFT_OUT)}.\n"
-            "Written by tools/make_human_set.py (asr_stream/data/human.py).\n", encoding="utf-8")
+            "Written by tools/corpus/make_human_set.py (asr_stream/data/human.py).\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out) if any(out.iterdir()) else out.rmdir()
         os.replace(tmp, out)

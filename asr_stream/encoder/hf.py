@@ -7,7 +7,7 @@ the chunk's own frames are kept. A chunk's output therefore depends on the chunk
 is never recomputed. Cost: the context is re-encoded for every chunk, (context + chunk + rf - stride) / chunk
 times the samples of one pass (4.02 at 960 / 320 ms); none of it can be reused exactly (bidirectional
 attention, the centred positional conv and per-window normalisation all see the chunk after it): see
-``benchmarks/hf_encoder_context.py`` and docs/design.md.
+``benchmarks/encoder/hf_encoder_context.py`` and docs/design.md.
 """
 
 from __future__ import annotations

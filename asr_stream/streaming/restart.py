@@ -2,7 +2,7 @@
 
 The models know single sentences of a few seconds. Speech without pauses gives the endpointer nothing to cut
 at, and inside a long segment the model loses its way or stops writing (it asks to end the utterance before the
-audio ends, then writes nothing). Measured on held-out sentences spoken back to back (``benchmarks/fluent.py``):
+audio ends, then writes nothing). Measured on held-out sentences spoken back to back (``benchmarks/endpointing/fluent.py``):
 without restarts, a third to half of the words never came back and nothing said so. A *restart* closes the open
 segment where its last written word ends and starts the next segment right there, with fresh caches (encoder
 and decoder), on the audio after that point (the driver keeps the open segment's audio), so no stretch of speech

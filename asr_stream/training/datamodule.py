@@ -103,7 +103,7 @@ class SpeechDataModule(L.LightningDataModule):
             for u in (*self.train_utts, *self.val_utts):
                 if u.formatted is None and u.text.strip():
                     raise ValueError(f"{u.audio_path}: no formatted text for '{u.id}' (formatted targets; add it with "
-                                     "tools/add_formatted_text.py or write the corpus again)")
+                                     "tools/corpus/add_formatted_text.py or write the corpus again)")
         if self.context.active:  # lists drawn from the targets: a formatted model's keep their case
             self.context_sampler = ContextSampler(self.context, (u.target(self.targets) for u in self.train_utts))
 

@@ -12,7 +12,7 @@ What is cached is item (i, e) of the training dataset, utterance i as epoch e wo
 waveform augmentation drawn from (seed, e, i), as :class:`UtteranceDataset` does), run
 through the encoder's own ``forward`` (the training forward, equal to streaming) in float32 by default. So a
 training step on the cache computes what a step on the audio computes, up to the order of additions in batched
-matrix products (``tests/test_features.py`` compares the two losses). Epoch e of the training reads the cache's
+matrix products (``tests/unit/test_feature_cache.py`` compares the two losses). Epoch e of the training reads the cache's
 epoch e mod E: with E = 1 every epoch sees the same augmented draw of each utterance (less variety than the audio
 path, which draws anew per epoch; a frozen pretrained encoder is what makes that cheap enough to accept).
 

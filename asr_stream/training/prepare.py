@@ -38,7 +38,7 @@ def prepare(train: Sequence[str], out_dir: str, vocab_size: int = 1000, stats_ut
     missing = [u for u in utts if text_format == "formatted" and u.formatted is None and u.text.strip()]
     if missing:
         raise ValueError(f"{missing[0].audio_path}: no formatted text for '{missing[0].id}' ({len(missing)} utterances "
-                         "without it; add it with tools/add_formatted_text.py)")
+                         "without it; add it with tools/corpus/add_formatted_text.py)")
     codec = train_bpe((u.target(text_format) for u in utts), vocab_size)
     codec.save(out / "tokenizer")
     rng = np.random.default_rng(seed)

@@ -8,7 +8,7 @@
 #   stage 1: check the layout and write JSONL manifests of every split used ($exp/manifests/<split>.jsonl)
 #   stage 2: train one model per training φ in --phis (the paper's φ table trains one model per φ), each in
 #            its own run folder $exp/phi<φ>/ (config.yaml, logs/, ckpt/, model/); resumes from its ckpt/last.ckpt.
-#            The run's config is $config with its paths moved under the run (tools/run_config.py) and --set applied.
+#            The run's config is $config with its paths moved under the run (tools/training/run_config.py) and --set applied.
 #            Multi-node: run this stage under torchrun/SLURM with trainer.num_nodes set in the config.
 #   stage 3: export each run's last checkpoint to $exp/phi<φ>/export with `asr-stream export` (weights-only read;
 #            --export-weights live, as the config keeps no weight average) -- the model the next stages use
@@ -95,7 +95,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     run=$exp/phi$phi
     echo "== stage 2: train $run (training φ = $phi, $config)"
     # shellcheck disable=SC2046
-    $py tools/run_config.py "$config" "$run/config.yaml" --run "$run" --phi "$phi" \
+    $py tools/training/run_config.py "$config" "$run/config.yaml" --run "$run" --phi "$phi" \
       --train $(manifests $train_splits) --val $(manifests $val_splits) "${sets[@]}"
     resume=()
     if [ -f "$run/ckpt/last.ckpt" ]; then resume=(--ckpt_path "$run/ckpt/last.ckpt"); fi

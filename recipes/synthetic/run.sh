@@ -50,11 +50,11 @@
 #            from its last checkpoint. Only by asking for it (--stage 10 --stop-stage 10). Evaluated like stages 3
 #            and 7 with --model exp/synthetic_whisper/model.
 #   stage 11: (multi) evaluate stage 10's model: k = 1, 3 and the ctc policy on the first $whisper_utts utterances of
-#            each test split, the robustness set at k = 3, and Whisper tiny.en run offline (tools/whisper_offline.py)
+#            each test split, the robustness set at k = 3, and Whisper tiny.en run offline (tools/baselines/whisper_offline.py)
 #            and PocketSphinx on the same utterances -> exp/synthetic_whisper/{eval,whisper-offline,pocketsphinx}.
 #            EVAL_DATA=DIR reads the test splits from another synthesis of the same seed (--only-splits).
 #            Real human speech, never trained on: `make corpus-sysdeps` (Debian's pocketsphinx-testdata, BSD-2) and
-#            tools/make_human_set.py data/human write 11 utterances, 37.2 s (5 read by one LibriVox reader, 5 card
+#            tools/corpus/make_human_set.py data/human write 11 utterances, 37.2 s (5 read by one LibriVox reader, 5 card
 #            names, "go forward ten meters") to data/human/human.jsonl (and librivox/cards/goforward.jsonl), to report
 #            beside the synthetic splits (eval --data data/human/human.jsonl); not run here.
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
@@ -72,7 +72,7 @@ ablation_utts=150
 ablation_utts_multi=100
 whisper_utts=${WHISPER_UTTS:-100}  # stage 11
 multi_variants=${ABLATION_VARIANTS:-"seed1 espeak-voices no-augment continued curriculum nonspeech oversample curriculum-nonspeech no-gain no-noise no-telephone no-silence no-pitch no-reverb no-clipping no-speed no-specaugment"}  # stage 9; the env var picks some
-robust_conditions="clean lead-silence gain-20db 8khz noise-snr10 nonspeech"  # tools/make_robust_set.py's sets
+robust_conditions="clean lead-silence gain-20db 8khz noise-snr10 nonspeech"  # tools/corpus/make_robust_set.py's sets
 # the bundled model's 15 espeak-ng voices (DEFAULT_VOICES), pinned: without --voices, installed MBROLA voices would join
 espeak_voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2"
 variants="group:group:0.0 interleaved:interleaved:0.0 batch:batch:0.0 group-phi0.5:group:0.5 group-phi64:group:64.0 group-phi256:group:256.0"
@@ -98,10 +98,10 @@ esac
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   echo "== stage 0: synthesise $data"
   if [ "$corpus" = multi ]; then
-    $py tools/synth_corpus.py "$data" --seed 0 --top-words 3000 --max-words 16 --num-dev 200 --num-test 300 \
+    $py tools/corpus/synth_corpus.py "$data" --seed 0 --top-words 3000 --max-words 16 --num-dev 200 --num-test 300 \
       --train-voices-per-sentence 3 --extra-train-voices 2 --jobs 2 --voices "$voices" --unseen-speakers
   else
-    $py tools/synth_corpus.py "$data" --seed 0 --top-words 3000 --max-words 16 --num-dev 200 --num-test 300 \
+    $py tools/corpus/synth_corpus.py "$data" --seed 0 --top-words 3000 --max-words 16 --num-dev 200 --num-test 300 \
       --train-voices-per-sentence 3 --extra-train-voices 2 --jobs 2 --voices "$voices"
   fi
 fi
@@ -130,8 +130,8 @@ fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   echo "== stage 4: bundle the default model"
-  $py tools/bundle_model.py "$exp/model" asr_stream/assets/default_model
-  $py tools/make_sample.py asr_stream/assets/sample.wav
+  $py tools/model/bundle_model.py "$exp/model" asr_stream/assets/default_model
+  $py tools/corpus/make_sample.py asr_stream/assets/sample.wav
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
@@ -173,7 +173,7 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   echo "== stage 7: robustness set and PocketSphinx side by side"
   robust=$data-robust
   if [ ! -f "$robust/nonspeech.jsonl" ]; then
-    $py tools/make_robust_set.py "librispeech:$data:test" "$robust" --limit $robust_utts
+    $py tools/corpus/make_robust_set.py "librispeech:$data:test" "$robust" --limit $robust_utts
   fi
   sets=()
   for c in $robust_conditions; do
@@ -182,7 +182,7 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
     sets+=("robust-$c-k3=$robust/$c.jsonl")
   done
   for split in $test_splits; do sets+=("$split-k3=librispeech:$data:$split"); done
-  $py tools/pocketsphinx_eval.py --output "$exp/pocketsphinx" --ours "$exp/eval" "${sets[@]}"
+  $py tools/baselines/pocketsphinx_eval.py --output "$exp/pocketsphinx" --ours "$exp/eval" "${sets[@]}"
 fi
 
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$stage" -ge 10 ]; then
@@ -203,7 +203,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ] && [ "$stage" -ge 10 ]; then
   edata=${EVAL_DATA:-$data}
   robust=$data-robust
   if [ ! -f "$robust/nonspeech.jsonl" ]; then
-    $py tools/make_robust_set.py "librispeech:$edata:test" "$robust" --limit $robust_utts
+    $py tools/corpus/make_robust_set.py "librispeech:$edata:test" "$robust" --limit $robust_utts
   fi
   sets=()
   for split in $test_splits; do
@@ -220,8 +220,8 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ] && [ "$stage" -ge 10 ]; then
       --output "$wexp/eval/robust-$c-k3"
     sets+=("robust-$c-k3=$robust/$c.jsonl")
   done
-  $py tools/whisper_offline.py --output $wexp/whisper-offline --ours $wexp/eval --limit $whisper_utts "${sets[@]}"
-  $py tools/pocketsphinx_eval.py --output $wexp/pocketsphinx --ours $wexp/eval --limit $whisper_utts "${sets[@]}"
+  $py tools/baselines/whisper_offline.py --output $wexp/whisper-offline --ours $wexp/eval --limit $whisper_utts "${sets[@]}"
+  $py tools/baselines/pocketsphinx_eval.py --output $wexp/pocketsphinx --ours $wexp/eval --limit $whisper_utts "${sets[@]}"
 fi
 
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
@@ -237,7 +237,7 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
   echo "== stage 9: ablation of the fine-tune (one change per variant)"
   robust=$data-robust
   if [ ! -f "$robust/nonspeech.jsonl" ]; then
-    $py tools/make_robust_set.py "librispeech:$data:test" "$robust" --limit $robust_utts
+    $py tools/corpus/make_robust_set.py "librispeech:$data:test" "$robust" --limit $robust_utts
   fi
   link_speakers() {  # $1: a test on engine_of(voice), e.g. "== 'espeak'"; $2: a new root whose train/ links those speakers
     mkdir -p "$2/train"
