@@ -130,10 +130,13 @@ def test_the_source_cache_does_not_depend_on_the_context(ctx_model, codec):
 
     a, b, c = kv(CONTEXT_A, 1), kv(CONTEXT_B, 1), kv(CONTEXT_A, 2)
     same = lambda x, y: max((x[0] - y[0]).abs().max().item(), (x[1] - y[1]).abs().max().item())  # noqa: E731
-    for kd in (AUDIO, PROMPT):  # equal up to the rounding of calls of other widths
-        assert same(a[kd], b[kd]) <= 1e-6, kd
+    # equal up to the rounding of calls of other widths (the suite's TOL: GEMMs of other row counts round
+    # differently, benchmarks/streaming/gemm_rows.py; 1e-6 failed once at 1.7e-6), far below what reading the
+    # context does to the target
+    for kd in (AUDIO, PROMPT):
+        assert same(a[kd], b[kd]) <= TOL, kd
     assert same(a[TARGET], b[TARGET]) > 1e-2  # the target does read the context
-    assert same(a[CONTEXT], c[CONTEXT]) <= 1e-6
+    assert same(a[CONTEXT], c[CONTEXT]) <= TOL
 
 
 @pytest.mark.parametrize("mode", ["group", "interleaved"])
