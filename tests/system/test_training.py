@@ -78,7 +78,9 @@ def test_resume_reproduces_uninterrupted_run(tiny_setup, tmp_path, ema):
 
     With an EMA callback the checkpoint holds both the average and the live weights; both must come back."""
     import lightning as L
-    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from asr_stream.training.callbacks import EMA as EMAWeightAveraging  # the configs' EMA
 
     from asr_stream.training.module import weights_digest
 
@@ -112,7 +114,9 @@ def test_resume_reproduces_uninterrupted_run(tiny_setup, tmp_path, ema):
 def test_ema_run_exports_the_average(tiny_setup, tmp_path):
     """With EMA, exports (mid-run and final) and the checkpoint's state_dict hold the average, not the live weights."""
     import lightning as L
-    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from asr_stream.training.callbacks import EMA as EMAWeightAveraging  # the configs' EMA
 
     from asr_stream.model import SpeechLLM
     from asr_stream.training.module import weights_digest
@@ -344,7 +348,7 @@ def test_step_checkpoint_saves_the_final_step(tiny_setup, tmp_path):
     """max_steps 5 with a checkpoint every 3 steps: last.ckpt is step 5 (Lightning's own stops at 3), and
     resuming it to step 6 gives the weights of 6 steps straight, so it holds the live weights, not the average."""
     import lightning as L
-    from lightning.pytorch.callbacks import EMAWeightAveraging
+    from asr_stream.training.callbacks import EMA as EMAWeightAveraging  # the configs' EMA
 
     from asr_stream.training.callbacks import StepCheckpoint
     from asr_stream.training.module import weights_digest

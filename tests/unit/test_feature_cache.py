@@ -247,3 +247,23 @@ def test_unfrozen_top_layers_train_the_top_of_whisper_only_and_refuse_the_cache(
     with pytest.raises(ValueError, match="unfrozen_top_layers"):
         SpeechLLMModule(model=replace(cfg, encoder=replace(cfg.encoder, freeze=False, unfrozen_top_layers=1)),
                         tokenizer=str(root / "tok"))
+
+
+def test_the_weight_average_leaves_frozen_weights_bit_exact():
+    """The configs' EMA (asr_stream.training.callbacks.EMA) averages as Lightning's does, but a weight that never
+    changes stays exactly itself; Lightning's own formula moves it (what broke the feature cache's weight check)."""
+    from torch.optim.swa_utils import get_ema_avg_fn
+
+    from asr_stream.training.callbacks import EMA
+
+    ours, lightning = EMA(decay=0.995)._kwargs["avg_fn"], get_ema_avg_fn(decay=0.995)
+    frozen = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    a, b = frozen.clone(), frozen.clone()
+    for n in range(300):
+        a, b = ours(a, frozen, n), lightning(b, frozen, n)
+    assert torch.equal(a, frozen) and not torch.equal(b, frozen)
+    a, b = frozen.clone(), frozen.clone()
+    for n in range(300):  # a trained weight: the same average to float32 rounding
+        w = frozen + 0.01 * n
+        a, b = ours(a, w, n), lightning(b, w, n)
+    assert (a - b).abs().max() < 1e-5 and (a - frozen).abs().min() > 0.1
