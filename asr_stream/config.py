@@ -117,6 +117,11 @@ class EncoderConfig:
     convolutions, positions and lower layers stay frozen), so the encoder can adapt to the short windows it is
     streamed on. Its outputs then change every step: no feature cache."""
 
+    @property
+    def trains(self) -> bool:
+        """Whether any of the encoder's weights train (its outputs then change every step: nothing to cache)."""
+        return not self.freeze or self.unfrozen_top_layers > 0
+
 
 @dataclass(frozen=True)
 class ProjectorConfig:

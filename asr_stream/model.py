@@ -80,12 +80,17 @@ class SpeechLLM(nn.Module):
             raise ValueError("projector.ctc_embed needs the CTC head: set ctc_weight > 0")
         if cfg.encoder.unfrozen_top_layers and not (cfg.encoder.freeze and cfg.encoder.kind == "whisper"):
             raise ValueError("encoder.unfrozen_top_layers applies to kind 'whisper' with freeze: true")
-        if cfg.encoder.freeze:
-            self.encoder.requires_grad_(False)
-            self.encoder.eval()  # from the start: Lightning captures and restores submodule modes (see train())
-            if cfg.encoder.unfrozen_top_layers:
-                self.encoder.unfreeze_top(cfg.encoder.unfrozen_top_layers)
+        self.freeze_encoder_as_configured()
         self.prompt_ids: list[int] = self.codec.encode(cfg.prompt) if cfg.prompt else []
+
+    def freeze_encoder_as_configured(self) -> None:
+        """``encoder.freeze``: no encoder weight trains and the encoder stays in eval mode (from the start: Lightning
+        captures and restores submodule modes, see :meth:`train`), except the top ``encoder.unfrozen_top_layers``."""
+        if self.cfg.encoder.freeze:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+            if self.cfg.encoder.unfrozen_top_layers:
+                self.encoder.unfreeze_top(self.cfg.encoder.unfrozen_top_layers)
 
     def train(self, mode: bool = True) -> "SpeechLLM":
         """Like ``nn.Module.train``, except that a frozen encoder (``encoder.freeze``) always stays in eval mode.

@@ -74,7 +74,7 @@ class TrainCLI(LightningCLI):
         dm, net = self.datamodule, self.model.net
         if getattr(dm, "features", None):
             try:
-                if not net.cfg.encoder.freeze or net.cfg.encoder.unfrozen_top_layers:
+                if net.cfg.encoder.trains:
                     raise ValueError("data.features: cached encoder outputs need a frozen encoder "
                                      "(model.model.encoder.freeze: true, unfrozen_top_layers: 0)")
                 dm.setup("fit")

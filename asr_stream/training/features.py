@@ -197,7 +197,7 @@ def write_cache(net, dm, folder: str | Path, epochs: int, batch_seconds: float, 
     from .data import UtteranceDataset, collate
 
     folder = Path(folder)
-    if not net.cfg.encoder.freeze or net.cfg.encoder.unfrozen_top_layers:
+    if net.cfg.encoder.trains:
         raise ValueError("the encoder trains (model.model.encoder.freeze false or unfrozen_top_layers > 0): its "
                          "outputs change every step and cannot be cached")
     dm.setup("fit")

@@ -91,8 +91,7 @@ class SpeechLLMModule(L.LightningModule):
                 raise ValueError(f"{init_from}: its encoder/decoder config differs from the one given")
             self.net.cfg = model
             self.net.encoder.cfg = model.encoder
-            if model.encoder.unfrozen_top_layers:
-                self.net.encoder.unfreeze_top(model.encoder.unfrozen_top_layers)
+            self.net.freeze_encoder_as_configured()  # unfrozen_top_layers may differ from the folder's
         else:
             self.net = SpeechLLM(model, codec)
         unk = self.net.codec.tok.unk_token_id
