@@ -159,10 +159,13 @@ def test_restarts_read_on_from_the_last_word_and_batched_streams_restart_alike(m
             assert np.array_equal(audio[: g.end - g.start], w[g.start : g.end])  # each reads its own audio, from its start
             if g.rule == "restart":
                 assert nxt.start == g.end == g.heard_end > g.start and g.words  # the next starts at its last word's end
-        # a restart leaves nothing unheard; the stream's last segment may end before speech that its CTC head heard
-        # (this random model's argmax near-ties can flip with the memory layout of a run: the suite once saw 0.78 s
-        # after the last word of the last segment), and then it is reported
-        assert all(segs[i].rule == "end" for i in s.unheard[1]), (s.unheard, [g.rule for g in segs])
+        # a restart leaves nothing unheard (checked above: the next segment starts at its last word). A segment that
+        # a rule of the endpointer closed may end before speech its CTC head heard, and then that is reported: which
+        # segments do is this random model's argmax near-ties, which flip with the memory layout of a run (CI saw
+        # 0.78 s after the last word of segment 10 once), so only the report's consistency is asserted here
+        secs, idx = s.unheard
+        assert all(segs[i].rule != "restart" for i in idx), (s.unheard, [g.rule for g in segs])
+        assert secs == pytest.approx(sum((segs[i].speech_end - max(segs[i].start, segs[i].heard_end)) / 16000 for i in idx))
         # emission times go forward (eval's latencies refuse anything else)
         times = [x.time_ms for x in s.words]
         assert times == sorted(times)
