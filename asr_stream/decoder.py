@@ -130,26 +130,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> TextCodec:
     return TextCodec(fast)
 
 
-def transfer_vocabulary(src_llm: nn.Module, src_codec: TextCodec, llm: nn.Module, codec: TextCodec) -> dict[str, int]:
-    """Start ``llm`` (the same architecture, the vocabulary of ``codec``) from ``src_llm`` (``src_codec``'s): every
-    weight is copied except the input and output embeddings, whose rows are made per token of the new vocabulary:
-
-    - special tokens (BOS, EOS, pad, unknown): the old one of the same role;
-    - a token the old vocabulary has in upper case (``"the</w>"`` -> ``"THE</w>"``): its row, so cased text starts
-      where the plain model's words are;
-    - else the mean of the rows of the old tokenizer's tokens for the token's text in upper case (``"Hel"`` ->
-      ``"HEL"``), unknown tokens left out;
-    - else (punctuation, which a plain vocabulary has no token for) the mean of all old rows.
-
-    Used when a model that writes formatted text starts from a plain model's decoder (``model.init_decoder_from`` with
-    a ``model.tokenizer`` of its own). Returns how many tokens each rule made."""
-    src, dst = base_model(src_llm), base_model(llm)
-    old_in, old_out = src.get_input_embeddings().weight, src.get_output_embeddings().weight
-    state = {k: v for k, v in src.state_dict().items() if v.shape == dst.state_dict()[k].shape}
-    missing, _ = dst.load_state_dict(state, strict=False)
-    vocab_keys = {k for k in dst.state_dict() if k not in state}
-    if set(missing) != vocab_keys or len(vocab_keys) > 2:
-        raise ValueError(f"cannot transfer the decoder: weights other than the embeddings differ ({sorted(vocab_keys)})")
+def vocabulary_rows(src_codec: TextCodec, codec: TextCodec) -> tuple[list[list[int]], dict[str, int]]:
+    """For each token of ``codec``, the rows of ``src_codec``'s vocabulary it starts from (the rules of
+    :func:`transfer_vocabulary`; [] : the mean of all rows), and how many tokens each rule made."""
     old = src_codec.tok
     roles = {codec.bos_id: src_codec.bos_id, codec.eos_id: src_codec.eos_id, codec.pad_id: src_codec.pad_id}
     if codec.tok.unk_token_id is not None and old.unk_token_id is not None:
@@ -171,11 +154,40 @@ def transfer_vocabulary(src_llm: nn.Module, src_codec: TextCodec, llm: nn.Module
             ids = [i for i in src_codec.encode(text.upper()) if i not in unk] if text else []
             rows.append(ids)
             counts["pieces" if ids else "mean"] += 1
-    with torch.no_grad():
-        for new, weight in ((dst.get_input_embeddings().weight, old_in), (dst.get_output_embeddings().weight, old_out)):
-            mean = weight.mean(0)
-            for t, ids in enumerate(rows[: new.shape[0]]):
-                new[t] = weight[ids].mean(0) if ids else mean
+    return rows, counts
+
+
+@torch.no_grad()
+def map_rows(new: torch.Tensor, old: torch.Tensor, rows: list[list[int]]) -> None:
+    """``new[t] = old[rows[t]].mean(0)`` (the mean of all of ``old``'s rows where ``rows[t]`` is empty)."""
+    mean = old.mean(0)
+    for t, ids in enumerate(rows[: new.shape[0]]):
+        new[t] = old[ids].mean(0) if ids else mean
+
+
+def transfer_vocabulary(src_llm: nn.Module, src_codec: TextCodec, llm: nn.Module, codec: TextCodec) -> dict[str, int]:
+    """Start ``llm`` (the same architecture, the vocabulary of ``codec``) from ``src_llm`` (``src_codec``'s): every
+    weight is copied except the input and output embeddings, whose rows are made per token of the new vocabulary:
+
+    - special tokens (BOS, EOS, pad, unknown): the old one of the same role;
+    - a token the old vocabulary has in upper case (``"the</w>"`` -> ``"THE</w>"``): its row, so cased text starts
+      where the plain model's words are;
+    - else the mean of the rows of the old tokenizer's tokens for the token's text in upper case (``"Hel"`` ->
+      ``"HEL"``), unknown tokens left out;
+    - else (punctuation, which a plain vocabulary has no token for) the mean of all old rows.
+
+    Used when a model that writes formatted text starts from a plain model's decoder (``model.init_decoder_from`` with
+    a ``model.tokenizer`` of its own). Returns how many tokens each rule made."""
+    src, dst = base_model(src_llm), base_model(llm)
+    old_in, old_out = src.get_input_embeddings().weight, src.get_output_embeddings().weight
+    state = {k: v for k, v in src.state_dict().items() if v.shape == dst.state_dict()[k].shape}
+    missing, _ = dst.load_state_dict(state, strict=False)
+    vocab_keys = {k for k in dst.state_dict() if k not in state}
+    if set(missing) != vocab_keys or len(vocab_keys) > 2:
+        raise ValueError(f"cannot transfer the decoder: weights other than the embeddings differ ({sorted(vocab_keys)})")
+    rows, counts = vocabulary_rows(src_codec, codec)
+    for new, weight in ((dst.get_input_embeddings().weight, old_in), (dst.get_output_embeddings().weight, old_out)):
+        map_rows(new, weight, rows)
     return counts
 
 

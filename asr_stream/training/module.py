@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 
 from ..audio.io import SAMPLE_RATE
 from ..config import ModelConfig
-from ..decoder import TextCodec, transfer_vocabulary
+from ..decoder import TextCodec, map_rows, transfer_vocabulary, vocabulary_rows
 from ..model import Batch, SpeechLLM
 
 
@@ -45,7 +45,10 @@ class SpeechLLMModule(L.LightningModule):
             model: the SpeechLLM configuration (encoder, projector, decoder, training mode, k set, φ).
             tokenizer: tokenizer directory for a decoder built from scratch (Phi-3 checkpoints bring their own).
             feat_stats: JSON with log-mel "mean" and "std" lists (own encoder), from the prepare stage.
-            init_from: a SpeechLLM directory to start from (its weights; its config must match ``model``).
+            init_from: a SpeechLLM directory to start from (its weights; its config must match ``model``). With a
+                ``tokenizer`` of another vocabulary (a plain model starting one that writes case and punctuation),
+                every weight is kept except the decoder's embeddings and the CTC head's rows, which are mapped token
+                by token as :func:`asr_stream.decoder.transfer_vocabulary` does.
             init_decoder_from: a SpeechLLM directory whose decoder starts this model: its tokenizer and decoder
                 weights (its decoder config must equal ``model.decoder``); the encoder, projector and CTC head start
                 as ``model`` builds them (e.g. the bundled model's decoder behind a new, pretrained encoder). With
@@ -89,6 +92,8 @@ class SpeechLLMModule(L.LightningModule):
                           unfrozen_top_layers=model.encoder.unfrozen_top_layers)
             if enc != model.encoder or self.net.cfg.decoder != model.decoder:
                 raise ValueError(f"{init_from}: its encoder/decoder config differs from the one given")
+            if codec is not None and codec.tok.get_vocab() != self.net.codec.tok.get_vocab():
+                self.net = _with_vocabulary(self.net, model, codec)
             self.net.cfg = model
             self.net.encoder.cfg = model.encoder
             self.net.freeze_encoder_as_configured()  # unfrozen_top_layers may differ from the folder's
@@ -216,3 +221,19 @@ class WeightsDigest(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / f"rank{trainer.global_rank}.sha256").write_text(weights_digest(pl_module))
+
+
+def _with_vocabulary(src: SpeechLLM, model: ModelConfig, codec: TextCodec) -> SpeechLLM:
+    """``src``'s weights in a model of ``codec``'s vocabulary: the encoder and projector as they are, the decoder by
+    :func:`transfer_vocabulary`, the CTC head's rows (one per token) by the same per-token plan."""
+    net = SpeechLLM(replace(src.cfg, text_format=model.text_format), codec).train()
+    net.encoder.load_state_dict(src.encoder.state_dict())
+    net.projector.load_state_dict(src.projector.state_dict())
+    transfer_vocabulary(src.llm, src.codec, net.llm, codec)
+    if (net.ctc_head is None) != (src.ctc_head is None):
+        raise ValueError("init_from: the model and the folder differ in having a CTC head (ctc_weight)")
+    if net.ctc_head is not None:
+        rows, _ = vocabulary_rows(src.codec, codec)
+        map_rows(net.ctc_head.weight, src.ctc_head.weight, rows)
+        map_rows(net.ctc_head.bias, src.ctc_head.bias, rows)
+    return net

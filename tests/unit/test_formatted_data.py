@@ -304,6 +304,48 @@ def test_a_formatted_model_starts_from_a_plain_models_decoder(tmp_path, codec):
         assert torch.equal(new_sd[key][new.eos_id], old_sd[key][codec.eos_id])
 
 
+def test_a_formatted_model_starts_from_a_whole_plain_model(tmp_path, codec):
+    """model.init_from + model.tokenizer of another vocabulary: the plain model's encoder and projector as they are,
+    the decoder's embeddings and the CTC head's rows mapped token by token; so on audio, a cased token the plain
+    model knew in upper case gets the same CTC score as that upper-case token did."""
+    import torch
+
+    from asr_stream.decoder import base_model, train_bpe
+    from asr_stream.model import SpeechLLM
+    from asr_stream.training.module import SpeechLLMModule
+
+    torch.manual_seed(0)
+    cfg = replace(test_sized(160), ctc_weight=0.5)  # with a CTC head (its rows are per token)
+    src = SpeechLLM(cfg, codec)
+    src.save(tmp_path / "src")
+    src = SpeechLLM.load(tmp_path / "src")
+    new = train_bpe(SENTENCES * 3 + ["THE QUICK BROWN FOX"], 150)
+    new.save(tmp_path / "tok")
+    net = SpeechLLMModule(model=replace(cfg, text_format="formatted"), init_from=str(tmp_path / "src"),
+                          tokenizer=str(tmp_path / "tok")).net.eval()
+    assert net.cfg.text_format == "formatted" and len(net.codec) == len(new) != len(codec)
+    for a, b in ((src.encoder, net.encoder), (src.projector, net.projector)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    old_vocab = codec.tok.get_vocab()
+    pieces = new.tok.convert_ids_to_tokens(list(range(len(new))))
+    same = [(t, old_vocab[p.upper()]) for t, p in enumerate(pieces) if p.upper() in old_vocab and t > 3]
+    assert len(same) > 20
+    wave = 0.1 * torch.randn(1, 4 * src.encoder.chunk_samples)
+    with torch.no_grad():
+        enc_old, enc_new = src.encoder(wave), net.encoder(wave)
+        torch.testing.assert_close(enc_old, enc_new)
+        old_logits, new_logits = src.ctc_head(enc_old), net.ctc_head(enc_new)
+    t_new, t_old = zip(*same)
+    torch.testing.assert_close(new_logits[..., list(t_new)], old_logits[..., list(t_old)])
+    torch.testing.assert_close(new_logits[..., new.eos_id], old_logits[..., codec.eos_id])
+    emb_old, emb_new = base_model(src.llm).get_input_embeddings().weight, base_model(net.llm).get_input_embeddings().weight
+    assert all(torch.equal(emb_new[t], emb_old[o]) for t, o in same)
+    # the same vocabulary: the folder's weights untouched (no mapping)
+    again = SpeechLLMModule(model=cfg, init_from=str(tmp_path / "src"), tokenizer=str(tmp_path / "src")).net
+    assert again.ctc_head.weight.shape == src.ctc_head.weight.shape and torch.equal(again.ctc_head.weight, src.ctc_head.weight)
+
+
 def test_the_formatted_recipe_is_the_whisper_recipe_with_formatted_targets():
     """conf/tiny_synthetic_whisper_formatted.yaml differs from conf/tiny_synthetic_whisper.yaml only in what it is
     taught (text_format, its tokenizer) and where it writes: the plain model is its baseline."""
