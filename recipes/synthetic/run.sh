@@ -57,6 +57,11 @@
 #            tools/corpus/make_human_set.py data/human write 11 utterances, 37.2 s (5 read by one LibriVox reader, 5 card
 #            names, "go forward ten meters") to data/human/human.jsonl (and librivox/cards/goforward.jsonl), to report
 #            beside the synthetic splits (eval --data data/human/human.jsonl); not run here.
+#   stage 12: (espeak) issue #31: the bundled model fine-tuned 1,000 steps to write cased, punctuated text
+#            (conf/tiny_synthetic_formatted_ft.yaml, a 500-token BPE of the formatted text) and its plain control
+#            (conf/tiny_synthetic_plain_ft.yaml: the same steps with the bundled upper-case targets), each evaluated at
+#            k = 1, 3 on the test splits (eval reports formatted_wer and punct_f1 for the formatted one).
+#            Only by asking for it (--stage 12 --stop-stage 12).
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
 #            non-speech) -> $data-robust, evaluated at k = 3; then PocketSphinx on every test split and the
 #            robustness set, beside our k = 3 results (skipped in one line without `pip install pocketsphinx`)
@@ -224,6 +229,28 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ] && [ "$stage" -ge 10 ]; then
   $py tools/baselines/pocketsphinx_eval.py --output $wexp/pocketsphinx --ours $wexp/eval --limit $whisper_utts "${sets[@]}"
 fi
 
+if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ] && [ "$stage" -ge 12 ]; then
+  if [ "$corpus" != espeak ]; then echo "stage 12 fine-tunes the bundled model on its own corpus: use --corpus espeak" >&2; exit 2; fi
+  echo "== stage 12: the bundled model taught case and punctuation, beside its plain control (issue #31)"
+  if [ ! -f exp/synthetic_formatted_ft/prep/tokenizer/tokenizer.json ]; then
+    $py -c "from asr_stream.training.prepare import prepare; prepare(['librispeech:$data:train'], 'exp/synthetic_formatted_ft/prep', vocab_size=500, text_format='formatted')"
+  fi
+  for variant in plain formatted; do
+    x=exp/synthetic_${variant}_ft
+    resume=()
+    if [ -f "$x/ckpt/last.ckpt" ]; then resume=(--ckpt_path "$x/ckpt/last.ckpt"); fi
+    if [ ! -f "$x/done" ]; then  # a finished training leaves done; an interrupted one resumes from its checkpoint
+      $py -m asr_stream.training fit --config "conf/tiny_synthetic_${variant}_ft.yaml" "${resume[@]}" && touch "$x/done"
+    fi
+    for split in $test_splits; do
+      for k in 1 3; do
+        $py -m asr_stream eval --model "$x/model" --data "librispeech:$data:$split" --mode group --k $k --phi 0 \
+          --output "$x/eval/$split-k$k"
+      done
+    done
+  done
+fi
+
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   if [ "$corpus" != multi ]; then echo "stage 8 fine-tunes on the multi corpus: use --corpus multi" >&2; exit 2; fi
   echo "== stage 8: fine-tune the bundled model on $data"
@@ -241,7 +268,7 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
   fi
   link_speakers() {  # $1: a test on engine_of(voice), e.g. "== 'espeak'"; $2: a new root whose train/ links those speakers
     mkdir -p "$2/train"
-    $py -c "import sys; sys.path.insert(0, 'tools'); from pathlib import Path; from wer_by_voice import engine_of, voices_of
+    $py -c "import sys; sys.path.insert(0, 'tools/report'); from pathlib import Path; from wer_by_voice import engine_of, voices_of
 print('\n'.join(s for s, v in voices_of(Path('$data')).items() if engine_of(v) $1 and Path('$data/train', s).is_dir()))" |
       while read -r spk; do ln -sfn "$(realpath "$data/train/$spk")" "$2/train/$spk"; done
   }
