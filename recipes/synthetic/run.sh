@@ -62,6 +62,10 @@
 #            (conf/tiny_synthetic_plain_ft.yaml: the same steps with the bundled upper-case targets), each evaluated at
 #            k = 1, 3 on the test splits (eval reports formatted_wer and punct_f1 for the formatted one).
 #            Only by asking for it (--stage 12 --stop-stage 12).
+#   stage 13: (espeak) issue #31: the formatted fine-tune of stage 12 trained with context lists as well
+#            (conf/tiny_synthetic_context_ft.yaml); two biasing sets (tools/corpus/make_biasing_set.py: held-out voices
+#            and training voices, 100 sentences each), evaluated with and without their lists (B-WER, U-WER, rare-word
+#            recall), and the test splits with no list and with 100 distractors only. --stage 13 --stop-stage 13.
 #   stage 7: robustness set from the first $robust_utts test utterances (leading silence, -20 dB, 8 kHz, 10 dB SNR,
 #            non-speech) -> $data-robust, evaluated at k = 3; then PocketSphinx on every test split and the
 #            robustness set, beside our k = 3 results (skipped in one line without `pip install pocketsphinx`)
@@ -248,6 +252,39 @@ if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ] && [ "$stage" -ge 12 ]; then
           --output "$x/eval/$split-k$k"
       done
     done
+  done
+fi
+
+if [ "$stage" -le 13 ] && [ "$stop_stage" -ge 13 ] && [ "$stage" -ge 12 ]; then
+  if [ "$corpus" != espeak ]; then echo "stage 13 fine-tunes the bundled model on its own corpus: use --corpus espeak" >&2; exit 2; fi
+  if [ ! -f exp/synthetic_formatted_ft/prep/tokenizer/tokenizer.json ]; then echo "run stage 12 first (its tokenizer)" >&2; exit 2; fi
+  echo "== stage 13: the bundled model taught case, punctuation and prompted hotwords at once (issue #31)"
+  x=exp/synthetic_context_ft
+  # the biasing sets: rare names and words outside the training text, each with its list of true words + 100
+  # distractors; spoken by the held-out voices (the issue's set) and by two training voices (words this model can hear)
+  for set in heldout:en-029+f2,flite:kal16,flite:slt trained:en-us,en-gb-x-rp,en-us-nyc+f2; do
+    b=data/biasing-${set%%:*}
+    if [ ! -f "$b/biasing.jsonl" ]; then
+      $py tools/corpus/make_biasing_set.py "$b" --sentences 100 --distractors 100 --voices "${set#*:}" --exclude "librispeech:$data:train"
+    fi
+  done
+  resume=()
+  if [ -f "$x/ckpt/last.ckpt" ]; then resume=(--ckpt_path "$x/ckpt/last.ckpt"); fi
+  if [ ! -f "$x/done" ]; then
+    $py -m asr_stream.training fit --config conf/tiny_synthetic_context_ft.yaml "${resume[@]}" && touch "$x/done"
+  fi
+  for set in heldout trained; do
+    b=data/biasing-$set
+    $py -m asr_stream eval --model "$x/model" --data "$b/biasing.jsonl" --k 3 --output "$x/eval/bias-$set-ctx"
+    $py -m asr_stream eval --model "$x/model" --data "$b/biasing.jsonl" --k 3 --no-data-context \
+      --output "$x/eval/bias-$set-none" --baseline "$x/eval/bias-$set-ctx"
+  done
+  distractors=$(ls data/biasing-trained/distractors-*.txt | head -1)  # rare words in no sentence (about 100)
+  for split in $test_splits; do
+    $py -m asr_stream eval --model "$x/model" --data "librispeech:$data:$split" --k 3 --output "$x/eval/$split-k3"
+    $py -m asr_stream eval --model "$x/model" --data "librispeech:$data:$split" --k 3 \
+      --context-file "$distractors" --output "$x/eval/$split-k3-distractors" \
+      --baseline "$x/eval/$split-k3"
   done
 fi
 
