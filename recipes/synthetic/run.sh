@@ -57,7 +57,7 @@
 #            tools/corpus/make_human_set.py data/human write 11 utterances, 37.2 s (5 read by one LibriVox reader, 5 card
 #            names, "go forward ten meters") to data/human/human.jsonl (and librivox/cards/goforward.jsonl), to report
 #            beside the synthetic splits (eval --data data/human/human.jsonl); not run here.
-#   stage 12: (espeak) issue #31: the bundled model fine-tuned 1,000 steps to write cased, punctuated text
+#   stage 12: (espeak) issue #31: the bundled model fine-tuned 600 steps to write cased, punctuated text
 #            (conf/tiny_synthetic_formatted_ft.yaml, a 500-token BPE of the formatted text) and its plain control
 #            (conf/tiny_synthetic_plain_ft.yaml: the same steps with the bundled upper-case targets), each evaluated at
 #            k = 1, 3 on the test splits (eval reports formatted_wer and punct_f1 for the formatted one).
