@@ -228,8 +228,20 @@ def finish(model, utts: Sequence[Utterance], setting: Setting, cfg: StreamConfig
                     "training": {"mode": mc.train_mode, "k": list(mc.train_k), "phi": mc.phi,
                                  "differences": training_differences(mc, cfg)}})
     if out is not None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        (out / "summary.json").write_text(json.dumps(finite(summary), indent=2, allow_nan=False))
     return summary
+
+
+def finite(value):
+    """``value`` with every NaN or infinite float (an undefined score: a mark's precision with no mark written) as None,
+    so summary.json is standard JSON (``NaN`` is not: JavaScript's and jq's parsers refuse it)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def row_schedule(session) -> tuple[list[int], list[int], int]:

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from .runner import Setting, evaluate, read_records
+from .runner import Setting, evaluate, finite, read_records
 from .stats import compare
 
 COLUMNS = ["name", "mode", "k", "phi", "chunk_ms", "policy", "as_trained", "train_mode", "train_k", "train_phi", "utterances",
@@ -170,7 +170,7 @@ def write_tables(rows: Sequence[Mapping], out: Path, vs: Optional[Sequence[Optio
         w = csv.DictWriter(f, fieldnames=COLUMNS + ["differences"])
         w.writeheader()
         w.writerows(table)
-    (out / "results.json").write_text(json.dumps(table, indent=2))
+    (out / "results.json").write_text(json.dumps(finite(table), indent=2, allow_nan=False))
     lines = ["| mode | k | φ | chunk ms | policy | as trained | WER % [95 %] | ΔWER pts [95 %] | S/D/I | AL ms | LAAL ms "
              "| ΔLAAL ms [95 %] | LAAL-CA ms | first ms | last ms | PR50 ms | PR90 ms | mean lag | RTF |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -138,6 +138,19 @@ def test_eval_reports_formatted_scores_and_latencies_over_normalised_words(fmode
     assert s["punct_f1"] == punctuation_f1(refs, [hyp, hyp])["f1"]
     assert set(s["punct_classes"]) == {",", ".", "?"}
     assert json.loads((tmp_path / "cell" / "summary.json").read_text())["punct_f1"] == s["punct_f1"]
+    # an undefined score (a class with no mark written: precision 0/0, NaN) is null in summary.json, which stays
+    # standard JSON (NaN is not); the returned summary keeps the float
+    import asr_stream.evaluation.formatted as fmt
+
+    real = fmt.punctuation_f1
+    monkeypatch.setattr(fmt, "punctuation_f1", lambda r, h: {**real(r, h), "precision": float("nan")})
+    n = evaluate(fmodel, formatted_corpus, Setting("group", 2, 0.0), tmp_path / "nan", progress=False)
+    assert n["punct_precision"] != n["punct_precision"]
+
+    def strict(name):
+        raise ValueError(f"summary.json holds {name}")
+    assert json.loads((tmp_path / "nan" / "summary.json").read_text(), parse_constant=strict)["punct_precision"] is None
+    monkeypatch.setattr(fmt, "punctuation_f1", real)
     # --plain: plain words, no formatted figures, the same WER and latencies
     p = evaluate(fmodel, formatted_corpus, Setting("group", 2, 0.0, plain=True), tmp_path / "plain", progress=False)
     assert "formatted_wer" not in p and p["wer"] == 0.0 and p["LAAL"] == s["LAAL"] and p["AL"] == s["AL"]
