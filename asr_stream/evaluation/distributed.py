@@ -28,7 +28,7 @@ import lightning as L
 import torch
 
 from ..data import Utterance
-from .runner import PART, Setting, data_lists, finish, finite, open_records, prepare, score_utterance
+from .runner import PART, Setting, data_lists, finish, open_records, prepare, score_utterance, standard_json
 
 
 def _one(x):
@@ -137,5 +137,5 @@ def evaluate_distributed(model, utts: Sequence[Utterance], setting: Setting, out
     summary = finish(module.net, utts, module.setting, module.cfg, records, out, rows_out)
     summary["scored_by_rank"] = [len(p) for p, _ in parts]  # utterances each process scored in this run
     if out is not None:
-        (out / "summary.json").write_text(json.dumps(finite(summary), indent=2, allow_nan=False))
+        (out / "summary.json").write_text(standard_json(summary))
     return summary

@@ -228,20 +228,21 @@ def finish(model, utts: Sequence[Utterance], setting: Setting, cfg: StreamConfig
                     "training": {"mode": mc.train_mode, "k": list(mc.train_k), "phi": mc.phi,
                                  "differences": training_differences(mc, cfg)}})
     if out is not None:
-        (out / "summary.json").write_text(json.dumps(finite(summary), indent=2, allow_nan=False))
+        (out / "summary.json").write_text(standard_json(summary))
     return summary
 
 
-def finite(value):
-    """``value`` with every NaN or infinite float (an undefined score: a mark's precision with no mark written) as None,
-    so summary.json is standard JSON (``NaN`` is not: JavaScript's and jq's parsers refuse it)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
+def standard_json(value) -> str:
+    """``value`` as indented, standard JSON: every NaN or infinite float (an undefined score: a mark's precision with
+    no mark written) written as null (``NaN`` is not JSON: JavaScript's and jq's parsers refuse it)."""
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        return [finite(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    return json.dumps(finite(value), indent=2, allow_nan=False)
 
 
 def row_schedule(session) -> tuple[list[int], list[int], int]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from .runner import Setting, evaluate, finite, read_records
+from .runner import Setting, evaluate, read_records, standard_json
 from .stats import compare
 
 COLUMNS = ["name", "mode", "k", "phi", "chunk_ms", "policy", "as_trained", "train_mode", "train_k", "train_phi", "utterances",
@@ -170,7 +169,7 @@ def write_tables(rows: Sequence[Mapping], out: Path, vs: Optional[Sequence[Optio
         w = csv.DictWriter(f, fieldnames=COLUMNS + ["differences"])
         w.writeheader()
         w.writerows(table)
-    (out / "results.json").write_text(json.dumps(finite(table), indent=2, allow_nan=False))
+    (out / "results.json").write_text(standard_json(table))
     lines = ["| mode | k | φ | chunk ms | policy | as trained | WER % [95 %] | ΔWER pts [95 %] | S/D/I | AL ms | LAAL ms "
              "| ΔLAAL ms [95 %] | LAAL-CA ms | first ms | last ms | PR50 ms | PR90 ms | mean lag | RTF |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
