@@ -85,6 +85,17 @@ robust_conditions="clean lead-silence gain-20db 8khz noise-snr10 nonspeech"  # t
 # the bundled model's 15 espeak-ng voices (DEFAULT_VOICES), pinned: without --voices, installed MBROLA voices would join
 espeak_voices="en-us,en-us+f3,en-us+m3,en-us+f4,en-gb,en-gb+f2,en-gb+m7,en-gb-scotland,en-gb-scotland+f4,en-gb-x-rp,en-gb-x-rp+f5,en-gb-x-gbclan,en-gb-x-gbcwmd+m2,en-us-nyc,en-us-nyc+f2"
 variants="group:group:0.0 interleaved:interleaved:0.0 batch:batch:0.0 group-phi0.5:group:0.5 group-phi64:group:64.0 group-phi256:group:256.0"
+# fit_once DIR CONFIG [ARGS...]: train CONFIG (its outputs in DIR) unless DIR/done says it finished; an interrupted
+# run resumes from DIR/ckpt/last.ckpt. A failed training stops the recipe (set -e) before anything is evaluated.
+fit_once() {
+  local dir=$1 config=$2
+  shift 2
+  if [ -f "$dir/done" ]; then return 0; fi
+  local resume=()
+  if [ -f "$dir/ckpt/last.ckpt" ]; then resume=(--ckpt_path "$dir/ckpt/last.ckpt"); fi
+  $py -m asr_stream.training fit --config "$config" "$@" "${resume[@]}"
+  mkdir -p "$dir" && touch "$dir/done"
+}
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
@@ -241,11 +252,7 @@ if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ] && [ "$stage" -ge 12 ]; then
   fi
   for variant in plain formatted; do
     x=exp/synthetic_${variant}_ft
-    resume=()
-    if [ -f "$x/ckpt/last.ckpt" ]; then resume=(--ckpt_path "$x/ckpt/last.ckpt"); fi
-    if [ ! -f "$x/done" ]; then  # a finished training leaves done; an interrupted one resumes from its checkpoint
-      $py -m asr_stream.training fit --config "conf/tiny_synthetic_${variant}_ft.yaml" "${resume[@]}" && touch "$x/done"
-    fi
+    fit_once "$x" "conf/tiny_synthetic_${variant}_ft.yaml"
     for split in $test_splits; do
       for k in 1 3; do
         $py -m asr_stream eval --model "$x/model" --data "librispeech:$data:$split" --mode group --k $k --phi 0 \
@@ -261,18 +268,14 @@ if [ "$stage" -le 13 ] && [ "$stop_stage" -ge 13 ] && [ "$stage" -ge 12 ]; then
   echo "== stage 13: the bundled model taught case, punctuation and prompted hotwords at once (issue #31)"
   x=exp/synthetic_context_ft
   # the biasing sets: rare names and words outside the training text, each with its list of true words + 100
-  # distractors; spoken by the held-out voices (the issue's set) and by two training voices (words this model can hear)
+  # distractors; spoken by the held-out voices (the issue's set) and by three training voices (words this model can hear)
   for set in heldout:en-029+f2,flite:kal16,flite:slt trained:en-us,en-gb-x-rp,en-us-nyc+f2; do
     b=data/biasing-${set%%:*}
     if [ ! -f "$b/biasing.jsonl" ]; then
       $py tools/corpus/make_biasing_set.py "$b" --sentences 100 --distractors 100 --voices "${set#*:}" --exclude "librispeech:$data:train"
     fi
   done
-  resume=()
-  if [ -f "$x/ckpt/last.ckpt" ]; then resume=(--ckpt_path "$x/ckpt/last.ckpt"); fi
-  if [ ! -f "$x/done" ]; then
-    $py -m asr_stream.training fit --config conf/tiny_synthetic_context_ft.yaml "${resume[@]}" && touch "$x/done"
-  fi
+  fit_once "$x" conf/tiny_synthetic_context_ft.yaml
   for set in heldout trained; do
     b=data/biasing-$set
     $py -m asr_stream eval --model "$x/model" --data "$b/biasing.jsonl" --k 3 --output "$x/eval/bias-$set-ctx"
@@ -349,12 +352,7 @@ print('\n'.join(s for s, v in voices_of(Path('$data')).items() if engine_of(v) $
       no-specaugment) args=(--model.model.encoder.spec_augment false) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac
-    if [ ! -f "$d/done" ]; then
-      resume=()
-      if [ -f "$d/ckpt/last.ckpt" ]; then resume=(--ckpt_path "$d/ckpt/last.ckpt"); fi
-      $py -m asr_stream.training fit --config "$d/config.yaml" "${args[@]}" "${resume[@]}"
-      touch "$d/done"
-    fi
+    fit_once "$d" "$d/config.yaml" "${args[@]}"
     for split in $test_splits; do
       $py -m asr_stream eval --model "$d/model" --data "librispeech:$data:$split" --mode group --k 3 --phi 0 \
         --limit $ablation_utts_multi --output "$d/eval/$split-k3"
