@@ -269,6 +269,13 @@ def test_one_switch_trains_a_formatted_model(formatted_manifest, tmp_path, capsy
     assert json.loads((tmp_path / "model" / "config.json").read_text())["text_format"] == "formatted"
 
 
+def upper_twins(new, codec) -> list[tuple[int, int]]:
+    """(token of ``new``, token of ``codec``) for every non-special token whose upper case ``codec`` has."""
+    old_vocab = codec.tok.get_vocab()
+    pieces = new.tok.convert_ids_to_tokens(list(range(len(new))))
+    return [(t, old_vocab[p.upper()]) for t, p in enumerate(pieces) if p.upper() in old_vocab and t > 3]
+
+
 def test_a_formatted_model_starts_from_a_plain_models_decoder(tmp_path, codec):
     """model.init_decoder_from + model.tokenizer: the plain decoder's weights, its embeddings mapped to the new (cased)
     vocabulary token by token: the rows of tokens it knows in upper case, the mean for punctuation."""
@@ -291,9 +298,8 @@ def test_a_formatted_model_starts_from_a_plain_models_decoder(tmp_path, codec):
     emb = {k for k in new_sd if old_sd[k].shape != new_sd[k].shape}
     assert emb == {"model.embed_tokens.weight", "lm_head.weight"}
     assert all(torch.equal(old_sd[k], new_sd[k]) for k in new_sd if k not in emb)
-    old_vocab = codec.tok.get_vocab()
     pieces = new.tok.convert_ids_to_tokens(list(range(len(new))))
-    same = [(t, old_vocab[p.upper()]) for t, p in enumerate(pieces) if p.upper() in old_vocab and t > 3]
+    same = upper_twins(new, codec)
     marks = [t for t, p in enumerate(pieces) if p in (",", ".", "?", "!", "," + EOW, "." + EOW, "?" + EOW, "!" + EOW)]
     assert len(same) > 20 and marks
     for key in emb:
@@ -327,9 +333,7 @@ def test_a_formatted_model_starts_from_a_whole_plain_model(tmp_path, codec):
     for a, b in ((src.encoder, net.encoder), (src.projector, net.projector)):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    old_vocab = codec.tok.get_vocab()
-    pieces = new.tok.convert_ids_to_tokens(list(range(len(new))))
-    same = [(t, old_vocab[p.upper()]) for t, p in enumerate(pieces) if p.upper() in old_vocab and t > 3]
+    same = upper_twins(new, codec)
     assert len(same) > 20
     wave = 0.1 * torch.randn(1, 4 * src.encoder.chunk_samples)
     with torch.no_grad():
