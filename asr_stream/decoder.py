@@ -23,13 +23,23 @@ from .config import DecoderConfig
 from .kv import append_kv
 
 EOW = "</w>"  # end-of-word suffix of our own BPE
+TWIN = "</m>"  # a word-final token's twin that another token of the same word follows (":func:`cased_vocabulary`)
+MARKS = ".,!?;:\""  # the marks a cased vocabulary splits off a word's letters (and joins again with twins)
 WORD_START_MARKS = ("▁", "Ġ")  # SentencePiece / byte-level BPE word-start markers
 
 
 def _marks_only(piece: str) -> bool:
     """Is a token's text, without its word marker, punctuation only (``",</w>"``, ``"▁."``)?"""
-    text = piece[: -len(EOW)] if piece.endswith(EOW) else piece.lstrip("".join(WORD_START_MARKS))
+    text = _strip_marker(piece)
     return bool(text) and all(unicodedata.category(c).startswith("P") for c in text)
+
+
+def _strip_marker(piece: str) -> str:
+    """A token's text without its end-of-word suffix, twin suffix or word-start marker."""
+    for suffix in (EOW, TWIN):
+        if piece.endswith(suffix):
+            return piece[: -len(suffix)]
+    return piece.lstrip("".join(WORD_START_MARKS))
 
 
 class TextCodec:
@@ -64,12 +74,26 @@ class TextCodec:
         # tokens that are punctuation only: never a unit on their own (see the class docstring)
         self._marks = torch.tensor([bool(p) and i not in special and _marks_only(str(p)) for i, p in enumerate(pieces)],
                                    dtype=torch.bool)
+        # a cased vocabulary (:func:`cased_vocabulary`): each word-final token's twin, written when another token of
+        # the same whitespace word follows it ("Hello," = Hel lo</m> ,</w>), so the word keeps its plain tokens
+        # and the unit still ends at the word's last token, its mark
+        ids = {str(p): i for i, p in enumerate(pieces) if p}
+        self._twin = {ids[p[: -len(TWIN)] + EOW]: i for p, i in ids.items()
+                      if self.style == "suffix" and p.endswith(TWIN) and p[: -len(TWIN)] + EOW in ids}
 
     def __len__(self) -> int:
         return len(self.tok)
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(text, add_special_tokens=False))
+        if not self._twin:
+            return list(self.tok.encode(text, add_special_tokens=False))
+        words = text.split()
+        if not words:
+            return []
+        ids: list[int] = []
+        for word in self.tok(words, add_special_tokens=False)["input_ids"]:
+            ids += [self._twin.get(t, t) for t in word[:-1]] + word[-1:]
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True).strip()
@@ -130,6 +154,69 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> TextCodec:
     return TextCodec(fast)
 
 
+def cased_vocabulary(plain: TextCodec, marks: str = MARKS) -> TextCodec:
+    """A vocabulary for cased, punctuated text made from a plain (upper-case) end-of-word BPE, so that a model
+    trained on the plain one keeps every word it knows (issue #31; compare :func:`train_bpe` on the formatted text,
+    whose new segmentation starts the decoder far from the plain one):
+
+    - each plain token in lower case and capitalised (``"THE</w>"`` -> ``"the</w>"``, ``"The</w>"``), with each
+      plain merge in the same two forms at the same rank, so a lower-case or capitalised word is cut exactly where
+      the plain tokenizer cuts it in upper case (a word in capitals falls back to letters);
+    - ``marks`` split off the word's letters by the pre-tokenizer, each a token of its own;
+    - a twin (``"lo</m>"``) of every word-final token, which :meth:`TextCodec.encode` writes when another token of
+      the same whitespace word follows: ``"Hello,"`` is ``Hel lo</m> ,</w>``, so a word before a mark keeps its
+      plain tokens and its mark ends the wait-k unit (a full stop costs no chunk), and decoding drops the ``</m>``.
+
+    Lower-case tokens come first, then the capitalised ones, the marks, the twins: a decoder whose rows are copied
+    per token (:func:`transfer_vocabulary`) ties the forms of a word and picks the lower-case, unmarked one."""
+    import json
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if plain.style != "suffix":
+        raise ValueError("cased_vocabulary needs an end-of-word BPE (train_bpe's); this tokenizer marks word starts")
+    spec = json.loads(plain.tok.backend_tokenizer.to_str())["model"]
+    if spec.get("type") != "BPE" or spec.get("end_of_word_suffix") != EOW:
+        raise ValueError(f"cased_vocabulary needs an end-of-word BPE ({EOW} suffix); got {spec.get('type')}")
+    special = set(plain.tok.all_special_tokens)
+    old = sorted(spec["vocab"].items(), key=lambda kv: kv[1])
+    specials = [p for p, _ in old if p in special]
+
+    def lower(p: str) -> str:
+        return p.lower()
+
+    def cap(p: str) -> str:
+        return p[:1].upper() + p[1:].lower()
+
+    letters = {c for p, _ in old if p not in special for c in _strip_marker(p)}
+    alphabet = sorted({f(c) for c in letters for f in (str.lower, str.upper)} | set(marks))
+    order: list[str] = list(specials)
+    for form in (lower, cap):
+        order += [form(p) for p, _ in old if p not in special]
+    order += alphabet + [c + EOW for c in alphabet]
+    finals = [p for p in dict.fromkeys(order) if p.endswith(EOW)]
+    order += [p[: -len(EOW)] + TWIN for p in finals]
+    vocab = {p: i for i, p in enumerate(dict.fromkeys(order))}
+    merges: list[tuple[str, str]] = []
+    for m in spec["merges"]:
+        a, b = m.split(" ") if isinstance(m, str) else m
+        merges.append((lower(a), lower(b)))
+        if cap(a) != lower(a):
+            merges.append((cap(a), lower(b)))
+    merges = [m for m in dict.fromkeys(merges) if m[0] in vocab and m[1] in vocab and m[0] + m[1] in vocab]
+    unk = plain.tok.unk_token
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, end_of_word_suffix=EOW))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Split(Regex("[" + "".join("\\" + c for c in marks) + "]"), behavior="isolated")])
+    tok.decoder = decoders.Sequence([decoders.Replace(TWIN, ""), decoders.BPEDecoder(suffix=EOW)])
+    p = plain.tok
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=p.pad_token, bos_token=p.bos_token,
+                                   eos_token=p.eos_token, unk_token=unk)
+    return TextCodec(fast)
+
+
 def vocabulary_rows(src_codec: TextCodec, codec: TextCodec) -> tuple[list[list[int]], dict[str, int]]:
     """For each token of ``codec``, the rows of ``src_codec``'s vocabulary it starts from (the rules of
     :func:`transfer_vocabulary`; [] : the mean of all rows), and how many tokens each rule made."""
@@ -146,15 +233,24 @@ def vocabulary_rows(src_codec: TextCodec, codec: TextCodec) -> tuple[list[list[i
         if t in roles:
             rows.append([roles[t]])
             counts["special"] += 1
-        elif piece.upper() in old_vocab and old_vocab[piece.upper()] not in unk:
-            rows.append([old_vocab[piece.upper()]])
+        elif _upper(piece) in old_vocab and old_vocab[_upper(piece)] not in unk:
+            rows.append([old_vocab[_upper(piece)]])
             counts["same"] += 1
         else:
-            text = piece[: -len(EOW)] if piece.endswith(EOW) else piece.lstrip("".join(WORD_START_MARKS))
+            text = _strip_marker(piece)
             ids = [i for i in src_codec.encode(text.upper()) if i not in unk] if text else []
             rows.append(ids)
             counts["pieces" if ids else "mean"] += 1
     return rows, counts
+
+
+def _upper(piece: str) -> str:
+    """The plain vocabulary's form of a token: its text in upper case with its end-of-word suffix (``"the</w>"`` ->
+    ``"THE</w>"``), a twin as its word-final token (``"lo</m>"`` -> ``"LO</w>"``)."""
+    for suffix in (EOW, TWIN):
+        if piece.endswith(suffix):
+            return piece[: -len(suffix)].upper() + EOW
+    return piece.upper()
 
 
 @torch.no_grad()
@@ -170,7 +266,8 @@ def transfer_vocabulary(src_llm: nn.Module, src_codec: TextCodec, llm: nn.Module
     weight is copied except the input and output embeddings, whose rows are made per token of the new vocabulary:
 
     - special tokens (BOS, EOS, pad, unknown): the old one of the same role;
-    - a token the old vocabulary has in upper case (``"the</w>"`` -> ``"THE</w>"``): its row, so cased text starts
+    - a token the old vocabulary has in upper case (``"the</w>"`` -> ``"THE</w>"``; a twin ``"the</m>"`` as its
+      word-final token): its row, so cased text starts
       where the plain model's words are;
     - else the mean of the rows of the old tokenizer's tokens for the token's text in upper case (``"Hel"`` ->
       ``"HEL"``), unknown tokens left out;

@@ -11,12 +11,12 @@ import torch
 
 from ..audio.features import LogMel
 from ..audio.io import load_audio
-from ..decoder import train_bpe
+from ..decoder import TextCodec, cased_vocabulary, train_bpe
 from ..data import read_corpus
 
 
 def prepare(train: Sequence[str], out_dir: str, vocab_size: int = 1000, stats_utterances: int = 300, seed: int = 0,
-            text_format: str = "plain") -> Path:
+            text_format: str = "plain", cased_from: str | None = None) -> Path:
     """Write ``out_dir/tokenizer/`` (end-of-word BPE on the training transcripts) and ``out_dir/feat_stats.json``.
 
     Args:
@@ -29,6 +29,10 @@ def prepare(train: Sequence[str], out_dir: str, vocab_size: int = 1000, stats_ut
             punctuation, :attr:`Utterance.formatted`; every utterance with words must have it), for a model with
             that ``text_format``. Words are split on whitespace only, so a mark stays in its word's last token
             (``"Hello,"`` ends in one word-final token): the wait-k unit is the word with its punctuation.
+        cased_from: for ``formatted``: instead of a new BPE, the cased form of this plain tokenizer (a model folder or
+            a tokenizer folder; :func:`asr_stream.decoder.cased_vocabulary`), which keeps the plain model's cut of
+            every word, for a model that starts from that plain model (``model.init_from``). ``vocab_size`` is
+            not used then.
     """
     from rich.progress import track
 
@@ -39,7 +43,17 @@ def prepare(train: Sequence[str], out_dir: str, vocab_size: int = 1000, stats_ut
     if missing:
         raise ValueError(f"{missing[0].audio_path}: no formatted text for '{missing[0].id}' ({len(missing)} utterances "
                          "without it; add it with tools/corpus/add_formatted_text.py)")
-    codec = train_bpe((u.target(text_format) for u in utts), vocab_size)
+    if cased_from:
+        if text_format != "formatted":
+            raise ValueError("cased_from makes a tokenizer for formatted text: give text_format='formatted'")
+        codec = cased_vocabulary(TextCodec.load(cased_from))
+        unk = codec.tok.unk_token_id
+        lost = [u for u in utts if unk in codec.encode(u.target(text_format))]
+        if lost:
+            raise ValueError(f"the cased form of {cased_from} cannot write '{lost[0].target(text_format)}' ({len(lost)} "
+                             "training transcripts have a character the plain vocabulary lacks)")
+    else:
+        codec = train_bpe((u.target(text_format) for u in utts), vocab_size)
     codec.save(out / "tokenizer")
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(utts), size=min(stats_utterances, len(utts)), replace=False)

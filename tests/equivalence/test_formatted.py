@@ -127,3 +127,52 @@ def test_word_start_punctuated_streaming_equals_training_forward(sp_formatted, m
     # a word is shown when the next one starts; an opening quote is written before its word starts, so it is shown
     # with the word before it (its unit, for the schedule, is the next word's)
     assert [w.text for w in s.words] == ["He", 'said "', "Hello", 'there" ,', "to", "me ."]
+
+
+# -- a cased vocabulary made from a plain one (cased_vocabulary): the plain model's cut of every word is kept -------
+
+def plain_words(text: str) -> str:
+    return " ".join("".join(c for c in w if c.isalpha() or c == "'").upper() for w in text.split())
+
+
+@pytest.fixture(scope="module")
+def cased():
+    from asr_stream.decoder import cased_vocabulary
+
+    plain = train_bpe([plain_words(t) for t in FORMATTED * 4], vocab_size=80)
+    return plain, cased_vocabulary(plain)
+
+
+def test_a_cased_vocabulary_keeps_the_plain_cut_and_ends_each_unit_at_its_mark(cased, tmp_path):
+    from asr_stream.decoder import TextCodec, vocabulary_rows
+
+    plain, codec = cased
+    rows, counts = vocabulary_rows(plain, codec)
+    pieces = codec.tok.convert_ids_to_tokens(list(range(len(codec))))
+    # only marks and letter forms the plain vocabulary lacks start new (its every token is there in two cases)
+    assert counts["pieces"] == 0 and counts["same"] >= 2 * (len(plain) - 4)
+    assert all(len(p.replace("</w>", "").replace("</m>", "")) == 1 for p, r in zip(pieces, rows) if not r)
+    codec.save(tmp_path / "tok")
+    loaded = TextCodec.load(tmp_path / "tok")
+    for c in (codec, loaded):
+        for text in FORMATTED + ["NASA's Bob, the students' books?"]:
+            ids = c.encode(text)
+            assert c.decode(ids) == text and c.tok.unk_token_id not in ids
+            flags = c.boundaries(ids)
+            assert sum(flags) == len(text.split()) and flags[-1]  # "dog." is one unit, ended by its full stop
+            # every word of letters is cut where the plain tokenizer cuts it in upper case, row for row
+            letters = [t for t in ids if rows[t] != []]
+            if text in FORMATTED:
+                assert [rows[t] for t in letters] == [[t] for t in plain.encode(plain_words(text))]
+
+
+@pytest.mark.parametrize("mode,k,phi", [("group", 1, 0.5), ("group", 3, 0.0), ("interleaved", 2, 0.0)])
+def test_cased_vocabulary_streaming_equals_training_forward(cased, mode, k, phi):
+    _, codec = cased
+    torch.manual_seed(2)
+    model = SpeechLLM(replace(test_sized(160), text_format="formatted"), codec).eval()
+    text = FORMATTED[4]
+    tokens = codec.encode(text)
+    s = assert_streams_like_training(model, noise_audio(2.2, seed=23), tokens, len(codec), mode=mode, k=k, phi=phi)
+    assert s.state.units == len(text.split())
+    assert [w.text for w in s.words] == text.split()  # "Don't", "sentence,", "Bob.": each word with its mark

@@ -363,16 +363,18 @@ def test_the_formatted_recipe_is_the_whisper_recipe_with_formatted_targets():
     assert fmt == json.loads(moved)
 
 
-def test_the_bundled_models_formatted_fine_tune_differs_from_its_plain_control_only_in_its_targets():
-    """conf/tiny_synthetic_formatted_ft.yaml against conf/tiny_synthetic_plain_ft.yaml (recipe stage 12): the same
-    start (the bundled model), steps, data and seed; only text_format, the tokenizer and the output folders differ."""
+@pytest.mark.parametrize("variant", ["formatted", "cased"])
+def test_the_bundled_models_formatted_fine_tune_differs_from_its_plain_control_only_in_its_targets(variant):
+    """conf/tiny_synthetic_{formatted,cased}_ft.yaml against conf/tiny_synthetic_plain_ft.yaml (recipe stage 12): the
+    same start (the bundled model), steps, data and seed; only text_format, the tokenizer and the output folders
+    differ."""
     root = Path(__file__).resolve().parents[2] / "conf"
     plain = yaml.safe_load((root / "tiny_synthetic_plain_ft.yaml").read_text())
-    fmt = yaml.safe_load((root / "tiny_synthetic_formatted_ft.yaml").read_text())
+    fmt = yaml.safe_load((root / f"tiny_synthetic_{variant}_ft.yaml").read_text())
     assert fmt["model"]["model"].pop("text_format") == "formatted" and "text_format" not in plain["model"]["model"]
-    assert fmt["model"].pop("tokenizer") == "exp/synthetic_formatted_ft/prep/tokenizer"
+    assert fmt["model"].pop("tokenizer") == f"exp/synthetic_{variant}_ft/prep/tokenizer"
     assert plain["model"].pop("tokenizer") == plain["model"]["init_from"] == "asr_stream/assets/default_model"
-    moved = json.dumps(plain).replace("exp/synthetic_plain_ft/", "exp/synthetic_formatted_ft/")
+    moved = json.dumps(plain).replace("exp/synthetic_plain_ft/", f"exp/synthetic_{variant}_ft/")
     assert fmt == json.loads(moved)
 
 
