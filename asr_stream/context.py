@@ -136,6 +136,11 @@ class ContextDraw:
     list takes from the utterance, and the pool distractors come from."""
     word_list: Optional[str] = None
     """A UTF-8 file of distractor words or phrases (one a line) instead of the rare training vocabulary."""
+    per_batch: bool = False
+    """Flip the list-or-none coin (``prob``) once per batch instead of once per utterance: a batch holds lists for
+    all its utterances or for none. A list is a prefix of every target in the batch, so one long list pads them all;
+    per batch, the batches without lists train at the speed of a model without context (at ``prob`` 0.5 about half
+    the steps). Each utterance's list itself is drawn as before."""
 
     def __post_init__(self) -> None:
         for name in ("prob", "distractor_only_prob"):
@@ -215,7 +220,7 @@ class ContextSampler:
 
     def __call__(self, text: str, rng: np.random.Generator) -> tuple[str, ...]:
         d = self.draw
-        if rng.random() >= d.prob:
+        if not d.per_batch and rng.random() >= d.prob:
             return ()
         words = list(dict.fromkeys(list_words(text)))
         rare = [w for w in words if word_key(w) not in self.common]
@@ -233,12 +238,19 @@ class ContextSampler:
         return tuple(out[j] for j in rng.permutation(len(out)))
 
 
+def batch_has_context(draw: ContextDraw, seed: int, epoch: int, first: int) -> bool:
+    """``draw.per_batch``: does the batch whose first utterance is ``first`` get its lists? From (seed, epoch, first)
+    alone, a stream apart from the lists' own draws."""
+    return bool(np.random.default_rng([seed, epoch, first, 0xBA]).random() < draw.prob)
+
+
 def context_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The random draws of utterance ``index``'s context list in ``epoch``: from (seed, epoch, index) alone, and a
     stream of their own (the waveform augmentation's draws, and so a feature cache, do not move)."""
     return np.random.default_rng([seed, epoch, index, 0xC0])
 
 
-__all__ = ["ContextDraw", "ContextSampler", "MAX_CONTEXT_FILE_BYTES", "check_context_length", "checked_ids",
+__all__ = ["ContextDraw", "ContextSampler", "MAX_CONTEXT_FILE_BYTES", "batch_has_context", "check_context_length",
+           "checked_ids",
            "context_from_options",
            "context_ids", "context_rng", "fit_context", "list_words", "parse_context", "read_context_file", "word_key"]

@@ -72,7 +72,8 @@ class WithContext(Dataset):
     """A training dataset whose items also carry a context list (:class:`asr_stream.context.ContextSampler`), drawn
     from the item's transcript (its last field, after augmentation: non-speech gets a distractor-only list) with
     random draws from (seed, epoch, index) alone, apart from the augmentation's (a feature cache stays valid).
-    Items are ``(base item, context)``; :class:`ContextCollate` batches them."""
+    Items are ``(base item, context, (index, epoch))``; :class:`ContextCollate` batches them (and, with
+    ``data.context.per_batch``, keeps or drops the batch's lists together)."""
 
     def __init__(self, base: Dataset, sampler, seed: int = 0) -> None:
         self.base, self.sampler, self.seed = base, sampler, seed
@@ -85,18 +86,26 @@ class WithContext(Dataset):
 
         i, epoch = key if isinstance(key, tuple) else (key, 0)
         item = self.base[key]
-        return item, self.sampler(item[-1], context_rng(self.seed, epoch, i))
+        return item, self.sampler(item[-1], context_rng(self.seed, epoch, i)), (i, epoch)
 
 
 class ContextCollate:
-    """Collates :class:`WithContext` items with the base dataset's collate function, then adds ``contexts``."""
+    """Collates :class:`WithContext` items with the base dataset's collate function, then adds ``contexts``. With
+    ``draw.per_batch`` the whole batch keeps its lists or gets none (:func:`asr_stream.context.batch_has_context`, by
+    the batch's first utterance)."""
 
-    def __init__(self, base) -> None:
-        self.base = base
+    def __init__(self, base, draw=None, seed: int = 0) -> None:
+        self.base, self.draw, self.seed = base, draw, seed
 
     def __call__(self, items) -> "Collated":
-        out = self.base([item for item, _ in items])
-        out.contexts = [ctx for _, ctx in items]
+        from ..context import batch_has_context
+
+        out = self.base([item for item, _, _ in items])
+        out.contexts = [ctx for _, ctx, _ in items]
+        if self.draw is not None and self.draw.per_batch and items:
+            i, epoch = items[0][2]
+            if not batch_has_context(self.draw, self.seed, epoch, i):
+                out.contexts = [() for _ in items]
         return out
 
 

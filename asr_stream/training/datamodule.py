@@ -120,7 +120,8 @@ class SpeechDataModule(L.LightningDataModule):
         else:
             ds, coll = UtteranceDataset(utts, speeds, self.seed + rank, augment, self.targets), collate
         if shuffle and self.context_sampler is not None:  # training utterances get context lists
-            ds, coll = WithContext(ds, self.context_sampler, self.seed + rank), ContextCollate(coll)
+            ds, coll = (WithContext(ds, self.context_sampler, self.seed + rank),
+                        ContextCollate(coll, self.context, self.seed + rank))
         return DataLoader(ds, batch_sampler=sampler, collate_fn=coll, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 

@@ -110,6 +110,23 @@ def test_data_module_batches_carry_context_lists(tiny_setup):  # noqa: F811
     assert (next(iter(dm.train_dataloader())).wave - first.wave).abs().max() == 0
 
 
+def test_per_batch_lists_come_for_a_whole_batch_or_none(tiny_setup):  # noqa: F811
+    from asr_stream.training.datamodule import SpeechDataModule
+
+    _, manifest = tiny_setup
+    draw = {"prob": 0.5, "distractor_only_prob": 0.0, "rare_rank": 5, "distractors": [1, 2]}
+    kinds = {}
+    for per_batch in (False, True):
+        dm = SpeechDataModule(train=[str(manifest)] * 6, max_batch_seconds=8.0, num_workers=0, seed=0,
+                              context={**draw, "per_batch": per_batch})
+        dm.setup("fit")
+        kinds[per_batch] = [tuple(bool(c) for c in b.contexts) for b in dm.train_dataloader()]
+    whole = [set(k) for k in kinds[True]]
+    assert all(len(k) == 1 for k in whole)  # all lists or none in a batch
+    assert {True} in whole and {False} in whole  # both kinds of batch
+    assert any(len(set(k)) == 2 for k in kinds[False])  # per utterance (the default), batches mix them
+
+
 def test_training_batches_take_the_lists_as_ids_and_a_model_without_context_refuses_them(tiny_setup):  # noqa: F811
     from asr_stream.training.data import Collated
     from asr_stream.training.module import SpeechLLMModule
