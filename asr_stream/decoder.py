@@ -80,6 +80,23 @@ class TextCodec:
         ids = {str(p): i for i, p in enumerate(pieces) if p}
         self._twin = {ids[p[: -len(TWIN)] + EOW]: i for p, i in ids.items()
                       if self.style == "suffix" and p.endswith(TWIN) and p[: -len(TWIN)] + EOW in ids}
+        # and each token's plain form, which the CTC head is taught (it hears words; the decoder writes them):
+        # lower case, a twin as its word-final token, a mark as none (-1); None for any other vocabulary
+        self.canonical: list[int] | None = None
+        if self._twin:
+            def plain_form(p: str) -> int:
+                if not p or _marks_only(p):
+                    return -1
+                q = p[: -len(TWIN)] + EOW if p.endswith(TWIN) else p
+                return ids.get(q.lower(), ids.get(q, -1))
+            self.canonical = [i if i in special else plain_form(str(p or "")) for i, p in enumerate(pieces)]
+
+    def plain_targets(self, ids: Sequence[int]) -> list[int]:
+        """A transcript's tokens in their plain forms (:attr:`canonical`; marks left out): what the CTC head of a
+        model with a cased vocabulary learns. Any other vocabulary: the tokens as they are."""
+        if self.canonical is None:
+            return list(ids)
+        return [c for c in (self.canonical[t] for t in ids) if c >= 0]
 
     def __len__(self) -> int:
         return len(self.tok)

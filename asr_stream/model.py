@@ -268,8 +268,11 @@ class SpeechLLM(nn.Module):
         return ForwardOut(loss=loss, ce=ce, ctc=ctc, target_logits=target_logits, n_tokens=int((lab != -100).sum()))
 
     def ctc_loss(self, enc: torch.Tensor, frame_lens: list[int], targets: list[list[int]]) -> torch.Tensor:
-        """CTC on encoder frames with the pad token as blank (never a transcript token)."""
+        """CTC on encoder frames with the pad token as blank (never a transcript token). A cased vocabulary's CTC head
+        learns the plain forms (:meth:`TextCodec.plain_targets`): case and marks are the decoder's to write, not
+        the frames' to hear, and the head's posteriors feed the source embeddings (``projector.ctc_embed``)."""
         logp = self.ctc_head(enc).float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
+        targets = [self.codec.plain_targets(y) for y in targets]  # a cased vocabulary: words, no case or marks
         flat = torch.tensor([t for y in targets for t in y], dtype=torch.long)
         return F.ctc_loss(logp, flat, torch.tensor(frame_lens), torch.tensor([len(y) for y in targets]),
                           blank=self.codec.pad_id, reduction="mean", zero_infinity=True)

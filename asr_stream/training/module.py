@@ -234,4 +234,10 @@ def _with_vocabulary(src: SpeechLLM, model: ModelConfig, codec: TextCodec) -> Sp
         rows, _ = vocabulary_rows(src.codec, codec)
         map_rows(net.ctc_head.weight, src.ctc_head.weight, rows)
         map_rows(net.ctc_head.bias, src.ctc_head.bias, rows)
+        if codec.canonical is not None:  # a cased vocabulary: its CTC head hears plain forms only (ctc_loss), so the
+            with torch.no_grad():  # others, and forms the plain head had no row for, start silent: the posteriors
+                for t, c in enumerate(codec.canonical):  # (and so the source embeddings) are the plain model's
+                    if c != t or len(rows[t]) != 1:
+                        net.ctc_head.weight[t] = 0.0
+                        net.ctc_head.bias[t] = -1e4
     return net

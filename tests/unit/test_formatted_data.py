@@ -386,3 +386,45 @@ def test_a_formatted_model_needs_a_tokenizer_of_cased_text(tmp_path, codec):
     with pytest.raises(ValueError, match="the tokenizer cannot write cased, punctuated text"):
         SpeechLLMModule(model=replace(test_sized(160), text_format="formatted"), init_decoder_from=str(tmp_path / "src"))
     SpeechLLMModule(model=test_sized(160), init_decoder_from=str(tmp_path / "src"))  # plain: fine
+
+
+def test_a_model_with_the_cased_vocabulary_starts_as_its_plain_model(tmp_path):
+    """init_from a plain model with the cased form of its vocabulary (decoder.cased_vocabulary): on the same audio,
+    the source embeddings (CTC posteriors included), the CTC loss and, for a lower-case transcript, the decoder's
+    logits of every plain word token are the plain model's. Case and marks are all that is new."""
+    import torch
+
+    from asr_stream.decoder import cased_vocabulary, train_bpe, vocabulary_rows
+    from asr_stream.model import SpeechLLM
+    from asr_stream.training.module import SpeechLLMModule
+
+    from ..conftest import noise_audio
+    from ..equivalence.test_streaming import forward_logits
+
+    plain_text = [" ".join("".join(c for c in w if c.isalpha() or c == "'") for w in s.split()).upper() for s in SENTENCES]
+    plain = train_bpe(plain_text * 3, 70)
+    torch.manual_seed(0)
+    cfg = test_sized(160, ctc_embed=True)
+    SpeechLLM(cfg, plain).save(tmp_path / "src")
+    src = SpeechLLM.load(tmp_path / "src")
+    cased = cased_vocabulary(plain)
+    cased.save(tmp_path / "tok")
+    net = SpeechLLMModule(model=replace(cfg, text_format="formatted"), init_from=str(tmp_path / "src"),
+                          tokenizer=str(tmp_path / "tok")).net.eval()
+    rows, _ = vocabulary_rows(plain, cased)
+    wave = noise_audio(2.048, seed=3)  # 12.5 chunks of 160 ms: forward pads, the encoder takes whole chunks
+    whole = wave[: len(wave) // src.encoder.chunk_samples * src.encoder.chunk_samples]
+    text = SENTENCES[1]  # "She sells sea shells by the sea shore, she says."
+    ids, pids = cased.encode(text), plain.encode(plain_text[1])
+    assert [rows[c] for c in cased.plain_targets(ids)] == [[p] for p in pids]  # CTC targets: the plain words
+    with torch.no_grad():
+        x = torch.from_numpy(whole)[None]
+        enc_old, enc_new = src.encoder(x), net.encoder(x)
+        torch.testing.assert_close(net.project(enc_new), src.project(enc_old))
+        frames = [enc_old.shape[1]]
+        torch.testing.assert_close(net.ctc_loss(enc_new, frames, [ids]), src.ctc_loss(enc_old, frames, [pids]))
+    lower = cased.encode(" ".join(plain_text[1].lower().split()))
+    assert [rows[t] for t in lower] == [[p] for p in pids]
+    new, old = forward_logits(net, wave, lower), forward_logits(src, wave, pids)
+    cols = [t for t, c in enumerate(cased.canonical) if c == t and len(rows[t]) == 1]
+    torch.testing.assert_close(new[:, cols], old[:, [rows[t][0] for t in cols]])
