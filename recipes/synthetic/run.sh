@@ -64,7 +64,7 @@
 #            the same fine-tune with the cased form of the bundled vocabulary instead of a new BPE
 #            (conf/tiny_synthetic_cased_ft.yaml: every word cut as the bundled model cuts it; 920 tokens).
 #            FORMAT_VARIANTS="plain cased" runs only those. Only by asking for it (--stage 12 --stop-stage 12).
-#   stage 13: (espeak) issue #31: the formatted fine-tune of stage 12 trained with context lists as well
+#   stage 13: (espeak) issue #31: the cased fine-tune of stage 12 trained with context lists as well
 #            (conf/tiny_synthetic_context_ft.yaml); two biasing sets (tools/corpus/make_biasing_set.py: held-out voices
 #            and training voices, 100 sentences each), evaluated with and without their lists (B-WER, U-WER, rare-word
 #            recall), and the test splits with no list and with 100 distractors only. --stage 13 --stop-stage 13.
@@ -269,7 +269,7 @@ fi
 
 if [ "$stage" -le 13 ] && [ "$stop_stage" -ge 13 ] && [ "$stage" -ge 12 ]; then
   if [ "$corpus" != espeak ]; then echo "stage 13 fine-tunes the bundled model on its own corpus: use --corpus espeak" >&2; exit 2; fi
-  if [ ! -f exp/synthetic_formatted_ft/prep/tokenizer/tokenizer.json ]; then echo "run stage 12 first (its tokenizer)" >&2; exit 2; fi
+  if [ ! -f exp/synthetic_cased_ft/prep/tokenizer/tokenizer.json ]; then echo "run stage 12 first (its tokenizer)" >&2; exit 2; fi
   echo "== stage 13: the bundled model taught case, punctuation and prompted hotwords at once (issue #31)"
   x=exp/synthetic_context_ft
   # the biasing sets: rare names and words outside the training text, each with its list of true words + 100
