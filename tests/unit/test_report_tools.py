@@ -151,3 +151,24 @@ def test_trajectory_plot_scores_models_and_reference_on_the_same_utterances(tmp_
         tool.main(args)
     with pytest.raises(SystemExit, match="LABEL:STEPS:VOICES=DIR"):
         tool.main([f"ft:700={tmp_path / 'm1'}"])
+
+
+def test_compare_evals_pairs_two_finished_runs(tmp_path, capsys):
+    """tools/report/compare_evals.py: the paired difference of two eval folders (asr_stream.evaluation.stats.compare),
+    refusing folders of other utterances and an existing --json file."""
+    from ..conftest import import_script
+
+    tool = import_script("tools/report", "compare_evals")
+    refs = [(f"1-1-{i:04d}", "A B C D") for i in range(6)]
+    write(tmp_path / "base", [(i, r, "A B C D") for i, r in refs])
+    write(tmp_path / "run", [(i, r, "A B X D" if n < 3 else r) for n, (i, r) in enumerate(refs)])
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({"wer": 3 / 24, "punct_f1": 0.5}))
+    assert tool.main([str(tmp_path / "base"), str(tmp_path / "run"), "--json", str(tmp_path / "c.json")]) == 0
+    c = json.loads((tmp_path / "c.json").read_text())["runs"][0]
+    assert c["wer_diff"] == pytest.approx(3 / 24) and c["worse"] == 3 and c["better"] == 0 and c["punct_f1"] == 0.5
+    assert "+12.50 points" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="exists"):
+        tool.main([str(tmp_path / "base"), str(tmp_path / "run"), "--json", str(tmp_path / "c.json")])
+    write(tmp_path / "other", [("9-9-0000", "A", "A")])
+    with pytest.raises(SystemExit, match="different utterances"):
+        tool.main([str(tmp_path / "base"), str(tmp_path / "other")])
