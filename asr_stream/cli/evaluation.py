@@ -33,7 +33,8 @@ def _print_summary(s: dict) -> None:
     if fm:
         marks = ", ".join(f"{c!r} {v['f1']:.3f}" for c, v in s["punct_classes"].items())
         print(f"formatted text: WER with case and punctuation {100 * s['formatted_wer']:.2f} % over "
-              f"{s['formatted_tokens']} reference words and marks; punctuation F1 {s['punct_f1']:.3f} (precision "
+              f"{s['formatted_tokens']} reference words and marks; punctuation F1 {s['punct_f1']:.3f} "
+              f"{format_interval(*s.get('punct_f1_ci', (math.nan, math.nan)), 1, 3)} (precision "
               f"{s['punct_precision']:.3f}, recall {s['punct_recall']:.3f}; per mark: {marks}) "
               "(asr_stream/evaluation/formatted.py)")
     nan2 = (math.nan, math.nan)

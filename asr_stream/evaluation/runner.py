@@ -488,7 +488,8 @@ def formatted_summary(rows: Sequence[dict]) -> dict:
     """The formatted-text figures (:mod:`asr_stream.evaluation.formatted`) when every record has a formatted
     hypothesis and reference: ``formatted_wer`` (case- and punctuation-sensitive, over words and marks),
     ``formatted_tokens`` (reference words + marks), ``punct_f1`` / ``punct_precision`` / ``punct_recall``
-    (micro-averaged over mark classes) and ``punct_classes`` (per mark). Empty otherwise (a plain model, ``--plain``,
+    (micro-averaged over mark classes), ``punct_f1_ci`` (its 95 % bootstrap interval over the utterances) and
+    ``punct_classes`` (per mark). Empty otherwise (a plain model, ``--plain``,
     or a corpus without formatted text)."""
     from .formatted import formatted_wer, punctuation_f1
 
@@ -496,7 +497,11 @@ def formatted_summary(rows: Sequence[dict]) -> dict:
         return {}
     refs, hyps = [r["reference_formatted"] for r in rows], [r["hypothesis"] for r in rows]
     fw, pf = formatted_wer(refs, hyps), punctuation_f1(refs, hyps)
+    from .stats import f1_interval
+
+    each = [punctuation_f1([r], [h]) for r, h in zip(refs, hyps)]  # the same counts, per utterance, for the interval
     return {"formatted_wer": fw["wer"], "formatted_tokens": fw["ref_words"], "punct_f1": pf["f1"],
+            "punct_f1_ci": list(f1_interval(*([e[k] for e in each] for k in ("tp", "fp", "fn")))),
             "punct_precision": pf["precision"], "punct_recall": pf["recall"], "punct_classes": pf["classes"]}
 
 

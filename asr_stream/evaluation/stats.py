@@ -76,6 +76,15 @@ def wer_interval(errors: Sequence[int], ref_words: Sequence[int], level: float =
     return percentile_interval(_ratio(e, w, resample_indices(e.size, resamples, seed)), level)
 
 
+def f1_interval(tp: Sequence[int], fp: Sequence[int], fn: Sequence[int], level: float = LEVEL,
+                resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
+    """Percentile interval of a micro-averaged F1 (2 tp / (2 tp + fp + fn) over the resampled utterances' counts)."""
+    t, p, n = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
+    if not t.shape == p.shape == n.shape:
+        raise ValueError(f"counts of {t.size}, {p.size} and {n.size} utterances")
+    return percentile_interval(_ratio(2 * t, 2 * t + p + n, resample_indices(t.size, resamples, seed)), level)
+
+
 def mean_interval(values: Sequence[float], level: float = LEVEL, resamples: int = RESAMPLES,
                   seed: int = SEED) -> tuple[float, float]:
     """Percentile interval of the mean of per-utterance values (NaN: undefined for that utterance, left out)."""

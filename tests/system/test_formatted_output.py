@@ -136,6 +136,7 @@ def test_eval_reports_formatted_scores_and_latencies_over_normalised_words(fmode
     refs = [u.formatted for u in formatted_corpus]
     assert s["formatted_wer"] == formatted_wer(refs, [hyp, hyp])["wer"] > 0
     assert s["punct_f1"] == punctuation_f1(refs, [hyp, hyp])["f1"]
+    assert s["punct_f1_ci"][0] <= s["punct_f1"] <= s["punct_f1_ci"][1]  # the bootstrap interval over utterances
     assert set(s["punct_classes"]) == {",", ".", "?"}
     assert json.loads((tmp_path / "cell" / "summary.json").read_text())["punct_f1"] == s["punct_f1"]
     # an undefined score (a class with no mark written: precision 0/0, NaN) is null in summary.json, which stays

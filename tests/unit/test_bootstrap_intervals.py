@@ -150,3 +150,18 @@ def test_eval_and_sweep_report_intervals_and_paired_differences(tmp_path, make_m
     with pytest.raises(ValueError, match="no such cell"):
         baseline_index("group-k9-phi0", cells)
     assert Setting("group", 3, 0.0).name == "group-k3-phi0"
+
+
+def test_the_f1_interval_is_the_micro_f1_over_resampled_utterances():
+    from asr_stream.evaluation.stats import f1_interval
+
+    # utterances alike: every resample has the same F1, so the interval is that point
+    lo, hi = f1_interval([3] * 10, [1] * 10, [1] * 10)
+    assert lo == pytest.approx(0.75) and hi == pytest.approx(0.75)
+    # half perfect, half all wrong: the micro F1 of the whole set (0.5) lies inside a wide interval
+    tp, fp, fn = [2] * 20 + [0] * 20, [0] * 20 + [2] * 20, [0] * 20 + [2] * 20
+    lo, hi = f1_interval(tp, fp, fn)
+    assert lo < 0.5 < hi and hi - lo > 0.2
+    assert f1_interval(tp, fp, fn) == (lo, hi)  # fixed draws
+    with pytest.raises(ValueError, match="counts of"):
+        f1_interval([1], [1, 2], [1])
