@@ -91,35 +91,6 @@ class TextCodec:
                 return ids.get(q.lower(), ids.get(q, -1))
             self.canonical = [i if i in special else plain_form(str(p or "")) for i, p in enumerate(pieces)]
 
-    @functools.cached_property
-    def _grammar(self) -> tuple[torch.Tensor, torch.Tensor, set[int]] | None:
-        """A cased vocabulary's masks: (after a letter twin: marks only; at a word start: no word-final mark), and the
-        letter twins' ids. None for any other vocabulary."""
-        if not self._twin:
-            return None
-        finals = self._boundary.clone()
-        only_marks = self._marks.clone()
-        no_loose = ~(self._marks & finals)
-        letter_twins = {t for t in self._twin.values() if not bool(self._marks[t])}
-        return only_marks, no_loose, letter_twins
-
-    def allowed_next(self, prev: int | None) -> torch.Tensor | None:
-        """Which tokens may follow ``prev`` (None: the transcript's first) in text this vocabulary can write, or None
-        where any may. A cased vocabulary (:func:`cased_vocabulary`) has two rules: a letter token's twin
-        (``lo</m>``) is followed by a mark (it exists only for that), and a word-final mark does not start a word (a
-        mark stands against its word). Greedy decoding applies them (:class:`StreamingSession`); without them a
-        model that wrote a twin and then a word glued the two ("personwho"), the most frequent error of the first
-        cased fine-tune. They change which token is chosen, never a logit, so streaming still equals training."""
-        g = self._grammar
-        if g is None:
-            return None
-        only_marks, no_loose, letter_twins = g
-        if prev is not None and prev in letter_twins:
-            return only_marks
-        if prev is None or bool(self._boundary[prev]):
-            return no_loose
-        return None
-
     def plain_targets(self, ids: Sequence[int]) -> list[int]:
         """A transcript's tokens in their plain forms (:attr:`canonical`; marks left out): what the CTC head of a
         model with a cased vocabulary learns. Any other vocabulary: the tokens as they are."""

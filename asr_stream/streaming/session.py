@@ -509,14 +509,9 @@ class StreamingSession:
         s.refused_at = s.chunks_read
 
     def _choose(self, row: int, logits: torch.Tensor) -> int:
-        """The token for target ``row``: forced, or greedy among the tokens the vocabulary allows after the last
-        one (:meth:`TextCodec.allowed_next`: a cased vocabulary's twin is followed by its mark)."""
+        """The token for target ``row``: forced, or greedy."""
         if self.forced is not None and row < len(self.forced):
             return self.forced[row]
-        allowed = self.codec.allowed_next(self.state.tokens[-1] if self.state.tokens else None)
-        if allowed is not None:  # a decoder's rows past the tokenizer's (a padded embedding table) are never chosen
-            allowed = torch.nn.functional.pad(allowed, (0, logits.shape[-1] - allowed.shape[0]), value=False)
-            logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
         return int(torch.argmax(logits))
 
     # -- the decoder -------------------------------------------------------------------------------
