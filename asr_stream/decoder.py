@@ -113,7 +113,25 @@ class TextCodec:
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=True).strip()
+        return self.tok.decode(self._mended(list(ids)), skip_special_tokens=True).strip()
+
+    def _mended(self, ids: list[int]) -> list[int]:
+        """A cased vocabulary's text as a model may write it, made readable: a letter token's twin followed by no mark
+        is written as the word's end (``person</m> who</w>``: "person who", not "personwho"), and a word-final mark
+        that follows a word's end is written against that word (``anything</w> .</w>``: "anything.", not
+        "anything ."; the model often writes a mark so, one unit later, once it has heard the pause). Only the text
+        changes: the tokens, their units and their times are what the model wrote. Other vocabularies: as they are."""
+        if not self._twin:
+            return ids
+        final = {v: k for k, v in self._twin.items()}
+        out = list(ids)
+        for i, t in enumerate(out):
+            nxt = out[i + 1] if i + 1 < len(out) else None
+            if t in final and not bool(self._marks[t]) and nxt is not None and not bool(self._marks[nxt]):
+                out[i] = final[t]
+            elif i and bool(self._marks[t]) and bool(self._boundary[t]) and out[i - 1] in self._twin:
+                out[i - 1] = self._twin[out[i - 1]]
+        return out
 
     def is_boundary(self, token: int, first: bool = False, word_start: bool = False) -> bool:
         """Does emitting ``token`` complete (suffix style) / start (prefix style) a target unit?

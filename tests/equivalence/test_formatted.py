@@ -176,3 +176,20 @@ def test_cased_vocabulary_streaming_equals_training_forward(cased, mode, k, phi)
     s = assert_streams_like_training(model, noise_audio(2.2, seed=23), tokens, len(codec), mode=mode, k=k, phi=phi)
     assert s.state.units == len(text.split())
     assert [w.text for w in s.words] == text.split()  # "Don't", "sentence,", "Bob.": each word with its mark
+
+
+def test_a_cased_vocabulary_mends_a_twin_without_its_mark_and_a_loose_mark(cased):
+    """What a model may write, made readable by decode (the tokens, units and times stay as written): a twin that no
+    mark follows ends its word ("person who", not "personwho"), and a mark written as a word of its own after a word
+    stands against that word ("thought, if", not "thought , if")."""
+    _, codec = cased
+    ids = codec.encode("Don't wait, Bob.")
+    twin = codec._twin
+    end = codec.boundaries(ids).index(True)  # "Don't"'s last token
+    glued = [twin[t] if i == end else t for i, t in enumerate(ids)]  # written in its twin form, then "wait"
+    assert codec.decode(glued) == "Don't wait, Bob." and glued != ids
+    loose = codec.encode("Don't wait , Bob .")  # the marks as words of their own: a final form, then the mark
+    assert [t for t in loose if t not in twin.values()] == loose  # no twin in it
+    assert codec.decode(loose) == "Don't wait, Bob."
+    # a whole transcript of twins with nothing after them: words, not one glued string
+    assert codec.decode([twin.get(t, t) for t in codec.encode("the quick fox")]) == "the quick fox"
