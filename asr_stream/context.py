@@ -101,10 +101,31 @@ def check_context_length(model_cfg, n_tokens: int) -> None:
 
 
 def checked_ids(model, phrases: Sequence[str]) -> list[int]:
-    """:func:`context_ids` of ``phrases`` for ``model`` (a SpeechLLM), checked by :func:`check_context_length`."""
+    """:func:`context_ids` of ``phrases`` for ``model`` (a SpeechLLM), checked by :func:`check_context_length`; a
+    phrase with a character the model's vocabulary cannot write is read with an unknown token in its place and can
+    never be written as listed: one warning names it (:func:`unwritable_warning`)."""
     ids = context_ids(model.codec, phrases) if phrases else []
     check_context_length(model.cfg, len(ids))
+    unk = getattr(model.codec.tok, "unk_token_id", None)
+    if unk is not None and unk in ids:
+        _warn_unwritable(model.codec, tuple(phrases), unk)
     return ids
+
+
+class ContextWarning(UserWarning):
+    """A context list the model will read otherwise than listed (the command line prints it as one line)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_unwritable(codec, phrases: tuple[str, ...], unk: int) -> None:
+    """Warn once per list: the phrases with characters ``codec`` cannot write, and those characters."""
+    import warnings
+
+    bad = {p: "".join(sorted({c for c in p if not c.isspace() and unk in context_ids(codec, [c])})) for p in phrases
+           if unk in context_ids(codec, [p])}
+    shown = "; ".join(f"{p!r} ({chars!r})" for p, chars in list(bad.items())[:5]) + (" ..." if len(bad) > 5 else "")
+    warnings.warn(f"context: this model's vocabulary cannot write some characters, read as unknown tokens: {shown}; "
+                  "spell them out or leave them out", ContextWarning, stacklevel=3)
 
 
 def fit_context(codec, phrases: Sequence[str], max_tokens: int) -> list[int]:
@@ -250,7 +271,6 @@ def context_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index, 0xC0])
 
 
-__all__ = ["ContextDraw", "ContextSampler", "MAX_CONTEXT_FILE_BYTES", "batch_has_context", "check_context_length",
-           "checked_ids",
-           "context_from_options",
-           "context_ids", "context_rng", "fit_context", "list_words", "parse_context", "read_context_file", "word_key"]
+__all__ = ["ContextDraw", "ContextSampler", "ContextWarning", "MAX_CONTEXT_FILE_BYTES", "batch_has_context",
+           "check_context_length", "checked_ids", "context_from_options", "context_ids", "context_rng", "fit_context",
+           "list_words", "parse_context", "read_context_file", "word_key"]

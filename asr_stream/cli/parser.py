@@ -140,15 +140,17 @@ def build_parser():
 
 
 def _announce_training_mismatches() -> None:
-    """Print each TrainingMismatchWarning once, as one line on stderr; other warnings as Python prints them."""
+    """Print each TrainingMismatchWarning and ContextWarning once, as one line on stderr; other warnings as Python
+    prints them."""
     import warnings
 
     from ..config import TrainingMismatchWarning
+    from ..context import ContextWarning
 
     python_show, seen = warnings.showwarning, set()
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if not issubclass(category, TrainingMismatchWarning):
+        if not issubclass(category, (TrainingMismatchWarning, ContextWarning)):
             python_show(message, category, filename, lineno, file, line)
         elif str(message) not in seen:  # once per message, however many sessions (files, utterances) repeat it
             seen.add(str(message))

@@ -211,6 +211,11 @@ def test_a_model_trained_without_context_refuses_one(make_model, ctx_model):
         StreamingSession(ctx_model(), context=tuple(["ZANZIBAR"] * 40))
     with pytest.raises(ValueError, match="not a string"):
         StreamingSession(ctx_model(), cfg=StreamConfig(context="ZANZIBAR"))
+    # a character the vocabulary cannot write: read as an unknown token, with one warning naming it
+    from asr_stream.context import ContextWarning
+
+    with pytest.warns(ContextWarning, match=r"cannot write some characters.*'42 ZEBRAS' \('24"):
+        StreamingSession(ctx_model(), context=("QUICK", "42 ZEBRAS"))
 
 
 def test_the_masks_command_draws_the_context_as_the_design_notes_show(capsys):
