@@ -103,7 +103,7 @@ def check_context_length(model_cfg, n_tokens: int) -> None:
 def checked_ids(model, phrases: Sequence[str]) -> list[int]:
     """:func:`context_ids` of ``phrases`` for ``model`` (a SpeechLLM), checked by :func:`check_context_length`; a
     phrase with a character the model's vocabulary cannot write is read with an unknown token in its place and can
-    never be written as listed: one warning names it (:func:`unwritable_warning`)."""
+    never be written as listed: one warning names it (:func:`_warn_unwritable`)."""
     ids = context_ids(model.codec, phrases) if phrases else []
     check_context_length(model.cfg, len(ids))
     unk = getattr(model.codec.tok, "unk_token_id", None)

@@ -34,6 +34,11 @@ def _marks_only(piece: str) -> bool:
     return bool(text) and all(unicodedata.category(c).startswith("P") for c in text)
 
 
+def _as_final(piece: str) -> str:
+    """A twin's word-final token (``"lo</m>"`` -> ``"lo</w>"``); any other token as it is."""
+    return piece[: -len(TWIN)] + EOW if piece.endswith(TWIN) else piece
+
+
 def _strip_marker(piece: str) -> str:
     """A token's text without its end-of-word suffix, twin suffix or word-start marker."""
     for suffix in (EOW, TWIN):
@@ -78,8 +83,9 @@ class TextCodec:
         # the same whitespace word follows it ("Hello," = Hel lo</m> ,</w>), so the word keeps its plain tokens
         # and the unit still ends at the word's last token, its mark
         ids = {str(p): i for i, p in enumerate(pieces) if p}
-        self._twin = {ids[p[: -len(TWIN)] + EOW]: i for p, i in ids.items()
-                      if self.style == "suffix" and p.endswith(TWIN) and p[: -len(TWIN)] + EOW in ids}
+        self._twin = {ids[_as_final(p)]: i for p, i in ids.items()
+                      if self.style == "suffix" and p.endswith(TWIN) and _as_final(p) in ids}
+        self._final = {twin: final for final, twin in self._twin.items()}  # each twin's word-final token
         # and each token's plain form, which the CTC head is taught (it hears words; the decoder writes them):
         # lower case, a twin as its word-final token, a mark as none (-1); None for any other vocabulary
         self.canonical: list[int] | None = None
@@ -87,7 +93,7 @@ class TextCodec:
             def plain_form(p: str) -> int:
                 if not p or _marks_only(p):
                     return -1
-                q = p[: -len(TWIN)] + EOW if p.endswith(TWIN) else p
+                q = _as_final(p)
                 return ids.get(q.lower(), ids.get(q, -1))
             self.canonical = [i if i in special else plain_form(str(p or "")) for i, p in enumerate(pieces)]
 
@@ -123,12 +129,11 @@ class TextCodec:
         changes: the tokens, their units and their times are what the model wrote. Other vocabularies: as they are."""
         if not self._twin:
             return ids
-        final = {v: k for k, v in self._twin.items()}
         out = list(ids)
         for i, t in enumerate(out):
             nxt = out[i + 1] if i + 1 < len(out) else None
-            if t in final and not bool(self._marks[t]) and nxt is not None and not bool(self._marks[nxt]):
-                out[i] = final[t]
+            if t in self._final and not bool(self._marks[t]) and nxt is not None and not bool(self._marks[nxt]):
+                out[i] = self._final[t]
             elif i and bool(self._marks[t]) and bool(self._boundary[t]) and out[i - 1] in self._twin:
                 out[i - 1] = self._twin[out[i - 1]]
         return out
@@ -268,8 +273,8 @@ def vocabulary_rows(src_codec: TextCodec, codec: TextCodec) -> tuple[list[list[i
         if t in roles:
             rows.append([roles[t]])
             counts["special"] += 1
-        elif _upper(piece) in old_vocab and old_vocab[_upper(piece)] not in unk:
-            rows.append([old_vocab[_upper(piece)]])
+        elif (key := _upper(piece)) in old_vocab and old_vocab[key] not in unk:
+            rows.append([old_vocab[key]])
             counts["same"] += 1
         else:
             text = _strip_marker(piece)
@@ -282,10 +287,8 @@ def vocabulary_rows(src_codec: TextCodec, codec: TextCodec) -> tuple[list[list[i
 def _upper(piece: str) -> str:
     """The plain vocabulary's form of a token: its text in upper case with its end-of-word suffix (``"the</w>"`` ->
     ``"THE</w>"``), a twin as its word-final token (``"lo</m>"`` -> ``"LO</w>"``)."""
-    for suffix in (EOW, TWIN):
-        if piece.endswith(suffix):
-            return piece[: -len(suffix)].upper() + EOW
-    return piece.upper()
+    piece = _as_final(piece)
+    return piece[: -len(EOW)].upper() + EOW if piece.endswith(EOW) else piece.upper()
 
 
 @torch.no_grad()
